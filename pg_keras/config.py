@@ -1,0 +1,181 @@
+"""Every hyperparameter of a run, in one frozen dataclass validated on creation.
+
+The launcher's flags are generated from these fields, so the two cannot drift. Derived
+sizes (steps per iteration, number of updates) are computed here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Tuple
+
+ACTIVATIONS = ("tanh", "relu", "elu", "gelu", "silu", "swish", "leaky_relu", "selu", "sigmoid")
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+COLLECT_MODES = ("auto", "steps", "episodes")
+ACTION_BOUNDS = ("clip", "tanh")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Hyperparameters of a REINFORCE run.
+
+    Attributes:
+        env_id: Gymnasium environment id (``"module:Env-v0"`` imports ``module`` first).
+        seed: Fixes the environments, the initial weights and the action sampling.
+        num_envs: Environments stepped together in one gymnasium vector env.
+        steps_per_update: Steps taken in each environment between two updates. In
+            ``episodes`` collect mode it is the longest episode an update waits for.
+        total_steps: Environment steps to train for, summed over the environments.
+        collect_mode: ``steps`` collects fixed-length segments and bootstraps the cut
+            episodes from the value model; ``episodes`` resets the environments and runs
+            each for one whole episode per update (textbook Monte-Carlo REINFORCE);
+            ``auto`` picks ``steps`` with a baseline and ``episodes`` without one.
+        gamma: Discount factor.
+        gae_lambda: GAE(lambda) for the advantage; 1.0 is the Monte-Carlo return minus
+            the baseline (REINFORCE with baseline). Used only with a baseline.
+        baseline: Learn a value model V(s) and subtract it from the return.
+        policy_learning_rate: Step size of the policy optimizer (alpha_theta).
+        value_learning_rate: Step size of the value optimizer (alpha_w).
+        optimizer: One of ``adam``, ``adamw``, ``rmsprop``, ``sgd``; both models use it.
+        entropy_coef: Weight beta of the entropy bonus.
+        max_grad_norm: Clip each model's gradient to this global norm; 0 disables.
+        normalize_advantages: Standardize the policy-gradient weight (G_t, or
+            G_t - V(s_t) with a baseline) over the batch.
+        normalize_returns: Divide rewards by a running estimate of the returns' standard
+            deviation, so value targets stay near unit scale.
+        gamma_weighting: Multiply each step's term by gamma^t, t counted from the
+            episode's start (Sutton & Barto's pseudocode; the unbiased discounted
+            objective, usually slower in practice).
+        normalize_observations: Standardize observations with running statistics kept in
+            a Keras layer that is exported with the policy.
+        hidden_sizes: Units of the default policy MLP's hidden layers.
+        value_hidden_sizes: Units of the default value MLP's hidden layers.
+        activation: Activation of the default MLPs' hidden layers.
+        state_dependent_std: Gaussian heads predict log-std from the state instead of
+            learning one state-independent vector.
+        init_log_std: Initial log standard deviation of Gaussian heads.
+        action_bounds: How Box actions reach the env: ``clip`` (sample is clipped) or
+            ``tanh`` (sample is squashed into the bounds).
+        eval_every: Evaluate the greedy policy every this many env steps; 0 disables.
+        eval_episodes: Episodes per evaluation.
+    """
+
+    env_id: str = "CartPole-v1"
+    seed: int = 0
+    num_envs: int = 8
+    steps_per_update: int = 32
+    total_steps: int = 50_000
+    collect_mode: str = "auto"
+    gamma: float = 0.99
+    gae_lambda: float = 1.0
+    baseline: bool = True
+    policy_learning_rate: float = 3e-3
+    value_learning_rate: float = 3e-3
+    optimizer: str = "adam"
+    entropy_coef: float = 0.0
+    max_grad_norm: float = 0.0
+    normalize_advantages: bool = True
+    normalize_returns: bool = False
+    gamma_weighting: bool = False
+    normalize_observations: bool = False
+    hidden_sizes: Tuple[int, ...] = (64, 64)
+    value_hidden_sizes: Tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+    state_dependent_std: bool = False
+    init_log_std: float = 0.0
+    action_bounds: str = "clip"
+    eval_every: int = 10_000
+    eval_episodes: int = 20
+
+    def __post_init__(self):
+        # Tuples may arrive as lists (from JSON or flags); store them as tuples so the
+        # config stays hashable and comparable.
+        for name in ("hidden_sizes", "value_hidden_sizes"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+        self._validate()
+
+    def _validate(self) -> None:
+        def fail(name, requirement):
+            raise ValueError(f"{name} must be {requirement}; received {name}={getattr(self, name)!r}")
+
+        if not isinstance(self.env_id, str) or not self.env_id.strip():
+            fail("env_id", "a non-empty gymnasium environment id")
+        for name in ("seed",):
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
+                fail(name, "a non-negative integer")
+        for name in ("num_envs", "steps_per_update", "total_steps", "eval_episodes"):
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
+                fail(name, "a positive integer")
+        if not _is_int(self.eval_every) or self.eval_every < 0:
+            fail("eval_every", "a non-negative integer (0 disables evaluation)")
+        for name in ("gamma", "gae_lambda"):
+            if not _is_real(getattr(self, name)) or not 0.0 <= getattr(self, name) <= 1.0:
+                fail(name, "in [0, 1]")
+        for name in ("policy_learning_rate", "value_learning_rate"):
+            if not _is_real(getattr(self, name)) or not getattr(self, name) > 0:
+                fail(name, "a positive finite number")
+        for name in ("entropy_coef", "max_grad_norm"):
+            if not _is_real(getattr(self, name)) or getattr(self, name) < 0:
+                fail(name, "a non-negative finite number")
+        if not _is_real(self.init_log_std):
+            fail("init_log_std", "a finite number")
+        for name in ("baseline", "normalize_advantages", "normalize_returns", "gamma_weighting",
+                     "normalize_observations", "state_dependent_std"):
+            if not isinstance(getattr(self, name), bool):
+                fail(name, "True or False")
+        for name, choices in (("optimizer", OPTIMIZERS), ("activation", ACTIVATIONS),
+                              ("collect_mode", COLLECT_MODES), ("action_bounds", ACTION_BOUNDS)):
+            if getattr(self, name) not in choices:
+                fail(name, "one of " + ", ".join(repr(c) for c in choices))
+        for name in ("hidden_sizes", "value_hidden_sizes"):
+            sizes = getattr(self, name)
+            if not isinstance(sizes, tuple) or not all(_is_int(s) and s > 0 for s in sizes):
+                fail(name, "a tuple of positive integers")
+        if self.collect_mode == "steps" and not self.baseline:
+            raise ValueError(
+                "collect_mode='steps' cuts episodes at the segment end and needs a value "
+                "baseline to bootstrap them; use collect_mode='episodes' (or 'auto') for "
+                "REINFORCE without a baseline; received collect_mode='steps', baseline=False")
+        if self.total_steps < self.steps_per_iteration:
+            raise ValueError(
+                "total_steps must be at least one update's worth of steps (num_envs * "
+                f"steps_per_update = {self.steps_per_iteration}); received "
+                f"total_steps={self.total_steps}")
+
+    @property
+    def resolved_collect_mode(self) -> str:
+        """``steps`` or ``episodes``: ``auto`` resolved against ``baseline``."""
+        if self.collect_mode != "auto":
+            return self.collect_mode
+        return "steps" if self.baseline else "episodes"
+
+    @property
+    def steps_per_iteration(self) -> int:
+        """Environment steps in one update's batch (at most, in episodes mode)."""
+        return self.num_envs * self.steps_per_update
+
+    def replace(self, **changes) -> "Config":
+        """A copy with ``changes`` applied, validated again."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Config":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown Config field(s) {unknown}; known fields: {sorted(names)}")
+        return cls(**values)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

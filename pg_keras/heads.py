@@ -1,0 +1,245 @@
+"""The one place that dispatches on gymnasium action spaces.
+
+A head turns the policy network's output (``params``, [B, param_size]) into a
+``tfp.distributions`` distribution over the *raw* action, a greedy raw action, and the
+action the environment receives. Raw actions are what the batch stores and what the
+log-probability is taken of; ``to_env`` is the environment-side post-processing.
+
+Box actions. The head is a diagonal Gaussian over the unbounded raw action. With
+``action_bounds="clip"`` (the default) the environment receives the sample clipped to the
+bounds: the log-probability and entropy stay those of a plain Gaussian, the gradient is the
+textbook (a - mu) / sigma^2, and clipping is treated as part of the environment. With
+``"tanh"`` the sample is squashed into the bounds; the squash has no parameters, so the
+log-probability's gradient is the same as the Gaussian's and we train on the pre-squash
+sample (the entropy reported is the pre-squash Gaussian's). Clipping is the default
+because squashing saturates: a mean that drifts past the bounds kills the gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import gymnasium as gym
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+tfd = tfp.distributions
+
+SUPPORTED_SPACES = ("Discrete", "Box", "MultiDiscrete", "MultiBinary")
+_LOG_STD_MIN, _LOG_STD_MAX = -5.0, 2.0
+
+
+class ActionHead(keras.layers.Layer):
+    """Base class: maps network outputs to a distribution and to env actions.
+
+    Attributes:
+        space: The gymnasium action space.
+        param_size: Output units the policy network must produce.
+        raw_shape: Shape of one raw action (without the batch dimension).
+        raw_dtype: dtype of raw actions.
+    """
+
+    param_size: int
+    raw_shape: tuple
+    raw_dtype: tf.DType
+
+    def __init__(self, space: gym.Space, **kwargs):
+        super().__init__(**kwargs)
+        self.space = space
+
+    def distribution(self, params) -> tfd.Distribution:
+        """A distribution with batch shape [B] over raw actions of ``raw_shape``."""
+        raise NotImplementedError
+
+    def greedy(self, params) -> tf.Tensor:
+        """The most likely raw action, [B, *raw_shape]."""
+        raise NotImplementedError
+
+    def to_env(self, raw_action) -> tf.Tensor:
+        """The action ``env.step`` receives, batched: inside the space, its dtype."""
+        raise NotImplementedError
+
+    def parameters(self, params) -> Dict[str, tf.Tensor]:
+        """The distribution's parameters by name, for export and inspection."""
+        raise NotImplementedError
+
+    def call(self, params):
+        return self.greedy(params)
+
+
+class CategoricalHead(ActionHead):
+    """``Discrete(n, start)``: softmax over n logits."""
+
+    def __init__(self, space: gym.spaces.Discrete, **kwargs):
+        super().__init__(space, **kwargs)
+        self.param_size = int(space.n)
+        self.raw_shape = ()
+        self.raw_dtype = tf.int32
+        self._start = int(space.start)
+        self._env_dtype = tf.as_dtype(space.dtype)
+
+    def distribution(self, params):
+        return tfd.Categorical(logits=params, dtype=tf.int32)
+
+    def greedy(self, params):
+        return tf.argmax(params, axis=-1, output_type=tf.int32)
+
+    def to_env(self, raw_action):
+        return tf.cast(raw_action + self._start, self._env_dtype)
+
+    def parameters(self, params):
+        return {"logits": params}
+
+
+class MultiCategoricalHead(ActionHead):
+    """``MultiDiscrete(nvec, start)``: independent softmaxes of different sizes.
+
+    The logits of the k sub-actions are gathered into a [B, k, max(nvec)] array; entries
+    past a sub-action's size get a logit of -1e9 (probability 0, no gradient).
+    """
+
+    def __init__(self, space: gym.spaces.MultiDiscrete, **kwargs):
+        super().__init__(space, **kwargs)
+        nvec = np.asarray(space.nvec).reshape(-1).astype(np.int64)
+        self.param_size = int(nvec.sum())
+        self.raw_shape = (len(nvec),)
+        self.raw_dtype = tf.int32
+        width = int(nvec.max())
+        offsets = np.concatenate([[0], np.cumsum(nvec)[:-1]])
+        columns = offsets[:, None] + np.arange(width)[None, :]
+        valid = np.arange(width)[None, :] < nvec[:, None]
+        self._columns = tf.constant(np.where(valid, columns, 0), tf.int32)
+        self._valid = tf.constant(valid)
+        self._start = tf.constant(np.asarray(space.start).reshape(-1), tf.int32)
+        self._env_shape = tuple(space.shape)
+        self._env_dtype = tf.as_dtype(space.dtype)
+
+    def _logits(self, params):
+        gathered = tf.gather(params, self._columns, axis=-1)
+        return tf.where(self._valid, gathered, tf.constant(-1e9, params.dtype))
+
+    def distribution(self, params):
+        return tfd.Independent(tfd.Categorical(logits=self._logits(params), dtype=tf.int32),
+                               reinterpreted_batch_ndims=1)
+
+    def greedy(self, params):
+        return tf.argmax(self._logits(params), axis=-1, output_type=tf.int32)
+
+    def to_env(self, raw_action):
+        action = tf.reshape(raw_action + self._start, (-1,) + self._env_shape)
+        return tf.cast(action, self._env_dtype)
+
+    def parameters(self, params):
+        return {"logits": self._logits(params)}
+
+
+class BernoulliHead(ActionHead):
+    """``MultiBinary(n)``: independent Bernoulli per bit."""
+
+    def __init__(self, space: gym.spaces.MultiBinary, **kwargs):
+        super().__init__(space, **kwargs)
+        self.param_size = int(np.prod(space.shape))
+        self.raw_shape = (self.param_size,)
+        self.raw_dtype = tf.int32
+        self._env_shape = tuple(space.shape)
+        self._env_dtype = tf.as_dtype(space.dtype)
+
+    def distribution(self, params):
+        return tfd.Independent(tfd.Bernoulli(logits=params, dtype=tf.int32),
+                               reinterpreted_batch_ndims=1)
+
+    def greedy(self, params):
+        return tf.cast(params > 0, tf.int32)
+
+    def to_env(self, raw_action):
+        return tf.cast(tf.reshape(raw_action, (-1,) + self._env_shape), self._env_dtype)
+
+    def parameters(self, params):
+        return {"logits": params}
+
+
+class GaussianHead(ActionHead):
+    """``Box``: diagonal Gaussian over the flattened action.
+
+    Args:
+        space: A float Box.
+        state_dependent_std: The network outputs [mean, log_std] (2 * d units) instead of
+            the head learning one log-std vector.
+        init_log_std: Initial log-std (state-independent) or its offset (state-dependent).
+        bounds: ``"clip"`` or ``"tanh"``; see the module docstring.
+    """
+
+    def __init__(self, space: gym.spaces.Box, state_dependent_std: bool = False,
+                 init_log_std: float = 0.0, bounds: str = "clip", **kwargs):
+        super().__init__(space, **kwargs)
+        self.action_size = int(np.prod(space.shape))
+        self.state_dependent_std = bool(state_dependent_std)
+        self.init_log_std = float(init_log_std)
+        self.bounds = bounds
+        self.param_size = self.action_size * (2 if self.state_dependent_std else 1)
+        self.raw_shape = (self.action_size,)
+        self.raw_dtype = tf.float32
+        self._env_shape = tuple(space.shape)
+        low = np.asarray(space.low, np.float32).reshape(-1)
+        high = np.asarray(space.high, np.float32).reshape(-1)
+        self._bounded = bool(np.all(np.isfinite(low)) and np.all(np.isfinite(high)))
+        if bounds == "tanh" and not self._bounded:
+            raise ValueError(f"action_bounds='tanh' needs finite Box bounds; received {space}")
+        self._low = tf.constant(low)
+        self._high = tf.constant(high)
+        if not self.state_dependent_std:
+            self.log_std = self.add_weight(
+                shape=(self.action_size,), name="log_std",
+                initializer=keras.initializers.Constant(self.init_log_std))
+        self.built = True
+
+    def _mean_and_log_std(self, params):
+        if self.state_dependent_std:
+            mean, log_std = tf.split(params, 2, axis=-1)
+            log_std = tf.clip_by_value(log_std + self.init_log_std, _LOG_STD_MIN, _LOG_STD_MAX)
+        else:
+            mean = params
+            log_std = tf.broadcast_to(tf.cast(self.log_std, params.dtype), tf.shape(mean))
+        return mean, log_std
+
+    def distribution(self, params):
+        mean, log_std = self._mean_and_log_std(params)
+        return tfd.MultivariateNormalDiag(loc=mean, scale_diag=tf.exp(log_std))
+
+    def greedy(self, params):
+        return self._mean_and_log_std(params)[0]
+
+    def to_env(self, raw_action):
+        action = tf.cast(raw_action, tf.float32)
+        if self.bounds == "tanh":
+            action = self._low + (tf.tanh(action) + 1.0) * 0.5 * (self._high - self._low)
+        else:
+            action = tf.clip_by_value(action, self._low, self._high)
+        return tf.cast(tf.reshape(action, (-1,) + self._env_shape), self.space.dtype)
+
+    def parameters(self, params):
+        mean, log_std = self._mean_and_log_std(params)
+        return {"mean": mean, "std": tf.exp(log_std)}
+
+
+def make_head(space: gym.Space, state_dependent_std: bool = False, init_log_std: float = 0.0,
+              action_bounds: str = "clip") -> ActionHead:
+    """The head for a gymnasium action space.
+
+    Raises:
+        ValueError: for a space the library does not support, naming it and the supported ones.
+    """
+    if isinstance(space, gym.spaces.Discrete):
+        return CategoricalHead(space)
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return MultiCategoricalHead(space)
+    if isinstance(space, gym.spaces.MultiBinary):
+        return BernoulliHead(space)
+    if isinstance(space, gym.spaces.Box) and np.issubdtype(space.dtype, np.floating):
+        return GaussianHead(space, state_dependent_std=state_dependent_std,
+                            init_log_std=init_log_std, bounds=action_bounds)
+    raise ValueError(
+        f"unsupported action space {space!r}; supported: "
+        + ", ".join(SUPPORTED_SPACES) + " (Box with a float dtype)")

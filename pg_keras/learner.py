@@ -1,0 +1,340 @@
+"""The policy, its models and optimizers, and the one ``tf.function`` REINFORCE update.
+
+Reading order for the update: :meth:`Learner._update` computes the returns or
+advantages (returns.py), the surrogate, entropy and value losses (losses.py) under one
+``tf.GradientTape``, clips each model's gradient to a global norm, skips the update if
+anything is non-finite, and applies the policy and value optimizers.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, NamedTuple, Optional
+
+import gymnasium as gym
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pg_keras import losses, networks, returns
+from pg_keras.config import Config
+from pg_keras.heads import ActionHead, make_head
+from pg_keras.normalization import RunningNormalization
+
+
+class Batch(NamedTuple):
+    """One update's experience, time-major. T = steps_per_update, B = num_envs.
+
+    Attributes:
+        observations: [T, B, *obs_shape] the observation the action was taken in.
+        actions: [T, B, *raw_shape] raw actions (see heads.py).
+        rewards: [T, B] float32.
+        terminated: [T, B] bool, the episode ended in a terminal state at this step.
+        truncated: [T, B] bool, the episode was cut by a time limit at this step.
+        bootstrap: [T, B] float32, V(final observation) where truncated, V(s_T) on the last
+            row where the episode goes on past the batch, 0 elsewhere.
+        mask: [T, B] float32, 1 for steps to learn from, 0 for padding.
+        episode_steps: [T, B] int32, the step's index within its episode.
+    """
+
+    observations: tf.Tensor
+    actions: tf.Tensor
+    rewards: tf.Tensor
+    terminated: tf.Tensor
+    truncated: tf.Tensor
+    bootstrap: tf.Tensor
+    mask: tf.Tensor
+    episode_steps: tf.Tensor
+
+
+def observation_dtype(space: gym.Space) -> tf.DType:
+    """dtype in which observations of ``space`` are stored and fed to the policy."""
+    return tf.int32 if isinstance(space, gym.spaces.Discrete) else tf.float32
+
+
+def batch_spec(config: Config, observation_space: gym.Space, head: ActionHead) -> Batch:
+    """The fixed ``tf.TensorSpec`` of every batch, so the train step traces once."""
+    tb = (config.steps_per_update, config.num_envs)
+    obs_shape = tuple(observation_space.shape)
+    return Batch(
+        observations=tf.TensorSpec(tb + obs_shape, observation_dtype(observation_space)),
+        actions=tf.TensorSpec(tb + tuple(head.raw_shape), head.raw_dtype),
+        rewards=tf.TensorSpec(tb, tf.float32),
+        terminated=tf.TensorSpec(tb, tf.bool),
+        truncated=tf.TensorSpec(tb, tf.bool),
+        bootstrap=tf.TensorSpec(tb, tf.float32),
+        mask=tf.TensorSpec(tb, tf.float32),
+        episode_steps=tf.TensorSpec(tb, tf.int32),
+    )
+
+
+class Policy(tf.Module):
+    """Observations in, actions out: encoding, normalization, network and head.
+
+    Every method takes a batch of raw observations ``[B, *obs_shape]`` (numpy or tensor).
+
+    Args:
+        observation_space: The env's single observation space.
+        head: The action head.
+        network: The policy network (see networks.py for the contract).
+        normalizer: Observation normalizer, or None.
+        value_network: The value network, or None.
+        return_scale: A function returning the scalar the value network's output is
+            multiplied by (the running return std when returns are normalized), or None.
+    """
+
+    def __init__(self, observation_space: gym.Space, head: ActionHead, network: keras.Model,
+                 normalizer: Optional[RunningNormalization] = None,
+                 value_network: Optional[keras.Model] = None, return_scale=None):
+        super().__init__(name="policy")
+        self.observation_space = observation_space
+        self.head = head
+        self.network = network
+        self.normalizer = normalizer
+        self.value_network = value_network
+        self._return_scale = return_scale
+        obs_spec = tf.TensorSpec((None,) + tuple(observation_space.shape),
+                                 observation_dtype(observation_space))
+        self.greedy = tf.function(self._greedy, input_signature=[obs_spec])
+        self.sample = tf.function(self._sample, input_signature=[
+            obs_spec, tf.TensorSpec([2], tf.int32)])
+        if value_network is not None:
+            self.value = tf.function(self._value, input_signature=[obs_spec])
+
+    def features(self, observations) -> tf.Tensor:
+        """Encoded and (if on) normalized observations, [B, *observation_shape]."""
+        x = networks.encode_observations(self.observation_space, observations)
+        return x if self.normalizer is None else self.normalizer(x)
+
+    def params(self, observations) -> tf.Tensor:
+        """The policy network's output, [B, head.param_size]."""
+        return tf.cast(self.network(self.features(observations)), tf.float32)
+
+    def distribution(self, observations):
+        """pi(.|s) as a ``tfp.distributions`` distribution with batch shape [B]."""
+        return self.head.distribution(self.params(observations))
+
+    def scaled_values(self, observations) -> tf.Tensor:
+        """The value network's output squeezed to [B], in return-scale units."""
+        values = tf.cast(self.value_network(self.features(observations)), tf.float32)
+        return tf.reshape(values, [-1])
+
+    def return_scale(self) -> tf.Tensor:
+        return tf.ones([]) if self._return_scale is None else self._return_scale()
+
+    def _greedy(self, observations):
+        return self.head.to_env(self.head.greedy(self.params(observations)))
+
+    def _sample(self, observations, seed):
+        raw = self.distribution(observations).sample(seed=seed)
+        return raw, self.head.to_env(raw)
+
+    def _value(self, observations):
+        return self.scaled_values(observations) * self.return_scale()
+
+    def act(self, observations, greedy: bool = True, seed: int = 0) -> np.ndarray:
+        """Env-ready actions for a batch of observations, as numpy.
+
+        Args:
+            observations: [B, *obs_shape] raw observations.
+            greedy: the most likely action; otherwise a sample drawn with ``seed``.
+            seed: seeds the sample (ignored when greedy).
+        """
+        observations = tf.convert_to_tensor(
+            np.asarray(observations), observation_dtype(self.observation_space))
+        if greedy:
+            return self.greedy(observations).numpy()
+        return self.sample(observations, tf.constant([seed, 0], tf.int32))[1].numpy()
+
+
+def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+    return {
+        "adam": keras.optimizers.Adam,
+        "adamw": keras.optimizers.AdamW,
+        "rmsprop": keras.optimizers.RMSprop,
+        "sgd": keras.optimizers.SGD,
+    }[name](learning_rate=learning_rate)
+
+
+class Learner(tf.Module):
+    """Models, optimizers, counters and the compiled REINFORCE update.
+
+    Args:
+        config: Hyperparameters.
+        observation_space: The env's single observation space.
+        action_space: The env's single action space.
+        policy_network: A ``keras.Model`` or a factory for one (see networks.py); None
+            builds the default MLP.
+        value_network: Same, for V(s); ignored without a baseline.
+        strategy: ``tf.distribute.Strategy`` whose scope holds the variables; default: the
+            current one.
+    """
+
+    def __init__(self, config: Config, observation_space: gym.Space, action_space: gym.Space,
+                 policy_network: Optional[networks.ModelOrFactory] = None,
+                 value_network: Optional[networks.ModelOrFactory] = None,
+                 strategy: Optional[tf.distribute.Strategy] = None):
+        super().__init__(name="learner")
+        self.config = config
+        self.strategy = strategy or tf.distribute.get_strategy()
+        obs_shape = networks.observation_shape(observation_space)
+        with self.strategy.scope():
+            self.head = make_head(action_space, config.state_dependent_std, config.init_log_std,
+                                  config.action_bounds)
+            self.normalizer = None
+            if config.normalize_observations:
+                self.normalizer = RunningNormalization(name="observation_normalizer")
+                self.normalizer.build((None,) + obs_shape)
+            if policy_network is None:
+                policy_network = networks.mlp(obs_shape, self.head.param_size, config.hidden_sizes,
+                                              config.activation, output_gain=0.01,
+                                              seed=config.seed, name="policy_mlp")
+            policy_network = networks.resolve_model(policy_network, obs_shape,
+                                                    self.head.param_size, "policy")
+            self.return_stats = None
+            if config.baseline:
+                if value_network is None:
+                    value_network = networks.mlp(obs_shape, 1, config.value_hidden_sizes,
+                                                 config.activation, output_gain=1.0,
+                                                 seed=config.seed + 7919, name="value_mlp")
+                value_network = networks.resolve_model(value_network, obs_shape, 1, "value")
+            else:
+                value_network = None
+            if config.normalize_returns:
+                self.return_stats = RunningNormalization(clip=0.0, name="return_stats")
+                self.return_stats.build((None,))
+            self.policy = Policy(observation_space, self.head, policy_network, self.normalizer,
+                                 value_network, self._return_scale)
+            self.policy_variables = list(policy_network.trainable_variables) + list(
+                self.head.trainable_variables)
+            self.policy_optimizer = make_optimizer(config.optimizer, config.policy_learning_rate)
+            self.policy_optimizer.build(self.policy_variables)
+            self.value_variables = []
+            self.value_optimizer = None
+            if value_network is not None:
+                self.value_variables = list(value_network.trainable_variables)
+                self.value_optimizer = make_optimizer(config.optimizer, config.value_learning_rate)
+                self.value_optimizer.build(self.value_variables)
+            self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="updates")
+            self.skipped_updates = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                               name="skipped_updates")
+        # Sampling stream for collection; its state is checkpointed with the rest.
+        self.rng = tf.random.Generator.from_seed(config.seed + 104729)
+        self.batch_spec = batch_spec(config, observation_space, self.head)
+        self.train_step = tf.function(self._train_step, input_signature=[self.batch_spec])
+        obs_spec = tf.TensorSpec((None,) + tuple(observation_space.shape),
+                                 observation_dtype(observation_space))
+        self.collect_step = tf.function(self._collect_step, input_signature=[obs_spec])
+
+    def _return_scale(self) -> tf.Tensor:
+        if self.return_stats is None:
+            return tf.ones([])
+        return tf.sqrt(self.return_stats.variance + self.return_stats.epsilon)
+
+    @property
+    def has_baseline(self) -> bool:
+        return self.policy.value_network is not None
+
+    def _collect_step(self, observations):
+        """(raw action, env action) sampled from the policy with the learner's stream."""
+        seed = tf.cast(self.rng.make_seeds(1)[:, 0], tf.int32)
+        return self.policy.sample(observations, seed)
+
+    def _train_step(self, batch: Batch) -> Dict[str, tf.Tensor]:
+        metrics = self.strategy.run(self._update, args=(batch,))
+        return {k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+                for k, v in metrics.items()}
+
+    def _update(self, batch: Batch) -> Dict[str, tf.Tensor]:
+        cfg = self.config
+        steps, envs = cfg.steps_per_update, cfg.num_envs
+        flat_obs = tf.reshape(batch.observations, [steps * envs] + batch.observations.shape[2:])
+        flat_actions = tf.reshape(batch.actions, [steps * envs] + batch.actions.shape[2:])
+        continues = 1.0 - tf.cast(batch.terminated | batch.truncated, tf.float32)
+        mask = batch.mask
+        scale = self._return_scale()
+        replicas = tf.cast(self.strategy.num_replicas_in_sync, tf.float32)
+
+        with tf.GradientTape() as tape:
+            distribution = self.policy.distribution(flat_obs)
+            log_probs = tf.reshape(distribution.log_prob(flat_actions), [steps, envs])
+            entropy = tf.reshape(distribution.entropy(), [steps, envs])
+            values = value_targets = None
+            if self.has_baseline:
+                values = tf.reshape(self.policy.scaled_values(flat_obs), [steps, envs])
+                advantages, lambda_returns = returns.generalized_advantages(
+                    batch.rewards, tf.stop_gradient(values) * scale, continues, batch.bootstrap,
+                    cfg.gamma, cfg.gae_lambda)
+                weights, value_targets = advantages / scale, lambda_returns / scale
+                target_returns = lambda_returns
+            else:
+                target_returns = returns.discounted_returns(
+                    batch.rewards, continues, batch.bootstrap, cfg.gamma)
+                weights = target_returns / scale
+            if cfg.normalize_advantages:
+                weights = returns.normalize(weights, mask)
+            step_weights = (returns.step_discounts(batch.episode_steps, cfg.gamma)
+                            if cfg.gamma_weighting else None)
+            info = losses.reinforce_loss(log_probs, entropy, weights, mask, cfg.entropy_coef,
+                                         values, value_targets, step_weights)
+            # Replicas' gradients are summed by the optimizers.
+            scaled_total = info.total / replicas
+
+        variables = self.policy_variables + self.value_variables
+        gradients = tape.gradient(scaled_total, variables)
+        gradients = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+                     for g, v in zip(gradients, variables)]
+        policy_grads = gradients[:len(self.policy_variables)]
+        value_grads = gradients[len(self.policy_variables):]
+        policy_norm = tf.linalg.global_norm(policy_grads)
+        value_norm = tf.linalg.global_norm(value_grads) if value_grads else tf.zeros([])
+        finite = tf.math.is_finite(info.total) & tf.math.is_finite(policy_norm) & tf.math.is_finite(
+            value_norm)
+        if cfg.max_grad_norm > 0:
+            policy_grads, _ = tf.clip_by_global_norm(policy_grads, cfg.max_grad_norm, policy_norm)
+            if value_grads:
+                value_grads, _ = tf.clip_by_global_norm(value_grads, cfg.max_grad_norm, value_norm)
+
+        def apply():
+            self.policy_optimizer.apply(policy_grads, self.policy_variables)
+            if value_grads:
+                self.value_optimizer.apply(value_grads, self.value_variables)
+            self.updates.assign_add(1)
+            return tf.constant(0, tf.int64)
+
+        def skip():
+            self.skipped_updates.assign_add(1)
+            return tf.constant(1, tf.int64)
+
+        skipped = tf.cond(finite, apply, skip)
+
+        # Statistics move after the gradient, which is thus taken for exactly the policy
+        # that collected the batch.
+        with tf.control_dependencies([skipped]):
+            if self.normalizer is not None:
+                encoded = networks.encode_observations(self.policy.observation_space, flat_obs)
+                self.normalizer.update(encoded, tf.reshape(mask, [-1]))
+            if self.return_stats is not None:
+                self.return_stats.update(tf.reshape(target_returns, [-1]), tf.reshape(mask, [-1]))
+
+        metrics = {
+            "loss": info.total,
+            "policy_loss": info.policy,
+            "value_loss": info.value,
+            "entropy": info.entropy,
+            "policy_grad_norm": policy_norm,
+            "value_grad_norm": value_norm,
+            "skipped": tf.cast(skipped, tf.float32),
+            "valid_steps": tf.reduce_sum(mask),
+        }
+        if self.has_baseline:
+            metrics["explained_variance"] = _explained_variance(
+                tf.stop_gradient(values) * scale, target_returns, mask)
+        return metrics
+
+
+def _explained_variance(predictions, targets, mask) -> tf.Tensor:
+    """1 - Var[target - prediction] / Var[target] over valid steps."""
+    def variance(x):
+        mean = returns.masked_mean(x, mask)
+        return returns.masked_mean(tf.square(x - mean), mask)
+    return 1.0 - tf.math.divide_no_nan(variance(targets - predictions), variance(targets))

@@ -1,0 +1,110 @@
+"""Default Keras 3 models, observation encoding, and the contract for your own models.
+
+The contract. Any ``keras.Model`` can be the policy or the value network if
+
+* it takes a float32 batch of encoded observations, ``[B, *observation_shape]``
+  (``observation_shape`` is the Box's shape, or ``(n,)`` one-hot for a ``Discrete(n)``
+  observation space; observations are normalized first when that is on);
+* the policy network returns ``[B, output_units]`` float32, ``output_units`` being what
+  the action head needs (logits for discrete actions, the mean, or mean and log-std, for
+  Box actions); the value network returns ``[B]`` or ``[B, 1]``;
+* it creates its weights on its first call (every Keras layer does).
+
+Pass it to :func:`pg_keras.train` as the model itself, or as a factory
+``(observation_shape, output_units) -> keras.Model``, which spares you the sizes.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence, Tuple, Union
+
+import gymnasium as gym
+import keras
+import numpy as np
+import tensorflow as tf
+
+SUPPORTED_OBSERVATION_SPACES = ("Box", "Discrete")
+
+ModelFactory = Callable[[Tuple[int, ...], int], keras.Model]
+ModelOrFactory = Union[keras.Model, ModelFactory]
+
+
+def observation_shape(space: gym.Space) -> Tuple[int, ...]:
+    """Shape of one encoded observation.
+
+    Raises:
+        ValueError: for an observation space the library does not support.
+    """
+    if isinstance(space, gym.spaces.Box):
+        return tuple(int(d) for d in space.shape)
+    if isinstance(space, gym.spaces.Discrete):
+        return (int(space.n),)
+    raise ValueError(f"unsupported observation space {space!r}; supported: "
+                     + ", ".join(SUPPORTED_OBSERVATION_SPACES))
+
+
+def encode_observations(space: gym.Space, observations) -> tf.Tensor:
+    """Raw batched observations -> float32 [B, *observation_shape(space)]."""
+    if isinstance(space, gym.spaces.Discrete):
+        index = tf.cast(observations, tf.int32) - int(space.start)
+        return tf.one_hot(tf.reshape(index, [-1]), int(space.n), dtype=tf.float32)
+    return tf.cast(observations, tf.float32)
+
+
+def mlp(input_shape: Sequence[int], output_units: int, hidden_sizes: Sequence[int] = (64, 64),
+        activation: str = "tanh", output_gain: float = 1.0, seed: int = 0,
+        name: str = "mlp") -> keras.Model:
+    """A multilayer perceptron with orthogonal initialization.
+
+    Args:
+        input_shape: Shape of one input; inputs of rank > 1 are flattened.
+        output_units: Width of the linear output layer.
+        hidden_sizes: Widths of the hidden layers.
+        activation: Keras activation name of the hidden layers.
+        output_gain: Gain of the output layer's orthogonal initializer; a small gain
+            (0.01) starts a policy close to uniform.
+        seed: Seeds the initializers.
+        name: Model name.
+
+    Returns:
+        A ``keras.Sequential`` mapping [B, *input_shape] to [B, output_units].
+    """
+    layers = [keras.Input(shape=tuple(input_shape))]
+    if len(input_shape) != 1:
+        layers.append(keras.layers.Flatten())
+    for i, units in enumerate(hidden_sizes):
+        layers.append(keras.layers.Dense(
+            units, activation=activation, name=f"hidden_{i}",
+            kernel_initializer=keras.initializers.Orthogonal(np.sqrt(2.0), seed=seed + i)))
+    layers.append(keras.layers.Dense(
+        output_units, name="output",
+        kernel_initializer=keras.initializers.Orthogonal(output_gain, seed=seed + 1000)))
+    return keras.Sequential(layers, name=name)
+
+
+def resolve_model(model: ModelOrFactory, input_shape: Tuple[int, ...], output_units: int,
+                  role: str) -> keras.Model:
+    """Builds a user's model (or calls their factory) and checks its output shape.
+
+    Raises:
+        ValueError: if the model's output does not have the shape the contract asks for.
+    """
+    if not isinstance(model, keras.Model):
+        if not callable(model):
+            raise ValueError(f"{role}_network must be a keras.Model or a factory "
+                             f"(observation_shape, output_units) -> keras.Model; "
+                             f"received {model!r}")
+        model = model(tuple(input_shape), output_units)
+        if not isinstance(model, keras.Model):
+            raise ValueError(f"{role}_network factory must return a keras.Model; "
+                             f"received {type(model).__name__}")
+    probe = tf.zeros((2,) + tuple(input_shape), tf.float32)
+    output = model(probe)
+    shape = tuple(output.shape)
+    expected = [(2, output_units)] if role == "policy" else [(2,), (2, 1)]
+    if shape not in expected:
+        raise ValueError(
+            f"{role}_network must map [B, *{tuple(input_shape)}] to "
+            + " or ".join(str(("B",) + e[1:]) for e in expected)
+            + f"; received output shape {('B',) + shape[1:]} for B=2")
+    return model

@@ -1,0 +1,71 @@
+"""Running mean and variance of observations, as a Keras layer exported with the policy."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="pg_keras")
+class RunningNormalization(keras.layers.Layer):
+    """Standardizes inputs with statistics accumulated by :meth:`update`.
+
+    The statistics are non-trainable weights, so they travel with the model into
+    checkpoints, ``.keras`` files and SavedModels. Calling the layer never changes them;
+    the learner calls :meth:`update` with each batch of observations.
+
+    Args:
+        clip: Normalized values are clipped to [-clip, clip]; 0 disables.
+        epsilon: Added to the variance before the square root.
+    """
+
+    def __init__(self, clip: float = 10.0, epsilon: float = 1e-8, **kwargs):
+        super().__init__(**kwargs)
+        self.clip = float(clip)
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape):
+        shape = tuple(input_shape[1:])
+        self.mean = self.add_weight(shape=shape, initializer="zeros", trainable=False, name="mean")
+        self.variance = self.add_weight(shape=shape, initializer="ones", trainable=False,
+                                        name="variance")
+        self.count = self.add_weight(shape=(), initializer="zeros", trainable=False, name="count")
+
+    def call(self, inputs):
+        x = (tf.cast(inputs, self.compute_dtype) - self.mean) * tf.math.rsqrt(
+            self.variance + self.epsilon)
+        if self.clip > 0:
+            x = tf.clip_by_value(x, -self.clip, self.clip)
+        return x
+
+    def update(self, batch, mask=None) -> None:
+        """Merges a batch into the statistics (Chan et al.'s parallel algorithm).
+
+        Args:
+            batch: [N, *shape] observations.
+            mask: optional [N]; rows where it is 0 are left out.
+        """
+        batch = tf.cast(batch, self.mean.dtype)
+        if mask is None:
+            mask = tf.ones(tf.shape(batch)[:1], batch.dtype)
+        mask = tf.reshape(tf.cast(mask, batch.dtype), [-1] + [1] * (batch.shape.rank - 1))
+        n = tf.reduce_sum(mask)
+        safe_n = tf.maximum(n, 1.0)
+        batch_mean = tf.reduce_sum(batch * mask, axis=0) / safe_n
+        batch_var = tf.reduce_sum(tf.square(batch - batch_mean) * mask, axis=0) / safe_n
+        count = self.count + n
+        delta = batch_mean - self.mean
+        new_mean = self.mean + delta * n / tf.maximum(count, 1.0)
+        # M2 of the union; on the first batch the prior "ones" variance has weight 0.
+        m2 = self.variance * self.count + batch_var * n + tf.square(delta) * self.count * n / tf.maximum(count, 1.0)
+        new_var = m2 / tf.maximum(count, 1.0)
+        has_data = n > 0
+        self.mean.assign(tf.where(has_data, new_mean, self.mean))
+        self.variance.assign(tf.where(has_data, new_var, self.variance))
+        self.count.assign(count)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "clip": self.clip, "epsilon": self.epsilon}

@@ -1,0 +1,185 @@
+"""Gymnasium vector environments -> time-major batches.
+
+The vector env runs in gymnasium's same-step autoreset mode: the step that ends an
+episode returns the next episode's first observation and puts the true final observation
+in ``info["final_obs"]``. So every transition in the batch is a real one (no transition
+crosses a reset), and a time-limit truncation can bootstrap from V(final observation).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import List, Optional, Tuple
+
+import gymnasium as gym
+import numpy as np
+import tensorflow as tf
+from gymnasium.vector import AutoresetMode
+
+from pg_keras.config import Config
+from pg_keras.learner import Batch, Learner, Policy, observation_dtype
+
+
+def split_env_id(env_id: str) -> str:
+    """Imports the module of a ``"module:EnvName-v0"`` id and returns the bare env id."""
+    if ":" in env_id:
+        module, env_id = env_id.split(":", 1)
+        importlib.import_module(module)
+    return env_id
+
+
+def make_vector_env(env_id: str, num_envs: int, **kwargs) -> gym.vector.VectorEnv:
+    """A synchronous vector env in same-step autoreset mode."""
+    return gym.make_vec(split_env_id(env_id), num_envs=num_envs, vectorization_mode="sync",
+                        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP}, **kwargs)
+
+
+class Collector:
+    """Steps a vector env with the learner's policy and fills fixed-shape batches.
+
+    In ``steps`` mode the environments run on across updates; the batch is cut after
+    ``steps_per_update`` steps and the cut episodes bootstrap from V(s_T). In ``episodes``
+    mode each update resets the environments and runs each for one whole episode (at most
+    ``steps_per_update`` steps); the rows after an environment's episode end are padding
+    (mask 0), and collection stops as soon as every environment has finished.
+
+    Args:
+        envs: A vector env in same-step autoreset mode (see :func:`make_vector_env`).
+        learner: Supplies the sampling policy and the value model.
+        config: Hyperparameters.
+    """
+
+    def __init__(self, envs: gym.vector.VectorEnv, learner: Learner, config: Config):
+        if envs.metadata.get("autoreset_mode") != AutoresetMode.SAME_STEP:
+            raise ValueError("the vector env must use AutoresetMode.SAME_STEP; received "
+                             f"autoreset_mode={envs.metadata.get('autoreset_mode')!r}")
+        self.envs = envs
+        self.learner = learner
+        self.config = config
+        self.episodic = config.resolved_collect_mode == "episodes"
+        steps, num = config.steps_per_update, envs.num_envs
+        spec = learner.batch_spec
+        self._obs_dtype = observation_dtype(envs.single_observation_space).as_numpy_dtype
+        self._buffers = {name: np.zeros(s.shape, s.dtype.as_numpy_dtype)
+                         for name, s in spec._asdict().items()}
+        self._observations, _ = envs.reset(seed=config.seed)
+        envs.action_space.seed(config.seed)
+        self._episode_return = np.zeros(num, np.float64)
+        self._episode_length = np.zeros(num, np.int64)
+        self.completed_returns: List[float] = []
+        self.completed_lengths: List[int] = []
+        self.total_steps = 0
+        self._steps = steps
+
+    def _value(self, observations) -> np.ndarray:
+        return self.learner.policy.value(
+            tf.convert_to_tensor(np.asarray(observations, self._obs_dtype))).numpy()
+
+    def collect(self) -> Tuple[Batch, int]:
+        """Collects one batch.
+
+        Returns:
+            (batch of numpy arrays matching ``learner.batch_spec``, env steps taken).
+        """
+        b = self._buffers
+        if self.episodic:
+            for array in b.values():
+                array.fill(0)
+            self._observations, _ = self.envs.reset()
+            self._episode_return[:] = 0
+            self._episode_length[:] = 0
+        else:
+            b["mask"].fill(1.0)
+            b["bootstrap"].fill(0.0)
+        active = np.ones(self.envs.num_envs, bool)
+        baseline = self.learner.has_baseline
+        obs = self._observations
+        steps_taken = 0
+        for t in range(self._steps):
+            obs = np.asarray(obs, self._obs_dtype)
+            raw, env_action = self.learner.collect_step(obs)
+            next_obs, reward, terminated, truncated, info = self.envs.step(env_action.numpy())
+            b["observations"][t] = obs
+            b["actions"][t] = raw.numpy()
+            b["rewards"][t] = reward
+            b["terminated"][t] = terminated
+            b["truncated"][t] = truncated
+            b["episode_steps"][t] = self._episode_length
+            if self.episodic:
+                b["mask"][t] = active
+            steps_taken += 1
+            self._episode_return += reward
+            self._episode_length += 1
+            done = terminated | truncated
+            if done.any():
+                self._finish_episodes(done & active if self.episodic else done)
+                cut = truncated & ~terminated
+                if baseline and cut.any():
+                    final = np.stack([info["final_obs"][i] for i in np.flatnonzero(cut)])
+                    b["bootstrap"][t, cut] = self._value(final)
+                if self.episodic:
+                    active &= ~done
+            obs = next_obs
+            if self.episodic and not active.any():
+                break
+        self._observations = obs
+        last = steps_taken - 1
+        if steps_taken == self._steps:
+            open_ = ~(b["terminated"][last] | b["truncated"][last])
+            if self.episodic:
+                open_ &= active
+            if baseline and open_.any():
+                b["bootstrap"][last, open_] = self._value(np.asarray(obs)[open_])
+        env_steps = steps_taken * self.envs.num_envs
+        self.total_steps += env_steps
+        return Batch(**b), env_steps
+
+    def _finish_episodes(self, finished: np.ndarray) -> None:
+        for i in np.flatnonzero(finished):
+            self.completed_returns.append(float(self._episode_return[i]))
+            self.completed_lengths.append(int(self._episode_length[i]))
+        self._episode_return[finished] = 0.0
+        self._episode_length[finished] = 0
+
+    def pop_episodes(self) -> Tuple[List[float], List[int]]:
+        """Returns and lengths of the episodes finished since the last call."""
+        out = (self.completed_returns, self.completed_lengths)
+        self.completed_returns, self.completed_lengths = [], []
+        return out
+
+
+def evaluate(policy: Policy, env_id: str, episodes: int, seed: int,
+             max_steps: int = 100_000, greedy: bool = True) -> np.ndarray:
+    """Runs ``episodes`` episodes in parallel, one per environment, and returns their returns.
+
+    Args:
+        policy: The policy to act with.
+        env_id: Gymnasium env id.
+        episodes: Number of episodes (and of environments).
+        seed: Seeds the environments' resets (and the sampling when not greedy).
+        max_steps: Give up on episodes still running after this many steps.
+        greedy: Act with the most likely action instead of a sample.
+
+    Returns:
+        [episodes] float64 undiscounted returns.
+    """
+    envs = make_vector_env(env_id, episodes)
+    try:
+        obs, _ = envs.reset(seed=seed)
+        dtype = observation_dtype(envs.single_observation_space).as_numpy_dtype
+        totals = np.zeros(episodes, np.float64)
+        running = np.ones(episodes, bool)
+        for t in range(max_steps):
+            obs = tf.convert_to_tensor(np.asarray(obs, dtype))
+            if greedy:
+                action = policy.greedy(obs)
+            else:
+                action = policy.sample(obs, tf.constant([seed, t], tf.int32))[1]
+            obs, reward, terminated, truncated, _ = envs.step(action.numpy())
+            totals += np.where(running, reward, 0.0)
+            running &= ~(terminated | truncated)
+            if not running.any():
+                break
+        return totals
+    finally:
+        envs.close()
