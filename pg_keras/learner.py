@@ -240,11 +240,61 @@ class Learner(tf.Module):
         return self.policy.sample(observations, seed)
 
     def _train_step(self, batch: Batch) -> Dict[str, tf.Tensor]:
-        metrics = self.strategy.run(self._update, args=(batch,))
-        return {k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
-                for k, v in metrics.items()}
+        """One REINFORCE update. Runs as one graph; see the module docstring."""
+        strategy = self.strategy
+        gradients, metrics, (features, mask, target_returns) = strategy.run(
+            self._gradients, args=(batch,))
+        # Gradients are summed over replicas (each replica's loss is divided by their
+        # number), then clipped and applied once, in cross-replica context, so the clip
+        # sees the gradient of the whole batch and every replica applies the same update.
+        gradients = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in gradients]
+        metrics = {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+                   for k, v in metrics.items()}
+        policy_grads = gradients[:len(self.policy_variables)]
+        value_grads = gradients[len(self.policy_variables):]
+        policy_norm = tf.linalg.global_norm(policy_grads)
+        value_norm = tf.linalg.global_norm(value_grads) if value_grads else tf.zeros([])
+        finite = (tf.math.is_finite(metrics["loss"]) & tf.math.is_finite(policy_norm)
+                  & tf.math.is_finite(value_norm))
+        max_norm = self.config.max_grad_norm
+        if max_norm > 0:
+            policy_grads, _ = tf.clip_by_global_norm(policy_grads, max_norm, policy_norm)
+            if value_grads:
+                value_grads, _ = tf.clip_by_global_norm(value_grads, max_norm, value_norm)
 
-    def _update(self, batch: Batch) -> Dict[str, tf.Tensor]:
+        def apply():
+            self.policy_optimizer.apply(policy_grads, self.policy_variables)
+            if value_grads:
+                self.value_optimizer.apply(value_grads, self.value_variables)
+            self.updates.assign_add(1)
+            return tf.constant(0.0)
+
+        def skip():
+            self.skipped_updates.assign_add(1)
+            return tf.constant(1.0)
+
+        skipped = tf.cond(finite, apply, skip)
+
+        # Statistics move after the gradient, which is thus taken for exactly the policy
+        # that collected the batch; they see every replica's rows.
+        with tf.control_dependencies([skipped]):
+            mask = tf.reshape(strategy.gather(mask, axis=0), [-1])
+            if self.normalizer is not None:
+                self.normalizer.update(strategy.gather(features, axis=0), mask)
+            if self.return_stats is not None:
+                self.return_stats.update(
+                    tf.reshape(strategy.gather(target_returns, axis=0), [-1]), mask)
+
+        metrics.update(policy_grad_norm=policy_norm, value_grad_norm=value_norm, skipped=skipped)
+        return metrics
+
+    def _gradients(self, batch: Batch):
+        """Per-replica part of the update: returns, losses and their gradients.
+
+        Returns:
+            (gradients of the policy then the value variables, metrics, and the rows the
+            running statistics are updated with: encoded observations, mask, returns).
+        """
         cfg = self.config
         steps, envs = cfg.steps_per_update, cfg.num_envs
         flat_obs = tf.reshape(batch.observations, [steps * envs] + batch.observations.shape[2:])
@@ -261,11 +311,10 @@ class Learner(tf.Module):
             values = value_targets = None
             if self.has_baseline:
                 values = tf.reshape(self.policy.scaled_values(flat_obs), [steps, envs])
-                advantages, lambda_returns = returns.generalized_advantages(
+                advantages, target_returns = returns.generalized_advantages(
                     batch.rewards, tf.stop_gradient(values) * scale, continues, batch.bootstrap,
                     cfg.gamma, cfg.gae_lambda)
-                weights, value_targets = advantages / scale, lambda_returns / scale
-                target_returns = lambda_returns
+                weights, value_targets = advantages / scale, target_returns / scale
             else:
                 target_returns = returns.discounted_returns(
                     batch.rewards, continues, batch.bootstrap, cfg.gamma)
@@ -276,60 +325,24 @@ class Learner(tf.Module):
                             if cfg.gamma_weighting else None)
             info = losses.reinforce_loss(log_probs, entropy, weights, mask, cfg.entropy_coef,
                                          values, value_targets, step_weights)
-            # Replicas' gradients are summed by the optimizers.
             scaled_total = info.total / replicas
 
         variables = self.policy_variables + self.value_variables
         gradients = tape.gradient(scaled_total, variables)
         gradients = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
                      for g, v in zip(gradients, variables)]
-        policy_grads = gradients[:len(self.policy_variables)]
-        value_grads = gradients[len(self.policy_variables):]
-        policy_norm = tf.linalg.global_norm(policy_grads)
-        value_norm = tf.linalg.global_norm(value_grads) if value_grads else tf.zeros([])
-        finite = tf.math.is_finite(info.total) & tf.math.is_finite(policy_norm) & tf.math.is_finite(
-            value_norm)
-        if cfg.max_grad_norm > 0:
-            policy_grads, _ = tf.clip_by_global_norm(policy_grads, cfg.max_grad_norm, policy_norm)
-            if value_grads:
-                value_grads, _ = tf.clip_by_global_norm(value_grads, cfg.max_grad_norm, value_norm)
-
-        def apply():
-            self.policy_optimizer.apply(policy_grads, self.policy_variables)
-            if value_grads:
-                self.value_optimizer.apply(value_grads, self.value_variables)
-            self.updates.assign_add(1)
-            return tf.constant(0, tf.int64)
-
-        def skip():
-            self.skipped_updates.assign_add(1)
-            return tf.constant(1, tf.int64)
-
-        skipped = tf.cond(finite, apply, skip)
-
-        # Statistics move after the gradient, which is thus taken for exactly the policy
-        # that collected the batch.
-        with tf.control_dependencies([skipped]):
-            if self.normalizer is not None:
-                encoded = networks.encode_observations(self.policy.observation_space, flat_obs)
-                self.normalizer.update(encoded, tf.reshape(mask, [-1]))
-            if self.return_stats is not None:
-                self.return_stats.update(tf.reshape(target_returns, [-1]), tf.reshape(mask, [-1]))
-
         metrics = {
             "loss": info.total,
             "policy_loss": info.policy,
             "value_loss": info.value,
             "entropy": info.entropy,
-            "policy_grad_norm": policy_norm,
-            "value_grad_norm": value_norm,
-            "skipped": tf.cast(skipped, tf.float32),
             "valid_steps": tf.reduce_sum(mask),
         }
         if self.has_baseline:
             metrics["explained_variance"] = _explained_variance(
                 tf.stop_gradient(values) * scale, target_returns, mask)
-        return metrics
+        features = networks.encode_observations(self.policy.observation_space, flat_obs)
+        return gradients, metrics, (features, mask, target_returns)
 
 
 def _explained_variance(predictions, targets, mask) -> tf.Tensor:

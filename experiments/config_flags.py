@@ -1,0 +1,69 @@
+"""absl flags generated from :class:`pg_keras.Config`, so the two cannot drift.
+
+Every Config field is a flag of the same name, with the field's default and the help text
+of its docstring. ``config_from_flags()`` builds the validated Config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+
+from absl import flags
+
+from pg_keras.config import Config
+
+
+def _field_help() -> dict:
+    """Field name -> its description in Config's docstring ("Attributes:" section)."""
+    doc = Config.__doc__ or ""
+    attributes = doc.split("Attributes:", 1)[-1]
+    help_by_name, name = {}, None
+    for line in attributes.splitlines():
+        match = re.match(r"^\s{8}(\w+): (.*)$", line)
+        if match:
+            name = match.group(1)
+            help_by_name[name] = match.group(2).strip()
+        elif name and line.strip():
+            help_by_name[name] += " " + line.strip()
+    return help_by_name
+
+
+def define_config_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Defines one flag per Config field on ``flag_values``."""
+    hints = typing.get_type_hints(Config)
+    help_by_name = _field_help()
+    for field in dataclasses.fields(Config):
+        kind = hints[field.name]
+        default = field.default
+        text = help_by_name.get(field.name, field.name)
+        if kind is bool:
+            flags.DEFINE_bool(field.name, default, text, flag_values=flag_values)
+        elif kind is int:
+            flags.DEFINE_integer(field.name, default, text, flag_values=flag_values)
+        elif kind is float:
+            flags.DEFINE_float(field.name, default, text, flag_values=flag_values)
+        elif kind is str:
+            flags.DEFINE_string(field.name, default, text, flag_values=flag_values)
+        elif typing.get_origin(kind) is tuple:
+            flags.DEFINE_list(field.name, [str(v) for v in default], text + " (comma-separated)",
+                              flag_values=flag_values)
+        else:  # pragma: no cover - a new field type must be taught here.
+            raise TypeError(f"no flag type for Config.{field.name}: {kind}")
+
+
+def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> Config:
+    """The Config the parsed flags describe (validated; raises ValueError)."""
+    hints = typing.get_type_hints(Config)
+    values = {}
+    for field in dataclasses.fields(Config):
+        value = flag_values[field.name].value
+        if typing.get_origin(hints[field.name]) is tuple:
+            try:
+                value = tuple(int(v) for v in value)
+            except ValueError:
+                raise ValueError(f"{field.name} must be a tuple of positive integers; "
+                                 f"received {field.name}={','.join(value)!r}") from None
+        values[field.name] = value
+    return Config(**values)

@@ -1,0 +1,191 @@
+"""The compiled update: every action space learns, no retracing, strategies, skipped updates."""
+
+import gymnasium as gym
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import pg_keras
+from toy_envs import BanditEnv, vector_env
+
+SPACES = {
+    "discrete": (gym.spaces.Discrete(4, start=1), lambda a: float(a == 3), 3),
+    "multi_discrete": (gym.spaces.MultiDiscrete([3, 4]),
+                       lambda a: float(a[0] == 2) + float(a[1] == 1), [2, 1]),
+    "multi_binary": (gym.spaces.MultiBinary(4),
+                     lambda a: float(np.sum(a == np.array([1, 0, 1, 1]))), [1, 0, 1, 1]),
+    "box_clip": (gym.spaces.Box(-2.0, 2.0, (2,), np.float32),
+                 lambda a: -float(np.sum((a - np.array([0.5, -0.3])) ** 2)), [0.5, -0.3]),
+    "box_tanh": (gym.spaces.Box(-1.0, 1.0, (2,), np.float32),
+                 lambda a: -float(np.sum((a - np.array([0.5, -0.3])) ** 2)), [0.5, -0.3]),
+    "box_state_dependent_std": (gym.spaces.Box(-2.0, 2.0, (1,), np.float32),
+                                lambda a: -float(np.sum((a - 1.0) ** 2)), [1.0]),
+}
+
+
+def bandit_setup(name, seed=0, **overrides):
+    space, reward_fn, best = SPACES[name]
+    envs = vector_env([lambda: BanditEnv(space, reward_fn)] * 8)
+    # Box heads get a smaller step: a 64-unit layer moves the mean by about 64 * lr per
+    # Adam step, and a clipped mean that leaves the box sees a flat reward.
+    is_box = isinstance(space, gym.spaces.Box)
+    options = dict(num_envs=8, steps_per_update=4, policy_learning_rate=0.005 if is_box else 0.05,
+                   value_learning_rate=0.05, seed=seed,
+                   action_bounds="tanh" if name == "box_tanh" else "clip",
+                   state_dependent_std=name == "box_state_dependent_std",
+                   # A narrow start: with a wide Gaussian, f(mean) of a squashed or clipped
+                   # sample is not the best action yet.
+                   init_log_std=-1.0 if is_box else 0.0)
+    options.update(overrides)
+    config = pg_keras.Config(**options)
+    keras.utils.set_random_seed(seed)
+    learner = pg_keras.Learner(config, envs.single_observation_space, envs.single_action_space)
+    return envs, learner, pg_keras.Collector(envs, learner, config), best
+
+
+@pytest.mark.parametrize("name", sorted(SPACES))
+def test_every_action_space_collects_trains_and_learns(name):
+    envs, learner, collector, best = bandit_setup(name)
+    for _ in range(100):
+        batch, _ = collector.collect()
+        metrics = learner.train_step(batch)
+        assert np.isfinite(metrics["loss"].numpy())
+    space = envs.single_action_space
+    obs = np.tile(np.array([[0.5, -0.5, 1.0]], np.float32), (5, 1))
+    greedy = learner.policy.act(obs)
+    assert all(space.contains(a) for a in greedy), greedy
+    sampled = learner.policy.act(np.tile(obs[:1], (64, 1)), greedy=False)
+    assert all(space.contains(a) for a in sampled)
+    assert all(env.bad_action is None for env in envs.envs)
+    if isinstance(space, gym.spaces.Box):
+        np.testing.assert_allclose(greedy[0], best, atol=0.2)
+    else:
+        np.testing.assert_array_equal(greedy[0], best)
+
+
+def test_greedy_box_action_is_clipped_to_bounds():
+    space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    envs = vector_env([lambda: BanditEnv(space, lambda a: 0.0)])
+    learner = pg_keras.Learner(pg_keras.Config(num_envs=1), envs.single_observation_space, space)
+    learner.policy.network.layers[-1].bias.assign([5.0, -5.0])  # mean far outside the box
+    np.testing.assert_array_equal(learner.policy.act(np.zeros((1, 3))), [[1.0, -1.0]])
+
+
+def test_train_step_traces_once():
+    envs, learner, collector, _ = bandit_setup("discrete")
+    for _ in range(4):
+        learner.train_step(collector.collect()[0])
+    assert learner.train_step.experimental_get_tracing_count() == 1
+    assert learner.collect_step.experimental_get_tracing_count() == 1
+    assert int(learner.updates.numpy()) == 4
+
+
+def _weights(learner):
+    return [v.numpy() for v in learner.policy_variables + learner.value_variables]
+
+
+@pytest.mark.parametrize("option", ["normalize_observations", "normalize_returns",
+                                    "max_grad_norm", "entropy_coef"])
+def test_options_change_the_update(option):
+    """Each option runs through the compiled step and changes what it computes."""
+    value = {"max_grad_norm": 1e-3, "entropy_coef": 0.5}.get(option, True)
+    results = []
+    for overrides in ({}, {option: value}):
+        envs, learner, collector, _ = bandit_setup("discrete", **overrides)
+        batch, _ = collector.collect()
+        learner.train_step(batch)
+        learner.train_step(batch)
+        results.append(_weights(learner))
+    assert any(not np.allclose(a, b) for a, b in zip(*results))
+
+
+def test_max_grad_norm_bounds_the_first_step():
+    # With SGD, the first step moves the weights by exactly lr * clipped gradient.
+    envs, learner, collector, _ = bandit_setup("discrete", optimizer="sgd", max_grad_norm=0.01,
+                                               policy_learning_rate=1.0)
+    before = [v.numpy() for v in learner.policy_variables]
+    metrics = learner.train_step(collector.collect()[0])
+    assert metrics["policy_grad_norm"].numpy() > 0.01
+    step = np.sqrt(sum(np.sum((v.numpy() - b) ** 2)
+                       for v, b in zip(learner.policy_variables, before)))
+    np.testing.assert_allclose(step, 0.01, rtol=1e-4)
+
+
+def test_non_finite_batch_skips_the_update():
+    envs, learner, collector, _ = bandit_setup("discrete")
+    learner.train_step(collector.collect()[0])  # optimizers now have non-trivial state
+    batch, _ = collector.collect()
+    weights = _weights(learner)
+    slots = [v.numpy() for v in learner.policy_optimizer.variables + learner.value_optimizer.variables]
+    rewards = batch.rewards.copy()
+    rewards[0, 0] = np.nan
+    metrics = learner.train_step(batch._replace(rewards=rewards))
+    assert metrics["skipped"].numpy() == 1.0
+    assert int(learner.skipped_updates.numpy()) == 1 and int(learner.updates.numpy()) == 1
+    for before, after in zip(weights, _weights(learner)):
+        np.testing.assert_array_equal(before, after)
+    after_slots = [v.numpy() for v in learner.policy_optimizer.variables
+                   + learner.value_optimizer.variables]
+    for before, after in zip(slots, after_slots):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_update_is_the_same_under_a_mirrored_strategy():
+    envs, reference, collector, _ = bandit_setup("box_clip")
+    batch, _ = collector.collect()
+    reference.train_step(batch)
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    space = envs.single_action_space
+    keras.utils.set_random_seed(0)
+    mirrored = pg_keras.Learner(reference.config, envs.single_observation_space, space,
+                                strategy=strategy)
+    mirrored.train_step(batch)
+    for a, b in zip(_weights(reference), _weights(mirrored)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_value_model_fits_the_returns():
+    """The value model regresses on the returns: on a bandit, V(s) -> E[reward]."""
+    envs, learner, collector, _ = bandit_setup("multi_binary", policy_learning_rate=1e-6,
+                                               value_learning_rate=3e-3)
+    obs = np.array([[0.5, -0.5, 1.0]], np.float32)
+    values = []
+    for i in range(200):
+        learner.train_step(collector.collect()[0])
+        if i >= 150:
+            values.append(learner.policy.value(obs).numpy()[0])
+    # A near-frozen uniform policy over 4 bits scores 2 matches on average.
+    assert abs(np.mean(values) - 2.0) < 0.2
+
+
+def test_gamma_weighting_scales_each_step_by_gamma_to_the_t():
+    """With SGD and one update, weighting step t by 0.5**t changes the gradient as predicted."""
+    import gymnasium as gym
+    from toy_envs import CounterEnv
+
+    def one_update(weighting):
+        envs = vector_env([lambda: gym.wrappers.TimeLimit(CounterEnv(), max_episode_steps=4)])
+        config = pg_keras.Config(num_envs=1, steps_per_update=4, gamma=0.5, baseline=False,
+                                 normalize_advantages=False, optimizer="sgd",
+                                 policy_learning_rate=1.0, gamma_weighting=weighting)
+        keras.utils.set_random_seed(0)
+        learner = pg_keras.Learner(config, envs.single_observation_space,
+                                   envs.single_action_space)
+        batch, _ = pg_keras.Collector(envs, learner, config).collect()
+        with tf.GradientTape() as tape:
+            log_probs = tf.reshape(learner.policy.distribution(
+                tf.reshape(batch.observations, [4, 1])).log_prob(batch.actions[:, 0]), [4])
+        per_step = tape.jacobian(log_probs, learner.policy_variables[-1])  # output bias
+        before = learner.policy_variables[-1].numpy()
+        learner.train_step(batch)
+        return batch, per_step.numpy(), learner.policy_variables[-1].numpy() - before
+
+    batch, per_step, delta = one_update(True)
+    g = np.array([1 + 0.5 + 0.25 + 0.125, 1 + 0.5 + 0.25, 1 + 0.5, 1.0])  # returns-to-go
+    expected = np.mean((0.5 ** np.arange(4) * g)[:, None] * per_step, axis=0)
+    np.testing.assert_allclose(delta, expected, rtol=1e-4, atol=1e-7)
+    _, _, unweighted = one_update(False)
+    np.testing.assert_allclose(unweighted, np.mean(g[:, None] * per_step, axis=0), rtol=1e-4,
+                               atol=1e-7)

@@ -1,0 +1,128 @@
+"""Collection: exact batches from tiny envs with known episodes."""
+
+import gymnasium as gym
+import keras
+import numpy as np
+import pytest
+from gymnasium.vector import AutoresetMode
+
+import pg_keras
+from pg_keras import returns
+from toy_envs import CounterEnv, vector_env
+
+
+def linear_value_model():
+    """V(s) = 10 * s + 100, so bootstrapped values are known exactly."""
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(
+        1, kernel_initializer=keras.initializers.Constant(10.0),
+        bias_initializer=keras.initializers.Constant(100.0))])
+    return model
+
+
+def make_learner(envs, value_network=None, **overrides):
+    config = pg_keras.Config(num_envs=envs.num_envs, **overrides)
+    learner = pg_keras.Learner(config, envs.single_observation_space, envs.single_action_space,
+                               value_network=value_network)
+    return config, learner
+
+
+def test_steps_mode_truncation_bootstrap_and_autoreset():
+    # Column 0: a time limit of 3 (truncation); column 1: terminates after 2 steps.
+    envs = vector_env([lambda: gym.wrappers.TimeLimit(CounterEnv(), max_episode_steps=3),
+                       lambda: CounterEnv(terminate_at=2)])
+    config, learner = make_learner(envs, linear_value_model(), steps_per_update=5, gamma=0.5,
+                                   baseline=True)
+    collector = pg_keras.Collector(envs, learner, config)
+    batch, env_steps = collector.collect()
+
+    assert env_steps == 10
+    obs = batch.observations[..., 0]
+    np.testing.assert_array_equal(obs, [[0, 0], [1, 1], [2, 0], [0, 1], [1, 0]])
+    # Each observation is the step index within its episode: no transition crosses a reset.
+    np.testing.assert_array_equal(batch.episode_steps, obs)
+    np.testing.assert_array_equal(batch.terminated, [[0, 0], [0, 1], [0, 0], [0, 1], [0, 0]])
+    np.testing.assert_array_equal(batch.truncated, [[0, 0], [0, 0], [1, 0], [0, 0], [0, 0]])
+    # Truncation bootstraps from V(final obs = 3) = 130; the cut rows from V(s_T);
+    # terminations from 0.
+    expected_bootstrap = np.zeros((5, 2))
+    expected_bootstrap[2, 0] = 130.0
+    expected_bootstrap[4, 0] = 120.0  # s_T = 2 in column 0
+    expected_bootstrap[4, 1] = 110.0  # s_T = 1 in column 1
+    np.testing.assert_allclose(batch.bootstrap, expected_bootstrap, rtol=1e-6)
+    np.testing.assert_array_equal(batch.mask, np.ones((5, 2)))
+
+    continues = 1.0 - (batch.terminated | batch.truncated)
+    g = returns.discounted_returns(batch.rewards, continues, batch.bootstrap, 0.5).numpy()
+    # Worked by hand with gamma = 0.5 and reward 1 per step.
+    np.testing.assert_allclose(g[:, 0], [18.0, 34.0, 66.0, 31.5, 61.0], rtol=1e-6)
+    np.testing.assert_allclose(g[:, 1], [1.5, 1.0, 1.5, 1.0, 56.0], rtol=1e-6)
+
+    # The next batch continues where this one stopped.
+    batch, _ = collector.collect()
+    np.testing.assert_array_equal(batch.observations[0, :, 0], [2, 1])
+    returns_, lengths = collector.pop_episodes()
+    # Ten steps per env: column 0 ends episodes at steps 3, 6, 9; column 1 every 2 steps.
+    assert sorted(zip(lengths, returns_)) == [(2, 2.0)] * 5 + [(3, 3.0)] * 3
+
+
+def test_time_limit_without_baseline_is_an_episode_end():
+    envs = vector_env([lambda: gym.wrappers.TimeLimit(CounterEnv(), max_episode_steps=2)])
+    config, learner = make_learner(envs, baseline=False, steps_per_update=4)
+    batch, env_steps = pg_keras.Collector(envs, learner, config).collect()
+    assert env_steps == 2  # episodes mode: stops once the only env has finished
+    np.testing.assert_array_equal(batch.truncated[:, 0], [0, 1, 0, 0])
+    np.testing.assert_array_equal(batch.bootstrap, np.zeros((4, 1)))
+    np.testing.assert_array_equal(batch.mask[:, 0], [1, 1, 0, 0])
+
+
+def test_episodes_mode_one_whole_episode_per_env_with_padding():
+    envs = vector_env([lambda: CounterEnv(terminate_at=2), lambda: CounterEnv(terminate_at=4)])
+    config, learner = make_learner(envs, baseline=False, steps_per_update=6)
+    assert config.resolved_collect_mode == "episodes"
+    collector = pg_keras.Collector(envs, learner, config)
+    for _ in range(2):
+        batch, env_steps = collector.collect()
+        assert env_steps == 8  # stopped after the longer episode's 4 steps, not 6
+        np.testing.assert_array_equal(batch.mask[:, 0], [1, 1, 0, 0, 0, 0])
+        np.testing.assert_array_equal(batch.mask[:, 1], [1, 1, 1, 1, 0, 0])
+        # Every update starts from a reset.
+        np.testing.assert_array_equal(batch.observations[0, :, 0], [0, 0])
+        np.testing.assert_array_equal(batch.observations[:4, 1, 0], [0, 1, 2, 3])
+        # Rows after the stop are zero padding.
+        assert not batch.rewards[4:].any() and not batch.observations[4:].any()
+        returns_, lengths = collector.pop_episodes()
+        # Only each env's first episode counts; column 0's second one is not in the batch.
+        assert sorted(lengths) == [2, 4] and sorted(returns_) == [2.0, 4.0]
+    assert collector.total_steps == 16
+
+
+def test_episodes_mode_cap_bootstraps_with_baseline():
+    envs = vector_env([lambda: CounterEnv()])
+    config, learner = make_learner(envs, linear_value_model(), baseline=True,
+                                   collect_mode="episodes", steps_per_update=3)
+    batch, env_steps = pg_keras.Collector(envs, learner, config).collect()
+    assert env_steps == 3
+    np.testing.assert_array_equal(batch.mask[:, 0], [1, 1, 1])
+    np.testing.assert_allclose(batch.bootstrap[:, 0], [0.0, 0.0, 130.0])
+
+
+def test_next_step_autoreset_env_is_rejected():
+    envs = gym.vector.SyncVectorEnv([CounterEnv], autoreset_mode=AutoresetMode.NEXT_STEP)
+    config, learner = make_learner(envs, baseline=True)
+    with pytest.raises(ValueError, match="SAME_STEP"):
+        pg_keras.Collector(envs, learner, config)
+
+
+def test_make_vector_env_uses_same_step_autoreset():
+    envs = pg_keras.make_vector_env("CartPole-v1", 2)
+    assert envs.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
+    envs.close()
+
+
+def test_evaluate_runs_one_episode_per_env():
+    envs = pg_keras.make_vector_env("CartPole-v1", 1)
+    config, learner = make_learner(envs)
+    result = pg_keras.evaluate(learner.policy, "CartPole-v1", episodes=3, seed=0)
+    assert result.shape == (3,) and np.all(result >= 8) and np.all(result <= 500)
+    # Same seed, greedy policy: the same returns.
+    np.testing.assert_array_equal(result, pg_keras.evaluate(learner.policy, "CartPole-v1", 3, 0))

@@ -1,0 +1,63 @@
+"""Tiny environments whose every step is known, for exact tests of collection and learning."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode
+
+
+class CounterEnv(gym.Env):
+    """Observation = steps taken in the episode; reward = 1 per step.
+
+    Terminates after ``terminate_at`` steps (never when None). Wrap it in a TimeLimit to
+    get truncations.
+    """
+
+    observation_space = gym.spaces.Box(0.0, 1000.0, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, terminate_at=None):
+        self.terminate_at = terminate_at
+        self.t = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.array([0.0], np.float32), {}
+
+    def step(self, action):
+        assert self.action_space.contains(action), action
+        self.t += 1
+        terminated = self.terminate_at is not None and self.t >= self.terminate_at
+        return np.array([self.t], np.float32), 1.0, terminated, False, {}
+
+
+class BanditEnv(gym.Env):
+    """One-step episodes with a constant observation; reward = reward_fn(action).
+
+    ``bad_action`` records the first action outside the space, so a test can assert the
+    policy never sent one.
+    """
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+
+    def __init__(self, action_space, reward_fn):
+        self.action_space = action_space
+        self.reward_fn = reward_fn
+        self.bad_action = None
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.array([0.5, -0.5, 1.0], np.float32), {}
+
+    def step(self, action):
+        if not self.action_space.contains(action) and self.bad_action is None:
+            self.bad_action = action
+        return (np.array([0.5, -0.5, 1.0], np.float32), float(self.reward_fn(action)), True,
+                False, {})
+
+
+def vector_env(make_fns):
+    """A same-step-autoreset SyncVectorEnv over the given env constructors."""
+    return gym.vector.SyncVectorEnv(make_fns, autoreset_mode=AutoresetMode.SAME_STEP)
