@@ -10,6 +10,8 @@ import dataclasses
 import math
 from typing import Tuple
 
+import numpy as np
+
 ACTIVATIONS = ("tanh", "relu", "elu", "gelu", "silu", "swish", "leaky_relu", "selu", "sigmoid")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 COLLECT_MODES = ("auto", "steps", "episodes")
@@ -91,10 +93,14 @@ class Config:
     def __post_init__(self):
         # Tuples may arrive as lists (from JSON or flags); store them as tuples so the
         # config stays hashable and comparable.
-        for name in ("hidden_sizes", "value_hidden_sizes"):
-            value = getattr(self, name)
-            if isinstance(value, list):
-                object.__setattr__(self, name, tuple(value))
+        # numpy scalars (np.int64(8) from a sweep, np.float32 from arithmetic) are valid
+        # values; store them as Python ones so validation accepts them and to_dict is JSON.
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name in ("hidden_sizes", "value_hidden_sizes") and isinstance(
+                    value, (list, tuple)):
+                value = tuple(_python_scalar(v) for v in value)
+            object.__setattr__(self, field.name, _python_scalar(value))
         self._validate()
 
     def _validate(self) -> None:
@@ -171,6 +177,11 @@ class Config:
         if unknown:
             raise ValueError(f"unknown Config field(s) {unknown}; known fields: {sorted(names)}")
         return cls(**values)
+
+
+def _python_scalar(value):
+    """``value`` as a Python scalar if it is a numpy one (np.bool_ -> bool stays a bool)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _is_int(value) -> bool:

@@ -177,6 +177,8 @@ class GaussianHead(ActionHead):
         self.action_size = int(np.prod(space.shape))
         self.state_dependent_std = bool(state_dependent_std)
         self.init_log_std = float(init_log_std)
+        if bounds not in ("clip", "tanh"):
+            raise ValueError(f"bounds must be 'clip' or 'tanh'; received bounds={bounds!r}")
         self.bounds = bounds
         self.param_size = self.action_size * (2 if self.state_dependent_std else 1)
         self.raw_shape = (self.action_size,)
@@ -189,6 +191,12 @@ class GaussianHead(ActionHead):
             raise ValueError(f"action_bounds='tanh' needs finite Box bounds; received {space}")
         self._low = tf.constant(low)
         self._high = tf.constant(high)
+        # The bounds again in the env's dtype: the final clip happens there, because a
+        # float64 bound rounded to float32 (0.1 -> 0.10000000149) or the squash's own
+        # rounding can land one ulp outside the Box.
+        self._env_dtype = tf.as_dtype(space.dtype)
+        self._env_low = tf.constant(np.asarray(space.low).reshape(-1), self._env_dtype)
+        self._env_high = tf.constant(np.asarray(space.high).reshape(-1), self._env_dtype)
         if not self.state_dependent_std:
             self.log_std = self.add_weight(
                 shape=(self.action_size,), name="log_std",
@@ -215,9 +223,8 @@ class GaussianHead(ActionHead):
         action = tf.cast(raw_action, tf.float32)
         if self.bounds == "tanh":
             action = self._low + (tf.tanh(action) + 1.0) * 0.5 * (self._high - self._low)
-        else:
-            action = tf.clip_by_value(action, self._low, self._high)
-        return tf.cast(tf.reshape(action, (-1,) + self._env_shape), self.space.dtype)
+        action = tf.clip_by_value(tf.cast(action, self._env_dtype), self._env_low, self._env_high)
+        return tf.reshape(action, (-1,) + self._env_shape)
 
     def parameters(self, params):
         mean, log_std = self._mean_and_log_std(params)

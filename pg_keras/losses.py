@@ -44,6 +44,9 @@ def policy_gradient_loss(log_probs, weights, mask, step_weights: Optional[tf.Ten
     weights = tf.stop_gradient(weights)
     if step_weights is not None:
         weights = weights * tf.stop_gradient(step_weights)
+    # Zero the weights of padded steps: a NaN there would otherwise reach the gradient of
+    # log pi as 0 * NaN even though masked_mean leaves it out of the value.
+    weights = tf.where(tf.cast(mask, tf.bool), weights, tf.zeros_like(weights))
     return -masked_mean(log_probs * weights, mask)
 
 
@@ -58,7 +61,10 @@ def value_loss(values, targets, mask):
     Returns:
         Scalar loss.
     """
-    return masked_mean(tf.square(tf.stop_gradient(targets) - values), mask)
+    # The select keeps a non-finite target at a padded step out of the gradient too.
+    errors = tf.stop_gradient(targets) - values
+    errors = tf.where(tf.cast(mask, tf.bool), errors, tf.zeros_like(errors))
+    return masked_mean(tf.square(errors), mask)
 
 
 def reinforce_loss(log_probs, entropy, weights, mask, entropy_coef, values=None,

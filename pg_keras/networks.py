@@ -86,8 +86,18 @@ def resolve_model(model: ModelOrFactory, input_shape: Tuple[int, ...], output_un
                   role: str) -> keras.Model:
     """Builds a user's model (or calls their factory) and checks its output shape.
 
+    Args:
+        model: A ``keras.Model`` or a factory ``(observation_shape, output_units) -> keras.Model``.
+        input_shape: Shape of one encoded observation.
+        output_units: Width the policy network must output (ignored for the value network).
+        role: ``"policy"`` or ``"value"``; names the argument in error messages.
+
+    Returns:
+        The model, built by one call on a probe batch.
+
     Raises:
-        ValueError: if the model's output does not have the shape the contract asks for.
+        ValueError: if the model is neither a model nor a factory, cannot take a batch of
+            encoded observations, or its output does not have the shape the contract asks for.
     """
     if not isinstance(model, keras.Model):
         if not callable(model):
@@ -98,13 +108,29 @@ def resolve_model(model: ModelOrFactory, input_shape: Tuple[int, ...], output_un
         if not isinstance(model, keras.Model):
             raise ValueError(f"{role}_network factory must return a keras.Model; "
                              f"received {type(model).__name__}")
-    probe = tf.zeros((2,) + tuple(input_shape), tf.float32)
-    output = model(probe)
-    shape = tuple(output.shape)
     expected = [(2, output_units)] if role == "policy" else [(2,), (2, 1)]
+    expected_text = " or ".join(_shape_text(e) for e in expected)
+    probe = tf.zeros((2,) + tuple(input_shape), tf.float32)
+    try:
+        output = model(probe)
+    except (ValueError, tf.errors.InvalidArgumentError) as error:
+        # Keras's own message names a layer deep inside the model; say which contract failed.
+        raise ValueError(
+            f"{role}_network must accept float32 inputs of shape "
+            f"{_shape_text((2,) + tuple(input_shape))}; "
+            f"calling it on a batch of shape {tuple(probe.shape)} failed: {error}") from error
+    if not hasattr(output, "shape"):  # a list or dict of outputs
+        raise ValueError(
+            f"{role}_network must return one tensor of shape {expected_text}; "
+            f"received {type(output).__name__}")
+    shape = tuple(output.shape)
     if shape not in expected:
         raise ValueError(
-            f"{role}_network must map [B, *{tuple(input_shape)}] to "
-            + " or ".join(str(("B",) + e[1:]) for e in expected)
-            + f"; received output shape {('B',) + shape[1:]} for B=2")
+            f"{role}_network must map {_shape_text((2,) + tuple(input_shape))} to "
+            f"{expected_text}; received output shape {_shape_text(shape)}")
     return model
+
+
+def _shape_text(shape) -> str:
+    """(2, 4, 3) -> "[B, 4, 3]": a batch shape with the batch size named."""
+    return "[" + ", ".join(["B"] + [str(d) for d in shape[1:]]) + "]"

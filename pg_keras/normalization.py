@@ -45,10 +45,15 @@ class RunningNormalization(keras.layers.Layer):
             batch: [N, *shape] observations.
             mask: optional [N]; rows where it is 0 are left out.
         """
+        batch = tf.convert_to_tensor(batch)
+        if not self.built:  # update before the first call: weights are made here, as call does
+            self.build((None,) + tuple(batch.shape[1:]))
         batch = tf.cast(batch, self.mean.dtype)
         if mask is None:
             mask = tf.ones(tf.shape(batch)[:1], batch.dtype)
         mask = tf.reshape(tf.cast(mask, batch.dtype), [-1] + [1] * (batch.shape.rank - 1))
+        # Zero the left-out rows themselves: padding may hold inf or NaN, and NaN * 0 is NaN.
+        batch = tf.where(mask > 0, batch, tf.zeros_like(batch))
         n = tf.reduce_sum(mask)
         safe_n = tf.maximum(n, 1.0)
         batch_mean = tf.reduce_sum(batch * mask, axis=0) / safe_n

@@ -14,7 +14,9 @@ import tensorflow as tf
 
 
 def _cut_last_row(continues: tf.Tensor) -> tf.Tensor:
-    continues = tf.convert_to_tensor(continues, tf.float32)
+    # tf.cast, not convert_to_tensor(..., tf.float32): the latter rejects a bool tensor,
+    # and the learner's terminated/truncated flags are bool.
+    continues = tf.cast(continues, tf.float32)
     return tf.concat([continues[:-1], tf.zeros_like(continues[-1:])], axis=0)
 
 
@@ -97,8 +99,12 @@ def first_episode_mask(dones) -> tf.Tensor:
 
 def masked_mean(x, mask) -> tf.Tensor:
     """Mean of ``x`` over the entries where ``mask`` is 1 (0 if there are none)."""
+    x = tf.convert_to_tensor(x)
     mask = tf.cast(mask, x.dtype)
-    return tf.math.divide_no_nan(tf.reduce_sum(x * mask), tf.reduce_sum(mask))
+    # Select, not only multiply: padding may hold inf or NaN, and NaN * 0 is NaN. The
+    # select's gradient is also 0 at the left-out entries.
+    masked = tf.where(mask != 0, x * mask, tf.zeros_like(x))
+    return tf.math.divide_no_nan(tf.reduce_sum(masked), tf.reduce_sum(mask))
 
 
 def normalize(x, mask=None, epsilon: float = 1e-8) -> tf.Tensor:

@@ -1,0 +1,401 @@
+"""Tests of pg_keras.heads: every supported action space against numpy references."""
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pg_keras import heads
+from pg_keras.heads import make_head
+
+B = 6
+SEED = tf.constant([3, 7], tf.int32)
+
+
+def _params(head, scale=2.0, seed=0):
+    rng = np.random.default_rng(seed)
+    return tf.constant(rng.normal(scale=scale, size=(B, head.param_size)), tf.float32)
+
+
+def _log_softmax(x):
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+def _categorical_entropy(logits):
+    logp = _log_softmax(logits)
+    return -(np.exp(logp) * logp).sum(axis=-1)
+
+
+def _log_sigmoid(x):
+    return -np.logaddexp(0.0, -x)
+
+
+def _assert_in_space(space, env_actions):
+    """Every row is an element of ``space``, in the space's dtype."""
+    env_actions = np.asarray(env_actions)
+    assert env_actions.shape == (B,) + tuple(space.shape)
+    assert env_actions.dtype == space.dtype
+    for row in env_actions:
+        assert space.contains(np.asarray(row)), (row, space)
+
+
+def _check_shapes(head, params):
+    distribution = head.distribution(params)
+    assert distribution.batch_shape.as_list() == [B]
+    assert tuple(distribution.event_shape.as_list()) == tuple(head.raw_shape)
+    sample = distribution.sample(seed=SEED)
+    assert tuple(sample.shape) == (B,) + tuple(head.raw_shape)
+    assert sample.dtype == head.raw_dtype
+    return distribution, sample
+
+
+# --------------------------------------------------------------------------- Discrete
+
+
+@pytest.mark.parametrize("space", [gym.spaces.Discrete(4), gym.spaces.Discrete(3, start=-2),
+                                   gym.spaces.Discrete(5, start=10)], ids=str)
+def test_discrete(space):
+    head = make_head(space)
+    assert isinstance(head, heads.CategoricalHead)
+    assert head.param_size == space.n
+    assert head.raw_shape == ()
+    params = _params(head)
+    logits = params.numpy()
+    distribution, sample = _check_shapes(head, params)
+
+    actions = np.arange(B) % space.n
+    np.testing.assert_allclose(distribution.log_prob(actions).numpy(),
+                               _log_softmax(logits)[np.arange(B), actions], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(distribution.entropy().numpy(), _categorical_entropy(logits),
+                               rtol=1e-5, atol=1e-5)
+
+    greedy = head.greedy(params).numpy()
+    np.testing.assert_array_equal(greedy, logits.argmax(axis=-1))
+    env_greedy = head.to_env(greedy).numpy()
+    np.testing.assert_array_equal(env_greedy, logits.argmax(axis=-1) + space.start)
+    _assert_in_space(space, env_greedy)
+    _assert_in_space(space, head.to_env(sample).numpy())
+    # Raw action 0 and n-1 are the ends of the space, start included.
+    np.testing.assert_array_equal(head.to_env(tf.constant([0, space.n - 1])).numpy(),
+                                  [space.start, space.start + space.n - 1])
+
+    parameters = head.parameters(params)
+    assert set(parameters) == {"logits"}
+    assert parameters["logits"].shape == (B, space.n)
+
+
+# ---------------------------------------------------------------------- MultiDiscrete
+
+
+MULTI_DISCRETE = [
+    gym.spaces.MultiDiscrete([3, 5, 2]),
+    gym.spaces.MultiDiscrete([[2, 3], [4, 2]]),
+    gym.spaces.MultiDiscrete([3, 5, 2], start=[1, -1, 5]),
+]
+
+
+def _multi_discrete_reference(space, params):
+    """Per-sub-action logit slices of ``params``, cut by hand."""
+    nvec = np.asarray(space.nvec).reshape(-1)
+    bounds = np.concatenate([[0], np.cumsum(nvec)])
+    return [params[:, bounds[k]:bounds[k + 1]] for k in range(len(nvec))]
+
+
+@pytest.mark.parametrize("space", MULTI_DISCRETE, ids=str)
+def test_multi_discrete(space):
+    nvec = np.asarray(space.nvec).reshape(-1)
+    start = np.asarray(space.start).reshape(-1)
+    head = make_head(space)
+    assert isinstance(head, heads.MultiCategoricalHead)
+    assert head.param_size == nvec.sum()
+    assert head.raw_shape == (len(nvec),)
+    params = _params(head)
+    slices = _multi_discrete_reference(space, params.numpy())
+    distribution, sample = _check_shapes(head, params)
+
+    rng = np.random.default_rng(1)
+    actions = np.stack([rng.integers(0, n, size=B) for n in nvec], axis=-1)
+    expected = sum(_log_softmax(s)[np.arange(B), actions[:, k]] for k, s in enumerate(slices))
+    np.testing.assert_allclose(distribution.log_prob(actions).numpy(), expected,
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(distribution.entropy().numpy(),
+                               sum(_categorical_entropy(s) for s in slices), rtol=1e-5, atol=1e-5)
+
+    greedy = head.greedy(params).numpy()
+    np.testing.assert_array_equal(greedy, np.stack([s.argmax(-1) for s in slices], axis=-1))
+    env_greedy = head.to_env(greedy).numpy()
+    _assert_in_space(space, env_greedy)
+    np.testing.assert_array_equal(env_greedy.reshape(B, -1), greedy + start)
+    _assert_in_space(space, head.to_env(sample).numpy())
+
+    parameters = head.parameters(params)
+    assert set(parameters) == {"logits"}
+    assert parameters["logits"].shape == (B, len(nvec), nvec.max())
+
+
+@pytest.mark.parametrize("space", MULTI_DISCRETE, ids=str)
+def test_multi_discrete_padding_is_never_chosen(space):
+    """Padded logits must lose even when every real logit is very negative.
+
+    Were the padding a finite logit like 0, it would win here: greedy would pick it and
+    nearly every sample would be out of range.
+    """
+    nvec = np.asarray(space.nvec).reshape(-1)
+    head = make_head(space)
+    params = tf.fill((B, head.param_size), -40.0)
+    samples = head.distribution(params).sample(500, seed=SEED).numpy().reshape(-1, len(nvec))
+    assert np.all(samples >= 0)
+    assert np.all(samples < nvec)
+    # Each sub-action is uniform over its own size, so every valid value appears.
+    for k, n in enumerate(nvec):
+        assert set(np.unique(samples[:, k])) == set(range(n))
+    greedy = head.greedy(params).numpy()
+    assert np.all(greedy < nvec)
+    probs = np.exp(head.parameters(params)["logits"].numpy())
+    padded = np.arange(nvec.max())[None, :] >= nvec[:, None]
+    assert np.all(probs[:, padded] == 0.0)
+
+
+def test_multi_discrete_gradient_is_one_hot_minus_softmax():
+    """d log pi / d params is onehot(a) - softmax per slice; padding leaks no gradient."""
+    space = gym.spaces.MultiDiscrete([3, 5, 2])
+    head = make_head(space)
+    params = _params(head)
+    actions = np.array([[2, 4, 1]] * B)
+    with tf.GradientTape() as tape:
+        tape.watch(params)
+        log_prob = tf.reduce_sum(head.distribution(params).log_prob(actions))
+    gradient = tape.gradient(log_prob, params).numpy()
+    expected = []
+    for k, s in enumerate(_multi_discrete_reference(space, params.numpy())):
+        one_hot = np.eye(s.shape[1])[actions[:, k]]
+        expected.append(one_hot - np.exp(_log_softmax(s)))
+    np.testing.assert_allclose(gradient, np.concatenate(expected, axis=-1), atol=1e-5)
+
+
+# ------------------------------------------------------------------------ MultiBinary
+
+
+@pytest.mark.parametrize("space", [gym.spaces.MultiBinary(4), gym.spaces.MultiBinary([2, 3])],
+                         ids=str)
+def test_multi_binary(space):
+    size = int(np.prod(space.shape))
+    head = make_head(space)
+    assert isinstance(head, heads.BernoulliHead)
+    assert head.param_size == size
+    assert head.raw_shape == (size,)
+    params = _params(head)
+    logits = params.numpy()
+    distribution, sample = _check_shapes(head, params)
+
+    actions = np.random.default_rng(2).integers(0, 2, size=(B, size))
+    expected = (actions * _log_sigmoid(logits) + (1 - actions) * _log_sigmoid(-logits)).sum(-1)
+    np.testing.assert_allclose(distribution.log_prob(actions).numpy(), expected,
+                               rtol=1e-5, atol=1e-5)
+    p = 1.0 / (1.0 + np.exp(-logits))
+    entropy = -(p * _log_sigmoid(logits) + (1 - p) * _log_sigmoid(-logits)).sum(-1)
+    np.testing.assert_allclose(distribution.entropy().numpy(), entropy, rtol=1e-5, atol=1e-5)
+
+    greedy = head.greedy(params).numpy()
+    np.testing.assert_array_equal(greedy, (logits > 0).astype(np.int32))
+    env_greedy = head.to_env(greedy).numpy()
+    _assert_in_space(space, env_greedy)
+    np.testing.assert_array_equal(env_greedy.reshape(B, -1), greedy)
+    _assert_in_space(space, head.to_env(sample).numpy())
+
+    parameters = head.parameters(params)
+    assert set(parameters) == {"logits"}
+    assert parameters["logits"].shape == (B, size)
+
+
+# -------------------------------------------------------------------------------- Box
+
+
+def _gaussian_log_prob(x, mean, std):
+    return (-0.5 * ((x - mean) / std) ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi)).sum(-1)
+
+
+def _gaussian_entropy(std):
+    return (0.5 * np.log(2 * np.pi * np.e) + np.log(std)).sum(-1)
+
+
+BOXES = [
+    gym.spaces.Box(-1.0, 2.0, (3,), np.float32),
+    gym.spaces.Box(-np.inf, np.inf, (2,), np.float32),
+    gym.spaces.Box(np.array([-1.0, -np.inf], np.float32), np.array([1.0, 0.5], np.float32)),
+    gym.spaces.Box(-0.5, 0.5, (2, 3), np.float32),
+    gym.spaces.Box(-2.0, 2.0, (), np.float32),
+]
+
+
+@pytest.mark.parametrize("space", BOXES, ids=str)
+def test_box_state_independent_std(space):
+    d = int(np.prod(space.shape))
+    head = make_head(space, state_dependent_std=False, init_log_std=-0.3)
+    assert isinstance(head, heads.GaussianHead)
+    assert head.param_size == d
+    assert head.raw_shape == (d,)
+    assert [tuple(v.shape) for v in head.trainable_variables] == [(d,)]
+    np.testing.assert_allclose(head.log_std.numpy(), np.full(d, -0.3), rtol=1e-6)
+    log_std = np.linspace(-1.0, 0.5, d).astype(np.float32)
+    head.log_std.assign(log_std)
+
+    params = _params(head)
+    mean, std = params.numpy(), np.exp(log_std)[None, :]
+    distribution, sample = _check_shapes(head, params)
+    actions = np.random.default_rng(3).normal(size=(B, d)).astype(np.float32)
+    np.testing.assert_allclose(distribution.log_prob(actions).numpy(),
+                               _gaussian_log_prob(actions, mean, std), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(distribution.entropy().numpy(),
+                               np.broadcast_to(_gaussian_entropy(std), (B,)), rtol=1e-5)
+
+    parameters = head.parameters(params)
+    assert set(parameters) == {"mean", "std"}
+    np.testing.assert_allclose(parameters["mean"].numpy(), mean)
+    np.testing.assert_allclose(parameters["std"].numpy(), np.broadcast_to(std, (B, d)), rtol=1e-6)
+
+    np.testing.assert_array_equal(head.greedy(params).numpy(), mean)
+    _check_clip(space, head, mean)
+    _check_clip(space, head, sample.numpy())
+
+
+def _check_clip(space, head, raw):
+    env_actions = head.to_env(raw).numpy()
+    _assert_in_space(space, env_actions)
+    expected = np.clip(raw, space.low.reshape(-1), space.high.reshape(-1))
+    np.testing.assert_allclose(env_actions.reshape(B, -1), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("space", BOXES[:2] + BOXES[3:4], ids=str)
+def test_box_state_dependent_std(space):
+    d = int(np.prod(space.shape))
+    init_log_std = -0.5
+    head = make_head(space, state_dependent_std=True, init_log_std=init_log_std)
+    assert head.param_size == 2 * d
+    assert head.raw_shape == (d,)
+    assert head.trainable_variables == []
+    # Some raw log-stds large enough to hit the [-5, 2] clip from above and below.
+    params = _params(head, scale=4.0).numpy()
+    params[0, d:] = 10.0
+    params[1, d:] = -10.0
+    params = tf.constant(params)
+    mean = params.numpy()[:, :d]
+    std = np.exp(np.clip(params.numpy()[:, d:] + init_log_std, -5.0, 2.0))
+    distribution, sample = _check_shapes(head, params)
+    actions = np.random.default_rng(4).normal(size=(B, d)).astype(np.float32)
+    np.testing.assert_allclose(distribution.log_prob(actions).numpy(),
+                               _gaussian_log_prob(actions, mean, std), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(distribution.entropy().numpy(), _gaussian_entropy(std),
+                               rtol=1e-5, atol=1e-5)
+    parameters = head.parameters(params)
+    assert set(parameters) == {"mean", "std"}
+    np.testing.assert_allclose(parameters["std"].numpy(), std, rtol=1e-5)
+    np.testing.assert_array_equal(head.greedy(params).numpy(), mean)
+    _check_clip(space, head, mean)
+    _check_clip(space, head, sample.numpy())
+
+
+def test_box_log_prob_gradient_is_textbook():
+    """Clip mode trains a plain Gaussian: d log pi / d mean = (a - mu) / sigma^2."""
+    head = make_head(gym.spaces.Box(-1.0, 1.0, (3,), np.float32))
+    head.log_std.assign([-0.5, 0.0, 0.3])
+    params = _params(head)
+    actions = tf.constant(np.random.default_rng(5).normal(size=(B, 3)), tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(params)
+        log_prob = tf.reduce_sum(head.distribution(params).log_prob(actions))
+    gradient = tape.gradient(log_prob, params).numpy()
+    variance = np.exp(2 * np.array([-0.5, 0.0, 0.3]))
+    np.testing.assert_allclose(gradient, (actions.numpy() - params.numpy()) / variance,
+                               rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("space", [
+    gym.spaces.Box(-1.0, 2.0, (3,), np.float32),
+    gym.spaces.Box(np.array([0.0, -3.0], np.float32), np.array([0.5, 10.0], np.float32)),
+    gym.spaces.Box(-0.5, 0.5, (2, 2), np.float32),
+    # float32 rounding of low + (high - low) overshoots high by one ulp for these bounds.
+    gym.spaces.Box(np.float32(-1.9460663), np.float32(-0.6168472), (1,), np.float32),
+], ids=str)
+def test_box_tanh_maps_the_real_line_into_the_bounds(space):
+    d = int(np.prod(space.shape))
+    low, high = space.low.reshape(-1), space.high.reshape(-1)
+    head = make_head(space, action_bounds="tanh")
+    raw = np.array([[-1e6] * d, [-30.0] * d, [-1.0] * d, [0.0] * d, [1.0] * d, [1e6] * d],
+                   np.float32)
+    env_actions = head.to_env(raw).numpy()
+    _assert_in_space(space, env_actions)
+    flat = env_actions.reshape(B, d)
+    expected = low + (np.tanh(raw.astype(np.float64)) + 1) / 2 * (high - low)
+    np.testing.assert_allclose(flat, expected, rtol=1e-5, atol=1e-6)
+    # The saturated ends reach the bounds, and the squash is increasing in between.
+    np.testing.assert_allclose(flat[0], low, rtol=1e-6)
+    np.testing.assert_allclose(flat[-1], high, rtol=1e-6)
+    assert np.all(np.diff(flat, axis=0) >= 0)
+    assert np.all(flat[2] < flat[4])
+    # Samples from a wide distribution land inside too.
+    params = _params(head, scale=20.0)
+    _assert_in_space(space, head.to_env(head.distribution(params).sample(seed=SEED)).numpy())
+
+
+def test_box_float64_bounds_not_representable_in_float32():
+    """Actions stay inside a float64 Box whose bounds float32 rounds outward (0.1, 0.7)."""
+    space = gym.spaces.Box(np.array([0.1, -0.3]), np.array([0.7, 0.3]), dtype=np.float64)
+    raw = np.tile(np.array([[100.0, -100.0], [-100.0, 100.0]], np.float32), (B // 2, 1))
+    for bounds in ("clip", "tanh"):
+        env_actions = make_head(space, action_bounds=bounds).to_env(raw).numpy()
+        _assert_in_space(space, env_actions)
+        np.testing.assert_allclose(env_actions[:2], [[0.7, -0.3], [0.1, 0.3]], rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("space, name", [
+    (gym.spaces.Dict({"a": gym.spaces.Discrete(2)}), "Dict"),
+    (gym.spaces.Tuple((gym.spaces.Discrete(2), gym.spaces.Discrete(3))), "Tuple"),
+    (gym.spaces.Text(8), "Text"),
+    (gym.spaces.Box(0, 10, (2,), np.int64), "Box(0, 10, (2,), int64)"),
+], ids=["Dict", "Tuple", "Text", "Box-int"])
+def test_unsupported_spaces(space, name):
+    with pytest.raises(ValueError) as error:
+        make_head(space)
+    message = str(error.value)
+    assert name in message
+    for supported in heads.SUPPORTED_SPACES:
+        assert supported in message
+
+
+def test_tanh_needs_finite_bounds():
+    space = gym.spaces.Box(np.array([-1.0, -np.inf], np.float32),
+                           np.array([1.0, np.inf], np.float32))
+    with pytest.raises(ValueError, match="tanh.*finite"):
+        make_head(space, action_bounds="tanh")
+    # Clip mode is fine with the same space.
+    assert make_head(space, action_bounds="clip").param_size == 2
+
+
+def test_unknown_action_bounds():
+    with pytest.raises(ValueError, match="squash"):
+        make_head(gym.spaces.Box(-1.0, 1.0, (2,), np.float32), action_bounds="squash")
+
+
+def test_heads_work_inside_tf_function():
+    """The learner and the exported policy call heads from a traced graph."""
+    space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    head = make_head(space, action_bounds="tanh")
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32)])
+    def act(params):
+        distribution = head.distribution(params)
+        raw = distribution.sample(seed=SEED)
+        return head.to_env(raw), distribution.log_prob(raw), head.to_env(head.greedy(params))
+
+    env_actions, log_prob, greedy = act(_params(head))
+    _assert_in_space(space, env_actions.numpy())
+    _assert_in_space(space, greedy.numpy())
+    assert log_prob.shape == (B,)
+    assert math.isfinite(float(tf.reduce_sum(log_prob)))
