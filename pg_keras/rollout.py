@@ -9,6 +9,7 @@ crosses a reset), and a time-limit truncation can bootstrap from V(final observa
 from __future__ import annotations
 
 import importlib
+import pickle
 from typing import List, Optional, Tuple
 
 import gymnasium as gym
@@ -140,6 +141,39 @@ class Collector:
             self.completed_lengths.append(int(self._episode_length[i]))
         self._episode_return[finished] = 0.0
         self._episode_length[finished] = 0
+
+    def state(self) -> dict:
+        """Everything needed to continue collecting exactly where this collector is.
+
+        The environments themselves are pickled when they can be (classic-control and
+        most Python envs); otherwise ``envs`` is None and a restored collector resets them.
+        """
+        try:
+            envs = pickle.dumps(self.envs.envs) if hasattr(self.envs, "envs") else None
+        except Exception:  # an env holding a handle that cannot be pickled
+            envs = None
+        return {"observations": self._observations, "envs": envs,
+                "episode_return": self._episode_return.copy(),
+                "episode_length": self._episode_length.copy(), "total_steps": self.total_steps}
+
+    def restore(self, state: dict) -> bool:
+        """Continues from a :meth:`state`.
+
+        Returns:
+            True if the environments were restored exactly; False if they had to be reset
+            (then the run is not bit-identical to an uninterrupted one).
+        """
+        self.total_steps = state["total_steps"]
+        if state["envs"] is not None:
+            self.envs.envs = pickle.loads(state["envs"])
+            self._observations = state["observations"]
+            self._episode_return[:] = state["episode_return"]
+            self._episode_length[:] = state["episode_length"]
+            return True
+        self._observations, _ = self.envs.reset(seed=self.config.seed + self.total_steps)
+        self._episode_return[:] = 0
+        self._episode_length[:] = 0
+        return False
 
     def pop_episodes(self) -> Tuple[List[float], List[int]]:
         """Returns and lengths of the episodes finished since the last call."""

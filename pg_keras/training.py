@@ -1,8 +1,25 @@
-"""The training loop: collect -> learn -> log -> evaluate."""
+"""The training loop: collect -> learn -> log -> checkpoint -> evaluate.
+
+With a ``root_dir`` the run directory holds everything needed to resume, evaluate and
+plot the run:
+
+    config.json          the resolved Config
+    metrics.jsonl        one record per update (env steps, wall time, returns, losses, ...)
+    evaluations.jsonl    one record per greedy evaluation
+    tensorboard/         the same scalars as TensorBoard events
+    checkpoints/         tf.train.CheckpointManager checkpoints + the loop state
+    summary.json         written at the end: final evaluation, steps, time, solve step
+
+Calling :func:`train` again on the same ``root_dir`` resumes from its last checkpoint.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import shutil
+import sys
 import time
 from typing import Callable, Dict, List, Optional
 
@@ -11,10 +28,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pg_keras.checkpoint import Checkpointer
 from pg_keras.config import Config
 from pg_keras.learner import Learner, Policy
 from pg_keras.networks import ModelOrFactory
 from pg_keras.rollout import Collector, evaluate, make_vector_env, split_env_id
+
+RUN_FILES = ("config.json", "metrics.jsonl", "evaluations.jsonl", "summary.json", "checkpoints",
+             "tensorboard")
 
 
 @dataclasses.dataclass
@@ -35,10 +56,10 @@ class TrainResult:
         learner: Models, optimizers and the update, for further training or inspection.
         history: One record per update: env steps, episode returns, losses, gradient norms.
         evaluations: Every evaluation, the final one last.
-        solved_at: Env steps at the first evaluation whose mean reached the env's
-            ``reward_threshold``, or None.
+        solved_at: Env steps at the first evaluation whose mean reached the target
+            (``target_return``, or the env's registered ``reward_threshold``), or None.
         env_steps: Environment steps taken.
-        wall_seconds: Duration of the loop.
+        wall_seconds: Duration of the loop (summed over resumptions).
     """
 
     policy: Policy
@@ -54,62 +75,116 @@ class TrainResult:
         """Mean return of the last evaluation."""
         return self.evaluations[-1].mean_return
 
+    def summary(self) -> dict:
+        """The figures ``summary.json`` holds."""
+        final = self.evaluations[-1]
+        return {"final_return_mean": final.mean_return, "final_return_std": final.std_return,
+                "env_steps": self.env_steps, "wall_seconds": self.wall_seconds,
+                "steps_per_second": self.env_steps / max(self.wall_seconds, 1e-9),
+                "solved_at": self.solved_at, "updates": int(self.learner.updates.numpy()),
+                "skipped_updates": int(self.learner.skipped_updates.numpy())}
+
 
 def reward_threshold(env_id: str) -> Optional[float]:
     """The registered ``reward_threshold`` of an env id, or None."""
     return gym.spec(split_env_id(env_id)).reward_threshold
 
 
-def train(config: Config, policy_network: Optional[ModelOrFactory] = None,
+def train(config: Config, *, root_dir: Optional[str] = None,
+          policy_network: Optional[ModelOrFactory] = None,
           value_network: Optional[ModelOrFactory] = None,
+          checkpoint_every: int = 0, overwrite: bool = False,
+          target_return: Optional[float] = None,
           on_update: Optional[Callable[[Dict[str, float]], None]] = None,
-          verbose: bool = False) -> TrainResult:
+          verbose: bool = False, progress: bool = False) -> TrainResult:
     """Trains a policy with REINFORCE (with a value baseline unless ``config.baseline`` is off).
 
     Args:
         config: Hyperparameters.
+        root_dir: Run directory (see the module docstring); None keeps nothing on disk.
+            If it holds a checkpoint of the same config, training resumes from it.
         policy_network: Your own policy ``keras.Model`` or a factory for one (see
             ``pg_keras.networks`` for the contract); default: an MLP.
         value_network: Same for the value model.
+        checkpoint_every: Env steps between checkpoints (with a root_dir); 0 means at
+            every evaluation, or every 10% of the run without evaluations.
+        overwrite: Start over in a root_dir that holds a run of a different config.
+        target_return: The mean evaluation return that counts as solved; default: the
+            env's registered ``reward_threshold``.
         on_update: Called with each update's record.
         verbose: Print a line at each evaluation.
+        progress: Show a progress line (rewritten in place on a terminal, else every 10 s).
 
     Returns:
         TrainResult.
+
+    Raises:
+        ValueError: if ``root_dir`` holds a run of a different config and not ``overwrite``.
     """
+    if target_return is None:
+        target_return = reward_threshold(config.env_id)
+    run = _RunDirectory(root_dir, config, overwrite) if root_dir else None
     keras.utils.set_random_seed(config.seed)
-    threshold = reward_threshold(config.env_id)
     envs = make_vector_env(config.env_id, config.num_envs)
     try:
         learner = Learner(config, envs.single_observation_space, envs.single_action_space,
                           policy_network, value_network)
         collector = Collector(envs, learner, config)
-        history: List[Dict[str, float]] = []
-        evaluations: List[Evaluation] = []
-        solved_at = None
-        next_eval = config.eval_every
-        start = time.perf_counter()
+        loop = {"next_eval": config.eval_every, "evaluations": [], "solved_at": None,
+                "wall_seconds": 0.0, "next_checkpoint": 0}
+        checkpointer = None
+        if run is not None:
+            checkpointer = Checkpointer(os.path.join(run.path, "checkpoints"), learner)
+            saved = checkpointer.restore()
+            if saved is not None:
+                loop = saved["loop"]
+                if not collector.restore(saved["collector"]):
+                    print("pg_keras: the environments could not be saved with the checkpoint; "
+                          "they were reset, so this resumed run is not bit-identical to an "
+                          "uninterrupted one", file=sys.stderr)
+                if verbose:
+                    print(f"resumed from {checkpointer.latest} at {collector.total_steps} "
+                          "env steps", flush=True)
+            run.truncate_after(collector.total_steps)
+        every = checkpoint_every or config.eval_every or max(1, config.total_steps // 10)
+        if not loop["next_checkpoint"]:
+            loop["next_checkpoint"] = every
+        evaluations: List[Evaluation] = [Evaluation(**e) for e in loop["evaluations"]]
+        history = run.read_metrics() if run is not None else []
+        bar = _Progress(config.total_steps, enabled=progress)
+        start = time.perf_counter() - loop["wall_seconds"]
 
         def run_evaluation():
-            nonlocal solved_at
             returns = evaluate(learner.policy, config.env_id, config.eval_episodes,
                                seed=config.seed + 1_000_003 + len(evaluations))
             evaluation = Evaluation(collector.total_steps, float(np.mean(returns)),
                                     float(np.std(returns)))
             evaluations.append(evaluation)
-            if solved_at is None and threshold is not None and evaluation.mean_return >= threshold:
-                solved_at = evaluation.env_steps
+            loop["evaluations"].append(dataclasses.asdict(evaluation))
+            if (loop["solved_at"] is None and target_return is not None
+                    and evaluation.mean_return >= target_return):
+                loop["solved_at"] = evaluation.env_steps
+            if run is not None:
+                run.log_evaluation(evaluation)
             if verbose:
+                bar.clear()
                 print(f"env steps {evaluation.env_steps:>9d}  eval return "
                       f"{evaluation.mean_return:9.2f} +- {evaluation.std_return:.2f}", flush=True)
 
+        def save_checkpoint():
+            loop["wall_seconds"] = time.perf_counter() - start
+            checkpointer.save(int(learner.updates.numpy() + learner.skipped_updates.numpy()),
+                              {"loop": loop, "collector": collector.state()})
+
         while collector.total_steps < config.total_steps:
+            tick = time.perf_counter()
             batch, env_steps = collector.collect()
             metrics = learner.train_step(batch)
             episode_returns, episode_lengths = collector.pop_episodes()
             record = {k: float(v) for k, v in metrics.items()}
-            record.update(env_steps=collector.total_steps,
-                          wall_seconds=time.perf_counter() - start,
+            now = time.perf_counter()
+            record.update(env_steps=collector.total_steps, wall_seconds=now - start,
+                          steps_per_second=env_steps / max(now - tick, 1e-9),
                           episodes=len(episode_returns))
             if episode_returns:
                 record.update(return_mean=float(np.mean(episode_returns)),
@@ -117,16 +192,150 @@ def train(config: Config, policy_network: Optional[ModelOrFactory] = None,
                               return_max=float(np.max(episode_returns)),
                               length_mean=float(np.mean(episode_lengths)))
             history.append(record)
+            if run is not None:
+                run.log_update(record)
             if on_update is not None:
                 on_update(record)
-            if config.eval_every and collector.total_steps >= next_eval:
+            bar.update(record)
+            if config.eval_every and collector.total_steps >= loop["next_eval"]:
                 run_evaluation()
-                next_eval = (collector.total_steps // config.eval_every + 1) * config.eval_every
+                loop["next_eval"] = (collector.total_steps // config.eval_every + 1) * \
+                    config.eval_every
+            if checkpointer is not None and collector.total_steps >= loop["next_checkpoint"]:
+                save_checkpoint()
+                loop["next_checkpoint"] = (collector.total_steps // every + 1) * every
         if not evaluations or evaluations[-1].env_steps != collector.total_steps:
             run_evaluation()
-        return TrainResult(policy=learner.policy, learner=learner, history=history,
-                           evaluations=evaluations, solved_at=solved_at,
-                           env_steps=collector.total_steps,
-                           wall_seconds=time.perf_counter() - start)
+        bar.clear()
+        result = TrainResult(policy=learner.policy, learner=learner, history=history,
+                             evaluations=evaluations, solved_at=loop["solved_at"],
+                             env_steps=collector.total_steps,
+                             wall_seconds=time.perf_counter() - start)
+        if run is not None:
+            save_checkpoint()
+            run.write_json("summary.json", result.summary())
+            run.close()
+        return result
     finally:
         envs.close()
+
+
+class _RunDirectory:
+    """The files of a run directory (see the module docstring)."""
+
+    def __init__(self, path: str, config: Config, overwrite: bool):
+        self.path = path
+        os.makedirs(path, exist_ok=True)
+        config_path = os.path.join(path, "config.json")
+        if os.path.exists(config_path):
+            with open(config_path) as f:
+                previous = json.load(f)
+            current = json.loads(json.dumps(config.to_dict()))
+            differing = sorted(k for k in set(previous) | set(current)
+                               if previous.get(k) != current.get(k))
+            if differing and not overwrite:
+                changes = ", ".join(f"{k}: {previous.get(k)!r} -> {current.get(k)!r}"
+                                    for k in differing)
+                raise ValueError(f"root_dir {path!r} holds a run with a different config "
+                                 f"({changes}); pass overwrite=True (--overwrite) to replace "
+                                 "it, or choose another root_dir")
+            if differing:
+                for name in RUN_FILES:
+                    target = os.path.join(path, name)
+                    if os.path.isdir(target):
+                        shutil.rmtree(target)
+                    elif os.path.exists(target):
+                        os.remove(target)
+        self.write_json("config.json", config.to_dict())
+        self._writer = tf.summary.create_file_writer(os.path.join(path, "tensorboard"))
+
+    def write_json(self, name: str, value) -> None:
+        target = os.path.join(self.path, name)
+        with open(target + ".tmp", "w") as f:
+            json.dump(value, f, indent=2)
+            f.write("\n")
+        os.replace(target + ".tmp", target)
+
+    def _read_jsonl(self, name: str) -> List[dict]:
+        path = os.path.join(self.path, name)
+        if not os.path.exists(path):
+            return []
+        records = []
+        with open(path) as f:
+            for line in f:
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut short by a kill
+                    break
+        return records
+
+    def read_metrics(self) -> List[dict]:
+        return self._read_jsonl("metrics.jsonl")
+
+    def truncate_after(self, env_steps: int) -> None:
+        """Drops records past ``env_steps``: a resumed run writes them again."""
+        for name in ("metrics.jsonl", "evaluations.jsonl"):
+            kept = [r for r in self._read_jsonl(name) if r["env_steps"] <= env_steps]
+            target = os.path.join(self.path, name)
+            with open(target + ".tmp", "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in kept)
+            os.replace(target + ".tmp", target)
+
+    def _append(self, name: str, record: dict) -> None:
+        with open(os.path.join(self.path, name), "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def log_update(self, record: dict) -> None:
+        self._append("metrics.jsonl", record)
+        with self._writer.as_default(step=int(record["env_steps"])):
+            for key, value in record.items():
+                if key != "env_steps":
+                    tf.summary.scalar(f"train/{key}", value)
+
+    def log_evaluation(self, evaluation: Evaluation) -> None:
+        self._append("evaluations.jsonl", dataclasses.asdict(evaluation))
+        with self._writer.as_default(step=evaluation.env_steps):
+            tf.summary.scalar("eval/return_mean", evaluation.mean_return)
+            tf.summary.scalar("eval/return_std", evaluation.std_return)
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class _Progress:
+    """One status line: rewritten in place on a terminal, printed every 10 s otherwise."""
+
+    def __init__(self, total_steps: int, enabled: bool):
+        self.total = total_steps
+        self.enabled = enabled
+        self.tty = enabled and sys.stdout.isatty()
+        self.last_print = 0.0
+        self.last_return = float("nan")
+        self.shown = False
+
+    def update(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        self.last_return = record.get("return_mean", self.last_return)
+        now = time.perf_counter()
+        if not self.tty and now - self.last_print < 10.0:
+            return
+        self.last_print = now
+        steps = int(record["env_steps"])
+        fraction = min(1.0, steps / self.total)
+        bar = "#" * int(20 * fraction)
+        line = (f"[{bar:<20}] {steps:>9d}/{self.total} env steps  return "
+                f"{self.last_return:8.2f}  {record['steps_per_second']:8.0f} steps/s")
+        if self.tty:
+            sys.stdout.write("\r" + line)
+            self.shown = True
+        else:
+            sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    def clear(self) -> None:
+        if self.shown:
+            sys.stdout.write("\r" + " " * 90 + "\r")
+            sys.stdout.flush()
+            self.shown = False

@@ -1,0 +1,29 @@
+# The two front-door commands: `make train` and `make test`. Each sets up .venv first
+# (pinned by constraints.txt) when setup.cfg or the pins changed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: install train test test-slow clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/python -m experiments.train --flagfile=experiments/configs/cartpole.cfg
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow -q
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache
