@@ -1,0 +1,99 @@
+"""Run directories: files, checkpoints, resume after a crash, config mismatches."""
+
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+
+import pg_keras
+
+CONFIG = pg_keras.Config(total_steps=3072, num_envs=4, steps_per_update=32, eval_every=1024,
+                         eval_episodes=2, normalize_observations=True)
+
+
+def _state(result):
+    learner = result.learner
+    variables = (learner.policy_variables + learner.value_variables
+                 + list(learner.policy_optimizer.variables) + list(learner.value_optimizer.variables)
+                 + list(learner.normalizer.weights))
+    return [np.asarray(v.numpy()) for v in variables] + [learner.rng.state.numpy()]
+
+
+class Crash(Exception):
+    pass
+
+
+def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path):
+    uninterrupted = pg_keras.train(CONFIG, root_dir=str(tmp_path / "a"))
+
+    updates = []
+
+    def crash_after_13(record):
+        updates.append(record)
+        if len(updates) == 13:  # past the checkpoint at 1024 steps (update 8)
+            raise Crash
+
+    with pytest.raises(Crash):
+        pg_keras.train(CONFIG, root_dir=str(tmp_path / "b"), on_update=crash_after_13)
+    resumed = pg_keras.train(CONFIG, root_dir=str(tmp_path / "b"))
+
+    for a, b in zip(_state(uninterrupted), _state(resumed)):
+        np.testing.assert_array_equal(a, b)
+    assert uninterrupted.evaluations == resumed.evaluations
+    # The metrics file holds each update once: the updates redone after the crash replace
+    # the ones written before it.
+    steps = [r["env_steps"] for r in resumed.history]
+    assert steps == [128 * (i + 1) for i in range(24)]
+    a_losses = [r["loss"] for r in uninterrupted.history]
+    assert [r["loss"] for r in resumed.history] == a_losses
+
+
+def test_run_directory_files(tmp_path):
+    root = str(tmp_path / "run")
+    result = pg_keras.train(CONFIG, root_dir=root)
+    with open(os.path.join(root, "config.json")) as f:
+        assert pg_keras.Config.from_dict(json.load(f)) == CONFIG
+    with open(os.path.join(root, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    assert len(records) == 24 and records[-1]["env_steps"] == 3072
+    for key in ("wall_seconds", "loss", "policy_loss", "value_loss", "entropy",
+                "policy_grad_norm", "steps_per_second"):
+        assert all(np.isfinite(r[key]) for r in records), key
+    assert any("return_mean" in r for r in records)
+    with open(os.path.join(root, "evaluations.jsonl")) as f:
+        evaluations = [json.loads(line) for line in f]
+    assert [e["env_steps"] for e in evaluations] == [1024, 2048, 3072]
+    with open(os.path.join(root, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["env_steps"] == 3072 and summary["final_return_mean"] == result.final_return
+    assert summary["steps_per_second"] > 0 and summary["updates"] == 24
+    assert glob.glob(os.path.join(root, "tensorboard", "events.out.tfevents.*"))
+    assert os.path.exists(os.path.join(root, "checkpoints", "checkpoint"))
+    # Three checkpoints are kept, each with its loop state and nothing else.
+    loops = sorted(os.path.basename(p) for p in glob.glob(os.path.join(root, "checkpoints",
+                                                                         "loop-*.pkl")))
+    assert loops == ["loop-16.pkl", "loop-24.pkl", "loop-8.pkl"]
+
+
+def test_a_finished_run_resumes_without_training_more(tmp_path):
+    root = str(tmp_path / "run")
+    first = pg_keras.train(CONFIG, root_dir=root)
+    again = pg_keras.train(CONFIG, root_dir=root)
+    assert int(again.learner.updates.numpy()) == 24
+    for a, b in zip(_state(first), _state(again)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_different_config_is_refused_and_named(tmp_path):
+    root = str(tmp_path / "run")
+    pg_keras.train(CONFIG, root_dir=root)
+    before = sorted(os.listdir(root))
+    with pytest.raises(ValueError, match=r"different config \(gamma: 0\.99 -> 0\.9\)"):
+        pg_keras.train(CONFIG.replace(gamma=0.9), root_dir=root)
+    assert sorted(os.listdir(root)) == before
+    result = pg_keras.train(CONFIG.replace(gamma=0.9), root_dir=root, overwrite=True)
+    assert int(result.learner.updates.numpy()) == 24  # started over, not resumed
+    with open(os.path.join(root, "config.json")) as f:
+        assert json.load(f)["gamma"] == 0.9
