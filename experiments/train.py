@@ -1,9 +1,11 @@
 """Train a REINFORCE policy from the command line.
 
-    python -m experiments.train --env_id=CartPole-v1 --total_steps=50000
     python -m experiments.train --flagfile=experiments/configs/cartpole.cfg
+    python -m experiments.train --env_id=Acrobot-v1 --total_steps=500000 --root_dir=runs/acrobot
 
-Every pg_keras.Config field is a flag (``--helpfull`` lists them).
+Every pg_keras.Config field is a flag (``--helpfull`` lists them). The run directory
+(``--root_dir``) holds the config, metrics, TensorBoard events, checkpoints and a summary;
+running the same command again resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -17,8 +19,19 @@ from absl import app, flags  # noqa: E402
 from experiments.config_flags import config_from_flags, define_config_flags  # noqa: E402
 
 define_config_flags()
+flags.DEFINE_string("root_dir", None, "Run directory; default: runs/<env_id>-seed<seed>.")
+flags.DEFINE_integer("checkpoint_every", 0, "Env steps between checkpoints; 0: at every "
+                     "evaluation.")
+flags.DEFINE_bool("overwrite", False, "Start over in a root_dir that holds a run of another "
+                  "config (its files are deleted).")
+flags.DEFINE_bool("use_progress_bar", True, "Show a progress line while training.")
 flags.DEFINE_bool("quiet", False, "Print only the final result.")
 FLAGS = flags.FLAGS
+
+
+def default_root_dir(env_id: str, seed: int) -> str:
+    name = env_id.split(":")[-1].replace("/", "_")
+    return os.path.join("runs", f"{name}-seed{seed}")
 
 
 def main(argv):
@@ -30,12 +43,19 @@ def main(argv):
         raise app.UsageError(str(error)) from None
     import pg_keras  # Imported late: TensorFlow's start-up is slow; bad flags fail fast.
 
-    result = pg_keras.train(config, verbose=not FLAGS.quiet)
+    root_dir = FLAGS.root_dir or default_root_dir(config.env_id, config.seed)
+    try:
+        result = pg_keras.train(config, root_dir=root_dir, checkpoint_every=FLAGS.checkpoint_every,
+                                overwrite=FLAGS.overwrite, verbose=not FLAGS.quiet,
+                                progress=FLAGS.use_progress_bar and not FLAGS.quiet)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
     final = result.evaluations[-1]
     solved = f"solved at {result.solved_at} env steps" if result.solved_at else "not solved"
     print(f"final evaluation return over {config.eval_episodes} episodes: "
           f"{final.mean_return:.2f} +- {final.std_return:.2f} ({config.env_id}, "
-          f"{result.env_steps} env steps, {result.wall_seconds:.1f} s, {solved})")
+          f"{result.env_steps} env steps, {result.wall_seconds:.1f} s, {solved}; "
+          f"run directory {root_dir})")
 
 
 if __name__ == "__main__":
