@@ -49,3 +49,34 @@ def test_killed_run_resumes_to_the_same_final_weights(tmp_path):
     assert expected.keys() == actual.keys() and len(expected) > 10
     for name in expected:
         np.testing.assert_array_equal(expected[name], actual[name], err_msg=name)
+
+
+def _fake_run(path, seed, gamma, returns):
+    import json
+
+    import pg_keras
+
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps(pg_keras.Config(seed=seed, gamma=gamma).to_dict()))
+    (path / "evaluations.jsonl").write_text("".join(
+        json.dumps({"env_steps": 1000 * (i + 1), "mean_return": r, "std_return": 0.0}) + "\n"
+        for i, r in enumerate(returns)))
+    return str(path)
+
+
+def test_plot_groups_seeds_and_writes_a_png(tmp_path):
+    from experiments.plot import group_by_config, read_curve
+
+    runs = [_fake_run(tmp_path / "a0", 0, 0.99, [10, 50, 90]),
+            _fake_run(tmp_path / "a1", 1, 0.99, [30, 70, 110]),
+            _fake_run(tmp_path / "b0", 0, 0.9, [5, 6, 7])]
+    groups = group_by_config(runs)
+    assert groups == {"gamma=0.99 (2 seeds)": runs[:2], "gamma=0.9": runs[2:]}
+    assert read_curve(runs[1], "eval") == ([1000, 2000, 3000], [30, 70, 110])
+
+    out = tmp_path / "curves.png"
+    run = subprocess.run([sys.executable, "-m", "experiments.plot", f"--root_dirs={','.join(runs)}",
+                          f"--out={out}"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
