@@ -67,3 +67,21 @@ def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> Config:
                                  f"received {field.name}={','.join(value)!r}") from None
         values[field.name] = value
     return Config(**values)
+
+
+def markdown_table() -> str:
+    """The flags table of the README, generated so that it cannot drift from Config."""
+    hints = typing.get_type_hints(Config)
+    help_by_name = _field_help()
+    rows = ["| flag | default | meaning |", "|---|---|---|"]
+    for field in dataclasses.fields(Config):
+        default = field.default
+        if typing.get_origin(hints[field.name]) is tuple:
+            default = ",".join(str(v) for v in default)
+        meaning = help_by_name.get(field.name, "").replace("``", "`").replace("|", "\\|")
+        rows.append(f"| `--{field.name}` | `{default}` | {meaning} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -12,7 +12,9 @@ textbook (a - mu) / sigma^2, and clipping is treated as part of the environment.
 ``"tanh"`` the sample is squashed into the bounds; the squash has no parameters, so the
 log-probability's gradient is the same as the Gaussian's and we train on the pre-squash
 sample (the entropy reported is the pre-squash Gaussian's). Clipping is the default
-because squashing saturates: a mean that drifts past the bounds kills the gradient.
+because squashing saturates: once the mean drifts far past a bound, almost every sample
+lands on that bound, the return stops depending on the sample, and the signal that would
+pull the mean back fades (clipping has the same failure, but only past the bound itself).
 """
 
 from __future__ import annotations

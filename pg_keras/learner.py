@@ -1,9 +1,10 @@
 """The policy, its models and optimizers, and the one ``tf.function`` REINFORCE update.
 
-Reading order for the update: :meth:`Learner._update` computes the returns or
-advantages (returns.py), the surrogate, entropy and value losses (losses.py) under one
-``tf.GradientTape``, clips each model's gradient to a global norm, skips the update if
-anything is non-finite, and applies the policy and value optimizers.
+Reading order for the update: :meth:`Learner._gradients` computes the returns or
+advantages (returns.py) and the surrogate, entropy and value losses (losses.py) under one
+``tf.GradientTape``; :meth:`Learner._train_step` sums the gradients over replicas, clips
+each model's gradient to a global norm, skips the update if anything is non-finite, and
+applies the policy and value optimizers.
 """
 
 from __future__ import annotations

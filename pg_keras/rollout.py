@@ -128,7 +128,10 @@ class Collector:
         if steps_taken == self._steps:
             open_ = ~(b["terminated"][last] | b["truncated"][last])
             if self.episodic:
+                # The cap acts as a time limit: the episode is truncated there and counted.
                 open_ &= active
+                b["truncated"][last, open_] = True
+                self._finish_episodes(open_)
             if baseline and open_.any():
                 b["bootstrap"][last, open_] = self._value(np.asarray(obs)[open_])
         env_steps = steps_taken * self.envs.num_envs

@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from typing import Callable, Dict, List, Optional
 
 import gymnasium as gym
@@ -123,6 +124,14 @@ def train(config: Config, *, root_dir: Optional[str] = None,
     """
     if target_return is None:
         target_return = reward_threshold(config.env_id)
+    time_limit = gym.spec(split_env_id(config.env_id)).max_episode_steps
+    if (config.resolved_collect_mode == "episodes" and time_limit
+            and time_limit > config.steps_per_update):
+        warnings.warn(
+            f"collect_mode='episodes' waits at most steps_per_update={config.steps_per_update} "
+            f"steps for an episode, but {config.env_id} runs up to {time_limit}: longer episodes "
+            f"are cut there as if by a time limit; set steps_per_update={time_limit} for whole "
+            "episodes", stacklevel=2)
     run = _RunDirectory(root_dir, config, overwrite) if root_dir else None
     keras.utils.set_random_seed(config.seed)
     envs = make_vector_env(config.env_id, config.num_envs)

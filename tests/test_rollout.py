@@ -104,6 +104,25 @@ def test_episodes_mode_cap_bootstraps_with_baseline():
     assert env_steps == 3
     np.testing.assert_array_equal(batch.mask[:, 0], [1, 1, 1])
     np.testing.assert_allclose(batch.bootstrap[:, 0], [0.0, 0.0, 130.0])
+    # The cap acts as a time limit: the episode is truncated there and counted.
+    np.testing.assert_array_equal(batch.truncated[:, 0], [0, 0, 1])
+
+
+def test_episodes_mode_cap_without_baseline_truncates_and_counts_the_episode():
+    envs = vector_env([lambda: CounterEnv()])
+    config, learner = make_learner(envs, baseline=False, steps_per_update=3)
+    collector = pg_keras.Collector(envs, learner, config)
+    batch, _ = collector.collect()
+    np.testing.assert_array_equal(batch.truncated[:, 0], [0, 0, 1])
+    np.testing.assert_array_equal(batch.bootstrap, np.zeros((3, 1)))
+    assert collector.pop_episodes() == ([3.0], [3])
+
+
+def test_short_episode_cap_is_warned_about():
+    config = pg_keras.Config(baseline=False, steps_per_update=32, total_steps=256,
+                             eval_every=0, eval_episodes=1)
+    with pytest.warns(UserWarning, match="steps_per_update=500 for whole episodes"):
+        pg_keras.train(config)
 
 
 def test_next_step_autoreset_env_is_rejected():
