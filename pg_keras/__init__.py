@@ -16,6 +16,7 @@ if _backend != "tensorflow":
 
 from pg_keras.config import Config
 from pg_keras.heads import ActionHead, make_head
+from pg_keras.export import export_policy, load_policy
 from pg_keras.learner import Batch, Learner, Policy
 from pg_keras.losses import LossInfo
 from pg_keras.networks import mlp
@@ -27,6 +28,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActionHead", "Batch", "Collector", "Config", "Evaluation", "Learner", "LossInfo", "Policy",
-    "RunningNormalization", "TrainResult", "evaluate", "make_head", "make_vector_env", "mlp",
-    "train",
+    "RunningNormalization", "TrainResult", "evaluate", "export_policy", "load_policy",
+    "make_head", "make_vector_env", "mlp", "train",
 ]

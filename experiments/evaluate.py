@@ -1,0 +1,244 @@
+"""Evaluate an exported policy with TensorFlow and gymnasium alone.
+
+    python -m experiments.evaluate --saved_model=saved_models/cartpole --episodes=20
+    python -m experiments.evaluate --saved_model=DIR --env=Pendulum-v1 --nogreedy --seed=3
+    python -m experiments.evaluate --saved_model=DIR --video_dir=videos --video_episodes=2
+
+Loads a SavedModel written by ``pg_keras.export_policy`` and runs ``--episodes`` episodes,
+one in each of as many copies of the environment, stepped together. Prints one line for
+people and one JSON line for programs:
+
+    mean return over 20 episodes: 500.00 +- 0.00 (CartPole-v1, greedy, saved_models/cartpole)
+    {"env": "CartPole-v1", "episodes": 20, "mean_return": 500.0, "std_return": 0.0, ...}
+
+This program deliberately imports neither pg_keras nor tensorflow_probability: it is the
+proof that an exported policy runs on TensorFlow alone. ``--env`` defaults to the
+``env_id`` of the ``config.json`` exported with the model. ``--env=module:Env-v0`` imports
+``module`` first, for environments a package of your own registers. ``--video_dir``
+records the first ``--video_episodes`` episodes as GIF files; it needs Pillow, and the
+env's ``rgb_array`` rendering (pygame for the classic-control envs).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import sys
+from typing import List, Optional
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+flags.DEFINE_string("saved_model", None, "Directory of the exported policy (a SavedModel).")
+flags.DEFINE_string("env", None, "Gymnasium env id; 'module:Env-v0' imports module first. "
+                    "Default: env_id in the model's config.json.")
+flags.DEFINE_integer("episodes", 10, "Episodes to run (one per env copy).", lower_bound=1)
+flags.DEFINE_integer("seed", 0, "Seeds the env resets (env i gets seed + i) and the sampling.",
+                     lower_bound=0)
+flags.DEFINE_bool("greedy", True, "Act with the most likely action; --nogreedy samples.")
+flags.DEFINE_string("video_dir", None, "Write GIFs of the first --video_episodes episodes here "
+                    "(needs Pillow).")
+flags.DEFINE_integer("video_episodes", 1, "Episodes to record with --video_dir; capped by "
+                     "--episodes. Each GIF is held in memory until its episode ends.",
+                     lower_bound=1)
+flags.DEFINE_integer("max_steps", 100_000, "Stop episodes still running after this many steps.",
+                     lower_bound=1)
+flags.mark_flag_as_required("saved_model")
+FLAGS = flags.FLAGS
+
+CONFIG_FILENAME = "config.json"
+
+
+class EvaluationError(Exception):
+    """A problem with the model, the env or the installation, reported in one line."""
+
+
+def default_env_id(saved_model: str) -> Optional[str]:
+    """``env_id`` from the model's ``config.json``, or None without one."""
+    path = os.path.join(saved_model, CONFIG_FILENAME)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f).get("env_id")
+
+
+def resolve_env_id(env_id: str) -> str:
+    """Imports the module of a ``"module:Env-v0"`` id; returns the bare id."""
+    if ":" in env_id:
+        module, env_id = env_id.split(":", 1)
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise EvaluationError(f"cannot import the module of --env={module}:{env_id}: "
+                                  f"{error}") from None
+    return env_id
+
+
+def gif_writer():
+    """Pillow's ``Image`` module, or a one-line error naming the missing package."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise EvaluationError("--video_dir writes GIF files with Pillow, which is not "
+                              "installed; install it (pip install Pillow) or leave out "
+                              "--video_dir") from None
+    return Image
+
+
+def write_gif(path: str, frames: List, fps: float) -> None:
+    """Writes RGB frames ([H, W, 3] uint8) as a looping GIF."""
+    image_module = gif_writer()
+    images = [image_module.fromarray(frame) for frame in frames]
+    images[0].save(path, save_all=True, append_images=images[1:],
+                   duration=max(1, round(1000.0 / fps)), loop=0)
+
+
+def run_episodes(policy, env_id: str, episodes: int, seed: int, greedy: bool,
+                 record: int = 0, max_steps: int = 100_000):
+    """Runs one episode in each of ``episodes`` env copies, stepped together.
+
+    Args:
+        policy: The loaded SavedModel (its ``greedy`` and ``sample`` callables).
+        env_id: A bare gymnasium id (see :func:`resolve_env_id`).
+        episodes: Env copies, hence episodes.
+        seed: Env i is reset with ``seed + i``; sampling uses ``[seed, step]``.
+        greedy: Greedy actions, or samples.
+        record: The first ``record`` envs render ``rgb_array`` frames.
+        max_steps: Episodes still running after this many steps are cut.
+
+    Returns:
+        (returns [episodes] as a list of floats, frames: one list per recorded episode,
+        frames per second to play them at).
+    """
+    import gymnasium as gym
+    import numpy as np
+    import tensorflow as tf
+
+    def make(i):
+        return lambda: gym.make(env_id, render_mode="rgb_array" if i < record else None)
+
+    # The default next-step autoreset: the step that ends an episode leaves the env in its
+    # final state, so the recorded episode's last frame is its true end, and we stop
+    # counting an env at its first episode's end anyway.
+    try:
+        envs = gym.vector.SyncVectorEnv([make(i) for i in range(episodes)])
+    except gym.error.Error as error:  # an unknown id, a missing dependency of the env
+        raise EvaluationError(f"cannot make --env={env_id}: {error}") from None
+    try:
+        model_shape = _model_observation_shape(policy)
+        env_shape = tuple(envs.single_observation_space.shape)
+        if model_shape is not None and env_shape != model_shape:
+            raise EvaluationError(
+                f"the env's observations have shape {list(env_shape)} but the model takes "
+                f"[B, {', '.join(map(str, model_shape))}]; received --env={env_id}")
+        obs, _ = envs.reset(seed=seed)
+        frames = [[_render(envs.envs[i], env_id)] for i in range(record)]
+        totals = np.zeros(episodes, np.float64)
+        running = np.ones(episodes, bool)
+        for t in range(max_steps):
+            obs = np.asarray(obs)
+            if greedy:
+                actions = policy.greedy(obs).numpy()
+            else:
+                actions = policy.sample(obs, tf.constant([seed, t], tf.int32)).numpy()
+            if t == 0 and not envs.single_action_space.contains(actions[0]):
+                raise EvaluationError(
+                    f"the model's action {actions[0]!r} is not in the env's action space "
+                    f"{envs.single_action_space}; received --env={env_id}")
+            obs, reward, terminated, truncated, _ = envs.step(actions)
+            totals += np.where(running, reward, 0.0)
+            for i in range(record):
+                if running[i]:
+                    frames[i].append(_render(envs.envs[i], env_id))
+            running &= ~(terminated | truncated)
+            if not running.any():
+                break
+        fps = envs.envs[0].metadata.get("render_fps") or 30
+        return [float(r) for r in totals], frames, float(fps)
+    finally:
+        envs.close()
+
+
+def _model_observation_shape(policy):
+    """Shape of one observation, from the serving signature; None if it has none."""
+    signature = getattr(policy, "signatures", {}).get("serving_default")
+    if signature is None:
+        return None
+    spec = signature.structured_input_signature[1].get("observations")
+    return None if spec is None else tuple(spec.shape[1:])
+
+
+def _render(env, env_id: str):
+    from gymnasium.error import DependencyNotInstalled
+
+    try:
+        frame = env.render()
+    except DependencyNotInstalled as error:  # pygame, for the classic-control envs
+        raise EvaluationError(f"--video_dir: rendering --env={env_id} needs a package that "
+                              f"is not installed: {error}") from None
+    if frame is None:
+        raise EvaluationError(f"the env rendered no rgb_array frame; it may not support "
+                              f"render_mode='rgb_array'; received --env={env_id}")
+    return frame
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        result = evaluate_from_flags()
+    except EvaluationError as error:
+        print(f"evaluate: error: {error}", file=sys.stderr)
+        return 1
+    mean, std = result["mean_return"], result["std_return"]
+    mode = "greedy" if result["greedy"] else "sampled"
+    print(f"mean return over {result['episodes']} episodes: {mean:.2f} +- {std:.2f} "
+          f"({result['env']}, {mode}, {result['saved_model']})")
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+def evaluate_from_flags() -> dict:
+    """Validates the flags, runs the episodes, writes the GIFs; the JSON line's content."""
+    saved_model = FLAGS.saved_model
+    if not os.path.isdir(saved_model):
+        raise EvaluationError(f"--saved_model must be a directory written by export_policy; "
+                              f"received --saved_model={saved_model}")
+    env_arg = FLAGS.env or default_env_id(saved_model)
+    if not env_arg:
+        raise EvaluationError(f"--env is required: {saved_model} has no {CONFIG_FILENAME} "
+                              f"naming its env")
+    record = min(FLAGS.video_episodes, FLAGS.episodes) if FLAGS.video_dir else 0
+    if record:
+        gif_writer()  # Fails before the slow part when Pillow is missing.
+    env_id = resolve_env_id(env_arg)
+
+    import tensorflow as tf  # Late: its import is slow, and bad flags should fail fast.
+
+    try:
+        policy = tf.saved_model.load(saved_model)
+    except (OSError, ValueError) as error:  # not a SavedModel, or a damaged one
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise EvaluationError(f"cannot load a SavedModel from --saved_model={saved_model}: "
+                              f"{first_line}") from None
+    returns, frames, fps = run_episodes(policy, env_id, FLAGS.episodes, FLAGS.seed,
+                                        FLAGS.greedy, record, FLAGS.max_steps)
+    videos = []
+    if record:
+        os.makedirs(FLAGS.video_dir, exist_ok=True)
+        for i, episode_frames in enumerate(frames):
+            path = os.path.join(FLAGS.video_dir, f"episode_{i:03d}.gif")
+            write_gif(path, episode_frames, fps)
+            videos.append(path)
+    mean = sum(returns) / len(returns)
+    std = math.sqrt(sum((r - mean) ** 2 for r in returns) / len(returns))
+    return {"env": env_arg, "saved_model": saved_model, "episodes": len(returns),
+            "greedy": FLAGS.greedy, "seed": FLAGS.seed, "mean_return": mean,
+            "std_return": std, "returns": returns, "videos": videos}
+
+
+if __name__ == "__main__":
+    app.run(main)

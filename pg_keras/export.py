@@ -1,0 +1,281 @@
+"""Self-contained SavedModels of a policy: signatures, atomic write, loading.
+
+What is inside. The exported graph holds everything between a raw observation and the
+action ``env.step`` receives: the observation encoding (one-hot for ``Discrete``
+observation spaces), the normalization statistics (restored variables: they are the
+``RunningNormalization`` layer's weights), the policy network, and the head's
+post-processing (clipping or squashing to the Box bounds, the integer dtype and start
+offset of discrete spaces). Distributions are traced into plain TensorFlow ops, so loading
+and running the model needs TensorFlow alone: neither pg_keras nor
+tensorflow-probability.
+
+What it offers. Signatures, for ``saved_model_cli``, TF Serving and other languages (the
+observation input is named ``observations``, batched ``[None, *obs_shape]``, float32, or
+int32 for a ``Discrete`` observation space):
+
+    serving_default  observations           -> {"actions": greedy env action}
+    sample           observations, seed [2] -> {"actions": sampled env action}
+    distribution     observations           -> the head's parameters, e.g. {"logits"}
+                                               or {"mean", "std"}
+    value            observations           -> {"values": [B]}   (with a value network)
+
+and plain callables on the object ``tf.saved_model.load`` returns, for Python:
+
+    loaded(obs), loaded.greedy(obs)  -> greedy env actions
+    loaded.sample(obs, seed)         -> sampled env actions (seed: int32 or int64 [2])
+    loaded.distribution(obs)         -> dict of the head's parameters
+    loaded.value(obs)                -> [B] values            (with a value network)
+
+which take float32 or float64 batches (int32 or int64 for ``Discrete`` observations), or
+batches of the observation space's own dtype (uint8 images), as numpy arrays or tensors;
+the cast to the policy's dtype is inside. They check the shape in the graph: a batch of
+the wrong shape or rank fails with an ``InvalidArgumentError`` that names the expected
+shape, not deep inside a kernel.
+
+Writing is atomic on a local filesystem: the model is written to a temporary directory
+next to ``export_dir`` and renamed into place, so a crash leaves either the previous
+export or none, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from typing import Any, Callable, Dict, List, Optional
+
+import tensorflow as tf
+
+from pg_keras.learner import Policy, observation_dtype
+
+CONFIG_FILENAME = "config.json"
+
+# Observation dtypes each Python callable accepts, besides the env's own (uint8 images):
+# numpy produces float64 and int64 by default, and a model that refused them would push
+# every caller to cast by hand.
+_ACCEPTED_DTYPES = {tf.float32: (tf.float32, tf.float64), tf.int32: (tf.int32, tf.int64)}
+_SEED_DTYPES = (tf.int32, tf.int64)
+
+
+def export_policy(policy: Policy, export_dir: str | os.PathLike, *, config: Optional[Any] = None,
+                  overwrite: bool = False) -> str:
+    """Writes ``policy`` as a self-contained TensorFlow SavedModel.
+
+    See the module docstring for the signatures and callables the model offers. The
+    directory is written in full under a temporary name next to ``export_dir`` and then
+    renamed into place; with ``overwrite`` an existing export is renamed aside first and
+    deleted only once the new one is in place.
+
+    Args:
+        policy: The policy to export (``TrainResult.policy`` or ``Learner.policy``).
+        export_dir: Directory to create. Its parent is created if missing.
+        config: Optional ``pg_keras.Config`` (anything with ``to_dict()``); written as
+            ``config.json`` at the top of the directory, next to ``saved_model.pb``.
+        overwrite: Replace an existing ``export_dir``; without it, an existing one is refused.
+
+    Returns:
+        The absolute path of the export directory.
+
+    Raises:
+        ValueError: if ``export_dir`` exists and ``overwrite`` is False, if it exists and
+            is not a directory, or if ``policy`` is not a ``Policy``.
+    """
+    if not isinstance(policy, Policy):
+        hint = " (pass result.policy)" if hasattr(policy, "policy") else ""
+        raise ValueError(f"policy must be a pg_keras.Policy{hint}; "
+                         f"received {type(policy).__name__}")
+    export_dir = os.path.abspath(os.fspath(export_dir))
+    _check_target(export_dir, overwrite)
+    config_text = None
+    if config is not None:
+        # Serialized before anything is written, so a config that is not JSON fails early.
+        config_text = json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    module, signatures = _build_module(policy)
+    parent = os.path.dirname(export_dir)
+    os.makedirs(parent, exist_ok=True)
+    # Same parent, hence same filesystem: the renames below are atomic.
+    temp_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.tmp-", dir=parent)
+    try:
+        tf.saved_model.save(module, temp_dir, signatures=signatures)
+        if config_text is not None:
+            with open(os.path.join(temp_dir, CONFIG_FILENAME), "w") as f:
+                f.write(config_text)
+        _move_into_place(temp_dir, export_dir, overwrite)
+    except BaseException:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        raise
+    return export_dir
+
+
+def load_policy(path: str | os.PathLike):
+    """Loads an exported policy; the same as ``tf.saved_model.load(path)``.
+
+    Provided for symmetry with :func:`export_policy`; a program that serves the policy
+    does not need pg_keras and can call ``tf.saved_model.load`` itself. Keep the returned
+    object referenced while you use its functions: they read its variables, which go
+    when it is garbage-collected (``load_policy(p).greedy(obs)`` in one expression fails).
+
+    Args:
+        path: A directory written by :func:`export_policy`.
+
+    Returns:
+        The restored object: ``loaded(obs)`` / ``loaded.greedy(obs)``, ``loaded.sample(obs,
+        seed)``, ``loaded.distribution(obs)``, ``loaded.value(obs)`` (with a value
+        network), and ``loaded.signatures``.
+    """
+    return tf.saved_model.load(os.fspath(path))
+
+
+def _check_target(export_dir: str, overwrite: bool) -> None:
+    if os.path.lexists(export_dir):
+        if not os.path.isdir(export_dir) or os.path.islink(export_dir):
+            # A symlink is refused too: renaming over it would replace the link, not
+            # the directory it points to.
+            raise ValueError(f"export_dir exists and is not a directory (or is a symlink); "
+                             f"received export_dir={export_dir!r}")
+        if not overwrite:
+            raise ValueError(f"export_dir already exists; pass overwrite=True to replace it; "
+                             f"received export_dir={export_dir!r}")
+
+
+def _move_into_place(temp_dir: str, export_dir: str, overwrite: bool) -> None:
+    """Renames ``temp_dir`` to ``export_dir``, setting an existing export aside first.
+
+    Never leaves a directory that mixes two models: ``export_dir`` is always either the old
+    export, absent for an instant between two renames, or the new one.
+    """
+    # Checked again: another process may have written export_dir while we traced and saved.
+    _check_target(export_dir, overwrite)
+    old_dir = None
+    if os.path.isdir(export_dir):
+        old_dir = os.path.join(os.path.dirname(export_dir),
+                               f".{os.path.basename(export_dir)}.old-{uuid.uuid4().hex[:8]}")
+        os.rename(export_dir, old_dir)
+    try:
+        os.rename(temp_dir, export_dir)
+    except BaseException:
+        if old_dir is not None:
+            os.rename(old_dir, export_dir)
+        raise
+    if old_dir is not None:
+        shutil.rmtree(old_dir, ignore_errors=True)
+
+
+def _shape_text(shape) -> str:
+    return "[" + ", ".join(["B"] + [str(d) for d in shape]) + "]"
+
+
+def _build_module(policy: Policy):
+    """The tf.Module to save and its signatures, all traced from ``policy``.
+
+    The policy itself is not saved (it holds Keras layers and Python objects a loader
+    would have to rebuild); only the traced functions and the variables they read are.
+    """
+    obs_shape = tuple(int(d) for d in policy.observation_space.shape)
+    obs_dtype = observation_dtype(policy.observation_space)
+    expected_text = _shape_text(obs_shape)
+    accepted = list(_ACCEPTED_DTYPES[obs_dtype])
+    space_dtype = getattr(policy.observation_space, "dtype", None)
+    if space_dtype is not None and tf.as_dtype(space_dtype) not in accepted:
+        accepted.append(tf.as_dtype(space_dtype))
+    dtypes_text = ", ".join(d.name for d in accepted)
+
+    def checked(observations):
+        """``observations`` cast to the policy's dtype, its shape asserted in the graph."""
+        shape = tf.shape(observations, out_type=tf.int32)
+        rank_ok = tf.equal(tf.size(shape), len(obs_shape) + 1)
+        # A wrong rank is tested first: comparing shape[1:] with the expected shape would
+        # itself fail on a length mismatch, with a message about the comparison.
+        shape_ok = tf.cond(
+            rank_ok,
+            lambda: tf.reduce_all(tf.equal(shape[1:], tf.constant(obs_shape, tf.int32))),
+            lambda: tf.constant(False))
+        message = (f"observations must have shape {expected_text} ({dtypes_text}) for "
+                   f"this policy; received shape")
+
+        def refuse():
+            tf.debugging.Assert(False, [message, shape], summarize=16)
+            return tf.zeros((0,) + obs_shape, observations.dtype)
+
+        # The check is a branch, not just an assertion before the networks: the caller's
+        # shape, when known, flows into this graph at call time, and a layer's static
+        # shape check would then fail first, with a message about a kernel. The branch's
+        # output shape is fixed when it is traced, which stops that flow here.
+        observations = tf.cond(shape_ok, lambda: tf.identity(observations), refuse)
+        # The static shape the networks were built for, now that it is known to hold.
+        observations = tf.ensure_shape(observations, (None,) + obs_shape)
+        return tf.cast(observations, obs_dtype)
+
+    def greedy(observations):
+        return policy.greedy(checked(observations))
+
+    def sample(observations, seed):
+        return policy.sample(checked(observations), tf.cast(seed, tf.int32))[1]
+
+    def distribution(observations):
+        observations = checked(observations)
+        return dict(policy.head.parameters(policy.params(observations)))
+
+    def value(observations):
+        return policy.value(checked(observations))
+
+    has_value = getattr(policy, "value_network", None) is not None
+    # Python callables: any shape (so the check above gives the error, not the dispatcher),
+    # each accepted dtype traced once so the loaded object dispatches on it.
+    callables: Dict[str, tf.types.experimental.GenericFunction] = {
+        "greedy": tf.function(greedy),
+        "sample": tf.function(sample),
+        "distribution": tf.function(distribution),
+    }
+    if has_value:
+        callables["value"] = tf.function(value)
+    concrete: List[Any] = []
+    for dtype in accepted:
+        any_shape = tf.TensorSpec(None, dtype, name="observations")
+        for name, fn in callables.items():
+            if name == "sample":
+                for seed_dtype in _SEED_DTYPES:
+                    concrete.append(fn.get_concrete_function(
+                        any_shape, tf.TensorSpec([2], seed_dtype, name="seed")))
+            else:
+                concrete.append(fn.get_concrete_function(any_shape))
+
+    # Signatures: the policy's own dtype and the batched static shape, which is what
+    # saved_model_cli and TF Serving show and check.
+    batch_spec = tf.TensorSpec((None,) + obs_shape, obs_dtype, name="observations")
+    seed_spec = tf.TensorSpec([2], tf.int32, name="seed")
+    signatures = {
+        "serving_default": _signature(lambda o: {"actions": greedy(o)}, batch_spec),
+        "sample": _signature(lambda o, s: {"actions": sample(o, s)}, batch_spec, seed_spec),
+        "distribution": _signature(distribution, batch_spec),
+    }
+    if has_value:
+        signatures["value"] = _signature(lambda o: {"values": value(o)}, batch_spec)
+
+    module = tf.Module(name="exported_policy")
+    for name, fn in callables.items():
+        setattr(module, name, fn)
+    # The loader gives the restored object a __call__ when the saved one has one.
+    module.__call__ = callables["greedy"]
+    # Every variable the functions read must be tracked by the saved object, or saving
+    # refuses; collecting them from the traces also catches variables a user's model or
+    # the return scale keeps outside the Keras models.
+    module.policy_variables = _captured_variables(concrete + list(signatures.values()))
+    return module, signatures
+
+
+def _signature(fn: Callable, *specs: tf.TensorSpec):
+    return tf.function(fn, input_signature=list(specs)).get_concrete_function()
+
+
+def _captured_variables(concrete_functions) -> List[tf.Variable]:
+    seen, variables = set(), []
+    for fn in concrete_functions:
+        for variable in fn.variables:
+            if id(variable) not in seen:
+                seen.add(id(variable))
+                variables.append(variable)
+    return variables

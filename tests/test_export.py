@@ -1,0 +1,457 @@
+"""Tests of pg_keras.export and experiments/evaluate.py.
+
+The exported models are checked where they will be used: in a fresh interpreter where
+importing pg_keras or tensorflow_probability fails, comparing their actions with the
+in-process policy's on fixed observations. Three action spaces (Discrete, Box with
+observation normalization, MultiDiscrete with start offsets on a Discrete observation
+space) share one such interpreter, to keep TensorFlow's start-up cost to a few runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import pg_keras
+from pg_keras.export import export_policy, load_policy
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+ENV_MODULE = "pgk_export_envs"
+GRID_ID = f"{ENV_MODULE}:PgkGrid-v0"
+
+# A tiny env with a Discrete observation space, a MultiDiscrete action space with start
+# offsets, and an rgb_array rendering that needs only numpy. It is a module written to
+# disk, because the evaluate command and the loader interpreter import it by name.
+ENV_SOURCE = textwrap.dedent('''
+    import gymnasium as gym
+    import numpy as np
+
+    class PgkGrid(gym.Env):
+        """Position 0..5; reward = how close the action's sum is to the position."""
+
+        metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+        observation_space = gym.spaces.Discrete(6)
+        action_space = gym.spaces.MultiDiscrete([3, 2, 4], start=[1, 0, -2])
+
+        def __init__(self, render_mode=None):
+            self.render_mode = render_mode
+            self.position = 0
+
+        def reset(self, *, seed=None, options=None):
+            super().reset(seed=seed)
+            self.position = int(self.np_random.integers(6))
+            return self.position, {}
+
+        def step(self, action):
+            if not self.action_space.contains(action):
+                raise ValueError(f"action {action!r} not in {self.action_space}")
+            reward = -abs(float(np.sum(action)) - self.position)
+            self.position = (self.position + int(action[0])) % 6
+            return self.position, reward, self.position == 5, False, {}
+
+        def render(self):
+            frame = np.zeros((12, 36, 3), np.uint8)
+            frame[:, 6 * self.position:6 * self.position + 6] = 255
+            return frame
+
+    gym.register("PgkGrid-v0", entry_point=PgkGrid, max_episode_steps=12)
+''')
+
+# Run first in every subprocess of these tests: the exported model must work without
+# pg_keras and tensorflow_probability, so importing either is an error there.
+BLOCK_IMPORTS = textwrap.dedent('''
+    import os, sys
+
+    class _Blocked:
+        names = ("pg_keras", "tensorflow_probability") + tuple(
+            n for n in os.environ.get("PGK_TEST_BLOCK", "").split(",") if n)
+
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in self.names:
+                raise ImportError(f"{name} must not be imported by an exported model's user")
+            return None
+
+    sys.meta_path.insert(0, _Blocked())
+''')
+
+
+def _run_python(code, env_dir, *args, block=()):
+    """Runs ``code`` in a fresh interpreter where pg_keras, tfp and ``block`` cannot be
+    imported, with the test env module and the repository on its path."""
+    path = [env_dir, REPO] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    environ = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.pathsep.join(path),
+                   PGK_TEST_BLOCK=",".join(block))
+    return subprocess.run([sys.executable, "-c", BLOCK_IMPORTS + code, *args], cwd=REPO,
+                          env=environ, capture_output=True, text=True, timeout=300)
+
+
+def _randomize(learner, seed, scale=1.0):
+    """Replaces every weight with a seeded random one, so a model exported with its
+    initial weights (or without them) cannot pass as the trained one. Kernels get a
+    1/sqrt(fan_in) spread, so the actions vary with the observation instead of saturating."""
+    rng = np.random.default_rng(seed)
+    for variable in learner.policy_variables + learner.value_variables:
+        shape = tuple(variable.shape)
+        std = scale / np.sqrt(shape[0]) if len(shape) == 2 else 0.3 * scale
+        variable.assign(rng.normal(0.0, std, shape).astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def env_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("envs")
+    (directory / f"{ENV_MODULE}.py").write_text(ENV_SOURCE)
+    sys.path.insert(0, str(directory))
+    __import__(ENV_MODULE)
+    yield str(directory)
+    sys.path.remove(str(directory))
+
+
+def _grid_learner(seed=0):
+    config = pg_keras.Config(env_id=GRID_ID, baseline=False)
+    env = gym.make("PgkGrid-v0")
+    learner = pg_keras.Learner(config, env.observation_space, env.action_space)
+    _randomize(learner, seed)
+    return config, learner
+
+
+@pytest.fixture(scope="module")
+def exported(env_dir, tmp_path_factory):
+    """name -> (config, learner, export dir, fixed observations) for three action spaces."""
+    root = tmp_path_factory.mktemp("exports")
+    rng = np.random.default_rng(0)
+    models = {}
+
+    config = pg_keras.Config(env_id="CartPole-v1")
+    env = gym.make("CartPole-v1")
+    learner = pg_keras.Learner(config, env.observation_space, env.action_space)
+    _randomize(learner, 4)
+    models["cartpole"] = (config, learner, rng.normal(0.0, 1.0, (16, 4)).astype(np.float32))
+
+    config = pg_keras.Config(env_id="Pendulum-v1", normalize_observations=True,
+                             normalize_returns=True)
+    env = gym.make("Pendulum-v1")
+    learner = pg_keras.Learner(config, env.observation_space, env.action_space)
+    _randomize(learner, 2, scale=3.0)  # means past the bounds: the clip is exercised
+    # Statistics far from the initial (0, 1), so an export that dropped them would differ.
+    learner.normalizer.update(rng.normal([0.5, -0.5, 2.0], [0.3, 0.2, 3.0], (256, 3)))
+    learner.return_stats.update(rng.normal(0.0, 5.0, (256,)))
+    low, high = env.observation_space.low, env.observation_space.high
+    models["pendulum"] = (config, learner, rng.uniform(low, high, (16, 3)).astype(np.float32))
+
+    config, learner = _grid_learner(3)
+    models["grid"] = (config, learner, np.arange(12, dtype=np.int32) % 6)
+
+    result = {}
+    for name, (config, learner, observations) in models.items():
+        path = export_policy(learner.policy, root / name, config=config)
+        np.save(root / f"{name}_obs.npy", observations)
+        result[name] = (config, learner, path, observations)
+    return result
+
+
+LOADER = textwrap.dedent('''
+    import json, os, sys
+    import gymnasium as gym
+    import numpy as np
+    import tensorflow as tf
+    import pgk_export_envs
+
+    root, out = sys.argv[1], {}
+    for name, env_id in [("cartpole", "CartPole-v1"), ("pendulum", "Pendulum-v1"),
+                         ("grid", "PgkGrid-v0")]:
+        model = tf.saved_model.load(os.path.join(root, name))
+        obs = np.load(os.path.join(root, name + "_obs.npy"))
+        wide = obs.astype(np.float64 if obs.dtype == np.float32 else np.int64)
+        env = gym.make(env_id)
+        actions = model.greedy(obs).numpy()
+        record = {
+            "greedy": actions.tolist(),
+            "call": model(obs).numpy().tolist(),
+            "greedy_wide": model.greedy(wide).numpy().tolist(),
+            "sample": model.sample(obs, tf.constant([7, 3])).numpy().tolist(),
+            "sample_int64_seed": model.sample(wide, np.array([7, 3])).numpy().tolist(),
+            "distribution": {k: v.numpy().tolist() for k, v in model.distribution(obs).items()},
+            "has_value": hasattr(model, "value"),
+            "signatures": sorted(model.signatures),
+            "variables": [v.name for v in model.policy_variables],
+            "in_space": bool(all(env.action_space.contains(a) for a in actions)),
+            "config_env_id": json.load(open(os.path.join(root, name, "config.json")))["env_id"],
+        }
+        if hasattr(model, "value"):
+            record["value"] = model.value(obs).numpy().tolist()
+        serving = model.signatures["serving_default"](observations=tf.constant(obs))
+        record["serving"] = serving["actions"].numpy().tolist()
+        first, _ = env.reset(seed=0)
+        action = model.greedy(np.asarray([first])).numpy()[0]
+        env.step(action)  # raises if the env refuses the action
+        errors = []
+        wrong = [np.zeros((2,) + obs.shape[1:] + (2,), obs.dtype), np.zeros((3, 7), obs.dtype)]
+        for bad in wrong:
+            try:
+                model.greedy(bad)
+                errors.append(None)
+            except tf.errors.InvalidArgumentError as error:
+                errors.append(error.message)
+        record["errors"] = errors
+        out[name] = record
+    out["modules"] = sorted(m for m in sys.modules
+                            if m.split(".")[0] in ("pg_keras", "tensorflow_probability"))
+    print("RESULT " + json.dumps(out))
+''')
+
+
+@pytest.fixture(scope="module")
+def loaded(exported, env_dir):
+    """What a fresh interpreter without pg_keras computes with the three exports."""
+    root = os.path.dirname(exported["cartpole"][2])
+    result = _run_python(LOADER, env_dir, root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = [l for l in result.stdout.splitlines() if l.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):])
+
+
+def _reference(learner, observations):
+    policy = learner.policy
+    greedy = policy.act(observations)
+    sample = policy.sample(tf.constant(observations), tf.constant([7, 3]))[1].numpy()
+    params = {k: v.numpy() for k, v in
+              policy.head.parameters(policy.params(tf.constant(observations))).items()}
+    value = policy.value(tf.constant(observations)).numpy() if learner.has_baseline else None
+    return greedy, sample, params, value
+
+
+@pytest.mark.parametrize("name", ["cartpole", "grid"])
+def test_discrete_exports_match_the_policy_exactly_without_pg_keras(exported, loaded, name):
+    _, learner, _, observations = exported[name]
+    greedy, sample, params, _ = _reference(learner, observations)
+    record = loaded[name]
+    assert loaded["modules"] == []
+    assert len(np.unique(np.asarray(greedy).reshape(len(greedy), -1), axis=0)) > 1, (
+        "fixture policy is constant; the comparison would prove little")
+    for key in ("greedy", "call", "greedy_wide", "serving"):
+        np.testing.assert_array_equal(np.asarray(record[key]), greedy, err_msg=key)
+    np.testing.assert_array_equal(np.asarray(record["sample"]), sample)
+    np.testing.assert_array_equal(np.asarray(record["sample_int64_seed"]), sample)
+    np.testing.assert_allclose(np.asarray(record["distribution"]["logits"]), params["logits"],
+                               rtol=1e-5, atol=1e-5)
+    assert record["in_space"]
+
+
+def test_multidiscrete_actions_carry_the_start_offsets(exported, loaded):
+    actions = np.asarray(loaded["grid"]["greedy"])
+    assert actions.shape == (12, 3)
+    space = gym.spaces.MultiDiscrete([3, 2, 4], start=[1, 0, -2])
+    assert all(space.contains(a.astype(space.dtype)) for a in actions)
+    assert actions[:, 2].min() < 0, "start=-2 sub-action never below 0: offset not applied?"
+
+
+def test_box_export_matches_the_policy_with_normalization_inside(exported, loaded):
+    _, learner, _, observations = exported["pendulum"]
+    greedy, sample, params, value = _reference(learner, observations)
+    record = loaded["pendulum"]
+    assert float(learner.normalizer.count.numpy()) == 256.0
+    for key in ("greedy", "call", "greedy_wide", "serving"):
+        np.testing.assert_allclose(np.asarray(record[key]), greedy, rtol=1e-5, atol=1e-5,
+                                   err_msg=key)
+    # Large random weights push some means past the bounds: the clip must be inside.
+    assert np.abs(greedy).max() == pytest.approx(2.0)
+    assert np.abs(greedy).min() < 2.0
+    np.testing.assert_allclose(np.asarray(record["sample"]), sample, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(record["distribution"]["mean"]), params["mean"],
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(record["distribution"]["std"]), params["std"],
+                               rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(record["value"]), value, rtol=1e-5, atol=1e-4)
+    assert record["in_space"]
+    assert any("observation_normalizer/mean" in v for v in record["variables"])
+    assert any("return_stats/variance" in v for v in record["variables"])
+
+
+def test_signatures_value_only_with_a_value_network_and_config_json(exported, loaded):
+    assert loaded["cartpole"]["signatures"] == ["distribution", "sample", "serving_default",
+                                                "value"]
+    assert loaded["cartpole"]["has_value"]
+    assert loaded["grid"]["signatures"] == ["distribution", "sample", "serving_default"]
+    assert not loaded["grid"]["has_value"]
+    assert loaded["grid"]["config_env_id"] == GRID_ID
+    config, _, path, _ = exported["pendulum"]
+    with open(os.path.join(path, "config.json")) as f:
+        assert pg_keras.Config.from_dict(json.load(f)) == config
+
+
+@pytest.mark.parametrize("name,expected", [("cartpole", "[B, 4]"), ("grid", "[B]")])
+def test_wrong_observation_shape_is_named_in_the_error(loaded, name, expected):
+    for message in loaded[name]["errors"]:
+        assert message is not None, "a wrong-shape batch was accepted"
+        assert f"observations must have shape {expected}" in message
+        assert "received shape" in message
+
+
+def test_saved_model_cli_lists_signatures_and_runs_serving_default(exported):
+    _, learner, path, _ = exported["cartpole"]
+    environ = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    show = subprocess.run([SAVED_MODEL_CLI, "show", "--dir", path, "--all"], env=environ,
+                          capture_output=True, text=True, timeout=300)
+    assert show.returncode == 0, show.stderr[-2000:]
+    for name in ("serving_default", "sample", "distribution", "value"):
+        assert f"signature_def['{name}']" in show.stdout
+    assert "inputs['observations']" in show.stdout
+    assert "inputs['seed']" in show.stdout
+    run = subprocess.run([SAVED_MODEL_CLI, "run", "--dir", path, "--tag_set", "serve",
+                          "--signature_def", "serving_default",
+                          "--input_exprs", "observations=[[0.,0.,0.,0.]]"], env=environ,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Result for output key actions" in run.stdout
+    expected = int(learner.policy.act(np.zeros((1, 4), np.float32))[0])
+    assert run.stdout.strip().splitlines()[-1].strip() == f"[{expected}]"
+
+
+def test_existing_dir_is_refused_then_replaced_with_overwrite(env_dir, tmp_path):
+    _, learner = _grid_learner(seed=10)
+    observations = np.arange(6, dtype=np.int32)
+    target = tmp_path / "model"
+    export_policy(learner.policy, target)
+    with pytest.raises(ValueError, match="already exists.*overwrite=True") as error:
+        export_policy(learner.policy, target)
+    assert str(target) in str(error.value) and "\n" not in str(error.value)
+
+    _, replacement = _grid_learner(seed=11)
+    expected = replacement.policy.act(observations)
+    assert not np.array_equal(expected, learner.policy.act(observations))
+    assert export_policy(replacement.policy, target, overwrite=True) == str(target)
+    model = load_policy(target)  # kept: its functions need the object alive
+    np.testing.assert_array_equal(model.greedy(observations).numpy(), expected)
+    assert sorted(os.listdir(tmp_path)) == ["model"]
+
+
+def test_crash_while_saving_keeps_the_previous_export(env_dir, tmp_path, monkeypatch):
+    _, learner = _grid_learner(seed=12)
+    observations = np.arange(6, dtype=np.int32)
+    target = tmp_path / "model"
+    export_policy(learner.policy, target)
+    expected = learner.policy.act(observations)
+
+    def crash(*args, **kwargs):
+        os.makedirs(os.path.join(args[1], "variables"))  # a half-written model
+        raise RuntimeError("simulated crash in tf.saved_model.save")
+
+    monkeypatch.setattr(tf.saved_model, "save", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        export_policy(learner.policy, target, overwrite=True)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        export_policy(learner.policy, tmp_path / "fresh")
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ["model"]
+    model = tf.saved_model.load(str(target))
+    np.testing.assert_array_equal(model.greedy(observations).numpy(), expected)
+
+
+def test_failed_rename_puts_the_previous_export_back(env_dir, tmp_path, monkeypatch):
+    _, learner = _grid_learner(seed=13)
+    target = tmp_path / "model"
+    export_policy(learner.policy, target)
+    before = sorted(os.listdir(target))
+    real_rename, calls = os.rename, []
+
+    def rename(source, destination):
+        calls.append(source)
+        if len(calls) == 2:  # the new model into place, after the old one was set aside
+            raise OSError("simulated failure of the second rename")
+        real_rename(source, destination)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(OSError, match="second rename"):
+        export_policy(learner.policy, target, overwrite=True)
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ["model"]
+    assert sorted(os.listdir(target)) == before
+
+
+def test_image_observations_are_accepted_in_the_env_dtype(tmp_path):
+    space = gym.spaces.Box(0, 255, (5, 4, 1), np.uint8)
+    learner = pg_keras.Learner(pg_keras.Config(baseline=False), space, gym.spaces.Discrete(3))
+    _randomize(learner, 5)
+    observations = np.random.default_rng(0).integers(0, 256, (8, 5, 4, 1), np.uint8)
+    model = load_policy(export_policy(learner.policy, tmp_path / "model"))
+    expected = learner.policy.act(observations.astype(np.float32))
+    np.testing.assert_array_equal(model.greedy(observations).numpy(), expected)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"observations must have shape \[B, 5, 4, 1\] \(float32, "
+                             r"float64, uint8\)"):
+        model.greedy(observations[:, :4])
+
+
+def test_export_refuses_what_is_not_a_policy(tmp_path):
+    class Result:
+        policy = None
+
+    with pytest.raises(ValueError, match=r"pass result\.policy.*received Result"):
+        export_policy(Result(), tmp_path / "model")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="not a directory"):
+        export_policy(pg_keras.Learner(pg_keras.Config(), gym.spaces.Box(-1, 1, (2,)),
+                                       gym.spaces.Discrete(2)).policy,
+                      tmp_path / "file", overwrite=True)
+
+
+EVALUATE = textwrap.dedent('''
+    import runpy
+    sys.argv = ["evaluate"] + sys.argv[1:]
+    try:
+        runpy.run_module("experiments.evaluate", run_name="__main__", alter_sys=True)
+    finally:
+        blocked = [m for m in sys.modules if m.split(".")[0] in ("pg_keras", "tensorflow_probability")]
+        print("IMPORTED " + ",".join(blocked), flush=True)
+''')
+
+
+def test_evaluate_command_prints_mean_and_std_without_pg_keras(exported, env_dir):
+    config, learner, path, _ = exported["grid"]
+    # --env defaults to the config.json's "pgk_export_envs:PgkGrid-v0", a module:Env id.
+    result = _run_python(EVALUATE, env_dir, f"--saved_model={path}", "--episodes=4",
+                         "--seed=5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1].strip() == "IMPORTED"  # nothing of pg_keras or tfp
+    assert lines[-3].startswith("mean return over 4 episodes: ")
+    summary = json.loads(lines[-2])
+    expected = pg_keras.evaluate(learner.policy, GRID_ID, 4, seed=5)
+    np.testing.assert_allclose(summary["returns"], expected)
+    assert summary["mean_return"] == pytest.approx(np.mean(expected))
+    assert summary["std_return"] == pytest.approx(np.std(expected))
+    assert summary["env"] == GRID_ID and summary["videos"] == []
+
+
+def test_evaluate_command_writes_gifs(exported, env_dir, tmp_path):
+    pytest.importorskip("PIL", reason="Pillow, which writes the GIFs, is not installed")
+    path = exported["grid"][2]
+    video_dir = tmp_path / "videos"
+    result = _run_python(EVALUATE, env_dir, f"--saved_model={path}", "--episodes=3",
+                         f"--video_dir={video_dir}", "--video_episodes=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-2])
+    gifs = [os.path.join(video_dir, f"episode_00{i}.gif") for i in range(2)]
+    assert summary["videos"] == gifs and summary["episodes"] == 3
+    assert sorted(os.listdir(video_dir)) == ["episode_000.gif", "episode_001.gif"]
+    for gif in gifs:
+        with open(gif, "rb") as f:
+            assert f.read(6) in (b"GIF87a", b"GIF89a")
+
+
+def test_evaluate_command_names_the_missing_gif_writer(exported, env_dir, tmp_path):
+    result = _run_python(EVALUATE, env_dir, f"--saved_model={exported['grid'][2]}",
+                         f"--video_dir={tmp_path / 'videos'}", block=("PIL",))
+    assert result.returncode == 1
+    errors = [l for l in result.stderr.splitlines() if l.startswith("evaluate: error:")]
+    assert len(errors) == 1 and "Pillow" in errors[0], result.stderr[-2000:]
+    assert not os.path.exists(tmp_path / "videos")
