@@ -29,6 +29,9 @@ import sys
 from typing import List, Optional
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Rendering to frames needs no display or sound device.
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
 from absl import app, flags  # noqa: E402
 

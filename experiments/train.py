@@ -14,7 +14,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 
 from experiments.config_flags import config_from_flags, define_config_flags  # noqa: E402
 
@@ -22,8 +22,13 @@ define_config_flags()
 flags.DEFINE_string("root_dir", None, "Run directory; default: runs/<env_id>-seed<seed>.")
 flags.DEFINE_integer("checkpoint_every", 0, "Env steps between checkpoints; 0: at every "
                      "evaluation.")
+flags.DEFINE_string("export_dir", None, "Where the trained policy's SavedModel goes; default: "
+                    "saved_models/<run name>. Replaced atomically when it holds an export of "
+                    "the same config.")
+flags.DEFINE_bool("export", True, "Export the policy as a SavedModel at the end.")
 flags.DEFINE_bool("overwrite", False, "Start over in a root_dir that holds a run of another "
-                  "config (its files are deleted).")
+                  "config (its files are deleted), and replace an export_dir that holds "
+                  "another config's policy.")
 flags.DEFINE_bool("use_progress_bar", True, "Show a progress line while training.")
 flags.DEFINE_bool("quiet", False, "Print only the final result.")
 FLAGS = flags.FLAGS
@@ -35,6 +40,7 @@ def default_root_dir(env_id: str, seed: int) -> str:
 
 
 def main(argv):
+    logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines drown the progress.
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
@@ -44,18 +50,41 @@ def main(argv):
     import pg_keras  # Imported late: TensorFlow's start-up is slow; bad flags fail fast.
 
     root_dir = FLAGS.root_dir or default_root_dir(config.env_id, config.seed)
+    export_dir = FLAGS.export_dir or os.path.join(
+        "saved_models", os.path.basename(os.path.normpath(root_dir)))
+    # Checked before training: hours of compute must not end in a refused export.
+    replace_export = FLAGS.overwrite or _holds_export_of(export_dir, config)
+    if FLAGS.export and os.path.exists(export_dir) and not replace_export:
+        raise app.UsageError(f"export_dir {export_dir!r} holds the policy of another config; "
+                             "pass --overwrite to replace it, or choose another --export_dir")
     try:
         result = pg_keras.train(config, root_dir=root_dir, checkpoint_every=FLAGS.checkpoint_every,
                                 overwrite=FLAGS.overwrite, verbose=not FLAGS.quiet,
                                 progress=FLAGS.use_progress_bar and not FLAGS.quiet)
     except ValueError as error:
         raise app.UsageError(str(error)) from None
+    if FLAGS.export:
+        pg_keras.export_policy(result.policy, export_dir, config=config,
+                               overwrite=replace_export)
     final = result.evaluations[-1]
     solved = f"solved at {result.solved_at} env steps" if result.solved_at else "not solved"
     print(f"final evaluation return over {config.eval_episodes} episodes: "
           f"{final.mean_return:.2f} +- {final.std_return:.2f} ({config.env_id}, "
           f"{result.env_steps} env steps, {result.wall_seconds:.1f} s, {solved}; "
           f"run directory {root_dir})")
+    if FLAGS.export:
+        print(f"SavedModel: {export_dir}")
+
+
+def _holds_export_of(export_dir: str, config) -> bool:
+    """Whether ``export_dir`` holds an export made with ``config`` (safe to replace)."""
+    import json
+
+    try:
+        with open(os.path.join(export_dir, "config.json")) as f:
+            return json.load(f) == json.loads(json.dumps(config.to_dict()))
+    except (OSError, ValueError):
+        return False
 
 
 if __name__ == "__main__":

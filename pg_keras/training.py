@@ -229,6 +229,31 @@ def train(config: Config, *, root_dir: Optional[str] = None,
         envs.close()
 
 
+def restore_learner(root_dir: str) -> Learner:
+    """The learner of a run directory, restored from its latest checkpoint.
+
+    Works for runs with the default networks; a run with your own Keras models is restored
+    by building a ``Learner`` with them and restoring a ``Checkpointer`` into it.
+
+    Raises:
+        ValueError: if ``root_dir`` holds no config or no checkpoint.
+    """
+    config_path = os.path.join(root_dir, "config.json")
+    if not os.path.exists(config_path):
+        raise ValueError(f"root_dir {root_dir!r} is not a run directory: it has no config.json")
+    with open(config_path) as f:
+        config = Config.from_dict(json.load(f))
+    envs = make_vector_env(config.env_id, 1)
+    try:
+        learner = Learner(config, envs.single_observation_space, envs.single_action_space)
+    finally:
+        envs.close()
+    checkpointer = Checkpointer(os.path.join(root_dir, "checkpoints"), learner)
+    if checkpointer.restore() is None:
+        raise ValueError(f"root_dir {root_dir!r} has no checkpoint to restore")
+    return learner
+
+
 class _RunDirectory:
     """The files of a run directory (see the module docstring)."""
 

@@ -80,3 +80,25 @@ def test_plot_groups_seeds_and_writes_a_png(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_train_exports_and_export_launcher_reexports_the_same_policy(tmp_path):
+    root, first, second = tmp_path / "run", tmp_path / "export_a", tmp_path / "export_b"
+    run = subprocess.run([sys.executable, "-m", "experiments.train", "--total_steps=1024",
+                          "--eval_episodes=2", "--quiet", f"--root_dir={root}",
+                          f"--export_dir={first}"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    run = subprocess.run([sys.executable, "-m", "experiments.export", f"--root_dir={root}",
+                          f"--export_dir={second}"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    observations = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    a, b = tf.saved_model.load(str(first)), tf.saved_model.load(str(second))
+    np.testing.assert_array_equal(a(observations).numpy(), b(observations).numpy())
+    np.testing.assert_allclose(a.distribution(observations)["logits"].numpy(),
+                               b.distribution(observations)["logits"].numpy(), rtol=1e-6)
+    # Another config may not replace that export without --overwrite; nothing is trained.
+    run = subprocess.run([sys.executable, "-m", "experiments.train", "--total_steps=1024",
+                          "--gamma=0.5", f"--root_dir={tmp_path / 'other'}",
+                          f"--export_dir={first}"], capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0 and "holds the policy of another config" in run.stderr
+    assert not (tmp_path / "other").exists()

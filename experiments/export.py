@@ -1,0 +1,46 @@
+"""Export the policy of a run directory as a self-contained SavedModel.
+
+    python -m experiments.export --root_dir=runs/CartPole-v1-seed0 \\
+        --export_dir=saved_models/cartpole
+
+The latest checkpoint is restored and written with ``pg_keras.export_policy`` (atomically:
+a crash leaves the previous export, never half of one).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+
+flags.DEFINE_string("root_dir", None, "Run directory to export.", required=True)
+flags.DEFINE_string("export_dir", None, "Where to write; default: saved_models/<run name>.")
+flags.DEFINE_bool("overwrite", False, "Replace an existing export (atomically).")
+FLAGS = flags.FLAGS
+
+
+def default_export_dir(root_dir: str) -> str:
+    return os.path.join("saved_models", os.path.basename(os.path.normpath(root_dir)))
+
+
+def main(argv):
+    logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines drown the progress.
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    import pg_keras
+    from pg_keras.training import restore_learner
+
+    export_dir = FLAGS.export_dir or default_export_dir(FLAGS.root_dir)
+    try:
+        learner = restore_learner(FLAGS.root_dir)
+        path = pg_keras.export_policy(learner.policy, export_dir, config=learner.config,
+                                      overwrite=FLAGS.overwrite)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    print(f"exported the policy of {FLAGS.root_dir} to {path}")
+
+
+if __name__ == "__main__":
+    app.run(main)
