@@ -16,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
+import pg_keras  # noqa: E402
 from experiments.config_flags import config_from_flags, define_config_flags  # noqa: E402
 
 define_config_flags()
@@ -47,8 +48,6 @@ def main(argv):
         config = config_from_flags()
     except ValueError as error:
         raise app.UsageError(str(error)) from None
-    import pg_keras  # Imported late: TensorFlow's start-up is slow; bad flags fail fast.
-
     root_dir = FLAGS.root_dir or default_root_dir(config.env_id, config.seed)
     export_dir = FLAGS.export_dir or os.path.join(
         "saved_models", os.path.basename(os.path.normpath(root_dir)))

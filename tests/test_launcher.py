@@ -102,3 +102,12 @@ def test_train_exports_and_export_launcher_reexports_the_same_policy(tmp_path):
                           f"--export_dir={first}"], capture_output=True, text=True, timeout=300)
     assert run.returncode != 0 and "holds the policy of another config" in run.stderr
     assert not (tmp_path / "other").exists()
+
+
+def test_readme_flags_table_is_the_generated_one():
+    from experiments.config_flags import markdown_table
+
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    table = readme.split("<!-- flags-table")[1].split("-->", 1)[1].split("<!-- end flags-table")[0]
+    assert table.strip() == markdown_table().strip(), (
+        "README's flags table is stale: paste the output of `python -m experiments.config_flags`")
