@@ -100,6 +100,10 @@ def export_policy(policy: Policy, export_dir: str | os.PathLike, *, config: Opti
     temp_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.tmp-", dir=parent)
     try:
         tf.saved_model.save(module, temp_dir, signatures=signatures)
+        # mkdtemp makes the directory private (0700); an export is for others to read.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp_dir, 0o777 & ~umask)
         if config_text is not None:
             with open(os.path.join(temp_dir, CONFIG_FILENAME), "w") as f:
                 f.write(config_text)

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 FLAGS = ["--total_steps=12288", "--num_envs=4", "--steps_per_update=32", "--eval_every=2048",
-         "--eval_episodes=2", "--nouse_progress_bar", "--quiet"]
+         "--eval_episodes=2", "--nouse_progress_bar", "--quiet", "--noexport"]
 
 
 def _train(root_dir):
@@ -111,3 +111,16 @@ def test_readme_flags_table_is_the_generated_one():
     table = readme.split("<!-- flags-table")[1].split("-->", 1)[1].split("<!-- end flags-table")[0]
     assert table.strip() == markdown_table().strip(), (
         "README's flags table is stale: paste the output of `python -m experiments.config_flags`")
+
+
+def test_committed_cartpole_savedmodel_solves_cartpole_with_tensorflow_alone():
+    """The shipped model, run by the evaluate command (which never imports pg_keras)."""
+    import json
+
+    model = os.path.join(os.path.dirname(__file__), "..", "saved_models", "cartpole-v1")
+    run = subprocess.run([sys.executable, "-m", "experiments.evaluate", f"--saved_model={model}",
+                          "--env=CartPole-v1", "--episodes=20", "--seed=123"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["mean_return"] >= 475, result

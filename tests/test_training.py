@@ -92,7 +92,8 @@ def test_five_line_api():
 def test_launcher_prints_the_final_evaluation(tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "experiments.train", "--total_steps=2048", "--eval_episodes=2",
-         "--quiet", f"--root_dir={tmp_path}/run"], capture_output=True, text=True, timeout=300)
+         "--quiet", f"--root_dir={tmp_path}/run",
+         f"--export_dir={tmp_path}/export"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "final evaluation return over 2 episodes" in run.stdout
 
