@@ -124,3 +124,30 @@ def test_committed_cartpole_savedmodel_solves_cartpole_with_tensorflow_alone():
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["mean_return"] >= 475, result
+
+
+def test_custom_model_example_trains_and_exports(tmp_path):
+    export = tmp_path / "custom"
+    run = subprocess.run([sys.executable, "-m", "experiments.custom_model", "--total_steps=2000",
+                          f"--export_dir={export}"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "final evaluation return" in run.stdout
+    policy = tf.saved_model.load(str(export))
+    actions = policy(np.zeros((3, 4), np.float32)).numpy()
+    assert actions.shape == (3,) and set(actions.tolist()) <= {0, 1}
+
+
+def test_env_registered_by_an_imported_module_trains(tmp_path, monkeypatch):
+    """`--env_id=module:Env-v0` imports the module that registers the env."""
+    (tmp_path / "my_envs_pkg.py").write_text(
+        "import gymnasium as gym\n"
+        "gym.register('MyCartPole-v7', entry_point='gymnasium.envs.classic_control:CartPoleEnv',"
+        " max_episode_steps=50)\n")
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    run = subprocess.run([sys.executable, "-m", "experiments.train",
+                          "--env_id=my_envs_pkg:MyCartPole-v7", "--total_steps=512",
+                          "--eval_episodes=2", "--quiet", "--noexport",
+                          f"--root_dir={tmp_path / 'run'}"], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "MyCartPole-v7" in run.stdout
