@@ -1,0 +1,34 @@
+"""The published bars, as slow tests (`make test-slow`); the default suite skips them."""
+
+import os
+
+import pytest
+
+import pg_keras
+from experiments.config_flags import config_from_flags, define_config_flags
+
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "experiments", "configs")
+
+
+def _config_from_flagfile(name, **overrides):
+    from absl import flags
+
+    values = flags.FlagValues()
+    define_config_flags(values)
+    values([__file__, f"--flagfile={os.path.join(CONFIGS, name)}"])
+    return config_from_flags(values).replace(**overrides)
+
+
+@pytest.mark.slow
+def test_cartpole_bar_four_of_five_seeds_solve_within_50k():
+    solved = []
+    for seed in range(5):
+        result = pg_keras.train(_config_from_flagfile("cartpole.cfg", seed=seed))
+        solved.append(result.solved_at)
+    assert sum(s is not None and s <= 50_000 for s in solved) >= 4, solved
+
+
+@pytest.mark.slow
+def test_acrobot_bar_with_baseline_within_500k():
+    result = pg_keras.train(_config_from_flagfile("acrobot.cfg", seed=0))
+    assert result.solved_at is not None and result.solved_at <= 500_000, result.evaluations
