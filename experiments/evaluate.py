@@ -25,7 +25,6 @@ import importlib
 import json
 import math
 import os
-import sys
 from typing import List, Optional
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -33,7 +32,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
+
+from experiments import cli  # noqa: E402
 
 flags.DEFINE_string("saved_model", None, "Directory of the exported policy (a SavedModel).")
 flags.DEFINE_string("env", None, "Gymnasium env id; 'module:Env-v0' imports module first. "
@@ -189,13 +190,7 @@ def _render(env, env_id: str):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        result = evaluate_from_flags()
-    except EvaluationError as error:
-        print(f"evaluate: error: {error}", file=sys.stderr)
-        return 1
+    result = evaluate_from_flags()
     mean, std = result["mean_return"], result["std_return"]
     mode = "greedy" if result["greedy"] else "sampled"
     print(f"mean return over {result['episodes']} episodes: {mean:.2f} +- {std:.2f} "
@@ -244,4 +239,4 @@ def evaluate_from_flags() -> dict:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run("evaluate", main, bad_input=(EvaluationError,))

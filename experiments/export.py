@@ -13,7 +13,14 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags  # noqa: E402
+
+from experiments import cli  # noqa: E402
+
+cli.require_tensorflow_backend("export")
+
+import pg_keras  # noqa: E402
+from pg_keras.training import restore_learner  # noqa: E402
 
 flags.DEFINE_string("root_dir", None, "Run directory to export.", required=True)
 flags.DEFINE_string("export_dir", None, "Where to write; default: saved_models/<run name>.")
@@ -26,21 +33,12 @@ def default_export_dir(root_dir: str) -> str:
 
 
 def main(argv):
-    logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines drown the progress.
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    import pg_keras
-    from pg_keras.training import restore_learner
-
     export_dir = FLAGS.export_dir or default_export_dir(FLAGS.root_dir)
-    try:
-        learner = restore_learner(FLAGS.root_dir)
-        path = pg_keras.export_policy(learner.policy, export_dir, config=learner.config,
-                                      overwrite=FLAGS.overwrite)
-    except ValueError as error:
-        raise app.UsageError(str(error)) from None
+    learner = restore_learner(FLAGS.root_dir)
+    path = pg_keras.export_policy(learner.policy, export_dir, config=learner.config,
+                                  overwrite=FLAGS.overwrite)
     print(f"exported the policy of {FLAGS.root_dir} to {path}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run("export", main, bad_input=(pg_keras.InputError,))

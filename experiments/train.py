@@ -14,7 +14,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags  # noqa: E402
+
+from experiments import cli  # noqa: E402
+
+cli.require_tensorflow_backend("train")
 
 import pg_keras  # noqa: E402
 from experiments.config_flags import config_from_flags, define_config_flags  # noqa: E402
@@ -41,27 +45,23 @@ def default_root_dir(env_id: str, seed: int) -> str:
 
 
 def main(argv):
-    logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines drown the progress.
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        config = config_from_flags()
-    except ValueError as error:
-        raise app.UsageError(str(error)) from None
+    config = config_from_flags()
     root_dir = FLAGS.root_dir or default_root_dir(config.env_id, config.seed)
     export_dir = FLAGS.export_dir or os.path.join(
         "saved_models", os.path.basename(os.path.normpath(root_dir)))
     # Checked before training: hours of compute must not end in a refused export.
     replace_export = FLAGS.overwrite or _holds_export_of(export_dir, config)
     if FLAGS.export and os.path.exists(export_dir) and not replace_export:
-        raise app.UsageError(f"export_dir {export_dir!r} holds the policy of another config; "
-                             "pass --overwrite to replace it, or choose another --export_dir")
-    try:
-        result = pg_keras.train(config, root_dir=root_dir, checkpoint_every=FLAGS.checkpoint_every,
-                                overwrite=FLAGS.overwrite, verbose=not FLAGS.quiet,
-                                progress=FLAGS.use_progress_bar and not FLAGS.quiet)
-    except ValueError as error:
-        raise app.UsageError(str(error)) from None
+        raise pg_keras.InputError(
+            f"export_dir {export_dir!r} holds the policy of another config; pass --overwrite "
+            "to replace it, or choose another --export_dir")
+    result = pg_keras.train(config, root_dir=root_dir, checkpoint_every=FLAGS.checkpoint_every,
+                            overwrite=FLAGS.overwrite, verbose=not FLAGS.quiet,
+                            progress=FLAGS.use_progress_bar and not FLAGS.quiet)
+    if result.interrupted:
+        print(f"interrupted by {result.interrupted} at {result.env_steps} env steps; checkpoint "
+              f"and summary saved in {root_dir}; run the same command to resume", flush=True)
+        return 130 if result.interrupted == "SIGINT" else 143
     if FLAGS.export:
         pg_keras.export_policy(result.policy, export_dir, config=config,
                                overwrite=replace_export)
@@ -87,4 +87,5 @@ def _holds_export_of(export_dir: str, config) -> bool:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run("train", main, bad_input=(pg_keras.InputError,),
+            failures=(pg_keras.TrainingError,))

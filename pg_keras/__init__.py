@@ -14,7 +14,7 @@ if _backend != "tensorflow":
         f"pg_keras needs the TensorFlow backend of Keras; received KERAS_BACKEND={_backend!r}. "
         "Unset it or set KERAS_BACKEND=tensorflow.")
 
-from pg_keras.config import Config
+from pg_keras.config import Config, InputError
 from pg_keras.heads import ActionHead, make_head
 from pg_keras.export import export_policy, load_policy
 from pg_keras.learner import Batch, Learner, Policy
@@ -22,12 +22,13 @@ from pg_keras.losses import LossInfo
 from pg_keras.networks import mlp
 from pg_keras.normalization import RunningNormalization
 from pg_keras.rollout import Collector, evaluate, make_vector_env
-from pg_keras.training import Evaluation, TrainResult, train
+from pg_keras.training import Evaluation, TrainingError, TrainResult, train
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActionHead", "Batch", "Collector", "Config", "Evaluation", "Learner", "LossInfo", "Policy",
+    "ActionHead", "Batch", "Collector", "Config", "Evaluation", "InputError", "Learner",
+    "LossInfo", "Policy", "TrainingError",
     "RunningNormalization", "TrainResult", "evaluate", "export_policy", "load_policy",
     "make_head", "make_vector_env", "mlp", "train",
 ]

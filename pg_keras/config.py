@@ -16,6 +16,15 @@ ACTIVATIONS = ("tanh", "relu", "elu", "gelu", "silu", "swish", "leaky_relu", "se
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 COLLECT_MODES = ("auto", "steps", "episodes")
 ACTION_BOUNDS = ("clip", "tanh")
+ON_NONFINITE = ("stop", "drop")
+
+
+class InputError(ValueError):
+    """Bad input from the user: a config value, an env id, a space, a path.
+
+    The message is one line that names the thing and the value received. Launchers turn it
+    into that line on stderr and exit code 2; anything else is a bug and keeps its traceback.
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +70,15 @@ class Config:
             ``tanh`` (sample is squashed into the bounds).
         eval_every: Evaluate the greedy policy every this many env steps; 0 disables.
         eval_episodes: Episodes per evaluation.
+        on_nonfinite: What a NaN or inf in an env's reward or observation does: ``stop``
+            the run with an error naming the env step and the field (the last checkpoint
+            stays intact), or ``drop`` the episode (its steps are masked out, the env is
+            reset, and ``dropped_episodes`` counts it).
+        max_consecutive_skips: Updates whose loss or gradients are not finite are skipped
+            (weights and optimizer state unchanged); this many in a row stop the run.
+        deterministic: Enable TensorFlow's op determinism (``enable_op_determinism``), so
+            runs repeat bit for bit on any device, at some speed cost. On the CPU, runs of
+            the same seed repeat without it.
     """
 
     env_id: str = "CartPole-v1"
@@ -89,6 +107,9 @@ class Config:
     action_bounds: str = "clip"
     eval_every: int = 10_000
     eval_episodes: int = 20
+    on_nonfinite: str = "stop"
+    max_consecutive_skips: int = 10
+    deterministic: bool = False
 
     def __post_init__(self):
         # Tuples may arrive as lists (from JSON or flags); store them as tuples so the
@@ -105,14 +126,16 @@ class Config:
 
     def _validate(self) -> None:
         def fail(name, requirement):
-            raise ValueError(f"{name} must be {requirement}; received {name}={getattr(self, name)!r}")
+            raise InputError(
+                f"{name} must be {requirement}; received {name}={getattr(self, name)!r}")
 
         if not isinstance(self.env_id, str) or not self.env_id.strip():
             fail("env_id", "a non-empty gymnasium environment id")
         for name in ("seed",):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
                 fail(name, "a non-negative integer")
-        for name in ("num_envs", "steps_per_update", "total_steps", "eval_episodes"):
+        for name in ("num_envs", "steps_per_update", "total_steps", "eval_episodes",
+                     "max_consecutive_skips"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 fail(name, "a positive integer")
         if not _is_int(self.eval_every) or self.eval_every < 0:
@@ -129,11 +152,12 @@ class Config:
         if not _is_real(self.init_log_std):
             fail("init_log_std", "a finite number")
         for name in ("baseline", "normalize_advantages", "normalize_returns", "gamma_weighting",
-                     "normalize_observations", "state_dependent_std"):
+                     "normalize_observations", "state_dependent_std", "deterministic"):
             if not isinstance(getattr(self, name), bool):
                 fail(name, "True or False")
         for name, choices in (("optimizer", OPTIMIZERS), ("activation", ACTIVATIONS),
-                              ("collect_mode", COLLECT_MODES), ("action_bounds", ACTION_BOUNDS)):
+                              ("collect_mode", COLLECT_MODES), ("action_bounds", ACTION_BOUNDS),
+                              ("on_nonfinite", ON_NONFINITE)):
             if getattr(self, name) not in choices:
                 fail(name, "one of " + ", ".join(repr(c) for c in choices))
         for name in ("hidden_sizes", "value_hidden_sizes"):
@@ -141,12 +165,12 @@ class Config:
             if not isinstance(sizes, tuple) or not all(_is_int(s) and s > 0 for s in sizes):
                 fail(name, "a tuple of positive integers")
         if self.collect_mode == "steps" and not self.baseline:
-            raise ValueError(
+            raise InputError(
                 "collect_mode='steps' cuts episodes at the segment end and needs a value "
                 "baseline to bootstrap them; use collect_mode='episodes' (or 'auto') for "
                 "REINFORCE without a baseline; received collect_mode='steps', baseline=False")
         if self.total_steps < self.steps_per_iteration:
-            raise ValueError(
+            raise InputError(
                 "total_steps must be at least one update's worth of steps (num_envs * "
                 f"steps_per_update = {self.steps_per_iteration}); received "
                 f"total_steps={self.total_steps}")
@@ -175,7 +199,7 @@ class Config:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
-            raise ValueError(f"unknown Config field(s) {unknown}; known fields: {sorted(names)}")
+            raise InputError(f"unknown Config field(s) {unknown}; known fields: {sorted(names)}")
         return cls(**values)
 
 

@@ -48,6 +48,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import tensorflow as tf
 
+from pg_keras.config import InputError
 from pg_keras.learner import Policy, observation_dtype
 
 CONFIG_FILENAME = "config.json"
@@ -84,7 +85,7 @@ def export_policy(policy: Policy, export_dir: str | os.PathLike, *, config: Opti
     """
     if not isinstance(policy, Policy):
         hint = " (pass result.policy)" if hasattr(policy, "policy") else ""
-        raise ValueError(f"policy must be a pg_keras.Policy{hint}; "
+        raise InputError(f"policy must be a pg_keras.Policy{hint}; "
                          f"received {type(policy).__name__}")
     export_dir = os.path.abspath(os.fspath(export_dir))
     _check_target(export_dir, overwrite)
@@ -138,10 +139,10 @@ def _check_target(export_dir: str, overwrite: bool) -> None:
         if not os.path.isdir(export_dir) or os.path.islink(export_dir):
             # A symlink is refused too: renaming over it would replace the link, not
             # the directory it points to.
-            raise ValueError(f"export_dir exists and is not a directory (or is a symlink); "
+            raise InputError(f"export_dir exists and is not a directory (or is a symlink); "
                              f"received export_dir={export_dir!r}")
         if not overwrite:
-            raise ValueError(f"export_dir already exists; pass overwrite=True to replace it; "
+            raise InputError(f"export_dir already exists; pass overwrite=True to replace it; "
                              f"received export_dir={export_dir!r}")
 
 

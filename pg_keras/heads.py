@@ -27,6 +27,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from pg_keras.config import InputError
+
 tfd = tfp.distributions
 
 SUPPORTED_SPACES = ("Discrete", "Box", "MultiDiscrete", "MultiBinary")
@@ -180,7 +182,7 @@ class GaussianHead(ActionHead):
         self.state_dependent_std = bool(state_dependent_std)
         self.init_log_std = float(init_log_std)
         if bounds not in ("clip", "tanh"):
-            raise ValueError(f"bounds must be 'clip' or 'tanh'; received bounds={bounds!r}")
+            raise InputError(f"bounds must be 'clip' or 'tanh'; received bounds={bounds!r}")
         self.bounds = bounds
         self.param_size = self.action_size * (2 if self.state_dependent_std else 1)
         self.raw_shape = (self.action_size,)
@@ -190,7 +192,7 @@ class GaussianHead(ActionHead):
         high = np.asarray(space.high, np.float32).reshape(-1)
         self._bounded = bool(np.all(np.isfinite(low)) and np.all(np.isfinite(high)))
         if bounds == "tanh" and not self._bounded:
-            raise ValueError(f"action_bounds='tanh' needs finite Box bounds; received {space}")
+            raise InputError(f"action_bounds='tanh' needs finite Box bounds; received {space}")
         self._low = tf.constant(low)
         self._high = tf.constant(high)
         # The bounds again in the env's dtype: the final clip happens there, because a
@@ -249,6 +251,6 @@ def make_head(space: gym.Space, state_dependent_std: bool = False, init_log_std:
     if isinstance(space, gym.spaces.Box) and np.issubdtype(space.dtype, np.floating):
         return GaussianHead(space, state_dependent_std=state_dependent_std,
                             init_log_std=init_log_std, bounds=action_bounds)
-    raise ValueError(
+    raise InputError(
         f"unsupported action space {space!r}; supported: "
         + ", ".join(SUPPORTED_SPACES) + " (Box with a float dtype)")

@@ -23,6 +23,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pg_keras.config import InputError
+
 SUPPORTED_OBSERVATION_SPACES = ("Box", "Discrete")
 
 ModelFactory = Callable[[Tuple[int, ...], int], keras.Model]
@@ -39,7 +41,7 @@ def observation_shape(space: gym.Space) -> Tuple[int, ...]:
         return tuple(int(d) for d in space.shape)
     if isinstance(space, gym.spaces.Discrete):
         return (int(space.n),)
-    raise ValueError(f"unsupported observation space {space!r}; supported: "
+    raise InputError(f"unsupported observation space {space!r}; supported: "
                      + ", ".join(SUPPORTED_OBSERVATION_SPACES))
 
 
@@ -101,12 +103,12 @@ def resolve_model(model: ModelOrFactory, input_shape: Tuple[int, ...], output_un
     """
     if not isinstance(model, keras.Model):
         if not callable(model):
-            raise ValueError(f"{role}_network must be a keras.Model or a factory "
+            raise InputError(f"{role}_network must be a keras.Model or a factory "
                              f"(observation_shape, output_units) -> keras.Model; "
                              f"received {model!r}")
         model = model(tuple(input_shape), output_units)
         if not isinstance(model, keras.Model):
-            raise ValueError(f"{role}_network factory must return a keras.Model; "
+            raise InputError(f"{role}_network factory must return a keras.Model; "
                              f"received {type(model).__name__}")
     expected = [(2, output_units)] if role == "policy" else [(2,), (2, 1)]
     expected_text = " or ".join(_shape_text(e) for e in expected)
@@ -115,17 +117,17 @@ def resolve_model(model: ModelOrFactory, input_shape: Tuple[int, ...], output_un
         output = model(probe)
     except (ValueError, tf.errors.InvalidArgumentError) as error:
         # Keras's own message names a layer deep inside the model; say which contract failed.
-        raise ValueError(
+        raise InputError(
             f"{role}_network must accept float32 inputs of shape "
             f"{_shape_text((2,) + tuple(input_shape))}; "
             f"calling it on a batch of shape {tuple(probe.shape)} failed: {error}") from error
     if not hasattr(output, "shape"):  # a list or dict of outputs
-        raise ValueError(
+        raise InputError(
             f"{role}_network must return one tensor of shape {expected_text}; "
             f"received {type(output).__name__}")
     shape = tuple(output.shape)
     if shape not in expected:
-        raise ValueError(
+        raise InputError(
             f"{role}_network must map {_shape_text((2,) + tuple(input_shape))} to "
             f"{expected_text}; received output shape {_shape_text(shape)}")
     return model

@@ -60,10 +60,12 @@ class RunningNormalization(keras.layers.Layer):
         batch_var = tf.reduce_sum(tf.square(batch - batch_mean) * mask, axis=0) / safe_n
         count = self.count + n
         delta = batch_mean - self.mean
-        new_mean = self.mean + delta * n / tf.maximum(count, 1.0)
+        safe_count = tf.maximum(count, 1.0)
+        new_mean = self.mean + delta * n / safe_count
         # M2 of the union; on the first batch the prior "ones" variance has weight 0.
-        m2 = self.variance * self.count + batch_var * n + tf.square(delta) * self.count * n / tf.maximum(count, 1.0)
-        new_var = m2 / tf.maximum(count, 1.0)
+        m2 = (self.variance * self.count + batch_var * n
+              + tf.square(delta) * self.count * n / safe_count)
+        new_var = m2 / safe_count
         has_data = n > 0
         self.mean.assign(tf.where(has_data, new_mean, self.mean))
         self.variance.assign(tf.where(has_data, new_var, self.variance))

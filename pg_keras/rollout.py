@@ -17,22 +17,58 @@ import numpy as np
 import tensorflow as tf
 from gymnasium.vector import AutoresetMode
 
-from pg_keras.config import Config
+from pg_keras.config import Config, InputError
 from pg_keras.learner import Batch, Learner, Policy, observation_dtype
 
 
 def split_env_id(env_id: str) -> str:
-    """Imports the module of a ``"module:EnvName-v0"`` id and returns the bare env id."""
+    """Imports the module of a ``"module:EnvName-v0"`` id and returns the bare env id.
+
+    Raises:
+        InputError: if the module cannot be imported or the id is not registered (the
+            message carries gymnasium's suggestions of close matches).
+    """
+    bare = env_id
     if ":" in env_id:
-        module, env_id = env_id.split(":", 1)
-        importlib.import_module(module)
-    return env_id
+        module, bare = env_id.split(":", 1)
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise InputError(f"env_id {env_id!r} names module {module!r}, which cannot be "
+                             f"imported: {error}") from None
+    try:
+        gym.spec(bare)
+    except gym.error.Error as error:
+        raise InputError(f"env_id {env_id!r} is not a registered gymnasium environment: "
+                         f"{error}") from None
+    return bare
 
 
 def make_vector_env(env_id: str, num_envs: int, **kwargs) -> gym.vector.VectorEnv:
-    """A synchronous vector env in same-step autoreset mode."""
-    return gym.make_vec(split_env_id(env_id), num_envs=num_envs, vectorization_mode="sync",
-                        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP}, **kwargs)
+    """A synchronous vector env in same-step autoreset mode.
+
+    Raises:
+        InputError: for an unknown env id, or an env whose package lacks a dependency.
+    """
+    bare = split_env_id(env_id)
+    try:
+        return gym.make_vec(bare, num_envs=num_envs, vectorization_mode="sync",
+                            vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP}, **kwargs)
+    except gym.error.DependencyNotInstalled as error:
+        raise InputError(f"env_id {env_id!r} needs a package that is not installed: "
+                         f"{error}") from None
+
+
+def _finite_rows(array, num: int) -> np.ndarray:
+    """[num] bool: whether each row of a batched array is finite (integers always are)."""
+    array = np.asarray(array)
+    if not np.issubdtype(array.dtype, np.floating):
+        return np.ones(num, bool)
+    return np.isfinite(array.reshape(num, -1)).all(axis=1)
+
+
+class NonFiniteError(RuntimeError):
+    """An environment returned NaN or inf (with ``on_nonfinite="stop"``)."""
 
 
 class Collector:
@@ -52,7 +88,7 @@ class Collector:
 
     def __init__(self, envs: gym.vector.VectorEnv, learner: Learner, config: Config):
         if envs.metadata.get("autoreset_mode") != AutoresetMode.SAME_STEP:
-            raise ValueError("the vector env must use AutoresetMode.SAME_STEP; received "
+            raise InputError("the vector env must use AutoresetMode.SAME_STEP; received "
                              f"autoreset_mode={envs.metadata.get('autoreset_mode')!r}")
         self.envs = envs
         self.learner = learner
@@ -67,6 +103,8 @@ class Collector:
         envs.action_space.seed(config.seed)
         self._episode_return = np.zeros(num, np.float64)
         self._episode_length = np.zeros(num, np.int64)
+        self.dropped_episodes = 0
+        self._drop = config.on_nonfinite == "drop"
         self.completed_returns: List[float] = []
         self.completed_lengths: List[int] = []
         self.total_steps = 0
@@ -100,6 +138,7 @@ class Collector:
             obs = np.asarray(obs, self._obs_dtype)
             raw, env_action = self.learner.collect_step(obs)
             next_obs, reward, terminated, truncated, info = self.envs.step(env_action.numpy())
+            bad = self._non_finite(t, next_obs, reward, terminated | truncated, info)
             b["observations"][t] = obs
             b["actions"][t] = raw.numpy()
             b["rewards"][t] = reward
@@ -108,6 +147,12 @@ class Collector:
             b["episode_steps"][t] = self._episode_length
             if self.episodic:
                 b["mask"][t] = active
+            if bad is not None:
+                next_obs, terminated, truncated = self._drop_episodes(
+                    t, bad, next_obs, reward, terminated, truncated)
+                reward = np.where(bad, 0.0, reward)
+                if self.episodic:
+                    active &= ~bad
             steps_taken += 1
             self._episode_return += reward
             self._episode_length += 1
@@ -137,6 +182,49 @@ class Collector:
         env_steps = steps_taken * self.envs.num_envs
         self.total_steps += env_steps
         return Batch(**b), env_steps
+
+    def _non_finite(self, t, next_obs, reward, done, info) -> Optional[np.ndarray]:
+        """The environments whose step returned NaN or inf, or None if all are finite.
+
+        Raises:
+            NonFiniteError: naming the env step and the field, unless episodes are dropped.
+        """
+        num = self.envs.num_envs
+        fields = {"reward": ~np.isfinite(reward), "observation": ~_finite_rows(next_obs, num)}
+        if done.any() and "final_obs" in info:
+            final_bad = np.zeros(num, bool)
+            for i in np.flatnonzero(done):
+                final_bad[i] = not _finite_rows(np.asarray(info["final_obs"][i])[None], 1)[0]
+            fields["final observation"] = final_bad
+        bad = np.zeros(num, bool)
+        for field, rows in fields.items():
+            if rows.any() and not self._drop:
+                i = int(np.flatnonzero(rows)[0])
+                value = reward[i] if field == "reward" else "non-finite entries"
+                raise NonFiniteError(
+                    f"env step {self.total_steps + (t + 1) * num}: environment {i} of "
+                    f"{self.config.env_id} returned a non-finite {field} ({value})")
+            bad |= rows
+        return bad if bad.any() else None
+
+    def _drop_episodes(self, t, bad, next_obs, reward, terminated, truncated):
+        """Masks out the current episode of each ``bad`` env and resets those envs."""
+        b = self._buffers
+        for i in np.flatnonzero(bad):
+            start = max(0, t - int(self._episode_length[i]))
+            b["mask"][start:t + 1, i] = 0.0
+            # Zeroed as well as masked: NaN * 0 is NaN in any sum that forgets the mask.
+            b["rewards"][start:t + 1, i] = 0.0
+            b["observations"][start:t + 1, i] = 0
+            b["bootstrap"][start:t + 1, i] = 0.0
+            b["terminated"][t, i] = True
+        self.dropped_episodes += int(bad.sum())
+        self._episode_return[bad] = 0.0
+        self._episode_length[bad] = -1  # the increment after this step brings it to 0
+        reset_obs, _ = self.envs.reset(options={"reset_mask": bad})
+        next_obs = np.where(bad.reshape((-1,) + (1,) * (np.ndim(next_obs) - 1)), reset_obs,
+                            next_obs)
+        return next_obs, terminated & ~bad, truncated & ~bad
 
     def _finish_episodes(self, finished: np.ndarray) -> None:
         for i in np.flatnonzero(finished):

@@ -16,10 +16,13 @@ Calling :func:`train` again on the same ``root_dir`` resumes from its last check
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 import warnings
 from typing import Callable, Dict, List, Optional
@@ -30,10 +33,10 @@ import numpy as np
 import tensorflow as tf
 
 from pg_keras.checkpoint import Checkpointer
-from pg_keras.config import Config
+from pg_keras.config import Config, InputError
 from pg_keras.learner import Learner, Policy
 from pg_keras.networks import ModelOrFactory
-from pg_keras.rollout import Collector, evaluate, make_vector_env, split_env_id
+from pg_keras.rollout import Collector, NonFiniteError, evaluate, make_vector_env, split_env_id
 
 RUN_FILES = ("config.json", "metrics.jsonl", "evaluations.jsonl", "summary.json", "checkpoints",
              "tensorboard")
@@ -61,6 +64,8 @@ class TrainResult:
             (``target_return``, or the env's registered ``reward_threshold``), or None.
         env_steps: Environment steps taken.
         wall_seconds: Duration of the loop (summed over resumptions).
+        interrupted: The signal's name (``"SIGINT"``, ``"SIGTERM"``) when a signal stopped
+            the run early; None when it ran to the end.
     """
 
     policy: Policy
@@ -70,6 +75,7 @@ class TrainResult:
     solved_at: Optional[int]
     env_steps: int
     wall_seconds: float
+    interrupted: Optional[str] = None
 
     @property
     def final_return(self) -> float:
@@ -78,8 +84,9 @@ class TrainResult:
 
     def summary(self) -> dict:
         """The figures ``summary.json`` holds."""
-        final = self.evaluations[-1]
+        final = self.evaluations[-1] if self.evaluations else Evaluation(0, None, None)
         return {"final_return_mean": final.mean_return, "final_return_std": final.std_return,
+                "interrupted": self.interrupted,
                 "env_steps": self.env_steps, "wall_seconds": self.wall_seconds,
                 "steps_per_second": self.env_steps / max(self.wall_seconds, 1e-9),
                 "solved_at": self.solved_at, "updates": int(self.learner.updates.numpy()),
@@ -91,13 +98,22 @@ def reward_threshold(env_id: str) -> Optional[float]:
     return gym.spec(split_env_id(env_id)).reward_threshold
 
 
+class TrainingError(RuntimeError):
+    """A run stopped by what happened during training (not by bad input).
+
+    Raised for non-finite environment data (with ``on_nonfinite="stop"``) and for too many
+    consecutive skipped updates. The last checkpoint before the fault is kept intact.
+    """
+
+
 def train(config: Config, *, root_dir: Optional[str] = None,
           policy_network: Optional[ModelOrFactory] = None,
           value_network: Optional[ModelOrFactory] = None,
           checkpoint_every: int = 0, overwrite: bool = False,
           target_return: Optional[float] = None,
           on_update: Optional[Callable[[Dict[str, float]], None]] = None,
-          verbose: bool = False, progress: bool = False) -> TrainResult:
+          verbose: bool = False, progress: bool = False,
+          handle_signals: bool = True) -> TrainResult:
     """Trains a policy with REINFORCE (with a value baseline unless ``config.baseline`` is off).
 
     Args:
@@ -115,12 +131,17 @@ def train(config: Config, *, root_dir: Optional[str] = None,
         on_update: Called with each update's record.
         verbose: Print a line at each evaluation.
         progress: Show a progress line (rewritten in place on a terminal, else every 10 s).
+        handle_signals: On SIGINT or SIGTERM (in the main thread), finish the update, save a
+            checkpoint and the summary so far, and return with ``interrupted`` set.
 
     Returns:
         TrainResult.
 
     Raises:
-        ValueError: if ``root_dir`` holds a run of a different config and not ``overwrite``.
+        InputError: for bad input (env id, spaces, models, a root_dir holding another
+            config or in use by a live run); nothing is written then.
+        TrainingError: when training cannot go on (non-finite env data, or
+            ``max_consecutive_skips`` non-finite updates in a row).
     """
     if target_return is None:
         target_return = reward_threshold(config.env_id)
@@ -132,101 +153,159 @@ def train(config: Config, *, root_dir: Optional[str] = None,
             f"steps for an episode, but {config.env_id} runs up to {time_limit}: longer episodes "
             f"are cut there as if by a time limit; set steps_per_update={time_limit} for whole "
             "episodes", stacklevel=2)
-    run = _RunDirectory(root_dir, config, overwrite) if root_dir else None
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
     envs = make_vector_env(config.env_id, config.num_envs)
+    run = None
     try:
+        # Everything that can refuse the input is built before anything is written.
         learner = Learner(config, envs.single_observation_space, envs.single_action_space,
                           policy_network, value_network)
         collector = Collector(envs, learner, config)
-        loop = {"next_eval": config.eval_every, "evaluations": [], "solved_at": None,
-                "wall_seconds": 0.0, "next_checkpoint": 0}
-        checkpointer = None
-        if run is not None:
-            checkpointer = Checkpointer(os.path.join(run.path, "checkpoints"), learner)
-            saved = checkpointer.restore()
-            if saved is not None:
-                loop = saved["loop"]
-                if not collector.restore(saved["collector"]):
-                    print("pg_keras: the environments could not be saved with the checkpoint; "
-                          "they were reset, so this resumed run is not bit-identical to an "
-                          "uninterrupted one", file=sys.stderr)
-                if verbose:
-                    print(f"resumed from {checkpointer.latest} at {collector.total_steps} "
-                          "env steps", flush=True)
-            run.truncate_after(collector.total_steps)
-        every = checkpoint_every or config.eval_every or max(1, config.total_steps // 10)
-        if not loop["next_checkpoint"]:
-            loop["next_checkpoint"] = every
-        evaluations: List[Evaluation] = [Evaluation(**e) for e in loop["evaluations"]]
-        history = run.read_metrics() if run is not None else []
-        bar = _Progress(config.total_steps, enabled=progress)
-        start = time.perf_counter() - loop["wall_seconds"]
-
-        def run_evaluation():
-            returns = evaluate(learner.policy, config.env_id, config.eval_episodes,
-                               seed=config.seed + 1_000_003 + len(evaluations))
-            evaluation = Evaluation(collector.total_steps, float(np.mean(returns)),
-                                    float(np.std(returns)))
-            evaluations.append(evaluation)
-            loop["evaluations"].append(dataclasses.asdict(evaluation))
-            if (loop["solved_at"] is None and target_return is not None
-                    and evaluation.mean_return >= target_return):
-                loop["solved_at"] = evaluation.env_steps
-            if run is not None:
-                run.log_evaluation(evaluation)
-            if verbose:
-                bar.clear()
-                print(f"env steps {evaluation.env_steps:>9d}  eval return "
-                      f"{evaluation.mean_return:9.2f} +- {evaluation.std_return:.2f}", flush=True)
-
-        def save_checkpoint():
-            loop["wall_seconds"] = time.perf_counter() - start
-            checkpointer.save(int(learner.updates.numpy() + learner.skipped_updates.numpy()),
-                              {"loop": loop, "collector": collector.state()})
-
-        while collector.total_steps < config.total_steps:
-            tick = time.perf_counter()
-            batch, env_steps = collector.collect()
-            metrics = learner.train_step(batch)
-            episode_returns, episode_lengths = collector.pop_episodes()
-            record = {k: float(v) for k, v in metrics.items()}
-            now = time.perf_counter()
-            record.update(env_steps=collector.total_steps, wall_seconds=now - start,
-                          steps_per_second=env_steps / max(now - tick, 1e-9),
-                          episodes=len(episode_returns))
-            if episode_returns:
-                record.update(return_mean=float(np.mean(episode_returns)),
-                              return_min=float(np.min(episode_returns)),
-                              return_max=float(np.max(episode_returns)),
-                              length_mean=float(np.mean(episode_lengths)))
-            history.append(record)
-            if run is not None:
-                run.log_update(record)
-            if on_update is not None:
-                on_update(record)
-            bar.update(record)
-            if config.eval_every and collector.total_steps >= loop["next_eval"]:
-                run_evaluation()
-                loop["next_eval"] = (collector.total_steps // config.eval_every + 1) * \
-                    config.eval_every
-            if checkpointer is not None and collector.total_steps >= loop["next_checkpoint"]:
-                save_checkpoint()
-                loop["next_checkpoint"] = (collector.total_steps // every + 1) * every
-        if not evaluations or evaluations[-1].env_steps != collector.total_steps:
-            run_evaluation()
-        bar.clear()
-        result = TrainResult(policy=learner.policy, learner=learner, history=history,
-                             evaluations=evaluations, solved_at=loop["solved_at"],
-                             env_steps=collector.total_steps,
-                             wall_seconds=time.perf_counter() - start)
-        if run is not None:
-            save_checkpoint()
-            run.write_json("summary.json", result.summary())
-            run.close()
-        return result
+        if root_dir:
+            run = _RunDirectory(root_dir, config, overwrite)
+        with _StopOnSignals(enabled=handle_signals) as stop:
+            return _loop(config, learner, collector, run, checkpoint_every, target_return,
+                         on_update, verbose, progress, stop)
     finally:
         envs.close()
+        if run is not None:
+            run.close()
+
+
+def _loop(config, learner, collector, run, checkpoint_every, target_return, on_update,
+          verbose, progress, stop) -> TrainResult:
+    loop = {"next_eval": config.eval_every, "evaluations": [], "solved_at": None,
+            "wall_seconds": 0.0, "next_checkpoint": 0, "consecutive_skips": 0}
+    checkpointer = None
+    if run is not None:
+        checkpointer = Checkpointer(os.path.join(run.path, "checkpoints"), learner)
+        saved = checkpointer.restore()
+        if saved is not None:
+            loop.update(saved["loop"])
+            if not collector.restore(saved["collector"]):
+                print("pg_keras: the environments could not be saved with the checkpoint; "
+                      "they were reset, so this resumed run is not bit-identical to an "
+                      "uninterrupted one", file=sys.stderr)
+            if verbose:
+                print(f"resumed from {checkpointer.latest} at {collector.total_steps} "
+                      "env steps", flush=True)
+        run.truncate_after(collector.total_steps)
+    every = checkpoint_every or config.eval_every or max(1, config.total_steps // 10)
+    if not loop["next_checkpoint"]:
+        loop["next_checkpoint"] = every
+    evaluations: List[Evaluation] = [Evaluation(**e) for e in loop["evaluations"]]
+    history = run.read_metrics() if run is not None else []
+    bar = _Progress(config.total_steps, enabled=progress)
+    start = time.perf_counter() - loop["wall_seconds"]
+
+    def run_evaluation():
+        returns = evaluate(learner.policy, config.env_id, config.eval_episodes,
+                           seed=config.seed + 1_000_003 + len(evaluations))
+        evaluation = Evaluation(collector.total_steps, float(np.mean(returns)),
+                                float(np.std(returns)))
+        evaluations.append(evaluation)
+        loop["evaluations"].append(dataclasses.asdict(evaluation))
+        if (loop["solved_at"] is None and target_return is not None
+                and evaluation.mean_return >= target_return):
+            loop["solved_at"] = evaluation.env_steps
+        if run is not None:
+            run.log_evaluation(evaluation)
+        if verbose:
+            bar.clear()
+            print(f"env steps {evaluation.env_steps:>9d}  eval return "
+                  f"{evaluation.mean_return:9.2f} +- {evaluation.std_return:.2f}", flush=True)
+
+    def save_checkpoint():
+        loop["wall_seconds"] = time.perf_counter() - start
+        checkpointer.save(int(learner.updates.numpy() + learner.skipped_updates.numpy()),
+                          {"loop": loop, "collector": collector.state()})
+
+    def result(interrupted=None):
+        return TrainResult(policy=learner.policy, learner=learner, history=history,
+                           evaluations=evaluations, solved_at=loop["solved_at"],
+                           env_steps=collector.total_steps,
+                           wall_seconds=time.perf_counter() - start, interrupted=interrupted)
+
+    while collector.total_steps < config.total_steps:
+        tick = time.perf_counter()
+        try:
+            batch, env_steps = collector.collect()
+        except NonFiniteError as error:
+            raise TrainingError(f"{error}; the run stopped, its last checkpoint is intact "
+                                "(set on_nonfinite='drop' to drop such episodes instead)") from None
+        metrics = learner.train_step(batch)
+        episode_returns, episode_lengths = collector.pop_episodes()
+        record = {k: float(v) for k, v in metrics.items()}
+        now = time.perf_counter()
+        record.update(env_steps=collector.total_steps, wall_seconds=now - start,
+                      steps_per_second=env_steps / max(now - tick, 1e-9),
+                      episodes=len(episode_returns), dropped_episodes=collector.dropped_episodes)
+        if episode_returns:
+            record.update(return_mean=float(np.mean(episode_returns)),
+                          return_min=float(np.min(episode_returns)),
+                          return_max=float(np.max(episode_returns)),
+                          length_mean=float(np.mean(episode_lengths)))
+        history.append(record)
+        if run is not None:
+            run.log_update(record)
+        if on_update is not None:
+            on_update(record)
+        bar.update(record)
+        loop["consecutive_skips"] = loop["consecutive_skips"] + 1 if record["skipped"] else 0
+        if loop["consecutive_skips"] >= config.max_consecutive_skips:
+            raise TrainingError(
+                f"{loop['consecutive_skips']} consecutive updates were skipped because the loss "
+                f"or the gradients were not finite (at {collector.total_steps} env steps); try "
+                "a lower learning rate, normalize_returns, normalize_observations, or "
+                "max_grad_norm (the last checkpoint is intact)")
+        if config.eval_every and collector.total_steps >= loop["next_eval"]:
+            run_evaluation()
+            loop["next_eval"] = (collector.total_steps // config.eval_every + 1) * \
+                config.eval_every
+        if checkpointer is not None and collector.total_steps >= loop["next_checkpoint"]:
+            save_checkpoint()
+            loop["next_checkpoint"] = (collector.total_steps // every + 1) * every
+        if stop.signal is not None:
+            bar.clear()
+            if checkpointer is not None:
+                save_checkpoint()
+                run.write_json("summary.json", result(stop.signal).summary())
+            return result(stop.signal)
+    if not evaluations or evaluations[-1].env_steps != collector.total_steps:
+        run_evaluation()
+    bar.clear()
+    final = result()
+    if run is not None:
+        save_checkpoint()
+        run.write_json("summary.json", final.summary())
+    return final
+
+
+class _StopOnSignals:
+    """Turns SIGINT and SIGTERM into a request to stop after the current update."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.signal: Optional[str] = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:  # a second signal: stop now, as the user insists
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+
+    def __enter__(self):
+        if self.enabled:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
 
 
 def restore_learner(root_dir: str) -> Learner:
@@ -240,7 +319,7 @@ def restore_learner(root_dir: str) -> Learner:
     """
     config_path = os.path.join(root_dir, "config.json")
     if not os.path.exists(config_path):
-        raise ValueError(f"root_dir {root_dir!r} is not a run directory: it has no config.json")
+        raise InputError(f"root_dir {root_dir!r} is not a run directory: it has no config.json")
     with open(config_path) as f:
         config = Config.from_dict(json.load(f))
     envs = make_vector_env(config.env_id, 1)
@@ -250,7 +329,7 @@ def restore_learner(root_dir: str) -> Learner:
         envs.close()
     checkpointer = Checkpointer(os.path.join(root_dir, "checkpoints"), learner)
     if checkpointer.restore() is None:
-        raise ValueError(f"root_dir {root_dir!r} has no checkpoint to restore")
+        raise InputError(f"root_dir {root_dir!r} has no checkpoint to restore")
     return learner
 
 
@@ -259,7 +338,19 @@ class _RunDirectory:
 
     def __init__(self, path: str, config: Config, overwrite: bool):
         self.path = path
+        self._writer = None
         os.makedirs(path, exist_ok=True)
+        # One live run per directory. The lock dies with its process, so a killed run
+        # never leaves a stale lock behind.
+        self._lock = open(os.path.join(path, ".lock"), "a+")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.seek(0)
+            owner = self._lock.read().strip() or "unknown"
+            self._lock.close()
+            raise InputError(f"root_dir {path!r} is in use by a live run (pid {owner}); wait "
+                             "for it to finish or choose another root_dir") from None
         config_path = os.path.join(path, "config.json")
         if os.path.exists(config_path):
             with open(config_path) as f:
@@ -268,9 +359,10 @@ class _RunDirectory:
             differing = sorted(k for k in set(previous) | set(current)
                                if previous.get(k) != current.get(k))
             if differing and not overwrite:
+                self.close()
                 changes = ", ".join(f"{k}: {previous.get(k)!r} -> {current.get(k)!r}"
                                     for k in differing)
-                raise ValueError(f"root_dir {path!r} holds a run with a different config "
+                raise InputError(f"root_dir {path!r} holds a run with a different config "
                                  f"({changes}); pass overwrite=True (--overwrite) to replace "
                                  "it, or choose another root_dir")
             if differing:
@@ -280,6 +372,10 @@ class _RunDirectory:
                         shutil.rmtree(target)
                     elif os.path.exists(target):
                         os.remove(target)
+        self._lock.seek(0)
+        self._lock.truncate()
+        self._lock.write(str(os.getpid()))
+        self._lock.flush()
         self.write_json("config.json", config.to_dict())
         self._writer = tf.summary.create_file_writer(os.path.join(path, "tensorboard"))
 
@@ -334,7 +430,12 @@ class _RunDirectory:
         self._writer.flush()
 
     def close(self) -> None:
-        self._writer.close()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if not self._lock.closed:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
 
 
 class _Progress:

@@ -61,3 +61,48 @@ class BanditEnv(gym.Env):
 def vector_env(make_fns):
     """A same-step-autoreset SyncVectorEnv over the given env constructors."""
     return gym.vector.SyncVectorEnv(make_fns, autoreset_mode=AutoresetMode.SAME_STEP)
+
+
+class FaultyEnv(gym.Env):
+    """CartPole-like observations; every ``nan_every``-th episode returns NaN at step 3.
+
+    ``field`` chooses where the NaN goes: "reward" or "observation". ``huge=True`` instead
+    returns rewards near float32's maximum, so returns overflow to inf in the update.
+    """
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, field="reward", nan_every=3, huge=False):
+        self.field, self.nan_every, self.huge = field, nan_every, huge
+        self.episode = 0
+        self.t = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.episode += 1
+        self.t = 0
+        return self.np_random.normal(size=4).astype(np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        obs = self.np_random.normal(size=4).astype(np.float32)
+        reward = 3e38 if self.huge else 1.0
+        if self.episode % self.nan_every == 0 and self.t == 3:
+            if self.field == "reward":
+                reward = float("nan")
+            else:
+                obs[1] = np.inf
+        return obs, reward, self.t >= 10, False, {}
+
+
+gym.register("PgkFaultyReward-v0", entry_point=FaultyEnv, kwargs={"field": "reward"})
+gym.register("PgkFaultyObservation-v0", entry_point=FaultyEnv, kwargs={"field": "observation"})
+gym.register("PgkHugeReward-v0", entry_point=FaultyEnv, kwargs={"huge": True, "nan_every": 10**9})
+
+
+class DictActionEnv(CounterEnv):
+    action_space = gym.spaces.Dict({"a": gym.spaces.Discrete(2)})
+
+
+gym.register("PgkDictAction-v0", entry_point=DictActionEnv)

@@ -1,0 +1,63 @@
+"""What the launchers share: bad input is one line on stderr and exit code 2.
+
+Imports absl alone, so the evaluate launcher stays free of pg_keras.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable, Tuple, Type
+
+from absl import app, flags, logging
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
+def fail(name: str, message: str, code: int = EXIT_BAD_INPUT):
+    """Prints ``name: error: message`` (one line) to stderr and exits with ``code``."""
+    line = " ".join(str(message).split())
+    sys.stderr.write(f"{name}: error: {line}\n")
+    sys.stderr.flush()
+    sys.exit(code)
+
+
+def require_tensorflow_backend(name: str) -> None:
+    """Exits with a one-line error if KERAS_BACKEND names another backend than TensorFlow."""
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if backend != "tensorflow":
+        fail(name, f"pg_keras needs the TensorFlow backend of Keras; received "
+                   f"KERAS_BACKEND={backend!r}. Unset it or set KERAS_BACKEND=tensorflow.")
+
+
+def run(name: str, main: Callable, bad_input: Tuple[Type[BaseException], ...] = (),
+        failures: Tuple[Type[BaseException], ...] = ()) -> None:
+    """``absl.app.run`` with our error contract.
+
+    Args:
+        name: The launcher's name in messages.
+        main: The absl main function.
+        bad_input: Exceptions that mean bad input: one line, exit code 2.
+        failures: Exceptions that mean the work failed for a reason the message explains:
+            one line, exit code 1 (anything else keeps its traceback).
+    """
+
+    def parse(argv):
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as error:
+            fail(name, str(error).strip().splitlines()[0])
+
+    def wrapped(argv):
+        logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines drown the output.
+        if len(argv) > 1:
+            fail(name, f"unexpected arguments: {' '.join(argv[1:])}")
+        try:
+            return main(argv)
+        except bad_input as error:
+            fail(name, str(error))
+        except failures as error:
+            fail(name, str(error), EXIT_FAILED)
+
+    app.run(wrapped, flags_parser=parse)

@@ -1,0 +1,222 @@
+"""Bad input, bad data and faults: clear errors, nothing lost, nothing half-written."""
+
+import fcntl
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import pg_keras
+import toy_envs  # noqa: F401  (registers the Pgk* envs)
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+ENV = {**os.environ, "PYTHONPATH": TESTS + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def launch(*args, env=None, module="experiments.train"):
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          timeout=300, env=env or ENV)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--policy_learning_rate=-1"], "policy_learning_rate must be a positive finite number; "
+                                    "received policy_learning_rate=-1.0"),
+    (["--num_envs=abc"], "flag --num_envs=abc"),
+    (["--activation=swishy"], "received activation='swishy'"),
+    (["--env_id=CartPol-v1"], "Did you mean: `CartPole`?"),
+    (["--env_id=no_such_module:X-v0"], "names module 'no_such_module', which cannot be imported"),
+    (["--env_id=toy_envs:PgkDictAction-v0"], "unsupported action space Dict"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
+    root = tmp_path / "run"
+    run = launch(*args, f"--root_dir={root}", f"--export_dir={tmp_path / 'export'}")
+    assert run.returncode == 2, run.stderr[-2000:]
+    lines = [line for line in run.stderr.splitlines() if line.startswith("train: error:")]
+    assert len(lines) == 1 and message in lines[0], run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
+    assert not root.exists() and not (tmp_path / "export").exists()
+
+
+def test_keras_backend_other_than_tensorflow_is_refused():
+    env = {**ENV, "KERAS_BACKEND": "jax"}
+    run = launch("--total_steps=256", env=env)
+    assert run.returncode == 2
+    assert "received KERAS_BACKEND='jax'. Unset it or set KERAS_BACKEND=tensorflow" in run.stderr
+    imported = subprocess.run([sys.executable, "-c", "import pg_keras"], capture_output=True,
+                              text=True, env=env, timeout=120)
+    assert imported.returncode != 0 and "KERAS_BACKEND='jax'" in imported.stderr
+
+
+CONFIG = pg_keras.Config(total_steps=2048, num_envs=4, steps_per_update=32, eval_every=1024,
+                         eval_episodes=2)
+
+
+def test_root_dir_in_use_by_a_live_run_is_refused(tmp_path):
+    root = tmp_path / "run"
+    root.mkdir()
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.write("4242")
+        lock.flush()
+        with pytest.raises(pg_keras.InputError, match=r"in use by a live run \(pid 4242\)"):
+            pg_keras.train(CONFIG, root_dir=str(root))
+    assert sorted(os.listdir(root)) == [".lock"]
+    pg_keras.train(CONFIG, root_dir=str(root))  # the lock died with its holder
+
+
+def test_a_different_config_on_the_command_line_names_the_fields(tmp_path):
+    root = tmp_path / "run"
+    first = launch("--total_steps=512", "--eval_episodes=2", "--noexport", f"--root_dir={root}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = {p: os.path.getmtime(root / p) for p in os.listdir(root)}
+    run = launch("--total_steps=512", "--eval_episodes=2", "--gamma=0.5", "--noexport",
+                 f"--root_dir={root}")
+    assert run.returncode == 2
+    assert "different config (gamma: 0.99 -> 0.5)" in run.stderr and "--overwrite" in run.stderr
+    assert {p: os.path.getmtime(root / p) for p in os.listdir(root)} == before
+
+
+@pytest.mark.parametrize("env_id, field", [("PgkFaultyReward-v0", "reward (nan)"),
+                                           ("PgkFaultyObservation-v0", "observation")])
+def test_non_finite_env_data_stops_the_run_naming_step_and_field(tmp_path, env_id, field):
+    config = pg_keras.Config(env_id=env_id, num_envs=2, steps_per_update=16, total_steps=4096,
+                             eval_every=0, eval_episodes=1)
+    root = tmp_path / "run"
+    # The first episodes are clean: checkpoint after the first update, then the fault.
+    with pytest.raises(pg_keras.TrainingError) as error:
+        pg_keras.train(config, root_dir=str(root), checkpoint_every=32)
+    message = str(error.value)
+    assert f"returned a non-finite {field}" in message and "env step " in message
+    assert "last checkpoint is intact" in message
+    # What was saved before the fault restores, and holds finite weights.
+    learner = pg_keras.training.restore_learner(str(root))
+    assert all(np.isfinite(v.numpy()).all() for v in learner.policy_variables)
+
+
+def test_drop_mode_masks_and_counts_non_finite_episodes():
+    config = pg_keras.Config(env_id="PgkFaultyReward-v0", num_envs=2, steps_per_update=16,
+                             total_steps=1024, eval_every=0, eval_episodes=1,
+                             on_nonfinite="drop")
+    result = pg_keras.train(config)
+    assert result.history[-1]["dropped_episodes"] > 0
+    assert all(r["skipped"] == 0.0 for r in result.history)
+    assert all(np.isfinite(v.numpy()).all() for v in result.learner.policy_variables)
+    # Episodes are 10 steps of reward 1: no dropped NaN episode leaks into the returns.
+    assert all(r.get("return_mean", 10.0) == 10.0 for r in result.history)
+
+
+def test_consecutive_non_finite_updates_stop_the_run_with_remedies():
+    config = pg_keras.Config(env_id="PgkHugeReward-v0", num_envs=2, steps_per_update=16,
+                             total_steps=4096, eval_every=0, eval_episodes=1,
+                             max_consecutive_skips=3, gamma=1.0)
+    records = []
+    with pytest.raises(pg_keras.TrainingError, match="3 consecutive updates were skipped.*"
+                                                     "lower learning rate"):
+        pg_keras.train(config, on_update=records.append)
+    assert [r["skipped"] for r in records] == [1.0, 1.0, 1.0]
+
+
+def _final_variables(root):
+    reader = tf.train.load_checkpoint(os.path.join(root, "checkpoints"))
+    names = [n for n in reader.get_variable_to_shape_map()
+             if not n.startswith(("_CHECKPOINTABLE_OBJECT_GRAPH", "save_counter"))]
+    return {n: reader.get_tensor(n) for n in names}
+
+
+RUN_FLAGS = ["--total_steps=8192", "--num_envs=4", "--steps_per_update=32", "--eval_every=2048",
+             "--eval_episodes=2", "--checkpoint_every=512", "--nouse_progress_bar", "--quiet"]
+
+
+def test_random_kills_never_lose_the_run_or_the_export(tmp_path):
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    export = tmp_path / "export"
+    run = launch(*RUN_FLAGS, f"--root_dir={reference}", f"--export_dir={tmp_path / 'ref_export'}")
+    assert run.returncode == 0, run.stderr[-2000:]
+    # A previous export of this config that every later kill must leave loadable.
+    shutil_copy = subprocess.run(["cp", "-r", str(tmp_path / "ref_export"), str(export)])
+    assert shutil_copy.returncode == 0
+
+    rng = random.Random(0)
+    kills = 0
+    for _ in range(3):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "experiments.train", *RUN_FLAGS, f"--root_dir={killed}",
+             f"--export_dir={export}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+        # Kill at a random moment after the next checkpoint: while collecting, updating,
+        # writing a checkpoint, or exporting, wherever the run happens to be.
+        marker = killed / "checkpoints" / "checkpoint"
+        seen = marker.stat().st_mtime if marker.exists() else None
+        deadline = time.time() + 120
+        while process.poll() is None and time.time() < deadline and (
+                not marker.exists() or marker.stat().st_mtime == seen):
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 1.5))
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.wait()
+        # After every kill: the checkpoint directory reads, the export loads.
+        if (killed / "checkpoints" / "checkpoint").exists():
+            assert tf.train.latest_checkpoint(str(killed / "checkpoints"))
+            _final_variables(killed)
+        loaded = tf.saved_model.load(str(export))
+        assert loaded(np.zeros((1, 4), np.float32)).shape == (1,)
+    assert kills >= 1
+    run = launch(*RUN_FLAGS, f"--root_dir={killed}", f"--export_dir={export}")
+    assert run.returncode == 0, run.stderr[-2000:]
+    expected, actual = _final_variables(reference), _final_variables(killed)
+    for name in expected:
+        np.testing.assert_array_equal(expected[name], actual[name], err_msg=name)
+    assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]  # no half-written export
+    with open(killed / "metrics.jsonl") as f:
+        assert [json.loads(line)["env_steps"] for line in f] == [128 * (i + 1) for i in range(64)]
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_and_sigint_save_a_checkpoint_and_the_summary(tmp_path, signum, code):
+    root = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "experiments.train", "--total_steps=400000", "--eval_every=0",
+         "--noexport", "--nouse_progress_bar", f"--root_dir={root}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    deadline = time.time() + 120
+    while not (root / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == code, err[-2000:]
+    assert "Traceback" not in err
+    assert f"interrupted by {signal.Signals(signum).name}" in out
+    with open(root / "summary.json") as f:
+        summary = json.load(f)
+    assert summary["interrupted"] == signal.Signals(signum).name
+    assert 0 < summary["env_steps"] < 400000
+    steps_at_checkpoint = summary["env_steps"]
+    with open(root / "metrics.jsonl") as f:
+        assert json.loads(f.readlines()[-1])["env_steps"] == steps_at_checkpoint
+    assert tf.train.latest_checkpoint(str(root / "checkpoints")).endswith(
+        f"ckpt-{steps_at_checkpoint // 256}")
+
+
+def test_same_seed_same_weights_and_metrics_except_wall_clock():
+    def run(**overrides):
+        result = pg_keras.train(CONFIG.replace(**overrides))
+        records = [{k: v for k, v in r.items() if k not in ("wall_seconds", "steps_per_second")}
+                   for r in result.history]
+        return [v.numpy() for v in result.learner.policy_variables], records
+
+    weights_a, records_a = run()
+    weights_b, records_b = run()
+    assert records_a == records_b
+    for a, b in zip(weights_a, weights_b):
+        np.testing.assert_array_equal(a, b)
+    weights_c, records_c = run(seed=1)
+    assert records_c != records_a
