@@ -19,7 +19,7 @@ pull the mean back fades (clipping has the same failure, but only past the bound
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Callable, Dict, Tuple
 
 import gymnasium as gym
 import keras
@@ -32,6 +32,7 @@ from pg_keras.config import InputError
 tfd = tfp.distributions
 
 SUPPORTED_SPACES = ("Discrete", "Box", "MultiDiscrete", "MultiBinary")
+NumpySampler = Callable[[np.ndarray, np.random.Generator], Tuple[np.ndarray, np.ndarray]]
 _LOG_STD_MIN, _LOG_STD_MAX = -5.0, 2.0
 
 
@@ -69,6 +70,15 @@ class ActionHead(keras.layers.Layer):
         """The distribution's parameters by name, for export and inspection."""
         raise NotImplementedError
 
+    def numpy_sampler(self) -> NumpySampler:
+        """The head's sampling and ``to_env`` in NumPy, with the head's current weights.
+
+        For the gymnasium collector, where one TensorFlow call per env step would cost more
+        than the step. ``sampler(params, rng)`` draws from the same distribution as
+        ``distribution(params).sample()`` and returns ``(raw action, env action)``.
+        """
+        raise NotImplementedError
+
     def call(self, params):
         return self.greedy(params)
 
@@ -95,6 +105,14 @@ class CategoricalHead(ActionHead):
 
     def parameters(self, params):
         return {"logits": params}
+
+    def numpy_sampler(self):
+        start, dtype = self._start, self.space.dtype
+
+        def sample(params, rng):
+            raw = _gumbel_argmax(params, rng)
+            return raw, (raw + start).astype(dtype)
+        return sample
 
 
 class MultiCategoricalHead(ActionHead):
@@ -138,6 +156,15 @@ class MultiCategoricalHead(ActionHead):
     def parameters(self, params):
         return {"logits": self._logits(params)}
 
+    def numpy_sampler(self):
+        columns, valid = self._columns.numpy(), self._valid.numpy()
+        start, shape, dtype = self._start.numpy(), self._env_shape, self.space.dtype
+
+        def sample(params, rng):
+            raw = _gumbel_argmax(np.where(valid, params[:, columns], -np.inf), rng)
+            return raw, (raw + start).reshape((-1,) + shape).astype(dtype)
+        return sample
+
 
 class BernoulliHead(ActionHead):
     """``MultiBinary(n)``: independent Bernoulli per bit."""
@@ -162,6 +189,15 @@ class BernoulliHead(ActionHead):
 
     def parameters(self, params):
         return {"logits": params}
+
+    def numpy_sampler(self):
+        shape, dtype = self._env_shape, self.space.dtype
+
+        def sample(params, rng):
+            # P(logit + logistic noise > 0) = sigmoid(logit).
+            raw = (params + rng.logistic(size=params.shape) > 0).astype(np.int32)
+            return raw, raw.reshape((-1,) + shape).astype(dtype)
+        return sample
 
 
 class GaussianHead(ActionHead):
@@ -233,6 +269,30 @@ class GaussianHead(ActionHead):
     def parameters(self, params):
         mean, log_std = self._mean_and_log_std(params)
         return {"mean": mean, "std": tf.exp(log_std)}
+
+    def numpy_sampler(self):
+        low, high = self._env_low.numpy(), self._env_high.numpy()
+        f_low, f_high = self._low.numpy(), self._high.numpy()
+        shape, dtype, tanh = self._env_shape, self.space.dtype, self.bounds == "tanh"
+        fixed_std = None if self.state_dependent_std else np.exp(self.log_std.numpy())
+        offset = self.init_log_std
+
+        def sample(params, rng):
+            if fixed_std is None:
+                mean, log_std = np.split(params, 2, axis=-1)
+                std = np.exp(np.clip(log_std + offset, _LOG_STD_MIN, _LOG_STD_MAX))
+            else:
+                mean, std = params, fixed_std
+            raw = (mean + std * rng.standard_normal(mean.shape)).astype(np.float32)
+            action = f_low + (np.tanh(raw) + 1.0) * 0.5 * (f_high - f_low) if tanh else raw
+            action = np.clip(action.astype(dtype), low, high)
+            return raw, action.reshape((-1,) + shape)
+        return sample
+
+
+def _gumbel_argmax(logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A categorical sample per row of the last axis: argmax(logits + Gumbel noise)."""
+    return np.argmax(logits + rng.gumbel(size=logits.shape), axis=-1).astype(np.int32)
 
 
 def make_head(space: gym.Space, state_dependent_std: bool = False, init_log_std: float = 0.0,
