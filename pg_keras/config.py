@@ -17,6 +17,7 @@ OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 COLLECT_MODES = ("auto", "steps", "episodes")
 ACTION_BOUNDS = ("clip", "tanh")
 ON_NONFINITE = ("stop", "drop")
+BACKENDS = ("gymnasium", "compiled")
 
 
 class InputError(ValueError):
@@ -76,6 +77,11 @@ class Config:
             reset, and ``dropped_episodes`` counts it).
         max_consecutive_skips: Updates whose loss or gradients are not finite are skipped
             (weights and optimizer state unchanged); this many in a row stop the run.
+        backend: How experience is collected: ``gymnasium`` (any registered env, stepped
+            in Python by a gymnasium vector env) or ``compiled`` (a graph-native version
+            of the env in pg_keras.envs; rollout and update run as one ``tf.function``).
+        jit_compile: Compile the update (and, with ``backend="compiled"``, the whole
+            iteration) with XLA.
         deterministic: Enable TensorFlow's op determinism (``enable_op_determinism``), so
             runs repeat bit for bit on any device, at some speed cost. On the CPU, runs of
             the same seed repeat without it.
@@ -109,6 +115,8 @@ class Config:
     eval_episodes: int = 20
     on_nonfinite: str = "stop"
     max_consecutive_skips: int = 10
+    backend: str = "gymnasium"
+    jit_compile: bool = False
     deterministic: bool = False
 
     def __post_init__(self):
@@ -152,12 +160,13 @@ class Config:
         if not _is_real(self.init_log_std):
             fail("init_log_std", "a finite number")
         for name in ("baseline", "normalize_advantages", "normalize_returns", "gamma_weighting",
-                     "normalize_observations", "state_dependent_std", "deterministic"):
+                     "normalize_observations", "state_dependent_std", "deterministic",
+                     "jit_compile"):
             if not isinstance(getattr(self, name), bool):
                 fail(name, "True or False")
         for name, choices in (("optimizer", OPTIMIZERS), ("activation", ACTIVATIONS),
                               ("collect_mode", COLLECT_MODES), ("action_bounds", ACTION_BOUNDS),
-                              ("on_nonfinite", ON_NONFINITE)):
+                              ("on_nonfinite", ON_NONFINITE), ("backend", BACKENDS)):
             if getattr(self, name) not in choices:
                 fail(name, "one of " + ", ".join(repr(c) for c in choices))
         for name in ("hidden_sizes", "value_hidden_sizes"):

@@ -221,7 +221,8 @@ class Learner(tf.Module):
         # Sampling stream for collection; its state is checkpointed with the rest.
         self.rng = tf.random.Generator.from_seed(config.seed + 104729)
         self.batch_spec = batch_spec(config, observation_space, self.head)
-        self.train_step = tf.function(self._train_step, input_signature=[self.batch_spec])
+        self.train_step = tf.function(self._train_step, input_signature=[self.batch_spec],
+                                      jit_compile=config.jit_compile)
         obs_spec = tf.TensorSpec((None,) + tuple(observation_space.shape),
                                  observation_dtype(observation_space))
         self.collect_step = tf.function(self._collect_step, input_signature=[obs_spec])

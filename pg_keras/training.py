@@ -156,13 +156,21 @@ def train(config: Config, *, root_dir: Optional[str] = None,
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
-    envs = make_vector_env(config.env_id, config.num_envs)
+    compiled = config.backend == "compiled"
+    if compiled:
+        from pg_keras.envs.collector import CompiledCollector, make_compiled_env
+
+        graph_env = make_compiled_env(config.env_id)
+    envs = make_vector_env(config.env_id, 1 if compiled else config.num_envs)
     run = None
     try:
         # Everything that can refuse the input is built before anything is written.
         learner = Learner(config, envs.single_observation_space, envs.single_action_space,
                           policy_network, value_network)
-        collector = Collector(envs, learner, config)
+        if compiled:
+            collector = CompiledCollector(graph_env, learner, config)
+        else:
+            collector = Collector(envs, learner, config)
         if root_dir:
             run = _RunDirectory(root_dir, config, overwrite)
         with _StopOnSignals(enabled=handle_signals) as stop:
@@ -230,12 +238,16 @@ def _loop(config, learner, collector, run, checkpoint_every, target_return, on_u
 
     while collector.total_steps < config.total_steps:
         tick = time.perf_counter()
-        try:
-            batch, env_steps = collector.collect()
-        except NonFiniteError as error:
-            raise TrainingError(f"{error}; the run stopped, its last checkpoint is intact "
-                                "(set on_nonfinite='drop' to drop such episodes instead)") from None
-        metrics = learner.train_step(batch)
+        if isinstance(collector, Collector):
+            try:
+                batch, env_steps = collector.collect()
+            except NonFiniteError as error:
+                raise TrainingError(f"{error}; the run stopped, its last checkpoint is intact "
+                                    "(set on_nonfinite='drop' to drop such episodes "
+                                    "instead)") from None
+            metrics = learner.train_step(batch)
+        else:
+            metrics, env_steps = collector.iterate()
         episode_returns, episode_lengths = collector.pop_episodes()
         record = {k: float(v) for k, v in metrics.items()}
         now = time.perf_counter()
