@@ -36,13 +36,9 @@ def discounted_returns(rewards, continues, bootstrap, gamma) -> tf.Tensor:
     continues = _cut_last_row(continues)
     bootstrap = tf.convert_to_tensor(bootstrap, tf.float32)
     gamma = tf.cast(gamma, tf.float32)
-
-    def step(next_return, inputs):
-        reward, cont, boot = inputs
-        return reward + gamma * (cont * next_return + (1.0 - cont) * boot)
-
-    return tf.scan(step, (rewards, continues, bootstrap),
-                   initializer=tf.zeros_like(rewards[0]), reverse=True)
+    # G_t = x_t + gamma * c_t * G_{t+1}, with what lies past a boundary folded into x_t.
+    beyond = tf.where(continues > 0, tf.zeros_like(bootstrap), bootstrap)
+    return discounted_reverse_cumsum(rewards + gamma * beyond, continues, gamma)
 
 
 def generalized_advantages(rewards, values, continues, bootstrap, gamma, lam):
@@ -74,13 +70,50 @@ def generalized_advantages(rewards, values, continues, bootstrap, gamma, lam):
     next_values = continues * next_values + (1.0 - continues) * bootstrap
     deltas = rewards + gamma * next_values - values
 
-    def step(next_advantage, inputs):
-        delta, cont = inputs
-        return delta + gamma * lam * cont * next_advantage
-
-    advantages = tf.scan(step, (deltas, continues),
-                         initializer=tf.zeros_like(rewards[0]), reverse=True)
+    advantages = discounted_reverse_cumsum(deltas, continues, gamma * lam)
     return advantages, advantages + values
+
+
+# Up to this many [T, T, B] entries, the sum is one masked matrix product; past it, a scan.
+_MATRIX_MAX_ELEMENTS = 1 << 22
+
+
+def discounted_reverse_cumsum(x, continues, factor) -> tf.Tensor:
+    """y_t = x_t + factor * continues_t * y_{t+1}, with y_T = 0, along the time axis.
+
+    Both returns and GAE are this sum. For the segment lengths of an update (T up to a few
+    hundred) it is computed as one product with the [T, T, B] matrix of weights
+    factor^(k-t) over the steps k >= t of the same episode: a scan runs T dependent graph
+    steps, which costs far more than the arithmetic here. Longer batches use the scan.
+
+    Args:
+        x: [T, B] float32.
+        continues: [T, B] float32 of 0s and 1s.
+        factor: scalar.
+
+    Returns:
+        [T, B] float32.
+    """
+    x = tf.convert_to_tensor(x, tf.float32)
+    continues = tf.cast(continues, tf.float32)
+    factor = tf.cast(factor, tf.float32)
+    steps, batch = x.shape[0], x.shape[1]
+    if steps is None or batch is None or steps * steps * batch > _MATRIX_MAX_ELEMENTS:
+        def step(following, inputs):
+            value, cont = inputs
+            return value + factor * cont * following
+
+        return tf.scan(step, (x, continues), initializer=tf.zeros_like(x[0]), reverse=True)
+    # Steps t and k (k >= t) are in the same episode when no boundary lies in t..k-1,
+    # i.e. when they have the same count of boundaries before them.
+    episode = tf.math.cumsum(1.0 - continues, axis=0, exclusive=True)  # [T, B]
+    same = tf.equal(episode[:, None, :], episode[None, :, :])  # [t, k, B]
+    lag = tf.range(steps, dtype=tf.float32)
+    lag = lag[None, :] - lag[:, None]  # k - t
+    # factor ** lag, with 0 ** 0 = 1 (factor may be 0: gamma = 0 or lambda = 0).
+    powers = tf.where(lag > 0, tf.pow(factor, tf.maximum(lag, 1.0)), tf.ones_like(lag))
+    weights = tf.where(same & (lag >= 0)[:, :, None], powers[:, :, None], 0.0)
+    return tf.einsum("tkb,kb->tb", weights, x)
 
 
 def first_episode_mask(dones) -> tf.Tensor:

@@ -288,3 +288,21 @@ def test_step_discounts():
     np.testing.assert_array_equal(returns.step_discounts(steps, 0.0).numpy(),
                                   [[1, 0, 0], [0, 1, 0]])
     np.testing.assert_array_equal(returns.step_discounts(steps, 1.0).numpy(), np.ones((2, 3)))
+
+
+@pytest.mark.parametrize("factor", [0.0, 0.5, 0.97, 1.0])
+def test_matrix_and_scan_forms_of_the_discounted_sum_agree(monkeypatch, factor):
+    """Short batches use a masked matrix product, long ones a scan: both are the recursion."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40, 7)).astype(np.float32)
+    continues = (rng.random((40, 7)) > 0.15).astype(np.float32)
+    expected = np.zeros_like(x)
+    following = np.zeros(7, np.float32)
+    for t in reversed(range(40)):
+        following = x[t] + factor * continues[t] * following
+        expected[t] = following
+    matrix = returns.discounted_reverse_cumsum(x, continues, factor).numpy()
+    monkeypatch.setattr(returns, "_MATRIX_MAX_ELEMENTS", 0)
+    scan = returns.discounted_reverse_cumsum(x, continues, factor).numpy()
+    np.testing.assert_allclose(matrix, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scan, expected, rtol=1e-5, atol=1e-5)
