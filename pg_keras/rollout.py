@@ -95,7 +95,6 @@ class _NumpyNetwork:
             else:
                 self._plan.append((layer.kernel, layer.bias if layer.use_bias else None,
                                    _NUMPY_ACTIVATIONS[layer.get_config()["activation"]]))
-        self.refresh()
 
     @staticmethod
     def supports(network) -> bool:
@@ -110,9 +109,15 @@ class _NumpyNetwork:
                 return False
         return True
 
-    def refresh(self) -> None:
+    def variables(self) -> list:
+        """The variables :meth:`refresh` reads, in order."""
+        return [v for step in self._plan if step is not None for v in step[:2] if v is not None]
+
+    def refresh(self, values) -> None:
+        """Takes the current values of :meth:`variables` (read together, in one call)."""
+        values = iter(values)
         self._weights = [None if step is None else
-                         (step[0].numpy(), 0.0 if step[1] is None else step[1].numpy(), step[2])
+                         (next(values), 0.0 if step[1] is None else next(values), step[2])
                          for step in self._plan]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -150,6 +155,14 @@ class NumpyPolicy:
         self._value = None
         if policy.value_network is not None and _NumpyNetwork.supports(policy.value_network):
             self._value = _NumpyNetwork(policy.value_network)
+        # Reading a variable from Python costs ~40 microseconds; one call reads them all.
+        networks = [self._network] + ([self._value] if self._value is not None else [])
+        variables = [v for n in networks for v in n.variables()]
+        normalizer = policy.normalizer
+        if normalizer is not None:
+            variables += [normalizer.mean, normalizer.variance]
+        self._read = tf.function(lambda: ([tf.convert_to_tensor(v) for v in variables],
+                                          policy.return_scale()))
         self.refresh()
 
     @staticmethod
@@ -163,15 +176,20 @@ class NumpyPolicy:
 
     def refresh(self) -> None:
         """Reads the current weights, normalizer statistics and head state."""
-        self._network.refresh()
+        tensors, scale = self._read()
+        values = [t.numpy() for t in tensors]
+        count = len(self._network.variables())
+        self._network.refresh(values[:count])
         if self._value is not None:
-            self._value.refresh()
-            self._value_scale = float(self.policy.return_scale().numpy())
+            value_count = len(self._value.variables())
+            self._value.refresh(values[count:count + value_count])
+            count += value_count
+            self._value_scale = float(scale.numpy())
         normalizer = self.policy.normalizer
         self._normalizer = None
         if normalizer is not None:
-            self._normalizer = (normalizer.mean.numpy(),
-                                1.0 / np.sqrt(normalizer.variance.numpy() + normalizer.epsilon),
+            mean, variance = values[count:count + 2]
+            self._normalizer = (mean, 1.0 / np.sqrt(variance + normalizer.epsilon),
                                 normalizer.clip)
         self._sample = self.policy.head.numpy_sampler()
 
