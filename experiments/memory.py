@@ -1,0 +1,57 @@
+"""Peak memory (RSS) over a long run, to catch steady growth.
+
+    python -m experiments.memory --total_steps=1000000 --checkpoints=250000,1000000
+
+Trains CartPole-v1 (or --env_id) and prints the process's peak resident set size and
+the train step's trace count at each checkpoint, one JSON line each. Steady growth
+between 250k and 1M steps would show a leak (a retrace per update, a growing buffer, a
+history kept in the graph); the trace count must stay at 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import flags  # noqa: E402
+
+from experiments import cli  # noqa: E402
+
+cli.require_tensorflow_backend("memory")
+
+import pg_keras  # noqa: E402
+
+flags.DEFINE_string("env_id", "CartPole-v1", "Gymnasium env id.")
+flags.DEFINE_integer("total_steps", 1_000_000, "Env steps.")
+flags.DEFINE_list("checkpoints", ["250000", "1000000"], "Env steps at which to report.")
+flags.DEFINE_string("backend", "gymnasium", "gymnasium or compiled.")
+FLAGS = flags.FLAGS
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def main(argv):
+    marks = sorted(int(c) for c in FLAGS.checkpoints)
+    config = pg_keras.Config(env_id=FLAGS.env_id, total_steps=FLAGS.total_steps, eval_every=0,
+                             eval_episodes=5, backend=FLAGS.backend)
+    state = {"next": 0, "learner": None}
+
+    def on_update(record):
+        while state["next"] < len(marks) and record["env_steps"] >= marks[state["next"]]:
+            print(json.dumps({"env_steps": int(record["env_steps"]),
+                              "peak_rss_mib": round(peak_rss_mib(), 1),
+                              "wall_seconds": round(record["wall_seconds"], 1)}), flush=True)
+            state["next"] += 1
+
+    result = pg_keras.train(config, on_update=on_update)
+    print(json.dumps({"train_step_traces": result.learner.train_step.experimental_get_tracing_count(),
+                      "history_records": len(result.history), "cpu_cores": os.cpu_count()}))
+
+
+if __name__ == "__main__":
+    cli.run("memory", main, bad_input=(pg_keras.InputError,))
