@@ -30,7 +30,6 @@ cli.require_tensorflow_backend("benchmark")
 
 import gymnasium as gym  # noqa: E402
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import pg_keras  # noqa: E402
