@@ -143,9 +143,10 @@ def train(config: Config, *, root_dir: Optional[str] = None,
         TrainingError: when training cannot go on (non-finite env data, or
             ``max_consecutive_skips`` non-finite updates in a row).
     """
+    spec = gym.spec(split_env_id(config.env_id))  # an unknown env id fails here, first
     if target_return is None:
-        target_return = reward_threshold(config.env_id)
-    time_limit = gym.spec(split_env_id(config.env_id)).max_episode_steps
+        target_return = spec.reward_threshold
+    time_limit = spec.max_episode_steps
     if (config.resolved_collect_mode == "episodes" and time_limit
             and time_limit > config.steps_per_update):
         warnings.warn(
