@@ -82,9 +82,11 @@ def wrap_angle(x: tf.Tensor) -> tf.Tensor:
 def _check_seed(seed) -> tf.Tensor:
     seed = tf.convert_to_tensor(seed)
     if not seed.dtype.is_integer:
-        raise ValueError(f"seed must be an integer tensor of shape [2]; received dtype {seed.dtype.name}")
+        raise ValueError("seed must be an integer tensor of shape [2]; received dtype "
+                         f"{seed.dtype.name}")
     if seed.shape.rank is not None and seed.shape.as_list() != [2]:
-        raise ValueError(f"seed must be an integer tensor of shape [2]; received shape {seed.shape}")
+        raise ValueError("seed must be an integer tensor of shape [2]; received shape "
+                         f"{seed.shape}")
     return seed
 
 

@@ -35,5 +35,6 @@ def make(env_id: str, max_episode_steps: int | None = None) -> Env:
             positive integer.
     """
     if env_id not in REGISTRY:
-        raise ValueError(f"No graph-native env for env_id={env_id!r}; available: {', '.join(ids())}")
+        raise ValueError(f"No graph-native env for env_id={env_id!r}; available: "
+                         f"{', '.join(ids())}")
     return REGISTRY[env_id](max_episode_steps=max_episode_steps)
