@@ -29,6 +29,7 @@ def test_cartpole_bar_four_of_five_seeds_solve_within_50k():
 
 
 @pytest.mark.slow
-def test_acrobot_bar_with_baseline_within_500k():
-    result = pg_keras.train(_config_from_flagfile("acrobot.cfg", seed=0))
-    assert result.solved_at is not None and result.solved_at <= 500_000, result.evaluations
+def test_acrobot_bar_with_baseline_within_500k_for_three_of_five_seeds():
+    solved = [pg_keras.train(_config_from_flagfile("acrobot.cfg", seed=seed)).solved_at
+              for seed in range(5)]
+    assert sum(s is not None and s <= 500_000 for s in solved) >= 3, solved
