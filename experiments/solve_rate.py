@@ -30,9 +30,15 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
+from experiments import cli  # noqa: E402
+
+cli.require_tensorflow_backend("solve_rate")
+
+import pg_keras  # noqa: E402
 from experiments.config_flags import config_from_flags, define_config_flags  # noqa: E402
+from pg_keras.training import reward_threshold  # noqa: E402
 
 define_config_flags()
 flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds to train with, one run each.")
@@ -41,14 +47,6 @@ flags.DEFINE_float("target", None, "Mean evaluation return that counts as solved
 flags.DEFINE_bool("verbose", False, "Print a line at each evaluation while training.")
 flags.DEFINE_string("output", None, "Also append the JSON lines to this file.")
 FLAGS = flags.FLAGS
-
-
-def first_solve(evaluations, target: float):
-    """Env steps of the first evaluation whose mean return reaches ``target``, or None."""
-    for evaluation in evaluations:
-        if evaluation.mean_return >= target:
-            return evaluation.env_steps
-    return None
 
 
 def summarize(rows, target: float) -> dict:
@@ -71,31 +69,24 @@ def summarize(rows, target: float) -> dict:
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
         seeds = [int(s) for s in FLAGS.seeds]
     except ValueError:
-        raise app.UsageError(f"seeds must be comma-separated non-negative integers; received "
-                             f"--seeds={','.join(FLAGS.seeds)}") from None
+        raise pg_keras.InputError(f"seeds must be comma-separated non-negative integers; "
+                                  f"received --seeds={','.join(FLAGS.seeds)}") from None
     if not seeds:
-        raise app.UsageError("seeds must name at least one seed; received --seeds=''")
-    try:
-        config = config_from_flags()
-        configs = [config.replace(seed=seed) for seed in seeds]
-    except ValueError as error:
-        raise app.UsageError(str(error)) from None
+        raise pg_keras.InputError("seeds must name at least one seed; received --seeds=''")
+    config = config_from_flags()
+    configs = [config.replace(seed=seed) for seed in seeds]
     if config.eval_every == 0:
-        raise app.UsageError("the protocol evaluates during training; received --eval_every=0")
-    import pg_keras  # Imported late: TensorFlow's start-up is slow; bad flags fail fast.
-    from pg_keras.training import reward_threshold
-
+        raise pg_keras.InputError("the protocol evaluates during training; received "
+                                  "--eval_every=0")
     target = FLAGS.target
     if target is None:
         target = reward_threshold(config.env_id)
         if target is None:
-            raise app.UsageError(f"{config.env_id} has no registered reward_threshold; "
-                                 "pass --target")
+            raise pg_keras.InputError(f"{config.env_id} has no registered reward_threshold; "
+                                      "pass --target")
 
     def emit(row):
         line = json.dumps(row)
@@ -107,12 +98,12 @@ def main(argv):
     rows = []
     for seed_config in configs:
         start = time.perf_counter()
-        result = pg_keras.train(seed_config, verbose=FLAGS.verbose)
+        result = pg_keras.train(seed_config, target_return=target, verbose=FLAGS.verbose)
         wall = time.perf_counter() - start
         means = [e.mean_return for e in result.evaluations]
         row = {
             "seed": seed_config.seed,
-            "solved_at": first_solve(result.evaluations, target),
+            "solved_at": result.solved_at,
             "best_eval": round(max(means), 2),
             "final_eval": round(means[-1], 2),
             "env_steps": result.env_steps,
@@ -126,4 +117,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run("solve_rate", main, bad_input=(pg_keras.InputError,))

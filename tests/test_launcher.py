@@ -151,3 +151,22 @@ def test_env_registered_by_an_imported_module_trains(tmp_path, monkeypatch):
                          timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "MyCartPole-v7" in run.stdout
+
+
+def test_solve_rate_reports_each_seed_and_a_summary(tmp_path):
+    import json
+
+    out = tmp_path / "rows.jsonl"
+    run = subprocess.run([sys.executable, "-m", "experiments.solve_rate", "--seeds=0,1",
+                          "--total_steps=2048", "--eval_every=1024", "--eval_episodes=2",
+                          "--target=5", f"--output={out}"], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r.get("seed") for r in rows[:2]] == [0, 1] and rows[2]["summary"]
+    # Every CartPole episode lasts more than 5 steps: both seeds "solve" at the first evaluation.
+    assert [r["solved_at"] for r in rows[:2]] == [1024, 1024]
+    assert rows[2]["solved"] == 2 and rows[2]["median_solved_at"] == 1024
+    bad = subprocess.run([sys.executable, "-m", "experiments.solve_rate", "--seeds=a"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "received --seeds=a" in bad.stderr
