@@ -4,13 +4,18 @@
     python -m experiments.benchmark --quick    # a smoke run (CI)
 
 Prints one JSON line per configuration: env id, path, num_envs, env steps per second with
-learning (median of ``--repeats`` timed repetitions after a warm-up), and the reference
-measured in the same process just before:
+learning, and the reference measured in the same process:
 
 * gymnasium path: the vector env itself, ``gym.make_vec(env_id, num_envs, "sync")`` stepped
   with random actions and no learning (also ``"async"``, for costly envs);
 * compiled path: the same policy network, compiled the same way, mapping ``num_envs``
   observations to sampled actions in a ``tf.while_loop`` with no env and no learning.
+
+The machine may be shared and its speed drift, so the reference and the training are
+timed in alternation (reference, training, reference, training, ...) after a warm-up of
+each: noise then hits both sides of a pair alike. Each line gives the median rate of each
+side over ``--repeats`` pairs and ``fraction_of_reference``, the median of the per-pair
+ratios (with their range).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import json
 import os
 import statistics
 import time
+from typing import Callable, Dict, List, NamedTuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -37,8 +43,11 @@ from pg_keras.envs.collector import CompiledCollector, make_compiled_env  # noqa
 
 flags.DEFINE_bool("quick", False, "A few seconds per configuration, for a smoke run.")
 flags.DEFINE_list("paths", ["gymnasium", "compiled"], "Which paths to measure.")
-flags.DEFINE_integer("repeats", 5, "Timed repetitions (the median is reported).")
-flags.DEFINE_bool("async_reference", True, "Also time the async vector env (gymnasium path).")
+flags.DEFINE_list("env_ids", [], "Only these env ids (default: all).")
+flags.DEFINE_list("num_envs", [], "Only these numbers of envs (default: all).")
+flags.DEFINE_integer("repeats", 7, "Timed (reference, training) pairs; medians reported.")
+flags.DEFINE_bool("async_reference", True, "Also time the async vector env (gymnasium).")
+flags.DEFINE_list("jit_compile", ["false", "true"], "Compiled path: without, with XLA.")
 FLAGS = flags.FLAGS
 
 # (env id, num_envs, steps per update) of the gymnasium path.
@@ -47,55 +56,79 @@ GYMNASIUM = [("CartPole-v1", 16, 32), ("CartPole-v1", 64, 32), ("Acrobot-v1", 16
 COMPILED = [("CartPole-v1", n, 32) for n in (16, 256, 2048, 8192)]
 
 
-def _median_rate(run, steps_per_call: int, repeats: int, calls: int) -> float:
-    run()  # warm-up: traces, first allocations
-    rates = []
+class Timed(NamedTuple):
+    """Something to time: ``run()`` takes ``env_steps`` env steps (or their equivalent)."""
+
+    run: Callable[[], object]
+    env_steps: int
+
+
+def interleaved_rates(subjects: Dict[str, Timed], repeats: int,
+                      clock: Callable[[], float] = time.perf_counter) -> Dict[str, List[float]]:
+    """Times each subject once per round, in alternation, after one warm-up call of each.
+
+    Args:
+        subjects: what to time, by name; each round times them in this order.
+        repeats: number of rounds.
+        clock: seconds, monotonic.
+
+    Returns:
+        name -> [repeats] env steps per second, round by round (so entry r of two
+        subjects was measured back to back).
+    """
+    for subject in subjects.values():
+        subject.run()  # warm-up: traces, first allocations
+    rates: Dict[str, List[float]] = {name: [] for name in subjects}
     for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            run()
-        rates.append(steps_per_call * calls / (time.perf_counter() - start))
-    return statistics.median(rates)
+        for name, subject in subjects.items():
+            start = clock()
+            subject.run()
+            rates[name].append(subject.env_steps / (clock() - start))
+    return rates
 
 
-def vector_env_rate(env_id: str, num_envs: int, mode: str, repeats: int, steps: int) -> float:
-    """Env steps per second of gymnasium's own vector env, random actions, no learning."""
+def summarize(rates: List[float], reference: List[float]) -> dict:
+    """Median rates of both sides and the median (and range) of the per-round ratios."""
+    ratios = [r / ref for r, ref in zip(rates, reference)]
+    return {"steps_per_second": round(statistics.median(rates)),
+            "reference_steps_per_second": round(statistics.median(reference)),
+            "fraction_of_reference": round(statistics.median(ratios), 3),
+            "fraction_range": [round(min(ratios), 3), round(max(ratios), 3)]}
+
+
+def vector_env(env_id: str, num_envs: int, mode: str, vector_steps: int):
+    """(gymnasium's own vector env stepped with random actions, no learning; its env)."""
     envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode)
-    try:
-        envs.reset(seed=0)
-        envs.action_space.seed(0)
-        actions = [envs.action_space.sample() for _ in range(64)]
-        count = [0]
+    envs.reset(seed=0)
+    envs.action_space.seed(0)
+    actions = [envs.action_space.sample() for _ in range(64)]
+    count = [0]
 
-        def run():
-            for _ in range(steps):
-                envs.step(actions[count[0] % 64])
-                count[0] += 1
-        return _median_rate(run, steps * num_envs, repeats, 1)
-    finally:
-        envs.close()
+    def run():
+        for _ in range(vector_steps):
+            envs.step(actions[count[0] % 64])
+            count[0] += 1
+    return Timed(run, vector_steps * num_envs), envs
 
 
-def gymnasium_train_rate(env_id, num_envs, steps, repeats, iterations) -> float:
+def gymnasium_training(env_id: str, num_envs: int, steps: int, updates: int):
+    """(collection and update on our vector env, as training.train runs them; its env)."""
     config = pg_keras.Config(env_id=env_id, num_envs=num_envs, steps_per_update=steps,
                              total_steps=10**9, eval_every=0)
     keras.utils.set_random_seed(0)
     envs = pg_keras.make_vector_env(env_id, num_envs)
-    try:
-        learner = pg_keras.Learner(config, envs.single_observation_space,
-                                   envs.single_action_space)
-        collector = pg_keras.Collector(envs, learner, config)
+    learner = pg_keras.Learner(config, envs.single_observation_space, envs.single_action_space)
+    collector = pg_keras.Collector(envs, learner, config)
 
-        def run():
+    def run():
+        for _ in range(updates):
             batch, _ = collector.collect()
             learner.train_step(batch)
-        return _median_rate(run, num_envs * steps, repeats, iterations)
-    finally:
-        envs.close()
+    return Timed(run, updates * num_envs * steps), envs
 
 
-def compiled_rates(env_id, num_envs, steps, repeats, iterations, jit_compile):
-    """(training rate, policy-inference limit) of the compiled path."""
+def compiled_subjects(env_id, num_envs, steps, iterations, jit_compile) -> Dict[str, Timed]:
+    """The policy-inference limit and the compiled training iteration."""
     config = pg_keras.Config(env_id=env_id, num_envs=num_envs, steps_per_update=steps,
                              total_steps=10**9, eval_every=0, backend="compiled",
                              jit_compile=jit_compile)
@@ -103,8 +136,6 @@ def compiled_rates(env_id, num_envs, steps, repeats, iterations, jit_compile):
     env = make_compiled_env(env_id)
     learner = pg_keras.Learner(config, env.observation_space, env.action_space)
     collector = CompiledCollector(env, learner, config)
-    train = _median_rate(lambda: collector.iterate_fn(), num_envs * steps, repeats, iterations)
-
     policy = learner.policy
     observations = tf.random.normal([num_envs] + list(env.observation_space.shape))
 
@@ -116,45 +147,72 @@ def compiled_rates(env_id, num_envs, steps, repeats, iterations, jit_compile):
         return tf.while_loop(lambda t, _: t < steps, body, (tf.constant(0), tf.constant(0.0)))
 
     infer = tf.function(inference, jit_compile=jit_compile)
-    limit = _median_rate(lambda: infer()[1].numpy(), num_envs * steps, repeats, iterations)
-    return train, limit
+
+    def run_inference():
+        for _ in range(iterations):
+            infer()[1].numpy()
+
+    def run_training():
+        for _ in range(iterations):
+            collector.iterate_fn()[0]["loss"].numpy()
+    env_steps = iterations * num_envs * steps
+    return {"reference": Timed(run_inference, env_steps),
+            "training": Timed(run_training, env_steps)}
+
+
+def _selected(configurations):
+    return [(env_id, num_envs, steps) for env_id, num_envs, steps in configurations
+            if (not FLAGS.env_ids or env_id in FLAGS.env_ids)
+            and (not FLAGS.num_envs or str(num_envs) in FLAGS.num_envs)]
 
 
 def main(argv):
     quick = FLAGS.quick
     repeats = 2 if quick else FLAGS.repeats
-    machine = {"cpu_cores": os.cpu_count(), "gpu": bool(tf.config.list_physical_devices("GPU"))}
+    machine = {"cpu_cores": os.cpu_count(), "gpu": bool(tf.config.list_physical_devices("GPU")),
+               "pairs": repeats}
     if "gymnasium" in FLAGS.paths:
-        for env_id, num_envs, steps in GYMNASIUM[:1] if quick else GYMNASIUM:
+        for env_id, num_envs, steps in _selected(GYMNASIUM[:1] if quick else GYMNASIUM):
+            updates = 3 if quick else 20
             try:
                 gym.spec(env_id)
-                raw = vector_env_rate(env_id, num_envs, "sync", repeats, 200 if quick else 1000)
+                reference, raw_envs = vector_env(env_id, num_envs, "sync", updates * steps)
             except (gym.error.Error, ImportError) as error:
                 print(json.dumps({"env_id": env_id, "path": "gymnasium", "skipped": str(error)}))
                 continue
-            train = gymnasium_train_rate(env_id, num_envs, steps, repeats, 3 if quick else 20)
-            record = {"env_id": env_id, "path": "gymnasium", "num_envs": num_envs,
-                      "steps_per_update": steps, "steps_per_second": round(train),
-                      "reference": "vector env, sync, random actions",
-                      "reference_steps_per_second": round(raw),
-                      "fraction_of_reference": round(train / raw, 3), **machine}
+            training, train_envs = gymnasium_training(env_id, num_envs, steps, updates)
+            subjects = {"reference": reference, "training": training}
+            opened = [raw_envs, train_envs]
             if FLAGS.async_reference and not quick:
+                subjects["async"], async_envs = vector_env(env_id, num_envs, "async",
+                                                           updates * steps)
+                opened.append(async_envs)
+            try:
+                rates = interleaved_rates(subjects, repeats)
+            finally:
+                for envs in opened:
+                    envs.close()
+            record = {"env_id": env_id, "path": "gymnasium", "num_envs": num_envs,
+                      "steps_per_update": steps,
+                      "reference": "vector env, sync, random actions",
+                      **summarize(rates["training"], rates["reference"]), **machine}
+            if "async" in rates:
                 record["async_reference_steps_per_second"] = round(
-                    vector_env_rate(env_id, num_envs, "async", repeats, 1000))
+                    statistics.median(rates["async"]))
             print(json.dumps(record), flush=True)
     if "compiled" in FLAGS.paths:
-        for env_id, num_envs, steps in COMPILED[:2] if quick else COMPILED:
-            for jit_compile in (False,) if quick else (False, True):
+        jit_options = [False] if quick else [
+            value.strip().lower() in ("true", "1", "yes") for value in FLAGS.jit_compile]
+        for env_id, num_envs, steps in _selected(COMPILED[:2] if quick else COMPILED):
+            for jit_compile in jit_options:
                 iterations = 2 if quick else max(3, 200_000 // (num_envs * steps))
-                train, limit = compiled_rates(env_id, num_envs, steps, repeats, iterations,
-                                              jit_compile)
+                rates = interleaved_rates(
+                    compiled_subjects(env_id, num_envs, steps, iterations, jit_compile), repeats)
                 print(json.dumps({
                     "env_id": env_id, "path": "compiled", "jit_compile": jit_compile,
                     "num_envs": num_envs, "steps_per_update": steps,
-                    "steps_per_second": round(train),
                     "reference": "policy inference alone, compiled the same way",
-                    "reference_steps_per_second": round(limit),
-                    "fraction_of_reference": round(train / limit, 3), **machine}), flush=True)
+                    **summarize(rates["training"], rates["reference"]), **machine}), flush=True)
 
 
 if __name__ == "__main__":
