@@ -97,8 +97,11 @@ def export_policy(policy: Policy, export_dir: str | os.PathLike, *, config: Opti
     module, signatures = _build_module(policy)
     parent = os.path.dirname(export_dir)
     os.makedirs(parent, exist_ok=True)
-    # Same parent, hence same filesystem: the renames below are atomic.
-    temp_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.tmp-", dir=parent)
+    _remove_abandoned_temp_dirs(export_dir)
+    # Same parent, hence same filesystem: the renames below are atomic. The pid in the
+    # name tells a later export whether the writer is still alive.
+    temp_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.tmp-{os.getpid()}-",
+                                dir=parent)
     try:
         tf.saved_model.save(module, temp_dir, signatures=signatures)
         # mkdtemp makes the directory private (0700); an export is for others to read.
@@ -132,6 +135,27 @@ def load_policy(path: str | os.PathLike):
         network), and ``loaded.signatures``.
     """
     return tf.saved_model.load(os.fspath(path))
+
+
+def _remove_abandoned_temp_dirs(export_dir: str) -> None:
+    """Deletes the temporary directories of exports to ``export_dir`` whose process died
+    (a kill in the middle of writing leaves one behind)."""
+    prefix = f".{os.path.basename(export_dir)}.tmp-"
+    parent = os.path.dirname(export_dir)
+    for name in os.listdir(parent) if os.path.isdir(parent) else ():
+        pid = name[len(prefix):].split("-", 1)[0]
+        if name.startswith(prefix) and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def _check_target(export_dir: str, overwrite: bool) -> None:

@@ -356,6 +356,22 @@ def test_crash_while_saving_keeps_the_previous_export(env_dir, tmp_path, monkeyp
     np.testing.assert_array_equal(model.greedy(observations).numpy(), expected)
 
 
+def test_a_killed_exports_temp_dir_is_removed_by_the_next_export(env_dir, tmp_path):
+    """SIGKILL in the middle of writing leaves a temp dir; the next export deletes it, and
+    leaves alone the temp dir of a writer that is still alive."""
+    _, learner = _grid_learner(seed=14)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    abandoned = tmp_path / f".model.tmp-{dead.pid}-abc123"
+    (abandoned / "variables").mkdir(parents=True)
+    live = tmp_path / f".model.tmp-{os.getpid()}-def456"
+    live.mkdir()
+    other = tmp_path / f".other.tmp-{dead.pid}-ghi789"  # another export's: not ours to touch
+    other.mkdir()
+    export_policy(learner.policy, tmp_path / "model")
+    assert sorted(os.listdir(tmp_path)) == sorted(["model", live.name, other.name])
+
+
 def test_failed_rename_puts_the_previous_export_back(env_dir, tmp_path, monkeypatch):
     _, learner = _grid_learner(seed=13)
     target = tmp_path / "model"
