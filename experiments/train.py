@@ -6,6 +6,10 @@
 Every pg_keras.Config field is a flag (``--helpfull`` lists them). The run directory
 (``--root_dir``) holds the config, metrics, TensorBoard events, checkpoints and a summary;
 running the same command again resumes from its last checkpoint.
+
+Several workers train one policy together (synchronous data parallelism on tf.distribute):
+start the same command on each, with ``--strategy=multi_worker`` and a ``TF_CONFIG`` that
+describes the group and names the worker (see the README).
 """
 
 from __future__ import annotations
@@ -36,6 +40,13 @@ flags.DEFINE_bool("overwrite", False, "Start over in a root_dir that holds a run
                   "another config's policy.")
 flags.DEFINE_bool("use_progress_bar", True, "Show a progress line while training.")
 flags.DEFINE_bool("quiet", False, "Print only the final result.")
+flags.DEFINE_enum("strategy", "default", list(pg_keras.distributed.STRATEGIES),
+                  "tf.distribute strategy: default (one device), mirrored (every GPU of this "
+                  "host), multi_worker (the processes TF_CONFIG describes; num_envs is per "
+                  "worker, total_steps counts all workers' steps).")
+flags.DEFINE_float("collective_timeout", 600.0, "With --strategy=multi_worker: seconds a "
+                   "worker waits for the others in an all-reduce before the group stops "
+                   "with an error (a dead worker is detected within seconds anyway).")
 FLAGS = flags.FLAGS
 
 
@@ -46,25 +57,39 @@ def default_root_dir(env_id: str, seed: int) -> str:
 
 def main(argv):
     config = config_from_flags()
+    # First: a multi-worker strategy must exist before any other TensorFlow work.
+    strategy = pg_keras.distributed.make_strategy(
+        FLAGS.strategy, FLAGS.collective_timeout if FLAGS.strategy == "multi_worker" else None)
+    chief = pg_keras.distributed.worker_of(strategy).is_chief
     root_dir = FLAGS.root_dir or default_root_dir(config.env_id, config.seed)
     export_dir = FLAGS.export_dir or os.path.join(
         "saved_models", os.path.basename(os.path.normpath(root_dir)))
     # Checked before training: hours of compute must not end in a refused export.
     replace_export = FLAGS.overwrite or _holds_export_of(export_dir, config)
-    if FLAGS.export and os.path.exists(export_dir) and not replace_export:
+    if chief and FLAGS.export and os.path.exists(export_dir) and not replace_export:
         raise pg_keras.InputError(
             f"export_dir {export_dir!r} holds the policy of another config; pass --overwrite "
             "to replace it, or choose another --export_dir")
     result = pg_keras.train(config, root_dir=root_dir, checkpoint_every=FLAGS.checkpoint_every,
                             overwrite=FLAGS.overwrite, verbose=not FLAGS.quiet,
-                            progress=FLAGS.use_progress_bar and not FLAGS.quiet)
+                            progress=FLAGS.use_progress_bar and not FLAGS.quiet,
+                            strategy=strategy)
     if result.interrupted:
         print(f"interrupted by {result.interrupted} at {result.env_steps} env steps; checkpoint "
               f"and summary saved in {root_dir}; run the same command to resume", flush=True)
         return 130 if result.interrupted == "SIGINT" else 143
+    if not chief:
+        # Leaves when the chief has exported: a worker that left earlier would look to
+        # the chief like one that died.
+        pg_keras.distributed.GroupSync(strategy).barrier()
+        print(f"worker {result.worker.index} of {result.worker.count}: done at "
+              f"{result.env_steps} env steps (the chief evaluates and exports)")
+        return 0
     if FLAGS.export:
         pg_keras.export_policy(result.policy, export_dir, config=config,
                                overwrite=replace_export)
+    if result.worker.count > 1:
+        pg_keras.distributed.GroupSync(strategy).barrier()
     final = result.evaluations[-1]
     solved = f"solved at {result.solved_at} env steps" if result.solved_at else "not solved"
     print(f"final evaluation return over {config.eval_episodes} episodes: "

@@ -23,6 +23,8 @@ from pg_keras.networks import mlp
 from pg_keras.normalization import RunningNormalization
 from pg_keras.rollout import Collector, evaluate, make_vector_env
 from pg_keras.training import Evaluation, TrainingError, TrainResult, train
+from pg_keras import distributed
+from pg_keras.distributed import make_strategy
 
 __version__ = "0.1.0"
 
@@ -30,5 +32,5 @@ __all__ = [
     "ActionHead", "Batch", "Collector", "Config", "Evaluation", "InputError", "Learner",
     "LossInfo", "Policy", "TrainingError",
     "RunningNormalization", "TrainResult", "evaluate", "export_policy", "load_policy",
-    "make_head", "make_vector_env", "mlp", "train",
+    "distributed", "make_head", "make_strategy", "make_vector_env", "mlp", "train",
 ]

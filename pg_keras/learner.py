@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from pg_keras import losses, networks, returns
-from pg_keras.config import Config
+from pg_keras.config import Config, InputError
 from pg_keras.heads import ActionHead, make_head
 from pg_keras.normalization import RunningNormalization
 
@@ -147,6 +147,13 @@ class Policy(tf.Module):
         return self.sample(observations, tf.constant([seed, 0], tf.int32))[1].numpy()
 
 
+def local_replicas(strategy: tf.distribute.Strategy) -> int:
+    """How many replicas of ``strategy`` run on this worker (process)."""
+    if strategy.num_replicas_in_sync == 1:
+        return 1  # the default strategy has no worker_devices
+    return len(strategy.extended.worker_devices)
+
+
 def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
     return {
         "adam": keras.optimizers.Adam,
@@ -167,7 +174,12 @@ class Learner(tf.Module):
             builds the default MLP.
         value_network: Same, for V(s); ignored without a baseline.
         strategy: ``tf.distribute.Strategy`` whose scope holds the variables; default: the
-            current one.
+            current one. Each worker feeds its own batch (its own environments) to
+            :attr:`train_step`; the worker's devices split it between them by environment
+            (``num_envs`` must be a multiple of their number). The update is the one the
+            default strategy makes on all workers' batches concatenated: every mean (the
+            loss, the advantage normalization, the running statistics) is taken over the
+            steps of all replicas together.
     """
 
     def __init__(self, config: Config, observation_space: gym.Space, action_space: gym.Space,
@@ -177,6 +189,13 @@ class Learner(tf.Module):
         super().__init__(name="learner")
         self.config = config
         self.strategy = strategy or tf.distribute.get_strategy()
+        # This worker's devices that hold replicas: its batch is split between them.
+        self.local_replicas = local_replicas(self.strategy)
+        if config.num_envs % self.local_replicas:
+            raise InputError(
+                f"num_envs must be a multiple of the {self.local_replicas} devices of the "
+                f"distribution strategy, which split each batch by environment; received "
+                f"num_envs={config.num_envs}")
         obs_shape = networks.observation_shape(observation_space)
         with self.strategy.scope():
             self.head = make_head(action_space, config.state_dependent_std, config.init_log_std,
@@ -246,11 +265,12 @@ class Learner(tf.Module):
         strategy = self.strategy
         gradients, metrics, (features, mask, target_returns) = strategy.run(
             self._gradients, args=(batch,))
-        # Gradients are summed over replicas (each replica's loss is divided by their
-        # number), then clipped and applied once, in cross-replica context, so the clip
-        # sees the gradient of the whole batch and every replica applies the same update.
+        # Gradients are summed over replicas (each replica's loss is weighted by its share
+        # of the valid steps), then clipped and applied once, in cross-replica context, so
+        # the clip sees the gradient of the whole batch and every replica applies the same
+        # update. The metrics are weighted the same way: their sum is the whole batch's.
         gradients = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in gradients]
-        metrics = {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+        metrics = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
                    for k, v in metrics.items()}
         policy_grads = gradients[:len(self.policy_variables)]
         value_grads = gradients[len(self.policy_variables):]
@@ -290,6 +310,22 @@ class Learner(tf.Module):
         metrics.update(policy_grad_norm=policy_norm, value_grad_norm=value_norm, skipped=skipped)
         return metrics
 
+    @staticmethod
+    def _sum_replicas(x: tf.Tensor) -> tf.Tensor:
+        """``x`` summed over every replica of the strategy (in replica context)."""
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, x)
+
+    def _replica_rows(self, batch: Batch) -> Batch:
+        """This replica's block of the worker's environments: [T, B / local replicas]."""
+        index = (tf.distribute.get_replica_context().replica_id_in_sync_group
+                 % self.local_replicas)
+        per_replica = self.config.num_envs // self.local_replicas
+
+        def rows(x):
+            x = tf.reshape(x, [x.shape[0], self.local_replicas, per_replica] + x.shape[2:])
+            return tf.gather(x, index, axis=1)
+        return Batch(*(rows(x) for x in batch))
+
     def _gradients(self, batch: Batch):
         """Per-replica part of the update: returns, losses and their gradients.
 
@@ -298,13 +334,23 @@ class Learner(tf.Module):
             running statistics are updated with: encoded observations, mask, returns).
         """
         cfg = self.config
-        steps, envs = cfg.steps_per_update, cfg.num_envs
+        if self.local_replicas > 1:
+            batch = self._replica_rows(batch)
+        steps, envs = batch.rewards.shape
         flat_obs = tf.reshape(batch.observations, [steps * envs] + batch.observations.shape[2:])
         flat_actions = tf.reshape(batch.actions, [steps * envs] + batch.actions.shape[2:])
         continues = 1.0 - tf.cast(batch.terminated | batch.truncated, tf.float32)
         mask = batch.mask
         scale = self._return_scale()
-        replicas = tf.cast(self.strategy.num_replicas_in_sync, tf.float32)
+        sum_replicas = None
+        share = tf.ones([])
+        if self.strategy.num_replicas_in_sync > 1:
+            sum_replicas = self._sum_replicas
+            # Every loss term is a mean over this replica's valid steps; weighted by the
+            # replica's share of all valid steps, the replicas' terms sum to the mean over
+            # the whole batch (equal weights would not: episodes mode pads unevenly).
+            valid = tf.reduce_sum(mask)
+            share = tf.math.divide_no_nan(valid, sum_replicas(valid))
 
         with tf.GradientTape() as tape:
             distribution = self.policy.distribution(flat_obs)
@@ -322,12 +368,12 @@ class Learner(tf.Module):
                     batch.rewards, continues, batch.bootstrap, cfg.gamma)
                 weights = target_returns / scale
             if cfg.normalize_advantages:
-                weights = returns.normalize(weights, mask)
+                weights = returns.normalize(weights, mask, sum_replicas=sum_replicas)
             step_weights = (returns.step_discounts(batch.episode_steps, cfg.gamma)
                             if cfg.gamma_weighting else None)
             info = losses.reinforce_loss(log_probs, entropy, weights, mask, cfg.entropy_coef,
                                          values, value_targets, step_weights)
-            scaled_total = info.total / replicas
+            scaled_total = info.total * share
 
         variables = self.policy_variables + self.value_variables
         gradients = tape.gradient(scaled_total, variables)
@@ -338,18 +384,20 @@ class Learner(tf.Module):
             "policy_loss": info.policy,
             "value_loss": info.value,
             "entropy": info.entropy,
-            "valid_steps": tf.reduce_sum(mask),
         }
         if self.has_baseline:
+            # Already the whole batch's: the shares below sum to 1 over the replicas.
             metrics["explained_variance"] = _explained_variance(
-                tf.stop_gradient(values) * scale, target_returns, mask)
+                tf.stop_gradient(values) * scale, target_returns, mask, sum_replicas)
+        metrics = {k: v * share for k, v in metrics.items()}
+        metrics["valid_steps"] = tf.reduce_sum(mask)
         features = networks.encode_observations(self.policy.observation_space, flat_obs)
         return gradients, metrics, (features, mask, target_returns)
 
 
-def _explained_variance(predictions, targets, mask) -> tf.Tensor:
-    """1 - Var[target - prediction] / Var[target] over valid steps."""
+def _explained_variance(predictions, targets, mask, sum_replicas=None) -> tf.Tensor:
+    """1 - Var[target - prediction] / Var[target] over valid steps (of all replicas)."""
     def variance(x):
-        mean = returns.masked_mean(x, mask)
-        return returns.masked_mean(tf.square(x - mean), mask)
+        mean = returns.masked_mean(x, mask, sum_replicas)
+        return returns.masked_mean(tf.square(x - mean), mask, sum_replicas)
     return 1.0 - tf.math.divide_no_nan(variance(targets - predictions), variance(targets))

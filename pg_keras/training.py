@@ -22,6 +22,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -32,6 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pg_keras import distributed
 from pg_keras.checkpoint import Checkpointer
 from pg_keras.config import Config, InputError
 from pg_keras.learner import Learner, Policy
@@ -65,7 +67,8 @@ class TrainResult:
         env_steps: Environment steps taken.
         wall_seconds: Duration of the loop (summed over resumptions).
         interrupted: The signal's name (``"SIGINT"``, ``"SIGTERM"``) when a signal stopped
-            the run early; None when it ran to the end.
+            the run early (of any worker, in a group); None when it ran to the end.
+        worker: This process's place in its group of workers (see ``strategy``).
     """
 
     policy: Policy
@@ -76,6 +79,7 @@ class TrainResult:
     env_steps: int
     wall_seconds: float
     interrupted: Optional[str] = None
+    worker: distributed.Worker = distributed.Worker()
 
     @property
     def final_return(self) -> float:
@@ -113,7 +117,8 @@ def train(config: Config, *, root_dir: Optional[str] = None,
           target_return: Optional[float] = None,
           on_update: Optional[Callable[[Dict[str, float]], None]] = None,
           verbose: bool = False, progress: bool = False,
-          handle_signals: bool = True) -> TrainResult:
+          handle_signals: bool = True,
+          strategy: Optional[tf.distribute.Strategy] = None) -> TrainResult:
     """Trains a policy with REINFORCE (with a value baseline unless ``config.baseline`` is off).
 
     Args:
@@ -133,6 +138,15 @@ def train(config: Config, *, root_dir: Optional[str] = None,
         progress: Show a progress line (rewritten in place on a terminal, else every 10 s).
         handle_signals: On SIGINT or SIGTERM (in the main thread), finish the update, save a
             checkpoint and the summary so far, and return with ``interrupted`` set.
+        strategy: The ``tf.distribute`` strategy the update runs under (see
+            ``pg_keras.distributed.make_strategy``); default: the current one. In a group
+            of workers (``MultiWorkerMirroredStrategy``), every worker calls ``train`` with
+            the same config and root_dir: each steps its own ``num_envs`` environments,
+            seeded apart, and the update is the one of all workers' batches together;
+            ``total_steps`` and every schedule count the env steps of all workers. Only
+            the chief (worker 0) writes the run directory; the others restore from it
+            (it must be on a filesystem they share) and save their checkpoints to a
+            scratch directory.
 
     Returns:
         TrainResult.
@@ -140,8 +154,9 @@ def train(config: Config, *, root_dir: Optional[str] = None,
     Raises:
         InputError: for bad input (env id, spaces, models, a root_dir holding another
             config or in use by a live run); nothing is written then.
-        TrainingError: when training cannot go on (non-finite env data, or
-            ``max_consecutive_skips`` non-finite updates in a row).
+        TrainingError: when training cannot go on (non-finite env data,
+            ``max_consecutive_skips`` non-finite updates in a row, or a worker of the
+            group gone).
     """
     spec = gym.spec(split_env_id(config.env_id))  # an unknown env id fails here, first
     if target_return is None:
@@ -157,50 +172,85 @@ def train(config: Config, *, root_dir: Optional[str] = None,
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
+    strategy = strategy or tf.distribute.get_strategy()
+    worker = distributed.worker_of(strategy)
+    # The workers share the weights (config.seed) but not their episodes.
+    collect_config = config.replace(seed=distributed.worker_seed(config.seed, worker.index))
     compiled = config.backend == "compiled"
     if compiled:
         from pg_keras.envs.collector import CompiledCollector, make_compiled_env
 
         graph_env = make_compiled_env(config.env_id)
     envs = make_vector_env(config.env_id, 1 if compiled else config.num_envs)
-    run = None
+    run = scratch = None
     try:
         # Everything that can refuse the input is built before anything is written.
         learner = Learner(config, envs.single_observation_space, envs.single_action_space,
-                          policy_network, value_network)
+                          policy_network, value_network, strategy=strategy)
+        if not worker.is_chief:
+            learner.rng.reset_from_seed(collect_config.seed + 104729)
         if compiled:
-            collector = CompiledCollector(graph_env, learner, config)
+            collector = CompiledCollector(graph_env, learner, collect_config)
         else:
-            collector = Collector(envs, learner, config)
-        if root_dir:
+            collector = Collector(envs, learner, collect_config)
+        checkpointer = None
+        if root_dir and worker.is_chief:
             run = _RunDirectory(root_dir, config, overwrite)
+            checkpointer = Checkpointer(os.path.join(root_dir, "checkpoints"), learner)
+        elif root_dir:
+            scratch = tempfile.mkdtemp(prefix=f"pg_keras-worker{worker.index}-")
+            checkpointer = Checkpointer(os.path.join(root_dir, "checkpoints"), learner,
+                                        save_directory=scratch)
+        group = distributed.GroupSync(strategy) if worker.count > 1 else None
         with _StopOnSignals(enabled=handle_signals) as stop:
-            return _loop(config, learner, collector, run, checkpoint_every, target_return,
-                         on_update, verbose, progress, stop)
+            try:
+                return _loop(config, learner, collector, run, checkpointer, checkpoint_every,
+                             target_return, on_update, verbose, progress, stop, worker,
+                             group)
+            except distributed.GROUP_ERRORS as error:
+                if group is None:
+                    raise
+                detail = " ".join(str(error.message).split())[:300]
+                raise TrainingError(
+                    f"worker {worker.index} of {worker.count}: the group broke ({detail}); "
+                    "the last checkpoint is intact: start every worker again with the same "
+                    "command to resume") from None
     finally:
         envs.close()
         if run is not None:
             run.close()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _loop(config, learner, collector, run, checkpoint_every, target_return, on_update,
-          verbose, progress, stop) -> TrainResult:
+def _loop(config, learner, collector, run, checkpointer, checkpoint_every, target_return,
+          on_update, verbose, progress, stop, worker, group) -> TrainResult:
+    # loop["env_steps"] counts the steps of every worker; collector.total_steps, this one's.
     loop = {"next_eval": config.eval_every, "evaluations": [], "solved_at": None,
-            "wall_seconds": 0.0, "next_checkpoint": 0, "consecutive_skips": 0}
-    checkpointer = None
-    if run is not None:
-        checkpointer = Checkpointer(os.path.join(run.path, "checkpoints"), learner)
+            "wall_seconds": 0.0, "next_checkpoint": 0, "consecutive_skips": 0,
+            "env_steps": 0}
+    verbose = verbose and worker.is_chief
+    if checkpointer is not None:
         saved = checkpointer.restore()
         if saved is not None:
             loop.update(saved["loop"])
-            if not collector.restore(saved["collector"]):
-                print("pg_keras: the environments could not be saved with the checkpoint; "
-                      "they were reset, so this resumed run is not bit-identical to an "
-                      "uninterrupted one", file=sys.stderr)
+            if worker.is_chief:
+                if not collector.restore(saved["collector"]):
+                    print("pg_keras: the environments could not be saved with the "
+                          "checkpoint; they were reset, so this resumed run is not "
+                          "bit-identical to an uninterrupted one", file=sys.stderr)
+            else:
+                # The chief's checkpoint holds the chief's environments: this worker's
+                # start afresh, with a sampling stream of their own.
+                collector.total_steps = saved["collector"]["total_steps"]
+                learner.rng.reset_from_seed(collector.config.seed + 104729 + loop["env_steps"])
+            if "env_steps" not in saved["loop"]:  # a checkpoint written before groups
+                loop["env_steps"] = collector.total_steps
             if verbose:
-                print(f"resumed from {checkpointer.latest} at {collector.total_steps} "
+                print(f"resumed from {checkpointer.latest} at {loop['env_steps']} "
                       "env steps", flush=True)
-        run.truncate_after(collector.total_steps)
+    if run is not None:
+        run.truncate_after(loop["env_steps"])
     every = checkpoint_every or config.eval_every or max(1, config.total_steps // 10)
     if not loop["next_checkpoint"]:
         loop["next_checkpoint"] = every
@@ -212,7 +262,7 @@ def _loop(config, learner, collector, run, checkpoint_every, target_return, on_u
     def run_evaluation():
         returns = evaluate(learner.policy, config.env_id, config.eval_episodes,
                            seed=config.seed + 1_000_003 + len(evaluations))
-        evaluation = Evaluation(collector.total_steps, float(np.mean(returns)),
+        evaluation = Evaluation(loop["env_steps"], float(np.mean(returns)),
                                 float(np.std(returns)))
         evaluations.append(evaluation)
         loop["evaluations"].append(dataclasses.asdict(evaluation))
@@ -234,10 +284,11 @@ def _loop(config, learner, collector, run, checkpoint_every, target_return, on_u
     def result(interrupted=None):
         return TrainResult(policy=learner.policy, learner=learner, history=history,
                            evaluations=evaluations, solved_at=loop["solved_at"],
-                           env_steps=collector.total_steps,
-                           wall_seconds=time.perf_counter() - start, interrupted=interrupted)
+                           env_steps=loop["env_steps"],
+                           wall_seconds=time.perf_counter() - start, interrupted=interrupted,
+                           worker=worker)
 
-    while collector.total_steps < config.total_steps:
+    while loop["env_steps"] < config.total_steps:
         tick = time.perf_counter()
         if isinstance(collector, Collector):
             try:
@@ -249,17 +300,30 @@ def _loop(config, learner, collector, run, checkpoint_every, target_return, on_u
             metrics = learner.train_step(batch)
         else:
             metrics, env_steps = collector.iterate()
-        episode_returns, episode_lengths = collector.pop_episodes()
         record = {k: float(v) for k, v in metrics.items()}
+        episode_returns, episode_lengths = collector.pop_episodes()
+        stop_signal = stop.signal
+        if group is None:
+            episodes = {"episodes": len(episode_returns)}
+            if episode_returns:
+                episodes.update(return_mean=float(np.mean(episode_returns)),
+                                return_min=float(np.min(episode_returns)),
+                                return_max=float(np.max(episode_returns)),
+                                length_mean=float(np.mean(episode_lengths)))
+        else:
+            agreed = group(env_steps, stop_signal or 0, episode_returns, episode_lengths)
+            env_steps = agreed.env_steps
+            if agreed.stop_signal:
+                stop_signal = signal.Signals(agreed.stop_signal).name
+            episodes = {"episodes": agreed.episodes}
+            if agreed.episodes:
+                episodes.update(return_mean=agreed.return_mean, return_min=agreed.return_min,
+                                return_max=agreed.return_max, length_mean=agreed.length_mean)
+        loop["env_steps"] += env_steps
         now = time.perf_counter()
-        record.update(env_steps=collector.total_steps, wall_seconds=now - start,
+        record.update(env_steps=loop["env_steps"], wall_seconds=now - start,
                       steps_per_second=env_steps / max(now - tick, 1e-9),
-                      episodes=len(episode_returns), dropped_episodes=collector.dropped_episodes)
-        if episode_returns:
-            record.update(return_mean=float(np.mean(episode_returns)),
-                          return_min=float(np.min(episode_returns)),
-                          return_max=float(np.max(episode_returns)),
-                          length_mean=float(np.mean(episode_lengths)))
+                      dropped_episodes=collector.dropped_episodes, **episodes)
         history.append(record)
         if run is not None:
             run.log_update(record)
@@ -270,28 +334,31 @@ def _loop(config, learner, collector, run, checkpoint_every, target_return, on_u
         if loop["consecutive_skips"] >= config.max_consecutive_skips:
             raise TrainingError(
                 f"{loop['consecutive_skips']} consecutive updates were skipped because the loss "
-                f"or the gradients were not finite (at {collector.total_steps} env steps); try "
+                f"or the gradients were not finite (at {loop['env_steps']} env steps); try "
                 "a lower learning rate, normalize_returns, normalize_observations, or "
                 "max_grad_norm (the last checkpoint is intact)")
-        if config.eval_every and collector.total_steps >= loop["next_eval"]:
-            run_evaluation()
-            loop["next_eval"] = (collector.total_steps // config.eval_every + 1) * \
-                config.eval_every
-        if checkpointer is not None and collector.total_steps >= loop["next_checkpoint"]:
+        if config.eval_every and loop["env_steps"] >= loop["next_eval"]:
+            if worker.is_chief:
+                run_evaluation()
+            loop["next_eval"] = (loop["env_steps"] // config.eval_every + 1) * config.eval_every
+        # Every worker saves at the same steps: the chief into the run directory.
+        if checkpointer is not None and loop["env_steps"] >= loop["next_checkpoint"]:
             save_checkpoint()
-            loop["next_checkpoint"] = (collector.total_steps // every + 1) * every
-        if stop.signal is not None:
+            loop["next_checkpoint"] = (loop["env_steps"] // every + 1) * every
+        if stop_signal is not None:
             bar.clear()
             if checkpointer is not None:
                 save_checkpoint()
-                run.write_json("summary.json", result(stop.signal).summary())
-            return result(stop.signal)
-    if not evaluations or evaluations[-1].env_steps != collector.total_steps:
+            if run is not None:
+                run.write_json("summary.json", result(stop_signal).summary())
+            return result(stop_signal)
+    if worker.is_chief and (not evaluations or evaluations[-1].env_steps != loop["env_steps"]):
         run_evaluation()
     bar.clear()
     final = result()
-    if run is not None:
+    if checkpointer is not None:
         save_checkpoint()
+    if run is not None:
         run.write_json("summary.json", final.summary())
     return final
 

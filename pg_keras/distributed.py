@@ -1,0 +1,167 @@
+"""Synchronous data-parallel training on ``tf.distribute``: strategies and the worker group.
+
+Each worker (one process, on one host) steps its own environments and computes gradients
+on its own batch; the gradients are all-reduced and every replica applies the same update
+(``Learner`` in learner.py does the math). This module builds the strategy from its name,
+tells a worker who it is in the group, and keeps the workers' training loops in step: the
+env-step count that decides evaluations, checkpoints and the end, a stop request from any
+worker, and the episode statistics of all workers.
+
+A group is described by ``TF_CONFIG``, TensorFlow's own cluster description, for example
+for two workers (the first one is the chief):
+
+    TF_CONFIG='{"cluster": {"worker": ["host0:2222", "host1:2222"]},
+                "task": {"type": "worker", "index": 0}}'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import List, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from pg_keras.config import InputError
+from pg_keras.learner import local_replicas
+
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+# Errors a collective raises when a peer of the group is gone, stalled past the timeout,
+# or the group was aborted; none of them is recoverable without restarting the group.
+GROUP_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                tf.errors.AbortedError, tf.errors.CancelledError)
+
+
+def make_strategy(name: str, collective_timeout: Optional[float] = None
+                  ) -> tf.distribute.Strategy:
+    """The ``tf.distribute`` strategy of a name. Call it before any other TensorFlow work.
+
+    Args:
+        name: ``default`` (this process's default device), ``mirrored`` (every GPU of this
+            host, or its CPU) or ``multi_worker`` (``MultiWorkerMirroredStrategy`` over the
+            processes ``TF_CONFIG`` describes; without ``TF_CONFIG``, a group of one).
+        collective_timeout: With ``multi_worker``, seconds after which a collective that
+            waits for a peer fails instead of waiting forever (None: no limit; a dead peer
+            is detected by TensorFlow's heartbeats within seconds either way).
+
+    Raises:
+        InputError: for an unknown name or a ``TF_CONFIG`` that is not valid JSON.
+    """
+    if name not in STRATEGIES:
+        raise InputError(f"strategy must be one of {', '.join(map(repr, STRATEGIES))}; "
+                         f"received strategy={name!r}")
+    if collective_timeout is not None and not collective_timeout > 0:
+        raise InputError(f"collective_timeout must be a positive number of seconds; received "
+                         f"collective_timeout={collective_timeout!r}")
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    text = os.environ.get("TF_CONFIG", "")
+    if text:
+        try:
+            cluster = json.loads(text)
+            cluster["cluster"], cluster["task"]["type"], cluster["task"]["index"]
+        except (ValueError, TypeError, KeyError) as error:
+            raise InputError(f"TF_CONFIG must be JSON with 'cluster' and 'task' ('type', "
+                             f"'index'); received TF_CONFIG={text!r} ({error!r})") from None
+    options = tf.distribute.experimental.CommunicationOptions(
+        timeout_seconds=collective_timeout)
+    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+
+
+@dataclasses.dataclass(frozen=True)
+class Worker:
+    """This process's place in its group: ``index`` in [0, ``count``), 0 is the chief."""
+
+    index: int = 0
+    count: int = 1
+
+    @property
+    def is_chief(self) -> bool:
+        return self.index == 0
+
+
+def worker_of(strategy: tf.distribute.Strategy) -> Worker:
+    """This process's :class:`Worker` in ``strategy``'s group (a group of one if none)."""
+    count = strategy.num_replicas_in_sync // local_replicas(strategy)
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if count == 1 or resolver is None or resolver.task_type is None:
+        return Worker(0, count)
+    # The chief is worker 0; with a separate "chief" task the workers come after it.
+    jobs = resolver.cluster_spec().as_dict()
+    if resolver.task_type == "chief":
+        return Worker(0, count)
+    return Worker(resolver.task_id + (1 if "chief" in jobs else 0), count)
+
+
+def worker_seed(seed: int, index: int) -> int:
+    """The seed of worker ``index``'s environments and action sampling (the chief's is
+    ``seed``): the workers must not step the same episodes."""
+    return seed + 1_000_003 * index
+
+
+@dataclasses.dataclass
+class GroupStep:
+    """What the workers agree on after an update.
+
+    Attributes:
+        env_steps: Env steps of this update, summed over the workers.
+        stop_signal: The signal number a worker was asked to stop with (SIGINT, SIGTERM),
+            the largest one if several; 0 if none.
+        episodes: Episodes that ended in this update, on all workers.
+        return_mean, return_min, return_max, length_mean: Their statistics (NaN if none).
+    """
+
+    env_steps: int
+    stop_signal: int
+    episodes: int
+    return_mean: float
+    return_min: float
+    return_max: float
+    length_mean: float
+
+
+class GroupSync:
+    """Agrees on the loop's figures across the workers, once per update (one all-gather).
+
+    Args:
+        strategy: The multi-worker strategy.
+    """
+
+    _FIELDS = 7
+
+    def __init__(self, strategy: tf.distribute.Strategy):
+        self.strategy = strategy
+        self._local = local_replicas(strategy)
+        self._gather = tf.function(self._gather_fn, input_signature=[
+            tf.TensorSpec([self._FIELDS], tf.float64)])
+
+    def _gather_fn(self, values):
+        # Each replica contributes its worker's row (a worker with several devices, once
+        # per device); the all-gather gives every worker every row.
+        rows = self.strategy.run(lambda v: tf.identity(v)[None], args=(values,))
+        return self.strategy.gather(rows, axis=0)
+
+    def __call__(self, env_steps: int, stop_signal: int, returns: List[float],
+                 lengths: List[int]) -> GroupStep:
+        returns = np.asarray(returns, np.float64)
+        row = np.array([env_steps, stop_signal, len(returns), returns.sum(),
+                        np.sum(lengths, dtype=np.float64),
+                        returns.max(initial=-np.inf), -returns.min(initial=np.inf)])
+        rows = self._gather(tf.constant(row)).numpy()
+        sums = rows[:, :5].sum(axis=0) / self._local
+        episodes = int(round(sums[2]))
+        return GroupStep(
+            env_steps=int(round(sums[0])), stop_signal=int(rows[:, 1].max()),
+            episodes=episodes,
+            return_mean=sums[3] / episodes if episodes else float("nan"),
+            return_min=-float(rows[:, 6].max()), return_max=float(rows[:, 5].max()),
+            length_mean=sums[4] / episodes if episodes else float("nan"))
+
+    def barrier(self) -> None:
+        """Returns once every worker has called it (the group leaves together)."""
+        self._gather(tf.zeros([self._FIELDS], tf.float64)).numpy()

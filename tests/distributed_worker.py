@@ -1,0 +1,54 @@
+"""One worker of a test group: ``experiments.train`` as it runs, plus a record of weights.
+
+    python tests/distributed_worker.py RECORD_JSON [experiments.train flags...]
+
+Runs the launcher unchanged, with a ``Learner`` that notes after every update a digest of
+every variable the update changes and a digest of the batch it was given; the record goes
+to RECORD_JSON when the launcher returns. ``TF_CONFIG`` names the worker.
+"""
+
+import hashlib
+import json
+import os
+import runpy
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # experiments
+
+import pg_keras.training  # noqa: E402
+
+RECORD = sys.argv.pop(1)
+records = []
+
+
+def _digest(arrays) -> str:
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+class RecordingLearner(pg_keras.Learner):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        update = self.train_step
+
+        def train_step(batch):
+            metrics = update(batch)
+            variables = (self.policy_variables + self.value_variables
+                         + self.policy_optimizer.variables + self.value_optimizer.variables)
+            records.append({"weights": _digest(v.numpy() for v in variables),
+                            "batch": _digest(np.asarray(x) for x in batch),
+                            "updates": int(self.updates.numpy())})
+            return metrics
+        self.train_step = train_step
+
+
+pg_keras.training.Learner = RecordingLearner
+try:
+    runpy.run_module("experiments.train", run_name="__main__")
+finally:
+    with open(RECORD, "w") as f:
+        json.dump(records, f)

@@ -1,0 +1,237 @@
+"""Synchronous data-parallel training (pg_keras.distributed, the learner under a strategy).
+
+Each test runs TensorFlow in fresh processes: logical devices must be declared before
+TensorFlow starts, and a worker of a group is a process of its own. All traffic stays on
+127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import pg_keras
+from pg_keras import distributed
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(TESTS)
+
+MIRRORED = textwrap.dedent('''
+    import json
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    import numpy as np
+    import pg_keras
+
+    def state(learner):
+        variables = learner.policy_variables + learner.value_variables
+        for stats in (learner.normalizer, learner.return_stats):
+            if stats is not None:
+                variables += [stats.mean, stats.variance, stats.count]
+        return [np.asarray(v.numpy()) for v in variables]
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    out = {}
+    for name, fields in {
+        # Every statistic that crosses replicas: advantage normalization, observation and
+        # return normalizers, the clip, the entropy bonus, GAE.
+        "steps": dict(steps_per_update=16, normalize_observations=True,
+                      normalize_returns=True, max_grad_norm=0.5, entropy_coef=0.01,
+                      gae_lambda=0.9),
+        # Episodes pad unevenly: the replicas hold different numbers of valid steps.
+        "episodes": dict(collect_mode="episodes", steps_per_update=60, gamma_weighting=True),
+    }.items():
+        config = pg_keras.Config(env_id="CartPole-v1", num_envs=4, **fields)
+        envs = pg_keras.make_vector_env(config.env_id, config.num_envs)
+        space = (envs.single_observation_space, envs.single_action_space)
+        keras.utils.set_random_seed(0)
+        single = pg_keras.Learner(config, *space)
+        keras.utils.set_random_seed(0)
+        mirrored = pg_keras.Learner(config, *space, strategy=strategy)
+        initial = state(single)
+        collector = pg_keras.Collector(envs, single, config)
+        record = {"weights": [], "metrics": [], "valid_per_replica": []}
+        for _ in range(3):
+            batch, _ = collector.collect()
+            record["valid_per_replica"].append(
+                [float(batch.mask[:, :2].sum()), float(batch.mask[:, 2:].sum())])
+            a, b = single.train_step(batch), mirrored.train_step(batch)
+            record["weights"].append(max(float(np.max(np.abs(x - y)))
+                                         for x, y in zip(state(single), state(mirrored))))
+            record["metrics"].append({k: [float(a[k]), float(b[k])] for k in a})
+        record["moved"] = max(float(np.max(np.abs(x - y))) for x, y in zip(state(single), initial))
+        out[name] = record
+    try:
+        pg_keras.Learner(pg_keras.Config(num_envs=3), *space, strategy=strategy)
+    except pg_keras.InputError as error:
+        out["odd_num_envs"] = str(error)
+    print(json.dumps(out))
+''')
+
+
+def _python(*args, env=None, timeout=300):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=timeout, env=env)
+
+
+def test_mirrored_over_two_devices_makes_the_update_of_the_whole_batch():
+    """Two replicas, each with half the environments, make the single-device update."""
+    run = _python("-c", MIRRORED)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads(run.stdout.strip().splitlines()[-1])
+    assert results.pop("odd_num_envs") == (
+        "num_envs must be a multiple of the 2 devices of the distribution strategy, which "
+        "split each batch by environment; received num_envs=3")
+    for name, record in results.items():
+        assert record["moved"] > 1e-3, name  # the updates did change the weights
+        assert max(record["weights"]) < 2e-5, (name, record["weights"])
+        for metrics in record["metrics"]:
+            for key, (single, mirrored) in metrics.items():
+                assert mirrored == pytest.approx(single, rel=1e-4, abs=1e-5), (name, key)
+    # The weighting by valid steps is what makes uneven replicas agree: they were uneven.
+    assert any(a != b for a, b in results["episodes"]["valid_per_replica"])
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _start_group(tmp_path, flags, name, record=False):
+    """Starts two workers of ``experiments.train`` on 127.0.0.1; returns their processes."""
+    ports = _free_ports(2)
+    processes = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                     "task": {"type": "worker", "index": index}}
+        scratch = tmp_path / f"tmp{index}"
+        scratch.mkdir(exist_ok=True)
+        env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "TMPDIR": str(scratch),
+               "TF_CPP_MIN_LOG_LEVEL": "2"}
+        command = ([os.path.join(TESTS, "distributed_worker.py"),
+                    str(tmp_path / f"{name}-record{index}.json")] if record
+                   else ["-m", "experiments.train"])
+        processes.append(subprocess.Popen(
+            [sys.executable, *command, "--strategy=multi_worker", "--nouse_progress_bar",
+             f"--root_dir={tmp_path / 'run'}", f"--export_dir={tmp_path / 'export'}", *flags],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return processes
+
+
+def _finish(processes, timeout=240):
+    outputs = [p.communicate(timeout=timeout) for p in processes]
+    return [(p.returncode, out, err) for p, (out, err) in zip(processes, outputs)]
+
+
+GROUP_FLAGS = ["--num_envs=4", "--steps_per_update=32", "--eval_episodes=2"]
+
+
+def test_two_workers_hold_the_same_weights_after_every_update_and_the_chief_exports(tmp_path):
+    flags = GROUP_FLAGS + ["--total_steps=2048", "--eval_every=1024"]
+    results = _finish(_start_group(tmp_path, flags, "lockstep", record=True))
+    for code, out, err in results:
+        assert code == 0, err[-3000:]
+    chief, other = (json.load(open(tmp_path / f"lockstep-record{i}.json")) for i in range(2))
+    # 2048 steps = 8 updates of 2 workers x 4 envs x 32 steps.
+    assert [r["updates"] for r in chief] == list(range(1, 9))
+    assert [r["weights"] for r in chief] == [r["weights"] for r in other]
+    assert len({r["weights"] for r in chief}) == 8  # every update changed them
+    assert all(a["batch"] != b["batch"] for a, b in zip(chief, other))  # own episodes
+    assert "worker 1 of 2: done at 2048 env steps" in results[1][1]
+
+    # Only the chief wrote the run directory; the other worker's scratch is gone.
+    with open(tmp_path / "run" / "metrics.jsonl") as f:
+        steps = [json.loads(line)["env_steps"] for line in f]
+    assert steps == [256 * (i + 1) for i in range(8)]
+    assert os.listdir(tmp_path / "tmp1") == []
+    with open(tmp_path / "run" / "summary.json") as f:
+        assert json.load(f)["env_steps"] == 2048
+
+    loaded = tf.saved_model.load(str(tmp_path / "export"))
+    env = gym.make("CartPole-v1")
+    observation, _ = env.reset(seed=0)
+    for _ in range(20):
+        action = loaded(observation[None].astype(np.float32)).numpy()
+        assert action.shape == (1,) and action[0] in (0, 1)
+        observation, _, terminated, truncated, _ = env.step(int(action[0]))
+        if terminated or truncated:
+            break
+
+
+def test_a_killed_worker_stops_the_group_with_an_error_and_the_group_resumes(tmp_path):
+    flags = GROUP_FLAGS + ["--total_steps=12288", "--eval_every=0", "--checkpoint_every=1024",
+                           "--noexport"]
+    chief, other = _start_group(tmp_path, flags, "killed")
+    marker = tmp_path / "run" / "checkpoints" / "checkpoint"
+    deadline = time.time() + 180
+    while not marker.exists() and time.time() < deadline and chief.poll() is None:
+        time.sleep(0.05)
+    assert marker.exists(), chief.communicate()[1][-3000:]
+    other.send_signal(signal.SIGKILL)
+    killed_at = time.time()
+    code, _, err = _finish([chief], timeout=120)[0]
+    other.communicate()
+    assert time.time() - killed_at < 120  # no hang: TensorFlow's heartbeats notice
+    assert code == 1, err[-3000:]
+    error = [line for line in err.splitlines() if line.startswith("train: error:")]
+    assert len(error) == 1 and "the group broke" in error[0] and "resume" in error[0], err[-3000:]
+    assert "Traceback" not in err
+    with open(tmp_path / "run" / "metrics.jsonl") as f:
+        before = [json.loads(line)["env_steps"] for line in f]
+    assert before and before[-1] < 12288
+
+    results = _finish(_start_group(tmp_path, flags, "resumed"))
+    for code, out, err in results:
+        assert code == 0, err[-3000:]
+    assert "resumed from" in results[0][1]
+    with open(tmp_path / "run" / "metrics.jsonl") as f:
+        steps = [json.loads(line)["env_steps"] for line in f]
+    assert steps == [256 * (i + 1) for i in range(48)]  # none lost, none twice
+    with open(tmp_path / "run" / "summary.json") as f:
+        assert json.load(f)["env_steps"] == 12288
+
+
+def test_worker_of_a_group_of_one_is_the_chief():
+    assert distributed.worker_of(tf.distribute.get_strategy()) == distributed.Worker(0, 1)
+    assert distributed.worker_seed(3, 0) == 3 and distributed.worker_seed(3, 1) != 3
+
+
+@pytest.mark.parametrize("name, timeout, message", [
+    ("ring", None, "strategy must be one of 'default', 'mirrored', 'multi_worker'; "
+                   "received strategy='ring'"),
+    ("multi_worker", -1.0, "collective_timeout must be a positive number of seconds; "
+                           "received collective_timeout=-1.0"),
+])
+def test_make_strategy_names_a_bad_value(name, timeout, message):
+    with pytest.raises(pg_keras.InputError, match=message.replace("(", r"\(")):
+        distributed.make_strategy(name, timeout)
+
+
+def test_bad_tf_config_is_one_line_and_exit_2(tmp_path):
+    env = {**os.environ, "TF_CONFIG": "{not json"}
+    run = _python("-m", "experiments.train", "--strategy=multi_worker", "--noexport",
+                  f"--root_dir={tmp_path / 'run'}", env=env, timeout=120)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1].startswith(
+        "train: error: TF_CONFIG must be JSON with 'cluster' and 'task'")
+    assert not (tmp_path / "run").exists()
+
