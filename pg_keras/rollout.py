@@ -156,13 +156,16 @@ class NumpyPolicy:
         if policy.value_network is not None and _NumpyNetwork.supports(policy.value_network):
             self._value = _NumpyNetwork(policy.value_network)
         # Reading a variable from Python costs ~40 microseconds; one call reads them all.
+        # The concrete function skips tf.function's dispatch: 230 instead of 330
+        # microseconds a call between env steps (measured; each TF call made after a stretch
+        # of Python work costs about twice what the same call costs back to back).
         networks = [self._network] + ([self._value] if self._value is not None else [])
         variables = [v for n in networks for v in n.variables()]
         normalizer = policy.normalizer
         if normalizer is not None:
             variables += [normalizer.mean, normalizer.variance]
         self._read = tf.function(lambda: ([tf.convert_to_tensor(v) for v in variables],
-                                          policy.return_scale()))
+                                          policy.return_scale())).get_concrete_function()
         self.refresh()
 
     @staticmethod
@@ -245,8 +248,9 @@ class Collector:
         steps, num = config.steps_per_update, envs.num_envs
         spec = learner.batch_spec
         self._obs_dtype = observation_dtype(envs.single_observation_space).as_numpy_dtype
-        float_obs = np.issubdtype(envs.single_observation_space.dtype, np.floating)
-        self._finite_obs = (lambda x: np.isfinite(x).all()) if float_obs else (lambda x: True)
+        self._float_obs = np.issubdtype(envs.single_observation_space.dtype, np.floating)
+        self._finite_obs = ((lambda x: np.isfinite(x).all()) if self._float_obs
+                            else (lambda x: True))
         self._buffers = {name: np.zeros(s.shape, s.dtype.as_numpy_dtype)
                          for name, s in spec._asdict().items()}
         # The NumPy twin of the policy acts when it can: see NumpyPolicy.
@@ -292,33 +296,46 @@ class Collector:
         act = self.numpy_policy
         if act is not None:
             act.refresh()  # the weights changed in the last update
+        # The loop body runs once per env step, so it does only what each step needs:
+        # per-episode work waits for the steps where an episode ends, and a step's data is
+        # checked in one cheap test that has a slow path for the rare bad step.
+        observations, actions, rewards = b["observations"], b["actions"], b["rewards"]
+        terminated_rows, truncated_rows = b["terminated"], b["truncated"]
+        episode_steps, mask = b["episode_steps"], b["mask"]
+        episode_return, episode_length = self._episode_return, self._episode_length
+        step, finite_obs = self.envs.step, self._finite_obs
         for t in range(self._steps):
-            obs = np.asarray(obs, self._obs_dtype)
+            row = observations[t]
+            row[...] = obs  # stored in the batch's dtype, and what the policy sees
             if act is not None:
-                raw, env_action = act(obs)
+                raw, env_action = act(row)
             else:
-                raw, env_action = (x.numpy() for x in self.learner.collect_step(obs))
-            next_obs, reward, terminated, truncated, info = self.envs.step(env_action)
-            bad = self._non_finite(t, next_obs, reward, terminated | truncated, info)
-            b["observations"][t] = obs
-            b["actions"][t] = raw
-            b["rewards"][t] = reward
-            b["terminated"][t] = terminated
-            b["truncated"][t] = truncated
-            b["episode_steps"][t] = self._episode_length
+                raw, env_action = (x.numpy() for x in self.learner.collect_step(row))
+            actions[t] = raw
+            next_obs, reward, terminated, truncated, info = step(env_action)
+            rewards[t] = reward
+            terminated_rows[t] = terminated
+            truncated_rows[t] = truncated
+            episode_steps[t] = episode_length
             if self.episodic:
-                b["mask"][t] = active
-            if bad is not None:
-                next_obs, terminated, truncated = self._drop_episodes(
-                    t, bad, next_obs, reward, terminated, truncated)
-                reward = np.where(bad, 0.0, reward)
-                if self.episodic:
-                    active &= ~bad
-            steps_taken += 1
-            self._episode_return += reward
-            self._episode_length += 1
+                mask[t] = active
             done = terminated | truncated
-            if done.any():
+            any_done = done.any()
+            if not (np.isfinite(reward).all() and finite_obs(next_obs)
+                    and not (any_done and self._final_obs_nonfinite(info, done))):
+                bad = self._non_finite(t, next_obs, reward, done, info)
+                if bad is not None:
+                    next_obs, terminated, truncated = self._drop_episodes(
+                        t, bad, next_obs, reward, terminated, truncated)
+                    reward = np.where(bad, 0.0, reward)
+                    if self.episodic:
+                        active &= ~bad
+                    done = terminated | truncated
+                    any_done = done.any()
+            steps_taken += 1
+            episode_return += reward
+            episode_length += 1
+            if any_done:
                 self._finish_episodes(done & active if self.episodic else done)
                 cut = truncated & ~terminated
                 if baseline and cut.any():
@@ -344,6 +361,13 @@ class Collector:
         self.total_steps += env_steps
         return Batch(**b), env_steps
 
+    def _final_obs_nonfinite(self, info, done) -> bool:
+        """Whether a final observation of an env that ended this step holds NaN or inf."""
+        if not self._float_obs or "final_obs" not in info:
+            return False
+        final = info["final_obs"]
+        return not all(np.isfinite(final[i]).all() for i in np.flatnonzero(done))
+
     def _non_finite(self, t, next_obs, reward, done, info) -> Optional[np.ndarray]:
         """The environments whose step returned NaN or inf, or None if all are finite.
 
@@ -351,9 +375,6 @@ class Collector:
             NonFiniteError: naming the env step and the field, unless episodes are dropped.
         """
         num = self.envs.num_envs
-        if (np.isfinite(reward).all() and self._finite_obs(next_obs)
-                and not (done.any() and "final_obs" in info)):
-            return None  # the common case, checked in a few microseconds
         fields = {"reward": ~np.isfinite(reward), "observation": ~_finite_rows(next_obs, num)}
         if done.any() and "final_obs" in info:
             final_bad = np.zeros(num, bool)
@@ -391,9 +412,8 @@ class Collector:
         return next_obs, terminated & ~bad, truncated & ~bad
 
     def _finish_episodes(self, finished: np.ndarray) -> None:
-        for i in np.flatnonzero(finished):
-            self.completed_returns.append(float(self._episode_return[i]))
-            self.completed_lengths.append(int(self._episode_length[i]))
+        self.completed_returns.extend(self._episode_return[finished].tolist())
+        self.completed_lengths.extend(self._episode_length[finished].tolist())
         self._episode_return[finished] = 0.0
         self._episode_length[finished] = 0
 

@@ -8,6 +8,7 @@ from gymnasium.vector import AutoresetMode
 
 import pg_keras
 from pg_keras import returns
+from pg_keras.rollout import NumpyPolicy
 from toy_envs import CounterEnv, vector_env
 
 
@@ -145,3 +146,118 @@ def test_evaluate_runs_one_episode_per_env():
     assert result.shape == (3,) and np.all(result >= 8) and np.all(result <= 500)
     # Same seed, greedy policy: the same returns.
     np.testing.assert_array_equal(result, pg_keras.evaluate(learner.policy, "CartPole-v1", 3, 0))
+
+
+def reference_collect(envs, learner, config, policy, state):
+    """One batch the plain way: every env of every step handled one at a time in Python.
+
+    What the Collector must produce, written for clarity rather than speed. ``policy`` is a
+    NumpyPolicy seeded as the Collector's; ``state`` carries the observations and the
+    running episodes between calls, and collects the finished episodes.
+    """
+    steps, num = config.steps_per_update, envs.num_envs
+    episodic = config.resolved_collect_mode == "episodes"
+    baseline = learner.has_baseline
+    spec = learner.batch_spec
+    b = {name: np.zeros(s.shape, s.dtype.as_numpy_dtype) for name, s in spec._asdict().items()}
+    if not episodic:
+        b["mask"][:] = 1.0
+    else:
+        state["obs"], _ = envs.reset()
+        state["return"][:] = 0.0
+        state["length"][:] = 0
+    active = [True] * num
+    policy.refresh()
+    obs, taken = state["obs"], 0
+
+    def value(observation):
+        batch = np.asarray(observation, b["observations"].dtype)[None]
+        return float(learner.policy.value(batch).numpy()[0])
+
+    for t in range(steps):
+        obs = np.asarray(obs, b["observations"].dtype)
+        raw, env_action = policy(obs)
+        next_obs, reward, terminated, truncated, info = envs.step(env_action)
+        for i in range(num):
+            b["observations"][t, i] = obs[i]
+            b["actions"][t, i] = raw[i]
+            b["rewards"][t, i] = reward[i]
+            b["terminated"][t, i] = terminated[i]
+            b["truncated"][t, i] = truncated[i]
+            b["episode_steps"][t, i] = state["length"][i]
+            if episodic:
+                b["mask"][t, i] = active[i]
+            state["return"][i] += reward[i]
+            state["length"][i] += 1
+            if terminated[i] or truncated[i]:
+                if active[i] or not episodic:
+                    state["finished"].append((float(state["return"][i]),
+                                              int(state["length"][i])))
+                state["return"][i] = 0.0
+                state["length"][i] = 0
+                if baseline and truncated[i] and not terminated[i]:
+                    b["bootstrap"][t, i] = value(info["final_obs"][i])
+                if episodic:
+                    active[i] = False
+        obs = next_obs
+        taken += 1
+        if episodic and not any(active):
+            break
+    if taken == steps:
+        for i in range(num):
+            if b["terminated"][-1, i] or b["truncated"][-1, i] or not active[i]:
+                continue
+            if episodic:
+                b["truncated"][-1, i] = True
+                state["finished"].append((float(state["return"][i]), int(state["length"][i])))
+                state["return"][i] = 0.0
+                state["length"][i] = 0
+            if baseline:
+                b["bootstrap"][-1, i] = value(obs[i])
+    state["obs"] = obs
+    return b, taken * num
+
+
+@pytest.mark.parametrize("env_id, mode, baseline, steps, time_limit", [
+    ("CartPole-v1", "steps", True, 16, 12),
+    ("CartPole-v1", "episodes", False, 48, 40),  # envs end, restart and end again
+    ("CartPole-v1", "episodes", True, 16, 40),  # the cap cuts episodes
+    ("Pendulum-v1", "steps", True, 16, 12),
+    ("FrozenLake-v1", "steps", True, 16, 12)])
+def test_collector_batches_equal_the_plain_per_env_reference(env_id, mode, baseline, steps,
+                                                             time_limit):
+    config = pg_keras.Config(env_id=env_id, num_envs=5, steps_per_update=steps, seed=3,
+                             collect_mode=mode, baseline=baseline)
+    envs = pg_keras.make_vector_env(env_id, 5, max_episode_steps=time_limit)
+    reference_envs = pg_keras.make_vector_env(env_id, 5, max_episode_steps=time_limit)
+    keras.utils.set_random_seed(3)
+    learner = pg_keras.Learner(config, envs.single_observation_space, envs.single_action_space)
+    collector = pg_keras.Collector(envs, learner, config)
+    assert collector.numpy_policy is not None
+    policy = NumpyPolicy(learner.policy, config.seed + 15485863)
+    state = {"obs": reference_envs.reset(seed=config.seed)[0], "finished": [],
+             "return": np.zeros(5), "length": np.zeros(5, np.int64)}
+    kinds = set()
+    for _ in range(6):
+        batch, env_steps = collector.collect()
+        expected, expected_steps = reference_collect(reference_envs, learner, config, policy,
+                                                     state)
+        assert env_steps == expected_steps
+        for name in batch._fields:
+            if name == "bootstrap":  # V from the NumPy twin here, from TensorFlow there
+                np.testing.assert_allclose(batch.bootstrap, expected["bootstrap"], rtol=1e-5,
+                                           atol=1e-5)
+            elif name == "episode_steps":  # padding rows (mask 0) may count on
+                valid = batch.mask > 0
+                np.testing.assert_array_equal(batch.episode_steps[valid],
+                                              expected["episode_steps"][valid])
+            else:
+                np.testing.assert_array_equal(getattr(batch, name), expected[name], name)
+        kinds |= {"terminated"} if batch.terminated.any() else set()
+        kinds |= {"truncated"} if batch.truncated.any() else set()
+        learner.train_step(batch)  # the next batch comes from new weights
+    returns_, lengths = collector.pop_episodes()
+    assert list(zip(returns_, lengths)) == state["finished"]
+    assert len(state["finished"]) >= 5
+    if env_id == "CartPole-v1" and mode == "steps":
+        assert kinds == {"terminated", "truncated"}
