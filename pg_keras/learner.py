@@ -263,15 +263,12 @@ class Learner(tf.Module):
     def _train_step(self, batch: Batch) -> Dict[str, tf.Tensor]:
         """One REINFORCE update. Runs as one graph; see the module docstring."""
         strategy = self.strategy
-        gradients, metrics, (features, mask, target_returns) = strategy.run(
-            self._gradients, args=(batch,))
-        # Gradients are summed over replicas (each replica's loss is weighted by its share
-        # of the valid steps), then clipped and applied once, in cross-replica context, so
-        # the clip sees the gradient of the whole batch and every replica applies the same
-        # update. The metrics are weighted the same way: their sum is the whole batch's.
-        gradients = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in gradients]
-        metrics = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-                   for k, v in metrics.items()}
+        gradients, metrics, rows = strategy.run(self._gradients, args=(batch,))
+        # Every replica holds the same sums over the replicas now (see _gradients): the
+        # update is applied once, in cross-replica context, so the clip sees the gradient
+        # of the whole batch and every replica applies the same update.
+        gradients, metrics = tf.nest.map_structure(
+            lambda x: strategy.experimental_local_results(x)[0], (gradients, metrics))
         policy_grads = gradients[:len(self.policy_variables)]
         value_grads = gradients[len(self.policy_variables):]
         policy_norm = tf.linalg.global_norm(policy_grads)
@@ -298,22 +295,64 @@ class Learner(tf.Module):
         skipped = tf.cond(finite, apply, skip)
 
         # Statistics move after the gradient, which is thus taken for exactly the policy
-        # that collected the batch; they see every replica's rows.
-        with tf.control_dependencies([skipped]):
-            mask = tf.reshape(strategy.gather(mask, axis=0), [-1])
-            if self.normalizer is not None:
-                self.normalizer.update(strategy.gather(features, axis=0), mask)
-            if self.return_stats is not None:
-                self.return_stats.update(
-                    tf.reshape(strategy.gather(target_returns, axis=0), [-1]), mask)
+        # that collected the batch; they see every replica's rows (one all-gather).
+        if self.normalizer is not None or self.return_stats is not None:
+            with tf.control_dependencies([skipped]):
+                rows = strategy.gather(rows, axis=0)
+                mask, target_returns = rows[:, -2], rows[:, -1]
+                if self.normalizer is not None:
+                    features = tf.reshape(rows[:, :-2], [-1, *self.normalizer.mean.shape])
+                    self.normalizer.update(features, mask)
+                if self.return_stats is not None:
+                    self.return_stats.update(target_returns, mask)
 
         metrics.update(policy_grad_norm=policy_norm, value_grad_norm=value_norm, skipped=skipped)
         return metrics
 
     @staticmethod
-    def _sum_replicas(x: tf.Tensor) -> tf.Tensor:
-        """``x`` summed over every replica of the strategy (in replica context)."""
+    def _sum_replicas(x):
+        """``x`` (a nest of tensors) summed over every replica, in one all-reduce."""
         return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, x)
+
+    def _across_replicas(self, mask, weights, targets, predictions):
+        """The statistics of all replicas' valid steps, from one all-reduce of sums.
+
+        Args:
+            mask, weights, targets: [T, B] this replica's valid steps, policy-gradient
+                weights and return targets.
+            predictions: [T, B] V(s_t), or None without a baseline.
+
+        Returns:
+            (this replica's share of the valid steps, the weights standardized over all
+            replicas if ``normalize_advantages``, the explained variance or None).
+        """
+        valid = mask > 0
+        m = tf.cast(mask, tf.float64)
+
+        def moments(x):
+            # float64 sums: the variance comes from E[x^2] - E[x]^2 in a single pass.
+            x = tf.where(valid, tf.cast(x, tf.float64), tf.zeros_like(m))
+            return [tf.reduce_sum(x * m), tf.reduce_sum(x * x * m)]
+
+        local = [tf.reduce_sum(m)] + moments(weights)
+        if predictions is not None:
+            local += moments(targets) + moments(targets - predictions)
+        total = self._sum_replicas(tf.stack(local))
+
+        def variance(first, second):
+            mean = tf.math.divide_no_nan(first, total[0])
+            return mean, tf.maximum(tf.math.divide_no_nan(second, total[0]) - mean * mean, 0.0)
+
+        share = tf.cast(tf.math.divide_no_nan(local[0], total[0]), tf.float32)
+        if self.config.normalize_advantages:
+            mean, var = variance(total[1], total[2])
+            weights = (weights - tf.cast(mean, tf.float32)) * tf.math.rsqrt(
+                tf.cast(var, tf.float32) + 1e-8)
+        explained = None
+        if predictions is not None:
+            explained = 1.0 - tf.cast(tf.math.divide_no_nan(
+                variance(total[5], total[6])[1], variance(total[3], total[4])[1]), tf.float32)
+        return share, weights, explained
 
     def _replica_rows(self, batch: Batch) -> Batch:
         """This replica's block of the worker's environments: [T, B / local replicas]."""
@@ -330,8 +369,10 @@ class Learner(tf.Module):
         """Per-replica part of the update: returns, losses and their gradients.
 
         Returns:
-            (gradients of the policy then the value variables, metrics, and the rows the
-            running statistics are updated with: encoded observations, mask, returns).
+            (gradients of the policy then the value variables, metrics, and the rows
+            [N, features + 2] the running statistics are updated with: encoded
+            observations, mask, return; empty without running statistics). With several
+            replicas the gradients and metrics are already summed over them.
         """
         cfg = self.config
         if self.local_replicas > 1:
@@ -342,15 +383,7 @@ class Learner(tf.Module):
         continues = 1.0 - tf.cast(batch.terminated | batch.truncated, tf.float32)
         mask = batch.mask
         scale = self._return_scale()
-        sum_replicas = None
-        share = tf.ones([])
-        if self.strategy.num_replicas_in_sync > 1:
-            sum_replicas = self._sum_replicas
-            # Every loss term is a mean over this replica's valid steps; weighted by the
-            # replica's share of all valid steps, the replicas' terms sum to the mean over
-            # the whole batch (equal weights would not: episodes mode pads unevenly).
-            valid = tf.reduce_sum(mask)
-            share = tf.math.divide_no_nan(valid, sum_replicas(valid))
+        replicated = self.strategy.num_replicas_in_sync > 1
 
         with tf.GradientTape() as tape:
             distribution = self.policy.distribution(flat_obs)
@@ -367,13 +400,22 @@ class Learner(tf.Module):
                 target_returns = returns.discounted_returns(
                     batch.rewards, continues, batch.bootstrap, cfg.gamma)
                 weights = target_returns / scale
-            if cfg.normalize_advantages:
-                weights = returns.normalize(weights, mask, sum_replicas=sum_replicas)
+            explained = None
+            if replicated:
+                # Every loss term is a mean over this replica's valid steps; weighted by
+                # the replica's share of all valid steps, the replicas' terms sum to the
+                # mean over the whole batch (equal weights would not: episodes mode pads
+                # unevenly). Normalization and metrics also see the whole batch.
+                share, weights, explained = self._across_replicas(
+                    mask, weights, target_returns,
+                    None if values is None else tf.stop_gradient(values) * scale)
+            elif cfg.normalize_advantages:
+                weights = returns.normalize(weights, mask)
             step_weights = (returns.step_discounts(batch.episode_steps, cfg.gamma)
                             if cfg.gamma_weighting else None)
             info = losses.reinforce_loss(log_probs, entropy, weights, mask, cfg.entropy_coef,
                                          values, value_targets, step_weights)
-            scaled_total = info.total * share
+            scaled_total = info.total * share if replicated else info.total
 
         variables = self.policy_variables + self.value_variables
         gradients = tape.gradient(scaled_total, variables)
@@ -386,18 +428,26 @@ class Learner(tf.Module):
             "entropy": info.entropy,
         }
         if self.has_baseline:
-            # Already the whole batch's: the shares below sum to 1 over the replicas.
-            metrics["explained_variance"] = _explained_variance(
-                tf.stop_gradient(values) * scale, target_returns, mask, sum_replicas)
-        metrics = {k: v * share for k, v in metrics.items()}
+            metrics["explained_variance"] = explained if replicated else _explained_variance(
+                tf.stop_gradient(values) * scale, target_returns, mask)
         metrics["valid_steps"] = tf.reduce_sum(mask)
-        features = networks.encode_observations(self.policy.observation_space, flat_obs)
-        return gradients, metrics, (features, mask, target_returns)
+        if replicated:
+            # The whole batch's: losses are weighted means, the explained variance is
+            # already the batch's (shares sum to 1), valid steps add up.
+            metrics = {k: v if k == "valid_steps" else v * share for k, v in metrics.items()}
+            gradients, metrics = self._sum_replicas((gradients, metrics))
+        rows = tf.zeros([0])
+        if self.normalizer is not None or self.return_stats is not None:
+            features = networks.encode_observations(self.policy.observation_space, flat_obs)
+            rows = tf.concat([tf.reshape(features, [steps * envs, -1]),
+                              tf.reshape(mask, [-1, 1]), tf.reshape(target_returns, [-1, 1])],
+                             axis=1)
+        return gradients, metrics, rows
 
 
-def _explained_variance(predictions, targets, mask, sum_replicas=None) -> tf.Tensor:
-    """1 - Var[target - prediction] / Var[target] over valid steps (of all replicas)."""
+def _explained_variance(predictions, targets, mask) -> tf.Tensor:
+    """1 - Var[target - prediction] / Var[target] over valid steps."""
     def variance(x):
-        mean = returns.masked_mean(x, mask, sum_replicas)
-        return returns.masked_mean(tf.square(x - mean), mask, sum_replicas)
+        mean = returns.masked_mean(x, mask)
+        return returns.masked_mean(tf.square(x - mean), mask)
     return 1.0 - tf.math.divide_no_nan(variance(targets - predictions), variance(targets))

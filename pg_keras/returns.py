@@ -10,8 +10,6 @@ the end of the batch. It is read only where the episode does not continue.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
-
 import tensorflow as tf
 
 
@@ -132,29 +130,17 @@ def first_episode_mask(dones) -> tf.Tensor:
     return tf.cast(ended_before < 0.5, tf.float32)
 
 
-def masked_mean(x, mask, sum_replicas: Optional[Callable] = None) -> tf.Tensor:
-    """Mean of ``x`` over the entries where ``mask`` is 1 (0 if there are none).
-
-    Args:
-        x: float tensor of any shape.
-        mask: tensor of ``x``'s shape, 1 for the entries to average.
-        sum_replicas: under a ``tf.distribute`` strategy, a function that sums a tensor
-            over every replica (see ``Learner``), so that the mean is the one of all
-            replicas' entries together; None averages this replica's entries alone.
-    """
+def masked_mean(x, mask) -> tf.Tensor:
+    """Mean of ``x`` over the entries where ``mask`` is 1 (0 if there are none)."""
     x = tf.convert_to_tensor(x)
     mask = tf.cast(mask, x.dtype)
     # Select, not only multiply: padding may hold inf or NaN, and NaN * 0 is NaN. The
     # select's gradient is also 0 at the left-out entries.
     masked = tf.where(mask != 0, x * mask, tf.zeros_like(x))
-    sums = tf.stack([tf.reduce_sum(masked), tf.reduce_sum(mask)])
-    if sum_replicas is not None:
-        sums = sum_replicas(sums)
-    return tf.math.divide_no_nan(sums[0], sums[1])
+    return tf.math.divide_no_nan(tf.reduce_sum(masked), tf.reduce_sum(mask))
 
 
-def normalize(x, mask=None, epsilon: float = 1e-8,
-              sum_replicas: Optional[Callable] = None) -> tf.Tensor:
+def normalize(x, mask=None, epsilon: float = 1e-8) -> tf.Tensor:
     """Standardize ``x`` to zero mean and unit variance over the masked entries.
 
     Args:
@@ -162,15 +148,14 @@ def normalize(x, mask=None, epsilon: float = 1e-8,
         mask: optional tensor of ``x``'s shape; entries where it is 0 are ignored in the
             statistics (their output is still standardized with them).
         epsilon: added to the variance.
-        sum_replicas: see :func:`masked_mean`: the statistics of all replicas together.
 
     Returns:
         A tensor of ``x``'s shape.
     """
     if mask is None:
         mask = tf.ones_like(x)
-    mean = masked_mean(x, mask, sum_replicas)
-    variance = masked_mean(tf.square(x - mean), mask, sum_replicas)
+    mean = masked_mean(x, mask)
+    variance = masked_mean(tf.square(x - mean), mask)
     return (x - mean) * tf.math.rsqrt(variance + epsilon)
 
 
