@@ -124,6 +124,7 @@ def gymnasium_training(env_id: str, num_envs: int, steps: int, updates: int):
         for _ in range(updates):
             batch, _ = collector.collect()
             learner.train_step(batch)
+            collector.pop_episodes()
     return Timed(run, updates * num_envs * steps), envs
 
 
@@ -154,7 +155,8 @@ def compiled_subjects(env_id, num_envs, steps, iterations, jit_compile) -> Dict[
 
     def run_training():
         for _ in range(iterations):
-            collector.iterate_fn()[0]["loss"].numpy()
+            collector.iterate()
+            collector.pop_episodes()
     env_steps = iterations * num_envs * steps
     return {"reference": Timed(run_inference, env_steps),
             "training": Timed(run_training, env_steps)}
