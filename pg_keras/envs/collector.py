@@ -102,25 +102,28 @@ class CompiledCollector(tf.Module):
                                     lambda: tf.zeros([num]))
             else:
                 bootstrap = tf.zeros([num])
+            episode_steps = ep_length
             ep_return += reward
             ep_length += 1
-            row = (obs, raw, reward, terminated, truncated, bootstrap, ep_length - 1, done,
-                   ep_return, ep_length)
+            # Only what cannot be derived after the loop is written step by step.
+            row = (obs, raw, reward, terminated, truncated, bootstrap, episode_steps, ep_return)
             arrays = [a.write(t, x) for a, x in zip(arrays, row)]
             ep_return = tf.where(done, 0.0, ep_return)
             ep_length = tf.where(done, 0, ep_length)
             return t + 1, state, ep_return, ep_length, arrays
 
         dtypes = (tf.float32, self.learner.head.raw_dtype, tf.float32, tf.bool, tf.bool,
-                  tf.float32, tf.int32, tf.bool, tf.float32, tf.int32)
+                  tf.float32, tf.int32, tf.float32)
         arrays = [tf.TensorArray(d, size=steps, element_shape=None) for d in dtypes]
         state = EnvState(tf.identity(self._physics), tf.identity(self._elapsed))
         _, state, ep_return, ep_length, arrays = tf.while_loop(
             lambda t, *_: t < steps, body,
             (tf.constant(0), state, tf.identity(self._episode_return),
              tf.identity(self._episode_length), arrays))
-        (obs, raw, reward, terminated, truncated, bootstrap, episode_steps, done, returns,
-         lengths) = [a.stack() for a in arrays]
+        (obs, raw, reward, terminated, truncated, bootstrap, episode_steps,
+         returns) = [a.stack() for a in arrays]
+        done = terminated | truncated
+        lengths = episode_steps + 1
         if baseline:
             # The cut at the end of the segment bootstraps from V(s_T).
             last_open = ~done[-1]
