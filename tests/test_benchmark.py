@@ -2,7 +2,7 @@
 
 import pytest
 
-from experiments.benchmark import Timed, interleaved_rates, summarize
+from experiments.benchmark import Timed, _keep_best, interleaved_rates, summarize
 
 
 def test_subjects_are_timed_in_alternation_after_one_warm_up_each():
@@ -47,3 +47,15 @@ def test_summary_is_the_median_of_the_paired_ratios_not_the_ratio_of_medians():
     assert summary["steps_per_second"] == 30
     assert summary["reference_steps_per_second"] == 100
     assert summary["fraction_range"] == [0.3, 1.0]
+
+
+def test_the_summary_keeps_each_paths_fastest_cartpole_configuration():
+    best = {}
+    for path, env_id, num_envs, rate in [("gymnasium", "CartPole-v1", 16, 90),
+                                         ("gymnasium", "CartPole-v1", 64, 120),
+                                         ("gymnasium", "LunarLander-v3", 8, 500),
+                                         ("gymnasium", "CartPole-v1", 256, 110),
+                                         ("compiled", "CartPole-v1", 8192, 1900)]:
+        _keep_best(best, {"path": path, "env_id": env_id, "num_envs": num_envs,
+                          "steps_per_second": rate})
+    assert best == {"gymnasium": (120, 64), "compiled": (1900, 8192)}
