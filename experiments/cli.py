@@ -5,7 +5,9 @@ Imports absl alone, so the evaluate launcher stays free of pg_keras.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 import sys
 from typing import Callable, Tuple, Type
 
@@ -21,6 +23,36 @@ def fail(name: str, message: str, code: int = EXIT_BAD_INPUT):
     sys.stderr.write(f"{name}: error: {line}\n")
     sys.stderr.flush()
     sys.exit(code)
+
+
+# Sleeps, then (if its parent is still the process that started it) prints the line and
+# kills the parent. A process, not a thread: the call it guards holds the GIL.
+_WATCHDOG = """
+import os, sys, time
+parent, seconds, line = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+time.sleep(seconds)
+if os.getppid() == parent:
+    sys.stderr.write(line + "\\n")
+    sys.stderr.flush()
+    os.kill(parent, 9)
+"""
+
+
+@contextlib.contextmanager
+def deadline(name: str, seconds: float, message: str):
+    """Ends this process with ``name: error: message`` if the block runs past ``seconds``.
+
+    For calls into TensorFlow that wait without limit and cannot be interrupted from
+    Python (even SIGTERM waits for them); the process is killed (exit status -9).
+    """
+    line = f"{name}: error: " + " ".join(str(message).split())
+    watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()),
+                                 str(seconds), line])
+    try:
+        yield
+    finally:
+        watchdog.kill()
+        watchdog.wait()
 
 
 def require_tensorflow_backend(name: str) -> None:

@@ -44,6 +44,9 @@ flags.DEFINE_enum("strategy", "default", list(pg_keras.distributed.STRATEGIES),
                   "tf.distribute strategy: default (one device), mirrored (every GPU of this "
                   "host), multi_worker (the processes TF_CONFIG describes; num_envs is per "
                   "worker, total_steps counts all workers' steps).")
+flags.DEFINE_float("group_start_timeout", 600.0, "With --strategy=multi_worker: seconds "
+                   "to wait for every worker TF_CONFIG names to join the group before "
+                   "stopping with an error.")
 flags.DEFINE_float("collective_timeout", 600.0, "With --strategy=multi_worker: seconds a "
                    "worker waits for the others in an all-reduce before the group stops "
                    "with an error (a dead worker is detected within seconds anyway).")
@@ -58,8 +61,7 @@ def default_root_dir(env_id: str, seed: int) -> str:
 def main(argv):
     config = config_from_flags()
     # First: a multi-worker strategy must exist before any other TensorFlow work.
-    strategy = pg_keras.distributed.make_strategy(
-        FLAGS.strategy, FLAGS.collective_timeout if FLAGS.strategy == "multi_worker" else None)
+    strategy = _make_strategy()
     chief = pg_keras.distributed.worker_of(strategy).is_chief
     root_dir = FLAGS.root_dir or default_root_dir(config.env_id, config.seed)
     export_dir = FLAGS.export_dir or os.path.join(
@@ -98,6 +100,18 @@ def main(argv):
           f"run directory {root_dir})")
     if FLAGS.export:
         print(f"SavedModel: {export_dir}")
+
+
+def _make_strategy():
+    if FLAGS.strategy != "multi_worker":
+        return pg_keras.distributed.make_strategy(FLAGS.strategy)
+    # TensorFlow waits for the workers TF_CONFIG names without limit: one that never
+    # comes (not started, or killed before the group formed) would hold the others forever.
+    with cli.deadline("train", FLAGS.group_start_timeout,
+                      f"the worker group did not form within --group_start_timeout="
+                      f"{FLAGS.group_start_timeout:g} s: start every worker TF_CONFIG names, "
+                      "with the same cluster"):
+        return pg_keras.distributed.make_strategy(FLAGS.strategy, FLAGS.collective_timeout)
 
 
 def _holds_export_of(export_dir: str, config) -> bool:

@@ -35,6 +35,16 @@ GROUP_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
                 tf.errors.AbortedError, tf.errors.CancelledError)
 
 
+def describe_group_error(error: tf.errors.OpError) -> str:
+    """The cause in one of :data:`GROUP_ERRORS`' messages (TensorFlow's carries a graph
+    traceback first): the line that says why the collective was aborted."""
+    lines = [line.strip() for line in str(error.message).splitlines() if line.strip()]
+    for line in lines:
+        if "aborted by" in line or "unhealthy" in line or "timed out" in line.lower():
+            return line[:300]
+    return f"{type(error).__name__}: {lines[-1][:300] if lines else ''}"
+
+
 def make_strategy(name: str, collective_timeout: Optional[float] = None
                   ) -> tf.distribute.Strategy:
     """The ``tf.distribute`` strategy of a name. Call it before any other TensorFlow work.

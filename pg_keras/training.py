@@ -203,18 +203,15 @@ def train(config: Config, *, root_dir: Optional[str] = None,
                                         save_directory=scratch)
         group = distributed.GroupSync(strategy) if worker.count > 1 else None
         with _StopOnSignals(enabled=handle_signals) as stop:
-            try:
-                return _loop(config, learner, collector, run, checkpointer, checkpoint_every,
-                             target_return, on_update, verbose, progress, stop, worker,
-                             group)
-            except distributed.GROUP_ERRORS as error:
-                if group is None:
-                    raise
-                detail = " ".join(str(error.message).split())[:300]
-                raise TrainingError(
-                    f"worker {worker.index} of {worker.count}: the group broke ({detail}); "
-                    "the last checkpoint is intact: start every worker again with the same "
-                    "command to resume") from None
+            return _loop(config, learner, collector, run, checkpointer, checkpoint_every,
+                         target_return, on_update, verbose, progress, stop, worker, group)
+    except distributed.GROUP_ERRORS as error:
+        if worker.count == 1:
+            raise
+        raise TrainingError(
+            f"worker {worker.index} of {worker.count}: the group broke "
+            f"({distributed.describe_group_error(error)}); the last checkpoint is intact: "
+            "start every worker again with the same command to resume") from None
     finally:
         envs.close()
         if run is not None:
@@ -311,7 +308,8 @@ def _loop(config, learner, collector, run, checkpointer, checkpoint_every, targe
                                 return_max=float(np.max(episode_returns)),
                                 length_mean=float(np.mean(episode_lengths)))
         else:
-            agreed = group(env_steps, stop_signal or 0, episode_returns, episode_lengths)
+            agreed = group(env_steps, signal.Signals[stop_signal].value if stop_signal else 0,
+                           episode_returns, episode_lengths)
             env_steps = agreed.env_steps
             if agreed.stop_signal:
                 stop_signal = signal.Signals(agreed.stop_signal).name

@@ -130,16 +130,30 @@ def _start_group(tmp_path, flags, name, record=False):
         command = ([os.path.join(TESTS, "distributed_worker.py"),
                     str(tmp_path / f"{name}-record{index}.json")] if record
                    else ["-m", "experiments.train"])
-        processes.append(subprocess.Popen(
+        # Files, not pipes: a worker blocked on a full pipe would hold up the group.
+        process = subprocess.Popen(
             [sys.executable, *command, "--strategy=multi_worker", "--nouse_progress_bar",
              f"--root_dir={tmp_path / 'run'}", f"--export_dir={tmp_path / 'export'}", *flags],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            cwd=REPO, env=env, stdout=open(tmp_path / f"{name}{index}.out", "w"),
+            stderr=open(tmp_path / f"{name}{index}.err", "w"))
+        process.outputs = (tmp_path / f"{name}{index}.out", tmp_path / f"{name}{index}.err")
+        processes.append(process)
     return processes
 
 
 def _finish(processes, timeout=240):
-    outputs = [p.communicate(timeout=timeout) for p in processes]
-    return [(p.returncode, out, err) for p, (out, err) in zip(processes, outputs)]
+    """(exit code, stdout, stderr) of each process, once all have exited."""
+    deadline = time.time() + timeout
+    for process in processes:
+        try:
+            process.wait(timeout=max(1.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            for p in processes:
+                p.kill()
+            raise AssertionError("the group did not exit: " + "\n".join(
+                p.outputs[1].read_text()[-2000:] for p in processes)) from None
+    return [(p.returncode, p.outputs[0].read_text(), p.outputs[1].read_text())
+            for p in processes]
 
 
 GROUP_FLAGS = ["--num_envs=4", "--steps_per_update=32", "--eval_episodes=2"]
@@ -177,37 +191,78 @@ def test_two_workers_hold_the_same_weights_after_every_update_and_the_chief_expo
             break
 
 
-def test_a_killed_worker_stops_the_group_with_an_error_and_the_group_resumes(tmp_path):
+def _wait_for_new_checkpoint(root, process, seen=None):
+    marker = root / "checkpoints" / "checkpoint"
+    deadline = time.time() + 180
+    while time.time() < deadline and process.poll() is None and (
+            not marker.exists() or marker.stat().st_mtime == seen):
+        time.sleep(0.05)
+    assert marker.exists() and marker.stat().st_mtime != seen, \
+        process.outputs[1].read_text()[-3000:]
+    return marker.stat().st_mtime
+
+
+def _metrics_steps(root):
+    with open(root / "metrics.jsonl") as f:
+        return [json.loads(line)["env_steps"] for line in f]
+
+
+def test_a_signal_stops_the_group_a_killed_worker_breaks_it_and_it_resumes(tmp_path):
+    """SIGTERM to one worker: the whole group checkpoints and exits 143. SIGKILL to one
+    worker: the other stops within seconds with one line, exit 1. The same command then
+    resumes the group from the last checkpoint, to the end, no update lost or repeated."""
     flags = GROUP_FLAGS + ["--total_steps=12288", "--eval_every=0", "--checkpoint_every=1024",
                            "--noexport"]
+    root = tmp_path / "run"
+    chief, other = _start_group(tmp_path, flags, "signalled")
+    _wait_for_new_checkpoint(root, chief)
+    other.send_signal(signal.SIGTERM)
+    for code, out, err in _finish([chief, other], timeout=120):
+        assert code == 143, err[-3000:]
+        assert "interrupted by SIGTERM" in out and "Traceback" not in err
+    with open(root / "summary.json") as f:
+        summary = json.load(f)
+    assert summary["interrupted"] == "SIGTERM" and summary["env_steps"] < 12288
+
+    seen = (root / "checkpoints" / "checkpoint").stat().st_mtime
     chief, other = _start_group(tmp_path, flags, "killed")
-    marker = tmp_path / "run" / "checkpoints" / "checkpoint"
-    deadline = time.time() + 180
-    while not marker.exists() and time.time() < deadline and chief.poll() is None:
-        time.sleep(0.05)
-    assert marker.exists(), chief.communicate()[1][-3000:]
+    _wait_for_new_checkpoint(root, chief, seen)
     other.send_signal(signal.SIGKILL)
     killed_at = time.time()
     code, _, err = _finish([chief], timeout=120)[0]
-    other.communicate()
+    other.wait()
     assert time.time() - killed_at < 120  # no hang: TensorFlow's heartbeats notice
     assert code == 1, err[-3000:]
     error = [line for line in err.splitlines() if line.startswith("train: error:")]
     assert len(error) == 1 and "the group broke" in error[0] and "resume" in error[0], err[-3000:]
+    assert "aborted by" in error[0] and "File " not in error[0], error[0]  # the cause only
     assert "Traceback" not in err
-    with open(tmp_path / "run" / "metrics.jsonl") as f:
-        before = [json.loads(line)["env_steps"] for line in f]
-    assert before and before[-1] < 12288
+    assert _metrics_steps(root)[-1] < 12288
 
     results = _finish(_start_group(tmp_path, flags, "resumed"))
     for code, out, err in results:
         assert code == 0, err[-3000:]
     assert "resumed from" in results[0][1]
-    with open(tmp_path / "run" / "metrics.jsonl") as f:
-        steps = [json.loads(line)["env_steps"] for line in f]
-    assert steps == [256 * (i + 1) for i in range(48)]  # none lost, none twice
-    with open(tmp_path / "run" / "summary.json") as f:
-        assert json.load(f)["env_steps"] == 12288
+    assert _metrics_steps(root) == [256 * (i + 1) for i in range(48)]  # none lost, none twice
+    with open(root / "summary.json") as f:
+        summary = json.load(f)
+    assert summary["env_steps"] == 12288 and summary["interrupted"] is None
+
+
+def test_a_worker_that_never_comes_stops_the_others_after_the_start_timeout(tmp_path):
+    ports = _free_ports(2)
+    tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                 "task": {"type": "worker", "index": 0}}
+    start = time.time()
+    run = _python("-m", "experiments.train", "--strategy=multi_worker", "--noexport",
+                  "--group_start_timeout=3", f"--root_dir={tmp_path / 'run'}",
+                  env={**os.environ, "TF_CONFIG": json.dumps(tf_config)}, timeout=120)
+    assert run.returncode == -signal.SIGKILL, run.stderr[-3000:]  # see cli.deadline
+    assert run.stderr.strip().splitlines()[-1] == (
+        "train: error: the worker group did not form within --group_start_timeout=3 s: "
+        "start every worker TF_CONFIG names, with the same cluster")
+    assert time.time() - start < 60
+    assert not (tmp_path / "run").exists()
 
 
 def test_worker_of_a_group_of_one_is_the_chief():
