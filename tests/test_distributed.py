@@ -265,6 +265,19 @@ def test_a_worker_that_never_comes_stops_the_others_after_the_start_timeout(tmp_
     assert not (tmp_path / "run").exists()
 
 
+def test_scaling_launcher_reports_each_group_size(tmp_path):
+    run = _python("-m", "experiments.scaling", "--workers=2", "--num_envs=4",
+                  "--total_steps=2048", "--train_flags=--steps_per_update=32", timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    (line,) = [json.loads(x) for x in run.stdout.splitlines() if x.startswith("{")]
+    assert line["workers"] == 2 and line["env_steps"] == 2048 and line["updates"] == 8
+    assert line["steps_per_second"] > 0
+    bad = _python("-m", "experiments.scaling", "--workers=0", timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1] == (
+        "scaling: error: workers must be positive integers; received workers=0")
+
+
 def test_worker_of_a_group_of_one_is_the_chief():
     assert distributed.worker_of(tf.distribute.get_strategy()) == distributed.Worker(0, 1)
     assert distributed.worker_seed(3, 0) == 3 and distributed.worker_seed(3, 1) != 3
