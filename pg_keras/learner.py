@@ -238,13 +238,18 @@ class Learner(tf.Module):
             self.skipped_updates = tf.Variable(0, dtype=tf.int64, trainable=False,
                                                name="skipped_updates")
         # Sampling stream for collection; its state is checkpointed with the rest.
-        self.rng = tf.random.Generator.from_seed(config.seed + 104729)
+        self.rng = tf.random.Generator.from_seed(0)
+        self.seed_sampling(config.seed)
         self.batch_spec = batch_spec(config, observation_space, self.head)
         self.train_step = tf.function(self._train_step, input_signature=[self.batch_spec],
                                       jit_compile=config.jit_compile)
         obs_spec = tf.TensorSpec((None,) + tuple(observation_space.shape),
                                  observation_dtype(observation_space))
         self.collect_step = tf.function(self._collect_step, input_signature=[obs_spec])
+
+    def seed_sampling(self, seed: int) -> None:
+        """Restarts the stream :attr:`collect_step` samples actions from."""
+        self.rng.reset_from_seed(seed + 104729)
 
     def _return_scale(self) -> tf.Tensor:
         if self.return_stats is None:

@@ -188,7 +188,7 @@ def train(config: Config, *, root_dir: Optional[str] = None,
         learner = Learner(config, envs.single_observation_space, envs.single_action_space,
                           policy_network, value_network, strategy=strategy)
         if not worker.is_chief:
-            learner.rng.reset_from_seed(collect_config.seed + 104729)
+            learner.seed_sampling(collect_config.seed)
         if compiled:
             collector = CompiledCollector(graph_env, learner, collect_config)
         else:
@@ -240,7 +240,7 @@ def _loop(config, learner, collector, run, checkpointer, checkpoint_every, targe
                 # The chief's checkpoint holds the chief's environments: this worker's
                 # start afresh, with a sampling stream of their own.
                 collector.total_steps = saved["collector"]["total_steps"]
-                learner.rng.reset_from_seed(collector.config.seed + 104729 + loop["env_steps"])
+                learner.seed_sampling(collector.config.seed + loop["env_steps"])
             if "env_steps" not in saved["loop"]:  # a checkpoint written before groups
                 loop["env_steps"] = collector.total_steps
             if verbose:
