@@ -29,6 +29,7 @@ REPO = os.path.dirname(TESTS)
 
 MIRRORED = textwrap.dedent('''
     import json
+    import sys
     import tensorflow as tf
 
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -79,6 +80,16 @@ MIRRORED = textwrap.dedent('''
         pg_keras.Learner(pg_keras.Config(num_envs=3), *space, strategy=strategy)
     except pg_keras.InputError as error:
         out["odd_num_envs"] = str(error)
+    # The whole loop and the export under the two replicas.
+    result = pg_keras.train(pg_keras.Config(num_envs=4, steps_per_update=16, total_steps=640,
+                                            eval_every=0, eval_episodes=2), strategy=strategy)
+    directory = sys.argv[1] + "/export"
+    pg_keras.export_policy(result.policy, directory)
+    loaded = tf.saved_model.load(directory)
+    observations = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    out["train"] = {"env_steps": result.env_steps, "updates": int(result.learner.updates.numpy()),
+                    "export_matches": bool(np.array_equal(
+                        loaded(observations).numpy(), result.policy.act(observations)))}
     print(json.dumps(out))
 ''')
 
@@ -88,14 +99,15 @@ def _python(*args, env=None, timeout=300):
                           timeout=timeout, env=env)
 
 
-def test_mirrored_over_two_devices_makes_the_update_of_the_whole_batch():
+def test_mirrored_over_two_devices_makes_the_update_of_the_whole_batch(tmp_path):
     """Two replicas, each with half the environments, make the single-device update."""
-    run = _python("-c", MIRRORED)
+    run = _python("-c", MIRRORED, str(tmp_path))
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads(run.stdout.strip().splitlines()[-1])
     assert results.pop("odd_num_envs") == (
         "num_envs must be a multiple of the 2 devices of the distribution strategy, which "
         "split each batch by environment; received num_envs=3")
+    assert results.pop("train") == {"env_steps": 640, "updates": 10, "export_matches": True}
     for name, record in results.items():
         assert record["moved"] > 1e-3, name  # the updates did change the weights
         assert max(record["weights"]) < 2e-5, (name, record["weights"])
