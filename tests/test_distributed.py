@@ -290,6 +290,17 @@ def test_scaling_launcher_reports_each_group_size(tmp_path):
         "scaling: error: workers must be positive integers; received workers=0")
 
 
+def test_group_sync_sums_steps_and_episodes_and_keeps_the_largest_signal():
+    sync = distributed.GroupSync(tf.distribute.MirroredStrategy(["/cpu:0"]))
+    step = sync(256, 15, [10.0, 30.0, 50.0], [10, 30, 80])
+    assert (step.env_steps, step.stop_signal, step.episodes) == (256, 15, 3)
+    assert (step.return_mean, step.return_min, step.return_max) == (30.0, 10.0, 50.0)
+    assert step.length_mean == 40.0
+    empty = sync(128, 0, [], [])
+    assert (empty.env_steps, empty.stop_signal, empty.episodes) == (128, 0, 0)
+    assert np.isnan(empty.return_mean) and np.isnan(empty.length_mean)
+
+
 def test_worker_of_a_group_of_one_is_the_chief():
     assert distributed.worker_of(tf.distribute.get_strategy()) == distributed.Worker(0, 1)
     assert distributed.worker_seed(3, 0) == 3 and distributed.worker_seed(3, 1) != 3
