@@ -124,7 +124,7 @@ def gymnasium_training(env_id: str, num_envs: int, steps: int, updates: int):
     def run():
         for _ in range(updates):
             batch, _ = collector.collect()
-            learner.train_step(batch)
+            learner.update(batch)
             collector.pop_episodes()
     return Timed(run, updates * num_envs * steps), envs
 

@@ -243,9 +243,21 @@ class Learner(tf.Module):
         self.batch_spec = batch_spec(config, observation_space, self.head)
         self.train_step = tf.function(self._train_step, input_signature=[self.batch_spec],
                                       jit_compile=config.jit_compile)
+        self._update_graph = None
         obs_spec = tf.TensorSpec((None,) + tuple(observation_space.shape),
                                  observation_dtype(observation_space))
         self.collect_step = tf.function(self._collect_step, input_signature=[obs_spec])
+
+    def update(self, batch: Batch) -> Dict[str, tf.Tensor]:
+        """:attr:`train_step` on a batch of numpy arrays, at the least call overhead.
+
+        Calls the traced graph directly, each field converted once: matching a call
+        against the ``tf.function``'s signature costs about 0.5 ms, a quarter of an update
+        of 16 environments x 32 steps.
+        """
+        if self._update_graph is None:
+            self._update_graph = self.train_step.get_concrete_function()
+        return self._update_graph(Batch(*(tf.constant(x) for x in batch)))
 
     def seed_sampling(self, seed: int) -> None:
         """Restarts the stream :attr:`collect_step` samples actions from."""

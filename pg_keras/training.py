@@ -294,7 +294,7 @@ def _loop(config, learner, collector, run, checkpointer, checkpoint_every, targe
                 raise TrainingError(f"{error}; the run stopped, its last checkpoint is intact "
                                     "(set on_nonfinite='drop' to drop such episodes "
                                     "instead)") from None
-            metrics = learner.train_step(batch)
+            metrics = learner.update(batch)
         else:
             metrics, env_steps = collector.iterate()
         record = {k: float(v) for k, v in metrics.items()}

@@ -33,9 +33,9 @@ def _digest(arrays) -> str:
 class RecordingLearner(pg_keras.Learner):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        update = self.train_step
+        update = self.update
 
-        def train_step(batch):
+        def recorded_update(batch):
             metrics = update(batch)
             variables = (self.policy_variables + self.value_variables
                          + self.policy_optimizer.variables + self.value_optimizer.variables)
@@ -43,7 +43,7 @@ class RecordingLearner(pg_keras.Learner):
                             "batch": _digest(np.asarray(x) for x in batch),
                             "updates": int(self.updates.numpy())})
             return metrics
-        self.train_step = train_step
+        self.update = recorded_update
 
 
 pg_keras.training.Learner = RecordingLearner
