@@ -32,7 +32,8 @@ flags.DEFINE_list("train_flags", [], "More flags for experiments.train (comma-se
 FLAGS = flags.FLAGS
 
 
-def _free_ports(count):
+def free_ports(count: int) -> list:
+    """``count`` TCP ports free on 127.0.0.1 a moment ago, for a group's TF_CONFIG."""
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:
         s.bind(("127.0.0.1", 0))
@@ -50,7 +51,7 @@ def run_group(workers: int, root: str, extra) -> dict:
     if workers == 1:
         commands = [({}, flags_)]
     else:
-        ports = _free_ports(workers)
+        ports = free_ports(workers)
         cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
         commands = [({"TF_CONFIG": json.dumps({"cluster": cluster, "task": {
             "type": "worker", "index": i}})}, flags_ + ["--strategy=multi_worker"])

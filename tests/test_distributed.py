@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -22,6 +21,7 @@ import pytest
 import tensorflow as tf
 
 import pg_keras
+from experiments.scaling import free_ports
 from pg_keras import distributed
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -118,19 +118,9 @@ def test_mirrored_over_two_devices_makes_the_update_of_the_whole_batch(tmp_path)
     assert any(a != b for a, b in results["episodes"]["valid_per_replica"])
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _start_group(tmp_path, flags, name, record=False):
     """Starts two workers of ``experiments.train`` on 127.0.0.1; returns their processes."""
-    ports = _free_ports(2)
+    ports = free_ports(2)
     processes = []
     for index in range(2):
         tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
@@ -262,7 +252,7 @@ def test_a_signal_stops_the_group_a_killed_worker_breaks_it_and_it_resumes(tmp_p
 
 
 def test_a_worker_that_never_comes_stops_the_others_after_the_start_timeout(tmp_path):
-    ports = _free_ports(2)
+    ports = free_ports(2)
     tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
                  "task": {"type": "worker", "index": 0}}
     start = time.time()
