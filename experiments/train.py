@@ -83,7 +83,7 @@ def main(argv):
     if not chief:
         # Leaves when the chief has exported: a worker that left earlier would look to
         # the chief like one that died.
-        pg_keras.distributed.GroupSync(strategy).barrier()
+        _leave_together(strategy)
         print(f"worker {result.worker.index} of {result.worker.count}: done at "
               f"{result.env_steps} env steps (the chief evaluates and exports)")
         return 0
@@ -91,7 +91,7 @@ def main(argv):
         pg_keras.export_policy(result.policy, export_dir, config=config,
                                overwrite=replace_export)
     if result.worker.count > 1:
-        pg_keras.distributed.GroupSync(strategy).barrier()
+        _leave_together(strategy)
     final = result.evaluations[-1]
     solved = f"solved at {result.solved_at} env steps" if result.solved_at else "not solved"
     print(f"final evaluation return over {config.eval_episodes} episodes: "
@@ -100,6 +100,16 @@ def main(argv):
           f"run directory {root_dir})")
     if FLAGS.export:
         print(f"SavedModel: {export_dir}")
+
+
+def _leave_together(strategy) -> None:
+    try:
+        pg_keras.distributed.GroupSync(strategy).barrier()
+    except pg_keras.distributed.GROUP_ERRORS as error:
+        raise pg_keras.TrainingError(
+            "the group broke after training, before every worker was done "
+            f"({pg_keras.distributed.describe_group_error(error)}); the chief's run "
+            "directory holds the final checkpoint") from None
 
 
 def _make_strategy():
