@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 from typing import Callable, Tuple, Type
@@ -53,6 +54,17 @@ def deadline(name: str, seconds: float, message: str):
     finally:
         watchdog.kill()
         watchdog.wait()
+
+
+def free_ports(count: int) -> list:
+    """``count`` TCP ports free on 127.0.0.1 a moment ago, for a group's TF_CONFIG."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
 
 
 def require_tensorflow_backend(name: str) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,17 +31,6 @@ flags.DEFINE_list("train_flags", [], "More flags for experiments.train (comma-se
 FLAGS = flags.FLAGS
 
 
-def free_ports(count: int) -> list:
-    """``count`` TCP ports free on 127.0.0.1 a moment ago, for a group's TF_CONFIG."""
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def run_group(workers: int, root: str, extra) -> dict:
     """Trains with ``workers`` processes on this host; returns the chief's summary."""
     flags_ = [f"--flagfile={FLAGS.flagfile_for_train}", f"--num_envs={FLAGS.num_envs}",
@@ -51,7 +39,7 @@ def run_group(workers: int, root: str, extra) -> dict:
     if workers == 1:
         commands = [({}, flags_)]
     else:
-        ports = free_ports(workers)
+        ports = cli.free_ports(workers)
         cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
         commands = [({"TF_CONFIG": json.dumps({"cluster": cluster, "task": {
             "type": "worker", "index": i}})}, flags_ + ["--strategy=multi_worker"])

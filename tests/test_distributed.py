@@ -21,7 +21,7 @@ import pytest
 import tensorflow as tf
 
 import pg_keras
-from experiments.scaling import free_ports
+from experiments.cli import free_ports
 from pg_keras import distributed
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
