@@ -77,8 +77,10 @@ def main(argv):
                             progress=FLAGS.use_progress_bar and not FLAGS.quiet,
                             strategy=strategy)
     if result.interrupted:
+        saved_by = "" if chief else "the chief, "
         print(f"interrupted by {result.interrupted} at {result.env_steps} env steps; checkpoint "
-              f"and summary saved in {root_dir}; run the same command to resume", flush=True)
+              f"and summary saved in {saved_by}{root_dir}; run the same command to resume",
+              flush=True)
         return 130 if result.interrupted == "SIGINT" else 143
     if not chief:
         # Leaves when the chief has exported: a worker that left earlier would look to
