@@ -9,7 +9,7 @@ from gymnasium.vector import AutoresetMode
 import pg_keras
 from pg_keras import returns
 from pg_keras.rollout import NumpyPolicy
-from toy_envs import CounterEnv, vector_env
+from toy_envs import CounterEnv, FaultyEnv, vector_env
 
 
 def linear_value_model():
@@ -263,46 +263,27 @@ def test_collector_batches_equal_the_plain_per_env_reference(env_id, mode, basel
         assert kinds == {"terminated", "truncated"}
 
 
-class FinalObservationNanEnv(gym.Env):
-    """4-step episodes; the second episode's last observation is NaN.
-
-    In same-step autoreset mode that observation shows only in ``info["final_obs"]``:
-    the step returns the next episode's (finite) first observation.
-    """
-
-    observation_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
-    action_space = gym.spaces.Discrete(2)
-
-    def __init__(self):
-        self.episode = 0
-        self.t = 0
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.episode += 1
-        self.t = 0
-        return np.array([0.0], np.float32), {}
-
-    def step(self, action):
-        self.t += 1
-        obs = np.array([np.nan if self.episode == 2 and self.t == 4 else self.t], np.float32)
-        return obs, 1.0, self.t >= 4, False, {}
+def _final_observation_nan_env():
+    """10-step episodes; the third one's last observation is inf, which same-step
+    autoreset shows only in ``info["final_obs"]`` (the step returns the next episode's
+    finite first observation)."""
+    return FaultyEnv(field="observation", nan_every=3, nan_step=10)
 
 
 def test_a_non_finite_final_observation_stops_collection_naming_it():
-    envs = vector_env([FinalObservationNanEnv])
-    config, learner = make_learner(envs, steps_per_update=12)
+    envs = vector_env([_final_observation_nan_env])
+    config, learner = make_learner(envs, steps_per_update=40)
     with pytest.raises(pg_keras.rollout.NonFiniteError,
-                       match="env step 8: environment 0 .* non-finite final observation"):
+                       match="env step 30: environment 0 .* non-finite final observation"):
         pg_keras.Collector(envs, learner, config).collect()
 
 
 def test_an_episode_with_a_non_finite_final_observation_is_dropped():
-    envs = vector_env([FinalObservationNanEnv])
-    config, learner = make_learner(envs, steps_per_update=12, on_nonfinite="drop")
+    envs = vector_env([_final_observation_nan_env])
+    config, learner = make_learner(envs, steps_per_update=40, on_nonfinite="drop")
     collector = pg_keras.Collector(envs, learner, config)
     batch, _ = collector.collect()
-    np.testing.assert_array_equal(batch.mask[:, 0], [1] * 4 + [0] * 4 + [1] * 4)
-    np.testing.assert_array_equal(batch.rewards[:, 0], [1] * 4 + [0] * 4 + [1] * 4)
+    np.testing.assert_array_equal(batch.mask[:, 0], [1] * 20 + [0] * 10 + [1] * 10)
+    np.testing.assert_array_equal(batch.rewards[:, 0], [1] * 20 + [0] * 10 + [1] * 10)
     assert collector.dropped_episodes == 1
-    assert collector.pop_episodes() == ([4.0, 4.0], [4, 4])
+    assert collector.pop_episodes() == ([10.0, 10.0, 10.0], [10, 10, 10])

@@ -64,17 +64,19 @@ def vector_env(make_fns):
 
 
 class FaultyEnv(gym.Env):
-    """CartPole-like observations; every ``nan_every``-th episode returns NaN at step 3.
+    """CartPole-like 10-step episodes; every ``nan_every``-th one returns NaN at ``nan_step``.
 
-    ``field`` chooses where the NaN goes: "reward" or "observation". ``huge=True`` instead
-    returns rewards near float32's maximum, so returns overflow to inf in the update.
+    ``field`` chooses where the NaN goes: "reward" or "observation" (at step 10, the
+    episode's last, an observation that same-step autoreset shows only in
+    ``info["final_obs"]``). ``huge=True`` instead returns rewards near float32's maximum,
+    so returns overflow to inf in the update.
     """
 
     observation_space = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
     action_space = gym.spaces.Discrete(2)
 
-    def __init__(self, field="reward", nan_every=3, huge=False):
-        self.field, self.nan_every, self.huge = field, nan_every, huge
+    def __init__(self, field="reward", nan_every=3, huge=False, nan_step=3):
+        self.field, self.nan_every, self.huge, self.nan_step = field, nan_every, huge, nan_step
         self.episode = 0
         self.t = 0
 
@@ -88,7 +90,7 @@ class FaultyEnv(gym.Env):
         self.t += 1
         obs = self.np_random.normal(size=4).astype(np.float32)
         reward = 3e38 if self.huge else 1.0
-        if self.episode % self.nan_every == 0 and self.t == 3:
+        if self.episode % self.nan_every == 0 and self.t == self.nan_step:
             if self.field == "reward":
                 reward = float("nan")
             else:
