@@ -417,7 +417,6 @@ class Learner(tf.Module):
                 target_returns = returns.discounted_returns(
                     batch.rewards, continues, batch.bootstrap, cfg.gamma)
                 weights = target_returns / scale
-            explained = None
             if replicated:
                 # Every loss term is a mean over this replica's valid steps; weighted by
                 # the replica's share of all valid steps, the replicas' terms sum to the
