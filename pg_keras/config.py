@@ -82,6 +82,10 @@ class Config:
             of the env in pg_keras.envs; rollout and update run as one ``tf.function``).
         jit_compile: Compile the update (and, with ``backend="compiled"``, the whole
             iteration) with XLA.
+        xla_rollout: With ``backend="compiled"`` and ``jit_compile=False``, compile the
+            rollout alone with XLA: it fuses the env's many small operations, while
+            TensorFlow's own kernels keep the update's matrix products (faster than XLA's
+            on the CPU). Turn it off for a model XLA cannot compile.
         deterministic: Enable TensorFlow's op determinism (``enable_op_determinism``), so
             runs repeat bit for bit on any device, at some speed cost. On the CPU, runs of
             the same seed repeat without it.
@@ -117,6 +121,7 @@ class Config:
     max_consecutive_skips: int = 10
     backend: str = "gymnasium"
     jit_compile: bool = False
+    xla_rollout: bool = True
     deterministic: bool = False
 
     def __post_init__(self):
@@ -161,7 +166,7 @@ class Config:
             fail("init_log_std", "a finite number")
         for name in ("baseline", "normalize_advantages", "normalize_returns", "gamma_weighting",
                      "normalize_observations", "state_dependent_std", "deterministic",
-                     "jit_compile"):
+                     "jit_compile", "xla_rollout"):
             if not isinstance(getattr(self, name), bool):
                 fail(name, "True or False")
         for name, choices in (("optimizer", OPTIMIZERS), ("activation", ACTIVATIONS),

@@ -77,6 +77,11 @@ class CompiledCollector(tf.Module):
         self._steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="steps")
         self.total_steps = 0
         self._episodes = _EpisodeLog()
+        # With jit_compile the whole iteration is one XLA program. Without it (and with
+        # xla_rollout), XLA compiles the rollout alone, an inner function whose many small
+        # elementwise env ops it fuses, and TensorFlow's kernels run the update.
+        self._rollout = (tf.function(self._collect, jit_compile=True)
+                         if config.xla_rollout and not config.jit_compile else self._collect)
         self.iterate_fn = tf.function(self._iterate, jit_compile=config.jit_compile)
 
     def _collect(self) -> Tuple[Batch, tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -141,7 +146,7 @@ class CompiledCollector(tf.Module):
         return batch, done, returns, lengths
 
     def _iterate(self):
-        batch, done, returns, lengths = self._collect()
+        batch, done, returns, lengths = self._rollout()
         metrics = self.learner._train_step(batch)
         return metrics, done, returns, lengths
 
