@@ -35,6 +35,10 @@ flags.DEFINE_string("export_dir", None, "Where the trained policy's SavedModel g
                     "saved_models/<run name>. Replaced atomically when it holds an export of "
                     "the same config.")
 flags.DEFINE_bool("export", True, "Export the policy as a SavedModel at the end.")
+flags.DEFINE_float("target_return", None, "Mean evaluation return that counts as solved; "
+                   "default: the env's registered reward threshold.")
+flags.DEFINE_bool("stop_when_solved", False, "End the run at the first evaluation that reaches "
+                  "--target_return (the policy exported is that one).")
 flags.DEFINE_bool("overwrite", False, "Start over in a root_dir that holds a run of another "
                   "config (its files are deleted), and replace an export_dir that holds "
                   "another config's policy.")
@@ -75,7 +79,8 @@ def main(argv):
     result = pg_keras.train(config, root_dir=root_dir, checkpoint_every=FLAGS.checkpoint_every,
                             overwrite=FLAGS.overwrite, verbose=not FLAGS.quiet,
                             progress=FLAGS.use_progress_bar and not FLAGS.quiet,
-                            strategy=strategy)
+                            strategy=strategy, target_return=FLAGS.target_return,
+                            stop_when_solved=FLAGS.stop_when_solved)
     if result.interrupted:
         saved_by = "" if chief else "the chief, "
         print(f"interrupted by {result.interrupted} at {result.env_steps} env steps; checkpoint "

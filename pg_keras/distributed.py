@@ -122,12 +122,14 @@ class GroupStep:
         env_steps: Env steps of this update, summed over the workers.
         stop_signal: The signal number a worker was asked to stop with (SIGINT, SIGTERM),
             the largest one if several; 0 if none.
+        solved: Whether a worker (the chief, which evaluates) has seen the target reached.
         episodes: Episodes that ended in this update, on all workers.
         return_mean, return_min, return_max, length_mean: Their statistics (NaN if none).
     """
 
     env_steps: int
     stop_signal: int
+    solved: bool
     episodes: int
     return_mean: float
     return_min: float
@@ -142,7 +144,7 @@ class GroupSync:
         strategy: The multi-worker strategy.
     """
 
-    _FIELDS = 7
+    _FIELDS = 8
 
     def __init__(self, strategy: tf.distribute.Strategy):
         self.strategy = strategy
@@ -157,17 +159,18 @@ class GroupSync:
         return self.strategy.gather(rows, axis=0)
 
     def __call__(self, env_steps: int, stop_signal: int, returns: List[float],
-                 lengths: List[int]) -> GroupStep:
+                 lengths: List[int], solved: bool = False) -> GroupStep:
         returns = np.asarray(returns, np.float64)
         row = np.array([env_steps, stop_signal, len(returns), returns.sum(),
                         np.sum(lengths, dtype=np.float64),
-                        returns.max(initial=-np.inf), -returns.min(initial=np.inf)])
+                        returns.max(initial=-np.inf), -returns.min(initial=np.inf),
+                        float(solved)])
         rows = self._gather(tf.constant(row)).numpy()
         sums = rows[:, :5].sum(axis=0) / self._local
         episodes = int(round(sums[2]))
         return GroupStep(
             env_steps=int(round(sums[0])), stop_signal=int(rows[:, 1].max()),
-            episodes=episodes,
+            solved=bool(rows[:, 7].max()), episodes=episodes,
             return_mean=sums[3] / episodes if episodes else float("nan"),
             return_min=-float(rows[:, 6].max()), return_max=float(rows[:, 5].max()),
             length_mean=sums[4] / episodes if episodes else float("nan"))

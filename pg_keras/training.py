@@ -118,7 +118,8 @@ def train(config: Config, *, root_dir: Optional[str] = None,
           on_update: Optional[Callable[[Dict[str, float]], None]] = None,
           verbose: bool = False, progress: bool = False,
           handle_signals: bool = True,
-          strategy: Optional[tf.distribute.Strategy] = None) -> TrainResult:
+          strategy: Optional[tf.distribute.Strategy] = None,
+          stop_when_solved: bool = False) -> TrainResult:
     """Trains a policy with REINFORCE (with a value baseline unless ``config.baseline`` is off).
 
     Args:
@@ -147,6 +148,9 @@ def train(config: Config, *, root_dir: Optional[str] = None,
             the chief (worker 0) writes the run directory; the others restore from it
             (it must be on a filesystem they share) and save their checkpoints to a
             scratch directory.
+        stop_when_solved: End the run at the first evaluation that reaches
+            ``target_return`` (a resumed run that had reached it ends there too); a group
+            of workers ends together after the next update.
 
     Returns:
         TrainResult.
@@ -204,7 +208,8 @@ def train(config: Config, *, root_dir: Optional[str] = None,
         group = distributed.GroupSync(strategy) if worker.count > 1 else None
         with _StopOnSignals(enabled=handle_signals) as stop:
             return _loop(config, learner, collector, run, checkpointer, checkpoint_every,
-                         target_return, on_update, verbose, progress, stop, worker, group)
+                         target_return, on_update, verbose, progress, stop, worker, group,
+                         stop_when_solved)
     except distributed.GROUP_ERRORS as error:
         if worker.count == 1:
             raise
@@ -221,7 +226,7 @@ def train(config: Config, *, root_dir: Optional[str] = None,
 
 
 def _loop(config, learner, collector, run, checkpointer, checkpoint_every, target_return,
-          on_update, verbose, progress, stop, worker, group) -> TrainResult:
+          on_update, verbose, progress, stop, worker, group, stop_when_solved) -> TrainResult:
     # loop["env_steps"] counts the steps of every worker; collector.total_steps, this one's.
     loop = {"next_eval": config.eval_every, "evaluations": [], "solved_at": None,
             "wall_seconds": 0.0, "next_checkpoint": 0, "consecutive_skips": 0,
@@ -285,7 +290,12 @@ def _loop(config, learner, collector, run, checkpointer, checkpoint_every, targe
                            wall_seconds=time.perf_counter() - start, interrupted=interrupted,
                            worker=worker)
 
-    while loop["env_steps"] < config.total_steps:
+    def solved_and_stopping():
+        return stop_when_solved and loop["solved_at"] is not None
+
+    # In a group only the chief evaluates: the others learn of a solve at the next sync.
+    ending = solved_and_stopping()  # a resumed run that had reached the target
+    while loop["env_steps"] < config.total_steps and not ending:
         tick = time.perf_counter()
         if isinstance(collector, Collector):
             try:
@@ -309,8 +319,9 @@ def _loop(config, learner, collector, run, checkpointer, checkpoint_every, targe
                                 length_mean=float(np.mean(episode_lengths)))
         else:
             agreed = group(env_steps, signal.Signals[stop_signal].value if stop_signal else 0,
-                           episode_returns, episode_lengths)
+                           episode_returns, episode_lengths, solved=solved_and_stopping())
             env_steps = agreed.env_steps
+            ending = agreed.solved
             if agreed.stop_signal:
                 stop_signal = signal.Signals(agreed.stop_signal).name
             episodes = {"episodes": agreed.episodes}
@@ -339,6 +350,8 @@ def _loop(config, learner, collector, run, checkpointer, checkpoint_every, targe
             if worker.is_chief:
                 run_evaluation()
             loop["next_eval"] = (loop["env_steps"] // config.eval_every + 1) * config.eval_every
+            if group is None:
+                ending = solved_and_stopping()
         # Every worker saves at the same steps: the chief into the run directory.
         if checkpointer is not None and loop["env_steps"] >= loop["next_checkpoint"]:
             save_checkpoint()

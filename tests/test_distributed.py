@@ -193,6 +193,21 @@ def test_two_workers_hold_the_same_weights_after_every_update_and_the_chief_expo
             break
 
 
+def test_a_group_that_stops_when_solved_ends_together_after_the_next_update(tmp_path):
+    # Every CartPole episode lasts at least 8 steps: the chief's first evaluation solves.
+    flags = GROUP_FLAGS + ["--total_steps=4096", "--eval_every=512", "--target_return=8",
+                           "--stop_when_solved"]
+    results = _finish(_start_group(tmp_path, flags, "solved"))
+    for code, out, err in results:
+        assert code == 0, err[-3000:]
+    # Solved at 512 steps (2 updates of 256); the others learn it at the next sync.
+    assert "solved at 512 env steps" in results[0][1]
+    assert "worker 1 of 2: done at 768 env steps" in results[1][1]
+    with open(tmp_path / "run" / "summary.json") as f:
+        summary = json.load(f)
+    assert (summary["env_steps"], summary["solved_at"]) == (768, 512)
+
+
 def _wait_for_new_checkpoint(root, process, seen=None):
     marker = root / "checkpoints" / "checkpoint"
     deadline = time.time() + 180
@@ -282,12 +297,14 @@ def test_scaling_launcher_reports_each_group_size(tmp_path):
 
 def test_group_sync_sums_steps_and_episodes_and_keeps_the_largest_signal():
     sync = distributed.GroupSync(tf.distribute.MirroredStrategy(["/cpu:0"]))
-    step = sync(256, 15, [10.0, 30.0, 50.0], [10, 30, 80])
+    step = sync(256, 15, [10.0, 30.0, 50.0], [10, 30, 80], solved=True)
     assert (step.env_steps, step.stop_signal, step.episodes) == (256, 15, 3)
+    assert step.solved is True
     assert (step.return_mean, step.return_min, step.return_max) == (30.0, 10.0, 50.0)
     assert step.length_mean == 40.0
     empty = sync(128, 0, [], [])
     assert (empty.env_steps, empty.stop_signal, empty.episodes) == (128, 0, 0)
+    assert empty.solved is False
     assert np.isnan(empty.return_mean) and np.isnan(empty.length_mean)
 
 

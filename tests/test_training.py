@@ -88,6 +88,22 @@ def test_five_line_api():
     assert set(actions.tolist()) <= {0, 1}
 
 
+def test_stop_when_solved_ends_at_the_solving_evaluation_and_stays_ended(tmp_path):
+    config = pg_keras.Config(env_id="CartPole-v1", num_envs=4, steps_per_update=16,
+                             total_steps=4096, eval_every=512, eval_episodes=2)
+    # Every CartPole episode lasts at least 8 steps: the first evaluation reaches 8.
+    result = pg_keras.train(config, root_dir=str(tmp_path / "run"), target_return=8.0,
+                            stop_when_solved=True)
+    assert result.solved_at == 512 and result.env_steps == 512, result.evaluations
+    assert [e.env_steps for e in result.evaluations] == [512]
+    again = pg_keras.train(config, root_dir=str(tmp_path / "run"), target_return=8.0,
+                           stop_when_solved=True)
+    assert again.env_steps == 512 and int(again.learner.updates.numpy()) == 8
+    # Without the option the run takes all its steps, solved or not.
+    full = pg_keras.train(config, target_return=8.0)
+    assert full.solved_at == 512 and full.env_steps == 4096
+
+
 def test_launcher_prints_the_final_evaluation(tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "experiments.train", "--total_steps=2048", "--eval_episodes=2",
