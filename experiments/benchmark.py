@@ -8,8 +8,9 @@ learning, and the reference measured in the same process:
 
 * gymnasium path: the vector env itself, ``gym.make_vec(env_id, num_envs, "sync")`` stepped
   with random actions and no learning (also ``"async"``, for costly envs);
-* compiled path: the same policy network, compiled the same way, mapping ``num_envs``
-  observations to sampled actions in a ``tf.while_loop`` with no env and no learning.
+* compiled path: the same policy network, compiled the same way as in the rollout (with
+  XLA unless ``--noxla_rollout --jit_compile=false``), mapping ``num_envs`` observations to
+  sampled actions in a ``tf.while_loop`` with no env and no learning.
 
 The machine may be shared and its speed drift, so the reference and the training are
 timed in alternation (reference, training, reference, training, ...) after a warm-up of
@@ -48,7 +49,9 @@ flags.DEFINE_list("env_ids", [], "Only these env ids (default: all).")
 flags.DEFINE_list("num_envs", [], "Only these numbers of envs (default: all).")
 flags.DEFINE_integer("repeats", 7, "Timed (reference, training) pairs; medians reported.")
 flags.DEFINE_bool("async_reference", True, "Also time the async vector env (gymnasium).")
-flags.DEFINE_list("jit_compile", ["false", "true"], "Compiled path: without, with XLA.")
+flags.DEFINE_list("jit_compile", ["false", "true"], "Compiled path: the update without, with "
+                  "XLA.")
+flags.DEFINE_bool("xla_rollout", True, "Compiled path without jit_compile: the rollout under XLA.")
 FLAGS = flags.FLAGS
 
 # (env id, num_envs, steps per update) of the gymnasium path.
@@ -129,11 +132,12 @@ def gymnasium_training(env_id: str, num_envs: int, steps: int, updates: int):
     return Timed(run, updates * num_envs * steps), envs
 
 
-def compiled_subjects(env_id, num_envs, steps, iterations, jit_compile) -> Dict[str, Timed]:
+def compiled_subjects(env_id, num_envs, steps, iterations, jit_compile,
+                      xla_rollout=True) -> Dict[str, Timed]:
     """The policy-inference limit and the compiled training iteration."""
     config = pg_keras.Config(env_id=env_id, num_envs=num_envs, steps_per_update=steps,
                              total_steps=10**9, eval_every=0, backend="compiled",
-                             jit_compile=jit_compile)
+                             jit_compile=jit_compile, xla_rollout=xla_rollout)
     keras.utils.set_random_seed(0)
     env = make_compiled_env(env_id)
     learner = pg_keras.Learner(config, env.observation_space, env.action_space)
@@ -148,7 +152,8 @@ def compiled_subjects(env_id, num_envs, steps, iterations, jit_compile) -> Dict[
             return t + 1, total + tf.reduce_sum(tf.cast(action, tf.float32))
         return tf.while_loop(lambda t, _: t < steps, body, (tf.constant(0), tf.constant(0.0)))
 
-    infer = tf.function(inference, jit_compile=jit_compile)
+    # The policy samples inside the rollout: under XLA whenever the rollout is.
+    infer = tf.function(inference, jit_compile=jit_compile or xla_rollout)
 
     def run_inference():
         for _ in range(iterations):
@@ -220,10 +225,11 @@ def main(argv):
         for env_id, num_envs, steps in _selected(COMPILED[:2] if quick else COMPILED):
             for jit_compile in jit_options:
                 iterations = 2 if quick else max(3, 200_000 // (num_envs * steps))
-                rates = interleaved_rates(
-                    compiled_subjects(env_id, num_envs, steps, iterations, jit_compile), repeats)
+                rates = interleaved_rates(compiled_subjects(
+                    env_id, num_envs, steps, iterations, jit_compile, FLAGS.xla_rollout), repeats)
                 record = {
                     "env_id": env_id, "path": "compiled", "jit_compile": jit_compile,
+                    "xla_rollout": FLAGS.xla_rollout or jit_compile,
                     "num_envs": num_envs, "steps_per_update": steps,
                     "reference": "policy inference alone, compiled the same way",
                     **summarize(rates["training"], rates["reference"]), **machine}
