@@ -80,9 +80,11 @@ class CompiledCollector(tf.Module):
         # With jit_compile the whole iteration is one XLA program. Without it (and with
         # xla_rollout), XLA compiles the rollout alone, an inner function whose many small
         # elementwise env ops it fuses, and TensorFlow's kernels run the update.
-        self._rollout = (tf.function(self._collect, jit_compile=True)
+        # No autograph (see Learner.train_step): the loop is an explicit tf.while_loop.
+        self._rollout = (tf.function(self._collect, jit_compile=True, autograph=False)
                          if config.xla_rollout and not config.jit_compile else self._collect)
-        self.iterate_fn = tf.function(self._iterate, jit_compile=config.jit_compile)
+        self.iterate_fn = tf.function(self._iterate, jit_compile=config.jit_compile,
+                                      autograph=False)
 
     def _collect(self) -> Tuple[Batch, tf.Tensor, tf.Tensor, tf.Tensor]:
         """The rollout, in graph: (batch, done [T, B], finished returns, finished lengths)."""
