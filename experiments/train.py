@@ -38,7 +38,8 @@ flags.DEFINE_bool("export", True, "Export the policy as a SavedModel at the end.
 flags.DEFINE_float("target_return", None, "Mean evaluation return that counts as solved; "
                    "default: the env's registered reward threshold.")
 flags.DEFINE_bool("stop_when_solved", False, "End the run at the first evaluation that reaches "
-                  "--target_return (the policy exported is that one).")
+                  "--target_return (the policy exported is the one evaluated; a group of "
+                  "workers takes one more update).")
 flags.DEFINE_bool("overwrite", False, "Start over in a root_dir that holds a run of another "
                   "config (its files are deleted), and replace an export_dir that holds "
                   "another config's policy.")

@@ -165,6 +165,11 @@ def train(config: Config, *, root_dir: Optional[str] = None,
     spec = gym.spec(split_env_id(config.env_id))  # an unknown env id fails here, first
     if target_return is None:
         target_return = spec.reward_threshold
+    if stop_when_solved and not (config.eval_every and target_return is not None):
+        raise InputError(
+            "stop_when_solved needs evaluations (eval_every > 0) and a target return (the "
+            f"env registers none: pass target_return); received eval_every={config.eval_every}, "
+            f"target_return={target_return}")
     time_limit = spec.max_episode_steps
     if (config.resolved_collect_mode == "episodes" and time_limit
             and time_limit > config.steps_per_update):

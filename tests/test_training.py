@@ -102,6 +102,8 @@ def test_stop_when_solved_ends_at_the_solving_evaluation_and_stays_ended(tmp_pat
     # Without the option the run takes all its steps, solved or not.
     full = pg_keras.train(config, target_return=8.0)
     assert full.solved_at == 512 and full.env_steps == 4096
+    with pytest.raises(pg_keras.InputError, match="stop_when_solved needs evaluations"):
+        pg_keras.train(config.replace(eval_every=0), stop_when_solved=True)
 
 
 def test_launcher_prints_the_final_evaluation(tmp_path):
