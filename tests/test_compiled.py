@@ -45,8 +45,10 @@ def test_compiled_batch_bootstraps_truncations_and_cuts_from_the_value_model():
     np.testing.assert_array_equal(returns.numpy()[done], lengths.numpy()[done])
 
 
-def test_iterations_log_every_finished_episode_once():
-    config = pg_keras.Config(num_envs=6, steps_per_update=8, backend="compiled")
+@pytest.mark.parametrize("xla_rollout", [True, False])
+def test_iterations_log_every_finished_episode_once(xla_rollout):
+    config = pg_keras.Config(num_envs=6, steps_per_update=8, backend="compiled",
+                             xla_rollout=xla_rollout)
     env = envs.make("CartPole-v1", max_episode_steps=5)
     collector = CompiledCollector(env, _learner(config), config)
     returns, lengths = [], []
