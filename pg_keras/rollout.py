@@ -248,9 +248,8 @@ class Collector:
         steps, num = config.steps_per_update, envs.num_envs
         spec = learner.batch_spec
         self._obs_dtype = observation_dtype(envs.single_observation_space).as_numpy_dtype
-        self._float_obs = np.issubdtype(envs.single_observation_space.dtype, np.floating)
-        self._finite_obs = ((lambda x: np.isfinite(x).all()) if self._float_obs
-                            else (lambda x: True))
+        float_obs = np.issubdtype(envs.single_observation_space.dtype, np.floating)
+        self._finite_obs = (lambda x: np.isfinite(x).all()) if float_obs else (lambda x: True)
         self._buffers = {name: np.zeros(s.shape, s.dtype.as_numpy_dtype)
                          for name, s in spec._asdict().items()}
         # The NumPy twin of the policy acts when it can: see NumpyPolicy.
@@ -322,7 +321,7 @@ class Collector:
             done = terminated | truncated
             any_done = done.any()
             if not (np.isfinite(reward).all() and finite_obs(next_obs)
-                    and not (any_done and self._final_obs_nonfinite(info, done))):
+                    and not (any_done and self._bad_final_obs(info, done).any())):
                 bad = self._non_finite(t, next_obs, reward, done, info)
                 if bad is not None:
                     next_obs, terminated, truncated = self._drop_episodes(
@@ -361,12 +360,13 @@ class Collector:
         self.total_steps += env_steps
         return Batch(**b), env_steps
 
-    def _final_obs_nonfinite(self, info, done) -> bool:
-        """Whether a final observation of an env that ended this step holds NaN or inf."""
-        if not self._float_obs or "final_obs" not in info:
-            return False
-        final = info["final_obs"]
-        return not all(np.isfinite(final[i]).all() for i in np.flatnonzero(done))
+    def _bad_final_obs(self, info, done) -> np.ndarray:
+        """[num] bool: the envs that ended this step with a NaN or inf final observation."""
+        bad = np.zeros(self.envs.num_envs, bool)
+        if "final_obs" in info:
+            for i in np.flatnonzero(done):
+                bad[i] = not _finite_rows(np.asarray(info["final_obs"][i])[None], 1)[0]
+        return bad
 
     def _non_finite(self, t, next_obs, reward, done, info) -> Optional[np.ndarray]:
         """The environments whose step returned NaN or inf, or None if all are finite.
@@ -376,11 +376,7 @@ class Collector:
         """
         num = self.envs.num_envs
         fields = {"reward": ~np.isfinite(reward), "observation": ~_finite_rows(next_obs, num)}
-        if done.any() and "final_obs" in info:
-            final_bad = np.zeros(num, bool)
-            for i in np.flatnonzero(done):
-                final_bad[i] = not _finite_rows(np.asarray(info["final_obs"][i])[None], 1)[0]
-            fields["final observation"] = final_bad
+        fields["final observation"] = self._bad_final_obs(info, done)
         bad = np.zeros(num, bool)
         for field, rows in fields.items():
             if rows.any() and not self._drop:
