@@ -18,6 +18,7 @@ COLLECT_MODES = ("auto", "steps", "episodes")
 ACTION_BOUNDS = ("clip", "tanh")
 ON_NONFINITE = ("stop", "drop")
 BACKENDS = ("gymnasium", "compiled")
+SCHEDULES = ("constant", "linear")
 
 
 class InputError(ValueError):
@@ -50,8 +51,16 @@ class Config:
         policy_learning_rate: Step size of the policy optimizer (alpha_theta).
         value_learning_rate: Step size of the value optimizer (alpha_w).
         optimizer: One of ``adam``, ``adamw``, ``rmsprop``, ``sgd``; both models use it.
+        lr_schedule: ``constant``, or ``linear``: both learning rates decay linearly to 0
+            over ``total_steps`` (each update uses the rate at the env steps taken before
+            its batch, counted over all workers).
         entropy_coef: Weight beta of the entropy bonus.
-        max_grad_norm: Clip each model's gradient to this global norm; 0 disables.
+        entropy_schedule: ``constant``, or ``linear``: the entropy bonus decays linearly
+            to 0 over ``total_steps``, like ``lr_schedule``.
+        max_grad_norm: Clip the policy's gradient to this global norm; 0 disables.
+        value_max_grad_norm: Clip the value model's gradient to this global norm; 0
+            disables; -1 uses ``max_grad_norm`` (the value gradient is often on another
+            scale than the policy's).
         normalize_advantages: Standardize the policy-gradient weight (G_t, or
             G_t - V(s_t) with a baseline) over the batch.
         normalize_returns: Divide rewards by a running estimate of the returns' standard
@@ -61,6 +70,9 @@ class Config:
             objective, usually slower in practice).
         normalize_observations: Standardize observations with running statistics kept in
             a Keras layer that is exported with the policy.
+        clip_observations: Clip normalized observations to [-clip, clip] inside that
+            layer (so the exported policy clips too); 0 disables. Used only with
+            ``normalize_observations``.
         hidden_sizes: Units of the default policy MLP's hidden layers.
         value_hidden_sizes: Units of the default value MLP's hidden layers.
         activation: Activation of the default MLPs' hidden layers.
@@ -103,12 +115,16 @@ class Config:
     policy_learning_rate: float = 3e-3
     value_learning_rate: float = 3e-3
     optimizer: str = "adam"
+    lr_schedule: str = "constant"
     entropy_coef: float = 0.0
+    entropy_schedule: str = "constant"
     max_grad_norm: float = 0.0
+    value_max_grad_norm: float = -1.0
     normalize_advantages: bool = True
     normalize_returns: bool = False
     gamma_weighting: bool = False
     normalize_observations: bool = False
+    clip_observations: float = 10.0
     hidden_sizes: Tuple[int, ...] = (64, 64)
     value_hidden_sizes: Tuple[int, ...] = (64, 64)
     activation: str = "tanh"
@@ -159,9 +175,12 @@ class Config:
         for name in ("policy_learning_rate", "value_learning_rate"):
             if not _is_real(getattr(self, name)) or not getattr(self, name) > 0:
                 fail(name, "a positive finite number")
-        for name in ("entropy_coef", "max_grad_norm"):
+        for name in ("entropy_coef", "max_grad_norm", "clip_observations"):
             if not _is_real(getattr(self, name)) or getattr(self, name) < 0:
                 fail(name, "a non-negative finite number")
+        if not _is_real(self.value_max_grad_norm) or not (
+                self.value_max_grad_norm >= 0 or self.value_max_grad_norm == -1):
+            fail("value_max_grad_norm", "a non-negative finite number, or -1 for max_grad_norm")
         if not _is_real(self.init_log_std):
             fail("init_log_std", "a finite number")
         for name in ("baseline", "normalize_advantages", "normalize_returns", "gamma_weighting",
@@ -171,7 +190,8 @@ class Config:
                 fail(name, "True or False")
         for name, choices in (("optimizer", OPTIMIZERS), ("activation", ACTIVATIONS),
                               ("collect_mode", COLLECT_MODES), ("action_bounds", ACTION_BOUNDS),
-                              ("on_nonfinite", ON_NONFINITE), ("backend", BACKENDS)):
+                              ("on_nonfinite", ON_NONFINITE), ("backend", BACKENDS),
+                              ("lr_schedule", SCHEDULES), ("entropy_schedule", SCHEDULES)):
             if getattr(self, name) not in choices:
                 fail(name, "one of " + ", ".join(repr(c) for c in choices))
         for name in ("hidden_sizes", "value_hidden_sizes"):
@@ -195,6 +215,22 @@ class Config:
         if self.collect_mode != "auto":
             return self.collect_mode
         return "steps" if self.baseline else "episodes"
+
+    @property
+    def resolved_value_max_grad_norm(self) -> float:
+        """The value model's clipping norm: ``value_max_grad_norm``, -1 resolved."""
+        return self.max_grad_norm if self.value_max_grad_norm == -1 else self.value_max_grad_norm
+
+    def schedule_factor(self, schedule: str, env_steps: int) -> float:
+        """The factor a scheduled quantity's initial value is multiplied by.
+
+        Args:
+            schedule: ``lr_schedule`` or ``entropy_schedule``'s value.
+            env_steps: Env steps taken (all workers) before the update's batch.
+        """
+        if schedule == "constant":
+            return 1.0
+        return max(0.0, 1.0 - env_steps / self.total_steps)
 
     @property
     def steps_per_iteration(self) -> int:

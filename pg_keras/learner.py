@@ -202,7 +202,8 @@ class Learner(tf.Module):
                                   config.action_bounds)
             self.normalizer = None
             if config.normalize_observations:
-                self.normalizer = RunningNormalization(name="observation_normalizer")
+                self.normalizer = RunningNormalization(clip=config.clip_observations,
+                                                       name="observation_normalizer")
                 self.normalizer.build((None,) + obs_shape)
             if policy_network is None:
                 policy_network = networks.mlp(obs_shape, self.head.param_size, config.hidden_sizes,
@@ -237,6 +238,12 @@ class Learner(tf.Module):
             self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="updates")
             self.skipped_updates = tf.Variable(0, dtype=tf.int64, trainable=False,
                                                name="skipped_updates")
+            # Set before each update by apply_schedules; a constant bonus stays a Python
+            # float in the graph.
+            self.entropy_coef = None
+            if config.entropy_schedule != "constant":
+                self.entropy_coef = tf.Variable(config.entropy_coef, dtype=tf.float32,
+                                                trainable=False, name="entropy_coef")
         # Sampling stream for collection; its state is checkpointed with the rest.
         self.rng = tf.random.Generator.from_seed(0)
         self.seed_sampling(config.seed)
@@ -263,6 +270,30 @@ class Learner(tf.Module):
         if self._update_graph is None:
             self._update_graph = self.train_step.get_concrete_function()
         return self._update_graph(Batch(*(tf.constant(x) for x in batch)))
+
+    @property
+    def scheduled(self) -> bool:
+        """Whether a learning rate or the entropy bonus follows a schedule."""
+        return "linear" in (self.config.lr_schedule, self.config.entropy_schedule)
+
+    def apply_schedules(self, env_steps: int) -> None:
+        """Sets the scheduled learning rates and entropy bonus for the next update.
+
+        A pure function of ``env_steps`` (the env steps of all workers taken before the
+        update's batch), which the loop checkpoints: a resumed run applies the same values.
+
+        Args:
+            env_steps: Env steps taken so far.
+        """
+        cfg = self.config
+        if cfg.lr_schedule != "constant":
+            factor = cfg.schedule_factor(cfg.lr_schedule, env_steps)
+            self.policy_optimizer.learning_rate = cfg.policy_learning_rate * factor
+            if self.value_optimizer is not None:
+                self.value_optimizer.learning_rate = cfg.value_learning_rate * factor
+        if self.entropy_coef is not None:
+            self.entropy_coef.assign(
+                cfg.entropy_coef * cfg.schedule_factor(cfg.entropy_schedule, env_steps))
 
     def seed_sampling(self, seed: int) -> None:
         """Restarts the stream :attr:`collect_step` samples actions from."""
@@ -297,11 +328,12 @@ class Learner(tf.Module):
         value_norm = tf.linalg.global_norm(value_grads) if value_grads else tf.zeros([])
         finite = (tf.math.is_finite(metrics["loss"]) & tf.math.is_finite(policy_norm)
                   & tf.math.is_finite(value_norm))
-        max_norm = self.config.max_grad_norm
-        if max_norm > 0:
-            policy_grads, _ = tf.clip_by_global_norm(policy_grads, max_norm, policy_norm)
-            if value_grads:
-                value_grads, _ = tf.clip_by_global_norm(value_grads, max_norm, value_norm)
+        if self.config.max_grad_norm > 0:
+            policy_grads, _ = tf.clip_by_global_norm(
+                policy_grads, self.config.max_grad_norm, policy_norm)
+        value_max_norm = self.config.resolved_value_max_grad_norm
+        if value_grads and value_max_norm > 0:
+            value_grads, _ = tf.clip_by_global_norm(value_grads, value_max_norm, value_norm)
 
         def apply():
             self.policy_optimizer.apply(policy_grads, self.policy_variables)
@@ -329,7 +361,18 @@ class Learner(tf.Module):
                     self.return_stats.update(target_returns, mask)
 
         metrics.update(policy_grad_norm=policy_norm, value_grad_norm=value_norm, skipped=skipped)
+        if self.scheduled:
+            metrics.update(self._scheduled_values())
         return metrics
+
+    def _scheduled_values(self) -> Dict[str, tf.Tensor]:
+        """The learning rates and entropy bonus this update used."""
+        values = {"policy_learning_rate": tf.identity(self.policy_optimizer.learning_rate)}
+        if self.value_optimizer is not None:
+            values["value_learning_rate"] = tf.identity(self.value_optimizer.learning_rate)
+        values["entropy_coef"] = (tf.identity(self.entropy_coef) if self.entropy_coef is not None
+                                  else tf.constant(self.config.entropy_coef, tf.float32))
+        return values
 
     @staticmethod
     def _sum_replicas(x):
@@ -434,7 +477,8 @@ class Learner(tf.Module):
                 weights = returns.normalize(weights, mask)
             step_weights = (returns.step_discounts(batch.episode_steps, cfg.gamma)
                             if cfg.gamma_weighting else None)
-            info = losses.reinforce_loss(log_probs, entropy, weights, mask, cfg.entropy_coef,
+            entropy_coef = cfg.entropy_coef if self.entropy_coef is None else self.entropy_coef
+            info = losses.reinforce_loss(log_probs, entropy, weights, mask, entropy_coef,
                                          values, value_targets, step_weights)
             scaled_total = info.total * share if replicated else info.total
 

@@ -49,9 +49,10 @@ MIRRORED = textwrap.dedent('''
     out = {}
     for name, fields in {
         # Every statistic that crosses replicas: advantage normalization, observation and
-        # return normalizers, the clip, the entropy bonus, GAE.
+        # return normalizers, the clips, the scheduled entropy bonus and rates, GAE.
         "steps": dict(steps_per_update=16, normalize_observations=True,
-                      normalize_returns=True, max_grad_norm=0.5, entropy_coef=0.01,
+                      normalize_returns=True, max_grad_norm=0.5, value_max_grad_norm=2.0,
+                      entropy_coef=0.01, entropy_schedule="linear", lr_schedule="linear",
                       gae_lambda=0.9),
         # Episodes pad unevenly: the replicas hold different numbers of valid steps.
         "episodes": dict(collect_mode="episodes", steps_per_update=60, gamma_weighting=True),
@@ -66,8 +67,10 @@ MIRRORED = textwrap.dedent('''
         initial = state(single)
         collector = pg_keras.Collector(envs, single, config)
         record = {"weights": [], "metrics": [], "valid_per_replica": []}
-        for _ in range(3):
+        for step in range(3):
             batch, _ = collector.collect()
+            single.apply_schedules(step * 20_000)
+            mirrored.apply_schedules(step * 20_000)
             record["valid_per_replica"].append(
                 [float(batch.mask[:, :2].sum()), float(batch.mask[:, 2:].sum())])
             a, b = single.train_step(batch), mirrored.train_step(batch)

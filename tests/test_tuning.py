@@ -1,0 +1,163 @@
+"""Tuning options: schedules, per-model gradient clipping, observation clipping."""
+
+import gymnasium as gym
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import pg_keras
+
+SMALL = dict(num_envs=4, steps_per_update=16, total_steps=1024, eval_every=0, eval_episodes=2)
+
+
+def _cartpole_learner(**fields):
+    config = pg_keras.Config(**{**SMALL, **fields})
+    envs = pg_keras.make_vector_env(config.env_id, config.num_envs)
+    keras.utils.set_random_seed(config.seed)
+    learner = pg_keras.Learner(config, envs.single_observation_space, envs.single_action_space)
+    return config, learner, pg_keras.Collector(envs, learner, config)
+
+
+def _weights(variables):
+    return [np.asarray(v.numpy(), np.float64) for v in variables]
+
+
+@pytest.mark.parametrize("env_steps", [0, 256, 1000])
+def test_sgd_step_is_the_scheduled_rate_times_the_gradient(env_steps):
+    config, learner, collector = _cartpole_learner(optimizer="sgd", lr_schedule="linear",
+                                                   policy_learning_rate=0.1,
+                                                   value_learning_rate=0.02)
+    batch, _ = collector.collect()
+    gradients = [np.asarray(g, np.float64) for g in learner._gradients(
+        pg_keras.learner.Batch(*(tf.constant(x) for x in batch)))[0]]
+    before = _weights(learner.policy_variables + learner.value_variables)
+    learner.apply_schedules(env_steps)
+    learner.update(batch)
+    after = _weights(learner.policy_variables + learner.value_variables)
+    factor = 1.0 - env_steps / config.total_steps
+    rates = ([0.1 * factor] * len(learner.policy_variables)
+             + [0.02 * factor] * len(learner.value_variables))
+    moved = 0.0
+    for b, a, g, rate in zip(before, after, gradients, rates):
+        np.testing.assert_allclose(b - a, rate * g, rtol=1e-4, atol=1e-7)
+        moved = max(moved, float(np.max(np.abs(b - a))))
+    assert moved > 1e-4
+
+
+def _scheduled_run(backend, entropy_coef=0.05):
+    records = []
+    pg_keras.train(pg_keras.Config(**SMALL, backend=backend, lr_schedule="linear",
+                                   entropy_schedule="linear", entropy_coef=entropy_coef,
+                                   policy_learning_rate=1e-3, value_learning_rate=4e-3),
+                   on_update=records.append)
+    return records
+
+
+@pytest.mark.parametrize("backend", ["gymnasium", "compiled"])
+def test_each_update_uses_the_rates_and_bonus_of_the_steps_before_its_batch(backend):
+    records = _scheduled_run(backend)
+    assert len(records) == 16
+    for record in records:
+        factor = 1.0 - (record["env_steps"] - 64) / 1024
+        assert record["policy_learning_rate"] == pytest.approx(1e-3 * factor, rel=1e-6)
+        assert record["value_learning_rate"] == pytest.approx(4e-3 * factor, rel=1e-6)
+        assert record["entropy_coef"] == pytest.approx(0.05 * factor, rel=1e-6)
+        # The bonus enters the loss with the scheduled weight (float32 sums: the tolerance
+        # follows the value loss, the largest term).
+        bonus = record["policy_loss"] + record["value_loss"] - record["loss"]
+        assert bonus == pytest.approx(0.05 * factor * record["entropy"],
+                                      abs=1e-6 * (1.0 + record["value_loss"]))
+    assert records[-1]["policy_learning_rate"] == pytest.approx(1e-3 / 16, rel=1e-6)
+
+
+def test_constant_schedules_leave_the_metrics_and_rates_alone():
+    records = []
+    result = pg_keras.train(pg_keras.Config(**SMALL), on_update=records.append)
+    assert "policy_learning_rate" not in records[0]
+    assert float(result.learner.policy_optimizer.learning_rate) == pytest.approx(3e-3)
+
+
+def test_a_resumed_run_with_schedules_matches_an_uninterrupted_one(tmp_path):
+    config = pg_keras.Config(num_envs=4, steps_per_update=32, total_steps=2048, eval_every=512,
+                             eval_episodes=2, lr_schedule="linear", entropy_schedule="linear",
+                             entropy_coef=0.01)
+    reference = pg_keras.train(config, root_dir=str(tmp_path / "a"))
+
+    class Crash(Exception):
+        pass
+
+    def crash(record, count=[0]):
+        count[0] += 1
+        if count[0] == 11:  # past the checkpoint at 512 steps (update 4)
+            raise Crash
+
+    with pytest.raises(Crash):
+        pg_keras.train(config, root_dir=str(tmp_path / "b"), on_update=crash)
+    resumed = pg_keras.train(config, root_dir=str(tmp_path / "b"))
+    for a, b in zip(reference.learner.policy_variables + reference.learner.value_variables,
+                    resumed.learner.policy_variables + resumed.learner.value_variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert ([r["policy_learning_rate"] for r in reference.history]
+            == [r["policy_learning_rate"] for r in resumed.history])
+
+
+@pytest.mark.parametrize("max_norm, value_max_norm, expected_value_norm",
+                         [(1e6, 0.001, 0.001), (0.002, -1, 0.002), (0.002, 0.0, None)])
+def test_each_model_is_clipped_to_its_own_norm(max_norm, value_max_norm, expected_value_norm):
+    _, learner, collector = _cartpole_learner(optimizer="sgd", policy_learning_rate=1.0,
+                                              value_learning_rate=1.0, max_grad_norm=max_norm,
+                                              value_max_grad_norm=value_max_norm)
+    batch, _ = collector.collect()
+    policy_before = _weights(learner.policy_variables)
+    value_before = _weights(learner.value_variables)
+    metrics = learner.update(batch)
+
+    def step_norm(before, variables):
+        return np.sqrt(sum(np.sum((b - a) ** 2) for b, a in zip(before, _weights(variables))))
+
+    policy_norm = float(metrics["policy_grad_norm"])
+    value_norm = float(metrics["value_grad_norm"])
+    assert value_norm > 0.01 and policy_norm > 0.002  # large enough to be clipped
+    assert step_norm(policy_before, learner.policy_variables) == pytest.approx(
+        min(policy_norm, max_norm), rel=1e-3)
+    assert step_norm(value_before, learner.value_variables) == pytest.approx(
+        expected_value_norm or value_norm, rel=1e-3)
+
+
+@pytest.mark.parametrize("clip", [0.5, 0.0])
+def test_observation_clip_is_applied_by_the_policy_and_its_export(clip, tmp_path):
+    config = pg_keras.Config(normalize_observations=True, clip_observations=clip)
+    env = gym.make("CartPole-v1")
+    learner = pg_keras.Learner(config, env.observation_space, env.action_space)
+    rng = np.random.default_rng(0)
+    learner.normalizer.update(rng.normal(0.0, 0.1, (256, 4)).astype(np.float32))
+    for variable in learner.policy_variables:
+        variable.assign(rng.normal(0.0, 1.0, variable.shape).astype(np.float32))
+    far = rng.normal(0.0, 5.0, (64, 4)).astype(np.float32)  # ~50 running stds out
+    features = learner.policy.features(far).numpy()
+    if clip:
+        assert np.max(np.abs(features)) == pytest.approx(clip)
+    else:
+        assert np.max(np.abs(features)) > 20
+    directory = pg_keras.export_policy(learner.policy, str(tmp_path / "export"))
+    loaded = tf.saved_model.load(directory)
+    np.testing.assert_array_equal(loaded(far).numpy(), learner.policy.act(far))
+    # The clip decides actions here: an export that did not clip would act otherwise.
+    normalizer = learner.normalizer
+    unclipped = (far - normalizer.mean.numpy()) / np.sqrt(normalizer.variance.numpy() + 1e-8)
+    head = learner.policy.head
+    unclipped_actions = head.to_env(head.greedy(learner.policy.network(unclipped))).numpy()
+    assert (clip == 0) == np.array_equal(unclipped_actions, learner.policy.act(far))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("lr_schedule", "cosine", "lr_schedule must be one of 'constant', 'linear'"),
+    ("entropy_schedule", "exp", "entropy_schedule must be one of 'constant', 'linear'"),
+    ("value_max_grad_norm", -2.0, "value_max_grad_norm must be a non-negative finite number, "
+                                  "or -1 for max_grad_norm; received value_max_grad_norm=-2.0"),
+    ("clip_observations", -1.0, "clip_observations must be a non-negative finite number"),
+])
+def test_bad_tuning_values_are_named(field, value, message):
+    with pytest.raises(pg_keras.InputError, match=message.replace("(", r"\(")):
+        pg_keras.Config(**{field: value})
