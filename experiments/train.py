@@ -138,7 +138,8 @@ def _holds_export_of(export_dir: str, config) -> bool:
 
     try:
         with open(os.path.join(export_dir, "config.json")) as f:
-            return json.load(f) == json.loads(json.dumps(config.to_dict()))
+            saved = json.loads(json.dumps(pg_keras.Config.completed(json.load(f))))
+            return saved == json.loads(json.dumps(config.to_dict()))
     except (OSError, ValueError):
         return False
 

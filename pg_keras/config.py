@@ -245,6 +245,15 @@ class Config:
         return dataclasses.asdict(self)
 
     @classmethod
+    def completed(cls, values: dict) -> dict:
+        """``values`` (a saved config) with each field it lacks set to its default.
+
+        A field missing from a saved config was added later, with a default that keeps
+        the earlier behaviour: the saved run had that default.
+        """
+        return {**{f.name: f.default for f in dataclasses.fields(cls)}, **values}
+
+    @classmethod
     def from_dict(cls, values: dict) -> "Config":
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)

@@ -451,7 +451,7 @@ class _RunDirectory:
         config_path = os.path.join(path, "config.json")
         if os.path.exists(config_path):
             with open(config_path) as f:
-                previous = json.load(f)
+                previous = json.loads(json.dumps(Config.completed(json.load(f))))
             current = json.loads(json.dumps(config.to_dict()))
             differing = sorted(k for k in set(previous) | set(current)
                                if previous.get(k) != current.get(k))
