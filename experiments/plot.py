@@ -16,6 +16,8 @@ from typing import Dict, List, Tuple
 
 from absl import app, flags
 
+from experiments.curves import draw_band
+
 flags.DEFINE_list("root_dirs", None, "Run directories to plot.", required=True)
 flags.DEFINE_string("out", "curves.png", "Output image (PNG, SVG or PDF).")
 flags.DEFINE_enum("source", "eval", ["eval", "train"], "Which return to plot.")
@@ -70,27 +72,17 @@ def plot(root_dirs: List[str], out: str, source: str = "eval", title: str = None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     env_ids = set()
     for label, dirs in group_by_config(root_dirs).items():
-        curves = [read_curve(d, source) for d in dirs]
-        curves = [c for c in curves if c[0]]
+        curves = [c for c in (read_curve(d, source) for d in dirs) if c[0]]
         if not curves:
             continue
         for d in dirs:
             with open(os.path.join(d, "config.json")) as f:
                 env_ids.add(json.load(f)["env_id"])
-        # Seeds are put on a common grid (the union of their steps) by interpolation.
-        grid = np.unique(np.concatenate([c[0] for c in curves]))
-        end = min(c[0][-1] for c in curves)
-        grid = grid[grid <= end]
-        ys = np.array([np.interp(grid, c[0], c[1]) for c in curves])
-        (line,) = ax.plot(grid, ys.mean(axis=0), label=label)
-        if len(curves) > 1:
-            ax.fill_between(grid, ys.min(axis=0), ys.max(axis=0), alpha=0.2,
-                            color=line.get_color())
+        draw_band(ax, curves, label)
     ax.set_xlabel("environment steps")
     ax.set_ylabel("greedy evaluation return" if source == "eval" else "training episode return")
     ax.set_title(title or ", ".join(sorted(env_ids)))
