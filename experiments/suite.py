@@ -1,0 +1,346 @@
+"""Run flagfiles over seeds, the way a user runs them, and publish what they reach.
+
+    python -m experiments.suite --tasks=cartpole,acrobot --seeds=100,101,102,103,104 \\
+        --root=results --parallel=2
+    python -m experiments.suite --tasks=cartpole,acrobot --seeds=100,101,102,103,104 \\
+        --root=results --report_only
+    python -m experiments.suite --quick      # one short CartPole task, two seeds, a tmp root
+
+A task is a flagfile: ``experiments/configs/<task>.cfg``, or a path. Every (task, seed) is
+one run of ``python -m experiments.train --flagfile=... --seed=S
+--root_dir=<root>/<task>/seed<S> --noexport``, in a subprocess (``--parallel`` at a time);
+its output goes to ``<root>/logs/<task>-seed<S>.log``. A finished run is recorded in
+``<root>/runs.jsonl`` (one line per task and seed, with its whole evaluation curve) and not
+run again, unless the flagfile's flag lines changed since; an interrupted suite resumes
+where it stopped (the train launcher resumes the run in progress from its checkpoint). A
+failed run is recorded as failed, reported, and tried again on the next invocation.
+
+Then the report: ``<root>/report.md`` (also printed), one learning-curve PNG per task
+(``--plots_dir``), and the results table of the README, between its ``<!-- results-table``
+markers (``--readme``; not with ``--quick``). The flagfile's header comments give each
+row its label and target (see ``experiments/flagfiles.py``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from typing import Dict, List, Optional, Sequence
+
+from absl import flags
+
+from experiments import cli, flagfiles, suite_report
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICK_FLAGS = ("--total_steps=4000", "--eval_every=2000", "--eval_episodes=3")
+INTERRUPTED = (130, 143, -2, -15)
+
+flags.DEFINE_list("tasks", None, "Task names (experiments/configs/<task>.cfg) or flagfile "
+                  "paths.")
+flags.DEFINE_list("seeds", ["100", "101", "102", "103", "104"], "Seeds, one run each.")
+flags.DEFINE_string("root", "results", "Directory of the runs, runs.jsonl, logs and report.")
+flags.DEFINE_integer("parallel", 1, "Runs at a time (processes).")
+flags.DEFINE_bool("quick", False, "A smoke test: CartPole, seeds 0,1, 4,000 steps, a tmp "
+                  "root, 2 runs at a time, the README left alone (explicit flags win).")
+flags.DEFINE_bool("report_only", False, "Run nothing; report what runs.jsonl holds.")
+flags.DEFINE_string("readme", os.path.join(REPO, "README.md"), "README whose results table "
+                    "is regenerated; '' for none.")
+flags.DEFINE_string("plots_dir", os.path.join(REPO, "docs", "results"), "Where the "
+                    "learning-curve PNGs go (<task>.png).")
+flags.DEFINE_float("hold_fraction", 0.95, "A solved run stays solved if every later "
+                   "evaluation is >= target - (1 - hold_fraction) * |target| (a flagfile's "
+                   "'# hold_fraction:' header wins).")
+flags.DEFINE_bool("overwrite", False, "Start over in a run directory that holds a run of an "
+                  "older version of the flagfile (passes --overwrite to the train launcher).")
+flags.DEFINE_integer("bootstrap_reps", 10_000, "Bootstrap replicates of the IQM's interval.")
+FLAGS = flags.FLAGS
+
+
+class BadInput(ValueError):
+    """Input the suite refuses before running anything."""
+
+
+def main(argv):
+    plan = _plan()
+    records = load_records(plan["root"])
+    failures = []
+    if not FLAGS.report_only:
+        failures = run_all(plan, records)
+    write_report(plan, records)
+    if failures:
+        print(f"{len(failures)} run(s) failed: {', '.join(failures)}; see {plan['root']}/logs",
+              file=sys.stderr)
+        return 1
+
+
+def _plan() -> dict:
+    """The tasks, seeds, paths and extra flags of this invocation, validated."""
+    quick = FLAGS.quick
+    tasks = FLAGS.tasks if FLAGS["tasks"].present or not quick else ["cartpole"]
+    if not tasks:
+        raise BadInput("tasks must name at least one flagfile (--tasks=cartpole,...); "
+                       f"received --tasks={','.join(tasks or [])!r}")
+    seeds = FLAGS.seeds if FLAGS["seeds"].present or not quick else ["0", "1"]
+    try:
+        seeds = [int(s) for s in seeds]
+    except ValueError:
+        raise BadInput(f"seeds must be comma-separated integers; received "
+                       f"--seeds={','.join(seeds)}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise BadInput(f"seeds must be distinct and at least one; received --seeds={seeds}")
+    if FLAGS.parallel < 1:
+        raise BadInput(f"parallel must be >= 1; received --parallel={FLAGS.parallel}")
+    try:
+        files = [flagfiles.read(t) for t in tasks]
+    except flagfiles.FlagfileError as error:
+        raise BadInput(str(error)) from None
+    root = FLAGS.root if FLAGS["root"].present or not quick else tempfile.mkdtemp(
+        prefix="pg_keras-suite-")
+    root = os.path.abspath(root)
+    readme = FLAGS.readme if FLAGS["readme"].present or not quick else ""
+    plots = FLAGS.plots_dir if FLAGS["plots_dir"].present or not quick else os.path.join(
+        root, "plots")
+    if readme:
+        _check_markers(readme)
+    return {"files": files, "seeds": seeds, "root": root, "readme": readme,
+            "plots": os.path.abspath(plots), "extra": list(QUICK_FLAGS) if quick else [],
+            "parallel": FLAGS.parallel if FLAGS["parallel"].present or not quick else 2,
+            "command": _command(tasks, seeds, root, quick)}
+
+
+def _check_markers(readme: str) -> None:
+    try:
+        with open(readme) as f:
+            suite_report.replace_table(f.read(), "", "")
+    except OSError as error:
+        raise BadInput(f"readme {readme!r} cannot be read: {error.strerror}") from None
+    except ValueError as error:
+        raise BadInput(f"readme {readme!r} has {error}; add them where the table goes, or "
+                       "pass --readme=''") from None
+
+
+def _command(tasks: Sequence[str], seeds: Sequence[int], root: str, quick: bool) -> str:
+    """The command that makes this report (the quick one names its budget flags)."""
+    root = os.path.relpath(root, REPO) if root.startswith(REPO + os.sep) else root
+    command = (f"python -m experiments.suite {'--quick ' if quick else ''}"
+               f"--tasks={','.join(tasks)} "
+               f"--seeds={','.join(map(str, seeds))} --root={root}")
+    if FLAGS.hold_fraction != FLAGS["hold_fraction"].default:
+        command += f" --hold_fraction={FLAGS.hold_fraction:g}"
+    return command
+
+
+def load_records(root: str) -> Dict[tuple, dict]:
+    """(task, seed) -> the record runs.jsonl holds (the last line of each wins)."""
+    records = {}
+    path = os.path.join(root, "runs.jsonl")
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    record = json.loads(line)
+                    records[(record["task"], record["seed"])] = record
+    return records
+
+
+def save_records(root: str, records: Dict[tuple, dict]) -> None:
+    """Writes runs.jsonl atomically, one line per (task, seed), in order."""
+    os.makedirs(root, exist_ok=True)
+    path = os.path.join(root, "runs.jsonl")
+    with open(path + ".tmp", "w") as f:
+        for key in sorted(records):
+            f.write(json.dumps(records[key]) + "\n")
+    os.replace(path + ".tmp", path)
+
+
+def run_all(plan: dict, records: Dict[tuple, dict]) -> List[str]:
+    """Runs what is not finished; records each run as it ends. Returns the failed runs."""
+    jobs = [(ff, seed) for ff in plan["files"] for seed in plan["seeds"]
+            if not _is_done(records.get((ff.name, seed)), ff.digest(plan["extra"]))]
+    skipped = len(plan["files"]) * len(plan["seeds"]) - len(jobs)
+    print(f"suite: {len(jobs)} run(s) to do, {skipped} already finished; root {plan['root']}",
+          flush=True)
+    failures = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=plan["parallel"]) as pool:
+        futures = {pool.submit(run_one, ff, seed, plan): (ff, seed) for ff, seed in jobs}
+        for future in concurrent.futures.as_completed(futures):
+            record = future.result()
+            if record is None:
+                continue
+            records[(record["task"], record["seed"])] = record
+            save_records(plan["root"], records)
+            print(describe(record), flush=True)
+            if record["status"] == "failed":
+                failures.append(f"{record['task']} seed {record['seed']}")
+    return failures
+
+
+def _is_done(record: Optional[dict], digest: str) -> bool:
+    return bool(record and record["status"] == "finished" and record["flags_sha256"] == digest)
+
+
+def run_one(ff: flagfiles.Flagfile, seed: int, plan: dict) -> Optional[dict]:
+    """Trains one (task, seed) through the train launcher; its record (None if interrupted)."""
+    run_dir = os.path.join(plan["root"], ff.name, f"seed{seed}")
+    log = os.path.join(plan["root"], "logs", f"{ff.name}-seed{seed}.log")
+    os.makedirs(os.path.dirname(log), exist_ok=True)
+    command = [sys.executable, "-m", "experiments.train", f"--flagfile={ff.path}",
+               *plan["extra"], f"--seed={seed}", f"--root_dir={run_dir}", "--noexport",
+               "--quiet", "--nouse_progress_bar"] + (["--overwrite"] if FLAGS.overwrite else [])
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+    with open(log, "w") as out:
+        code = subprocess.run(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                              env=env).returncode
+    base = {"task": ff.name, "seed": seed, "flagfile": ff.path,
+            "flags_sha256": ff.digest(plan["extra"]), "log": log,
+            "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds")}
+    if code in INTERRUPTED:
+        return None
+    if code != 0:
+        return {**base, "status": "failed", "exit_code": code, "error": _last_error(log)}
+    try:
+        return {**base, **read_run(run_dir, ff, FLAGS.hold_fraction)}
+    except (OSError, ValueError, KeyError) as error:
+        return {**base, "status": "failed", "exit_code": code,
+                "error": f"the run directory {run_dir} could not be read: {error}"}
+
+
+def _last_error(log: str) -> str:
+    with open(log) as f:
+        lines = [line.strip() for line in f if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    return (errors or lines or ["(no output)"])[-1]
+
+
+def read_run(run_dir: str, ff: flagfiles.Flagfile, hold_fraction: float) -> dict:
+    """The figures of a finished run directory (raises ValueError if it did not finish)."""
+    with open(os.path.join(run_dir, "config.json")) as f:
+        config = json.load(f)
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        summary = json.load(f)
+    with open(os.path.join(run_dir, "evaluations.jsonl")) as f:
+        evaluations = [json.loads(line) for line in f if line.strip()]
+    if summary.get("interrupted") or summary["env_steps"] < config["total_steps"]:
+        raise ValueError(f"it stopped at {summary['env_steps']} of {config['total_steps']} "
+                         "env steps")
+    if not evaluations:
+        raise ValueError("it holds no evaluation (eval_every=0?)")
+    curve = [[e["env_steps"], e["mean_return"], e["std_return"]] for e in evaluations]
+    best = max(curve, key=lambda e: e[1])
+    return {"status": "finished", "env_id": config["env_id"], "method": method(config),
+            "total_steps": config["total_steps"], "eval_episodes": config["eval_episodes"],
+            "env_steps": summary["env_steps"], "wall_seconds": summary["wall_seconds"],
+            "final_mean": curve[-1][1], "final_std": curve[-1][2], "best_mean": best[1],
+            "best_at": best[0], "evaluations": curve, "machine": machine(),
+            **task_view(ff, config["env_id"], method(config), hold_fraction)}
+
+
+def task_view(ff: flagfiles.Flagfile, env_id: str, derived: str, hold_fraction: float) -> dict:
+    """Label, target and hold level of a task, from its flagfile (or derived)."""
+    target = ff.value("target_return") or ff.header.get("target")
+    target = float(target) if target is not None else env_threshold(env_id)
+    fraction = float(ff.header.get("hold_fraction", hold_fraction))
+    return {"label": ff.header.get("label") or derived, "target": target,
+            "hold_level": suite_report.hold_level(target, fraction)}
+
+
+def method(config: dict) -> str:
+    """What a config is, in words, from the fields that decide it."""
+    if not config.get("baseline", True):
+        whole = config.get("collect_mode") == "episodes"
+        return "REINFORCE (no baseline" + (", whole episodes)" if whole else ")")
+    lam = config.get("gae_lambda", 1.0)
+    if lam == 1.0:
+        return "REINFORCE + value baseline (lambda=1)"
+    return f"value baseline + GAE({lam:g}), A2C-style advantage"
+
+
+def env_threshold(env_id: str) -> Optional[float]:
+    """The env's registered reward_threshold (None if it has none or cannot be looked up)."""
+    import importlib
+
+    import gymnasium
+
+    module, _, name = env_id.rpartition(":")
+    try:
+        if module:
+            importlib.import_module(module)
+        return gymnasium.spec(name).reward_threshold
+    except Exception:  # noqa: BLE001 - an env we cannot look up just has no threshold here
+        return None
+
+
+def machine() -> dict:
+    """The CPU model, its cores, the cores this process may use, and any NVIDIA GPU."""
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    gpu = "no GPU" if not os.path.exists("/proc/driver/nvidia/gpus") else "NVIDIA GPU"
+    return {"cpu": cpu, "cores": os.cpu_count(), "nproc": nproc, "gpu": gpu}
+
+
+def describe(record: dict) -> str:
+    """One line about a finished or failed run."""
+    head = f"{record['task']} seed {record['seed']}"
+    if record["status"] == "failed":
+        return f"{head}: FAILED (exit {record['exit_code']}): {record['error']}"
+    return (f"{head}: final {record['final_mean']:.1f} +- {record['final_std']:.1f}, best "
+            f"{record['best_mean']:.1f} at {record['best_at']}, {record['env_steps']} env "
+            f"steps, {record['wall_seconds']:.0f} s")
+
+
+def write_report(plan: dict, records: Dict[tuple, dict]) -> None:
+    """report.md, the plots, the README table, and the report on stdout."""
+    current = _current_view(plan, records)
+    summaries = [s for s in (suite_report.summarize(ff.name, plan["seeds"], current,
+                                                    FLAGS.bootstrap_reps)
+                             for ff in plan["files"]) if s is not None]
+    plots = {}
+    for s in summaries:
+        plots[s.task] = os.path.join(plan["plots"], f"{s.task}.png")
+        suite_report.plot_task(s, current, plots[s.task])
+    text = suite_report.report(summaries, current, plan["command"], plan["root"], plots,
+                                REPO)
+    with open(os.path.join(plan["root"], "report.md"), "w") as f:
+        f.write(text + "\n")
+    print(text, flush=True)
+    if plan["readme"] and summaries:
+        _update_readme(plan, summaries, current, plots)
+
+
+def _current_view(plan: dict, records: Dict[tuple, dict]) -> Dict[tuple, dict]:
+    """The records with label, target and hold level as the flagfiles say them today."""
+    current = dict(records)
+    for ff in plan["files"]:
+        for seed in plan["seeds"]:
+            record = records.get((ff.name, seed))
+            if record and record["status"] == "finished":
+                current[(ff.name, seed)] = {**record, **task_view(
+                    ff, record["env_id"], record["method"], FLAGS.hold_fraction)}
+    return current
+
+
+def _update_readme(plan, summaries, records, plots) -> None:
+    readme_dir = os.path.dirname(os.path.abspath(plan["readme"]))
+    block = suite_report.readme_block(summaries, records, plan["command"], readme_dir, plots)
+    with open(plan["readme"]) as f:
+        text = suite_report.replace_table(f.read(), block, plan["command"])
+    with open(plan["readme"] + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(plan["readme"] + ".tmp", plan["readme"])
+    print(f"suite: regenerated the results table of {plan['readme']}", flush=True)
+
+
+if __name__ == "__main__":
+    cli.run("suite", main, bad_input=(BadInput,))
