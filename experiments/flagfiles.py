@@ -115,5 +115,5 @@ def format_flag(name: str, value: object) -> str:
     if isinstance(value, (tuple, list)):
         value = ",".join(str(v) for v in value)
     elif isinstance(value, float):
-        value = f"{value:.6g}"
+        value = f"{value:.4g}"
     return f"--{name}={value}"

@@ -119,7 +119,8 @@ def train(config: Config, *, root_dir: Optional[str] = None,
           verbose: bool = False, progress: bool = False,
           handle_signals: bool = True,
           strategy: Optional[tf.distribute.Strategy] = None,
-          stop_when_solved: bool = False) -> TrainResult:
+          stop_when_solved: bool = False,
+          on_evaluation: Optional[Callable[[Evaluation], None]] = None) -> TrainResult:
     """Trains a policy with REINFORCE (with a value baseline unless ``config.baseline`` is off).
 
     Args:
@@ -151,6 +152,8 @@ def train(config: Config, *, root_dir: Optional[str] = None,
         stop_when_solved: End the run at the first evaluation that reaches
             ``target_return`` (a resumed run that had reached it ends there too); a group
             of workers ends together after the next update.
+        on_evaluation: Called with each evaluation (by the chief), after it is logged;
+            an exception it raises ends the run (e.g. a tuner pruning the trial).
 
     Returns:
         TrainResult.
@@ -214,7 +217,7 @@ def train(config: Config, *, root_dir: Optional[str] = None,
         with _StopOnSignals(enabled=handle_signals) as stop:
             return _loop(config, learner, collector, run, checkpointer, checkpoint_every,
                          target_return, on_update, verbose, progress, stop, worker, group,
-                         stop_when_solved)
+                         stop_when_solved, on_evaluation=on_evaluation)
     except distributed.GROUP_ERRORS as error:
         if worker.count == 1:
             raise
@@ -231,7 +234,8 @@ def train(config: Config, *, root_dir: Optional[str] = None,
 
 
 def _loop(config, learner, collector, run, checkpointer, checkpoint_every, target_return,
-          on_update, verbose, progress, stop, worker, group, stop_when_solved) -> TrainResult:
+          on_update, verbose, progress, stop, worker, group, stop_when_solved,
+          on_evaluation=None) -> TrainResult:
     # loop["env_steps"] counts the steps of every worker; collector.total_steps, this one's.
     loop = {"next_eval": config.eval_every, "evaluations": [], "solved_at": None,
             "wall_seconds": 0.0, "next_checkpoint": 0, "consecutive_skips": 0,
@@ -278,6 +282,8 @@ def _loop(config, learner, collector, run, checkpointer, checkpoint_every, targe
             loop["solved_at"] = evaluation.env_steps
         if run is not None:
             run.log_evaluation(evaluation)
+        if on_evaluation is not None:
+            on_evaluation(evaluation)
         if verbose:
             bar.clear()
             print(f"env steps {evaluation.env_steps:>9d}  eval return "

@@ -1,0 +1,256 @@
+"""Search hyperparameters of a flagfile with Optuna; print the best as a flagfile.
+
+    python -m experiments.tune --flagfile=experiments/configs/lunarlander.cfg \\
+        --search=policy_learning_rate,value_learning_rate,entropy_coef,gae_lambda \\
+        --trials=40 --seeds=0,1 --total_steps=300000 --study=studies/lunarlander.db \\
+        --out=lunarlander-tuned.cfg
+
+Each trial samples the ``--search`` flags (TPE, seeded), trains the flagfile's config with
+them once per seed (in this process, with the flagfile's evaluations), and scores the mean
+over seeds of the final greedy evaluation (``--objective=final``) or of every evaluation
+(``--objective=auc``, the normalized area under the learning curve). Each evaluation is
+reported to a median pruner, which stops a trial whose curve is below the median of the
+earlier trials at the same evaluation. The study lives in a local SQLite file: run the
+same command again and it goes on where it stopped, up to ``--trials`` finished (complete
+or pruned) trials. One process per study at a time.
+
+A ``--search`` entry is a Config field with its default range (``DEFAULT_SPACE``), or
+``name:low:high`` (the default scale: log for learning rates, entropy and clipping),
+``name:low:high:log`` / ``name:low:high:linear``, or ``name:a|b|c`` (a choice; tuples as
+``64x64``). Config flags given here (``--total_steps``, ...) set the trials' budget; the
+flagfile written keeps the flagfile's own values for everything not searched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import sys
+from typing import List, Optional, Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import flags  # noqa: E402
+
+from experiments import cli, flagfiles  # noqa: E402
+
+cli.require_tensorflow_backend("tune")
+
+import pg_keras  # noqa: E402
+from experiments.config_flags import config_from_flags, define_config_flags  # noqa: E402
+from experiments.tune_space import field_types, from_choice, parse_param  # noqa: E402
+
+define_config_flags()
+flags.DEFINE_list("search", None, "Flags to search: name, name:low:high[:log|:linear], or "
+                  "name:a|b|c.")
+flags.DEFINE_integer("trials", 20, "Finished (complete or pruned) trials the study should hold.")
+flags.DEFINE_string("study", None, "SQLite file of the study (.db), or a directory for "
+                    "<dir>/study.db.")
+flags.DEFINE_string("study_name", None, "Name of the study in the file; default: the "
+                    "flagfile's name.")
+flags.DEFINE_list("seeds", ["0"], "Seeds each trial trains with (its score is their mean).")
+flags.DEFINE_enum("objective", "final", ["final", "auc"], "final: the last evaluation's mean; "
+                  "auc: the mean of every evaluation's mean.")
+flags.DEFINE_integer("sampler_seed", 0, "Seed of the TPE sampler.")
+flags.DEFINE_integer("random_trials", 10, "Trials sampled at random before TPE models the "
+                     "results.")
+flags.DEFINE_bool("prune", True, "Stop trials whose evaluations fall below the median.")
+flags.DEFINE_integer("prune_after_trials", 5, "Finished trials before any pruning.")
+flags.DEFINE_integer("prune_warmup_evals", 2, "Evaluations of a trial's first seed before "
+                     "it can be pruned.")
+flags.DEFINE_string("out", None, "Also write the best flagfile here.")
+FLAGS = flags.FLAGS
+
+def flagfile_argument(argv: Sequence[str]) -> str:
+    """The one ``--flagfile`` of the command line (the flagfile the result rewrites)."""
+    paths = [a.split("=", 1)[1] for a in argv if a.lstrip("-").startswith("flagfile=")]
+    if len(paths) != 1:
+        raise pg_keras.InputError(f"tune needs exactly one --flagfile (the config it tunes); "
+                                  f"received {len(paths)}")
+    return paths[0]
+
+
+def study_url(study: Optional[str]) -> str:
+    """``sqlite:///...`` of --study (a .db/.sqlite file, or a directory for study.db)."""
+    if not study:
+        raise pg_keras.InputError("tune needs --study, the SQLite file (or directory) that "
+                                  "keeps the trials; received none")
+    path = os.path.abspath(study)
+    if not path.endswith((".db", ".sqlite", ".sqlite3")):
+        path = os.path.join(path, "study.db")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def objective_fn(base: pg_keras.Config, space: List[Param], seeds: List[int]):
+    """The Optuna objective: the mean over seeds of the run's score (see --objective)."""
+    import keras
+    import optuna
+
+    stride = base.total_steps // base.eval_every + 2  # evaluations per seed, at most
+
+    def objective(trial) -> float:
+        config = base.replace(**{p.name: p.suggest(trial) for p in space})
+        scores = []
+        for index, seed in enumerate(seeds):
+            means = []
+
+            def on_evaluation(evaluation, index=index, means=means):
+                means.append(evaluation.mean_return)
+                trial.report(evaluation.mean_return, index * stride + len(means) - 1)
+                if FLAGS.prune and trial.should_prune():
+                    raise optuna.TrialPruned(f"seed {seed}, evaluation {len(means)}")
+
+            try:
+                pg_keras.train(config.replace(seed=seed), on_evaluation=on_evaluation,
+                               handle_signals=False)
+            except pg_keras.TrainingError as error:
+                trial.set_user_attr("error", str(error))
+                raise optuna.TrialPruned(str(error)) from None
+            finally:
+                keras.backend.clear_session()
+            scores.append(means[-1] if FLAGS.objective == "final" else sum(means) / len(means))
+        trial.set_user_attr("scores", scores)
+        return sum(scores) / len(scores)
+
+    return objective
+
+
+def setup_of(ff: flagfiles.Flagfile, space, seeds, overrides) -> dict:
+    """What a study's trials depend on; a resumed study must match it."""
+    return {"flagfile": ff.digest(), "overrides": list(overrides),
+            "search": [p.describe() for p in space], "seeds": list(seeds),
+            "objective": FLAGS.objective}
+
+
+def open_study(ff, setup):
+    """Creates or loads the study; fails trials a killed process left running."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = study_url(FLAGS.study)
+    name = FLAGS.study_name or ff.name
+    storage = optuna.storages.RDBStorage(url)
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
+                                load_if_exists=True)
+    saved = study.user_attrs.get("setup")
+    if saved is None:
+        study.set_user_attr("setup", setup)
+    elif saved != setup:
+        differs = sorted(k for k in setup if saved.get(k) != setup[k])
+        raise pg_keras.InputError(
+            f"study {name!r} in {url} was made with other {', '.join(differs)} (the flagfile's "
+            "flag lines, the Config flags given here, --search, --seeds, --objective); use "
+            "another --study or --study_name")
+    study_id = storage.get_study_id_from_name(name)
+    for trial in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
+        storage.set_trial_state_values(
+            storage.get_trial_id_from_study_id_trial_number(study_id, trial.number),
+            optuna.trial.TrialState.FAIL)
+        print(f"tune: trial {trial.number} was left running by a stopped process; "
+              "marked failed", flush=True)
+    study.sampler = optuna.samplers.TPESampler(
+        seed=FLAGS.sampler_seed + len(study.trials), n_startup_trials=FLAGS.random_trials)
+    study.pruner = (optuna.pruners.MedianPruner(
+        n_startup_trials=FLAGS.prune_after_trials, n_warmup_steps=FLAGS.prune_warmup_evals)
+        if FLAGS.prune else optuna.pruners.NopPruner())
+    return study
+
+
+def finished(study) -> int:
+    import optuna
+
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def print_trial(study, trial) -> None:
+    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                       for k, v in trial.params.items())
+    if trial.value is not None:
+        scores = ", ".join(f"{s:.1f}" for s in trial.user_attrs.get("scores", []))
+        outcome = f"{trial.value:.2f} (seeds: {scores})"
+    else:
+        outcome = trial.state.name.lower()
+    print(f"trial {trial.number}: {outcome}; {params}", flush=True)
+
+
+def best_flagfile(study, ff: flagfiles.Flagfile, space, base, seeds, command: str) -> str:
+    """The flagfile's flags with the best trial's values, and a header on how they were found."""
+    best = study.best_trial
+    values = {p.name: from_choice(field_types()[p.name], best.params[p.name]) for p in space}
+    counts = {s: sum(t.state.name == s for t in study.trials)
+              for s in ("COMPLETE", "PRUNED", "FAIL")}
+    objective = ("the final greedy evaluation" if FLAGS.objective == "final"
+                 else "the mean of all greedy evaluations (area under the curve)")
+    pruning = "median pruning" if FLAGS.prune else "no pruning"
+    header = [
+        f"# Found by experiments.tune: {counts['COMPLETE']} complete, {counts['PRUNED']} "
+        f"pruned, {counts['FAIL']} failed trials (TPE, seed {FLAGS.sampler_seed}; {pruning})",
+        f"# Each trial: seeds {','.join(map(str, seeds))}, {base.total_steps:,} env steps, "
+        f"evaluations every {base.eval_every:,} over {base.eval_episodes} episodes;",
+        f"# objective: the mean over seeds of {objective}.",
+        f"# Best: trial {best.number}, {best.value:.2f} (seeds: "
+        f"{', '.join(f'{s:.1f}' for s in best.user_attrs.get('scores', []))}).",
+        f"#   {command}",
+    ]
+    header += [f"# {key}: {ff.header[key]}" for key in flagfiles.HEADER_KEYS if key in ff.header]
+    return "\n".join(header + flagfiles.set_flags(ff.lines, values)) + "\n"
+
+
+def main(argv):
+    ff = flagfiles.read(flagfile_argument(sys.argv[1:]))
+    if not FLAGS.search:
+        raise pg_keras.InputError("tune needs --search, the flags to search; received none")
+    space = [parse_param(spec) for spec in FLAGS.search]
+    try:
+        seeds = [int(s) for s in FLAGS.seeds]
+    except ValueError:
+        raise pg_keras.InputError(f"seeds must be comma-separated integers; received "
+                                  f"--seeds={','.join(FLAGS.seeds)}") from None
+    base = config_from_flags()
+    if not base.eval_every:
+        raise pg_keras.InputError("tune scores trials by their evaluations; received "
+                                  "--eval_every=0")
+    if FLAGS.trials < 1:
+        raise pg_keras.InputError(f"trials must be >= 1; received --trials={FLAGS.trials}")
+    overrides = _config_overrides(sys.argv[1:])
+    study = open_study(ff, setup_of(ff, space, seeds, overrides))
+    _run(study, base, space, seeds)
+    if not any(t.state.name == "COMPLETE" for t in study.trials):
+        raise pg_keras.TrainingError("no trial completed (all pruned or failed)")
+    text = best_flagfile(study, ff, space, base, seeds, "python -m experiments.tune " +
+                         " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    print(text, end="", flush=True)
+    if FLAGS.out:
+        with open(FLAGS.out, "w") as f:
+            f.write(text)
+        print(f"tune: wrote {FLAGS.out}", flush=True)
+
+
+def _run(study, base, space, seeds) -> None:
+    remaining = FLAGS.trials - finished(study)
+    print(f"tune: study {study.study_name}: {finished(study)} finished trial(s), "
+          f"{max(remaining, 0)} to run", flush=True)
+    if remaining > 0:
+        # A trial whose sampled config is refused fails and the study goes on; it does not
+        # count as finished, so the next invocation tops the study up.
+        study.optimize(objective_fn(base, space, seeds), n_trials=remaining,
+                       catch=(pg_keras.InputError,), callbacks=[print_trial])
+
+
+def _config_overrides(argv: Sequence[str]) -> List[str]:
+    """The Config flags given on the command line (the trials' budget and the like)."""
+    fields = {f.name for f in dataclasses.fields(pg_keras.Config)}
+    out = []
+    for arg in argv:
+        name = arg.lstrip("-").split("=", 1)[0]
+        if name in fields or (name.startswith("no") and name[2:] in fields):
+            out.append(arg)
+    return out
+
+
+if __name__ == "__main__":
+    cli.run("tune", main, bad_input=(pg_keras.InputError, flagfiles.FlagfileError),
+            failures=(pg_keras.TrainingError,))
