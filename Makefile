@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install train test test-slow clean
+.PHONY: install train test test-slow results clean
 
 install: $(STAMP)
 
@@ -24,6 +24,15 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q
+
+# Every shipped flagfile over the publication seeds (hours on 2 cores; resumable).
+RESULTS_TASKS ?= $(subst $(eval) ,$(comma),$(basename $(notdir $(wildcard experiments/configs/*.cfg))))
+RESULTS_SEEDS ?= 100,101,102,103,104
+comma := ,
+
+results: $(STAMP)
+	$(BIN)/python -m experiments.suite --tasks=$(RESULTS_TASKS) --seeds=$(RESULTS_SEEDS) \
+		--root=results --parallel=2
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
