@@ -27,9 +27,11 @@ import concurrent.futures
 import datetime
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from typing import Dict, List, Optional, Sequence
 
 from absl import flags
@@ -166,6 +168,8 @@ def run_all(plan: dict, records: Dict[tuple, dict]) -> List[str]:
     print(f"suite: {len(jobs)} run(s) to do, {skipped} already finished; root {plan['root']}",
           flush=True)
     failures = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _CHILDREN.stop)
     with concurrent.futures.ThreadPoolExecutor(max_workers=plan["parallel"]) as pool:
         futures = {pool.submit(run_one, ff, seed, plan): (ff, seed) for ff, seed in jobs}
         for future in concurrent.futures.as_completed(futures):
@@ -194,8 +198,8 @@ def run_one(ff: flagfiles.Flagfile, seed: int, plan: dict) -> Optional[dict]:
                "--quiet", "--nouse_progress_bar"] + (["--overwrite"] if FLAGS.overwrite else [])
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
     with open(log, "w") as out:
-        code = subprocess.run(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                              env=env).returncode
+        code = _CHILDREN.wait(subprocess.Popen(command, cwd=REPO, stdout=out,
+                                               stderr=subprocess.STDOUT, env=env))
     base = {"task": ff.name, "seed": seed, "flagfile": ff.path,
             "flags_sha256": ff.digest(plan["extra"]), "log": log,
             "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
@@ -209,6 +213,35 @@ def run_one(ff: flagfiles.Flagfile, seed: int, plan: dict) -> Optional[dict]:
     except (OSError, ValueError, KeyError) as error:
         return {**base, "status": "failed", "exit_code": code,
                 "error": f"the run directory {run_dir} could not be read: {error}"}
+
+
+class _Children:
+    """The train processes running now; a signal to the suite is passed on to them."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._running = set()
+
+    def wait(self, process: subprocess.Popen) -> int:
+        with self._lock:
+            self._running.add(process)
+        try:
+            return process.wait()
+        finally:
+            with self._lock:
+                self._running.discard(process)
+
+    def stop(self, signum, frame) -> None:
+        """Signal handler: each run checkpoints and ends (the next invocation resumes it)."""
+        with self._lock:
+            for process in self._running:
+                process.send_signal(signal.SIGTERM)
+        print(f"suite: stopped by {signal.Signals(signum).name}; the runs in progress save a "
+              "checkpoint; run the same command to resume", file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum)
+
+
+_CHILDREN = _Children()
 
 
 def _last_error(log: str) -> str:
