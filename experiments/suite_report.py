@@ -249,6 +249,7 @@ def plot_task(s: TaskSummary, records: Dict[tuple, dict], out: str) -> None:
     draw_band(ax, curves, f"{s.label} ({len(curves)} seeds)")
     if s.target is not None:
         ax.axhline(s.target, color="gray", linestyle="--", linewidth=1, label="target")
+    ax.set_xlim(left=0)
     ax.set_xlabel("environment steps")
     ax.set_ylabel(f"greedy evaluation return ({s.eval_episodes} episodes)")
     ax.set_title(f"{s.env_id}: {s.task}")
