@@ -2,25 +2,100 @@
 
 TensorFlow state (both models, the action head's log-std, the normalizer statistics, both
 optimizers, the update counters and the sampling RNG) goes into a ``tf.train.Checkpoint``
-kept by a ``tf.train.CheckpointManager``. The rest of the loop's state (env steps, the
-evaluation schedule, the vector env's environments and current observations) is pickled
-beside it as ``loop-<N>.pkl``, written before the TF checkpoint that makes it current, so
-that a checkpoint is only ever visible together with its loop state.
+kept by a ``tf.train.CheckpointManager``. Beside checkpoint ``N`` lie
+
+    loop-N.json           the loop's state (:class:`LoopState`: env steps, schedules,
+                          evaluations), plain JSON with a format version
+    environments-N.pkl    the environments' own state (pickled), read only to resume
+
+both written before the TF checkpoint that makes them current, so that a checkpoint is
+only ever visible together with them.
+
+Reading a run directory to restore its weights (export, evaluation) loads the TF
+checkpoint and JSON alone; nothing in it is executed. Resuming unpickles the environments:
+resuming a run directory trusts it as much as running its code. A checkpoint of format 1
+(``loop-N.pkl`` holding the loop state and the environments together) still resumes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import glob
+import json
 import os
 import pickle
 import re
-from typing import Any, Optional
+from typing import Any, List, Optional, Tuple
 
 import tensorflow as tf
 
+from pg_keras.config import InputError
+
+FORMAT_VERSION = 2
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """Greedy evaluation at one point of training."""
+
+    env_steps: int
+    mean_return: float
+    std_return: float
+
+
+@dataclasses.dataclass
+class LoopState:
+    """The training loop's state between updates (what a checkpoint adds to the weights).
+
+    Attributes:
+        env_steps: Env steps taken by all workers together.
+        collector_steps: Env steps taken by the chief's collector.
+        next_eval: Env steps at which the next evaluation is due.
+        next_checkpoint: Env steps at which the next checkpoint is due (0: not set yet).
+        evaluations: Every evaluation so far.
+        solved_at: Env steps of the first evaluation that reached the target, or None.
+        wall_seconds: Seconds spent in the loop, summed over resumptions.
+        consecutive_skips: Non-finite updates skipped in a row.
+    """
+
+    env_steps: int = 0
+    collector_steps: int = 0
+    next_eval: int = 0
+    next_checkpoint: int = 0
+    evaluations: List[Evaluation] = dataclasses.field(default_factory=list)
+    solved_at: Optional[int] = None
+    wall_seconds: float = 0.0
+    consecutive_skips: int = 0
+
+    def to_dict(self) -> dict:
+        return {"format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str) -> "LoopState":
+        """The state of :meth:`to_dict`; ``source`` names the file in errors."""
+        version = values.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise InputError(f"{source} has checkpoint format {version!r}; this version of "
+                             f"pg_keras reads formats up to {FORMAT_VERSION}: upgrade pg_keras")
+        names = {f.name for f in dataclasses.fields(cls)}
+        fields = {k: v for k, v in values.items() if k in names}
+        fields["evaluations"] = [Evaluation(**e) for e in fields.get("evaluations", [])]
+        return cls(**fields)
+
+    @classmethod
+    def from_format_1(cls, saved: dict) -> "LoopState":
+        """The state held by a format-1 ``loop-N.pkl`` (``{"loop": ..., "collector": ...}``)."""
+        loop, collector_steps = saved["loop"], saved["collector"]["total_steps"]
+        return cls(env_steps=loop.get("env_steps", collector_steps),
+                   collector_steps=collector_steps, next_eval=loop["next_eval"],
+                   next_checkpoint=loop.get("next_checkpoint", 0),
+                   evaluations=[Evaluation(**e) for e in loop["evaluations"]],
+                   solved_at=loop["solved_at"], wall_seconds=loop["wall_seconds"],
+                   consecutive_skips=loop.get("consecutive_skips", 0))
+
 
 class Checkpointer:
-    """Saves and restores a learner and the loop state under one directory.
+    """Saves and restores a learner, the loop state and the environments under one directory.
 
     Args:
         directory: Where checkpoints are restored from and saved to (created if missing).
@@ -36,32 +111,33 @@ class Checkpointer:
                  save_directory: Optional[str] = None):
         self.directory = directory
         self.save_directory = save_directory or directory
+        self.learner = learner
         self.checkpoint = tf.train.Checkpoint(learner=learner)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.save_directory,
                                                   max_to_keep=max_to_keep)
 
-    def _loop_path(self, number: int, directory: str) -> str:
-        return os.path.join(directory, f"loop-{number}.pkl")
-
-    def save(self, number: int, loop_state: Any) -> str:
+    def save(self, number: int, loop: LoopState, environments: Any) -> str:
         """Writes checkpoint ``number`` (e.g. the update count) with its loop state.
+
+        Args:
+            number: The checkpoint's number.
+            loop: The loop's state.
+            environments: The collector's state (pickled: it holds the environments).
 
         Returns:
             The checkpoint's path prefix.
         """
         os.makedirs(self.save_directory, exist_ok=True)
-        path = self._loop_path(number, self.save_directory)
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
-            pickle.dump(loop_state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        _write_atomically(_path(self.save_directory, "environments", number, "pkl"),
+                          pickle.dumps(environments))
+        _write_atomically(_path(self.save_directory, "loop", number, "json"),
+                          json.dumps(loop.to_dict(), indent=1).encode())
         prefix = self.manager.save(checkpoint_number=number)
         kept = {_number(p) for p in self.manager.checkpoints}
-        for old in glob.glob(os.path.join(self.save_directory, "loop-*.pkl")):
-            if _number(old) not in kept:
-                os.remove(old)
+        for pattern in ("loop-*.json", "environments-*.pkl", "loop-*.pkl"):
+            for old in glob.glob(os.path.join(self.save_directory, pattern)):
+                if _number(old) not in kept:
+                    os.remove(old)
         return prefix
 
     @property
@@ -69,20 +145,80 @@ class Checkpointer:
         """The prefix of the latest checkpoint in ``directory``, or None."""
         return tf.train.latest_checkpoint(self.directory)
 
-    def restore(self) -> Optional[Any]:
-        """Restores the latest checkpoint into the learner.
+    def restore_weights(self) -> Optional[str]:
+        """Restores the latest checkpoint's TensorFlow state into the learner, and nothing else.
 
         Returns:
-            Its loop state, or None when there is no checkpoint.
+            The checkpoint's prefix, or None when there is none.
+
+        Raises:
+            InputError: if the checkpoint's models are not the learner's (another
+                architecture than the one built for it).
         """
         prefix = self.latest
         if prefix is None:
             return None
+        self._check_models(prefix)
         self.checkpoint.restore(prefix).assert_existing_objects_matched()
-        with open(self._loop_path(_number(prefix), self.directory), "rb") as f:
-            return pickle.load(f)
+        return prefix
+
+    def restore(self, environments: bool = True) -> Optional[Tuple[LoopState, Any]]:
+        """Restores the latest checkpoint to resume from it.
+
+        Args:
+            environments: Also read the environments' state (unpickled: only for a run
+                directory trusted as much as code).
+
+        Returns:
+            ``(loop state, environments' state or None)``, or None without a checkpoint.
+        """
+        prefix = self.restore_weights()
+        if prefix is None:
+            return None
+        number = _number(prefix)
+        loop_path = _path(self.directory, "loop", number, "json")
+        if os.path.exists(loop_path):
+            with open(loop_path) as f:
+                loop = LoopState.from_dict(json.load(f), loop_path)
+            if not environments:
+                return loop, None
+            with open(_path(self.directory, "environments", number, "pkl"), "rb") as f:
+                return loop, pickle.load(f)
+        with open(_path(self.directory, "loop", number, "pkl"), "rb") as f:  # format 1
+            saved = pickle.load(f)
+        return LoopState.from_format_1(saved), saved["collector"] if environments else None
+
+    def _check_models(self, prefix: str) -> None:
+        """Refuses a checkpoint whose model variables do not have the learner's shapes."""
+        saved = {}
+        for name, shape in tf.train.list_variables(prefix):
+            match = re.fullmatch(r"learner/(policy|value)_variables/(\d+)/\.ATTRIBUTES/"
+                                 r"VARIABLE_VALUE", name)
+            if match:
+                saved.setdefault(match.group(1), {})[int(match.group(2))] = list(shape)
+        for role in ("policy", "value"):
+            built = [list(v.shape) for v in getattr(self.learner, f"{role}_variables", [])]
+            held = [shape for _, shape in sorted(saved.get(role, {}).items())]
+            if built != held:
+                raise InputError(
+                    f"the checkpoint {prefix} holds another {role} network than the one built "
+                    f"for it (variable shapes {held} in the checkpoint, {built} built): the run "
+                    f"was trained with its own model; build the Learner with that model "
+                    f"(pg_keras.training.restore_learner(root_dir, {role}_network=...))")
+
+
+def _path(directory: str, kind: str, number: int, extension: str) -> str:
+    return os.path.join(directory, f"{kind}-{number}.{extension}")
+
+
+def _write_atomically(path: str, data: bytes) -> None:
+    with open(path + ".tmp", "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + ".tmp", path)
 
 
 def _number(path: str) -> int:
-    match = re.search(r"-(\d+)(?:\.pkl)?$", path)
+    match = re.search(r"-(\d+)(?:\.\w+)?$", path)
     return int(match.group(1)) if match else -1

@@ -33,8 +33,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pg_keras import distributed
-from pg_keras.checkpoint import Checkpointer
+from pg_keras import distributed, networks
+from pg_keras.checkpoint import Checkpointer, Evaluation, LoopState
 from pg_keras.config import Config, InputError
 from pg_keras.learner import Learner, Policy
 from pg_keras.networks import ModelOrFactory
@@ -42,15 +42,6 @@ from pg_keras.rollout import Collector, NonFiniteError, evaluate, make_vector_en
 
 RUN_FILES = ("config.json", "metrics.jsonl", "evaluations.jsonl", "summary.json", "checkpoints",
              "tensorboard")
-
-
-@dataclasses.dataclass
-class Evaluation:
-    """Greedy evaluation at one point of training."""
-
-    env_steps: int
-    mean_return: float
-    std_return: float
 
 
 @dataclasses.dataclass
@@ -128,7 +119,10 @@ def train(config: Config, *, root_dir: Optional[str] = None,
         root_dir: Run directory (see the module docstring); None keeps nothing on disk.
             If it holds a checkpoint of the same config, training resumes from it.
         policy_network: Your own policy ``keras.Model`` or a factory for one (see
-            ``pg_keras.networks`` for the contract); default: an MLP.
+            ``pg_keras.networks`` for the contract); default: ``config.policy_network``'s
+            factory, or an MLP. The run directory records it: as ``module:factory`` when
+            it is a factory importable by that name, else as a ``<python object ...>``
+            marker, and such a run is restored by passing the model again.
         value_network: Same for the value model.
         checkpoint_every: Env steps between checkpoints (with a root_dir); 0 means at
             every evaluation, or every 10% of the run without evaluations.
@@ -166,6 +160,7 @@ def train(config: Config, *, root_dir: Optional[str] = None,
             group gone).
     """
     spec = gym.spec(split_env_id(config.env_id))  # an unknown env id fails here, first
+    config = networks.record_models(config, policy_network, value_network)
     if target_return is None:
         target_return = spec.reward_threshold
     if stop_when_solved and not (config.eval_every and target_return is not None):
@@ -233,53 +228,50 @@ def train(config: Config, *, root_dir: Optional[str] = None,
             shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _resume(config, learner, collector, checkpointer, worker, verbose) -> LoopState:
+    """The loop state to start from: the latest checkpoint's, restored, or a new one."""
+    restored = checkpointer.restore(environments=worker.is_chief) if checkpointer else None
+    if restored is None:
+        return LoopState(next_eval=config.eval_every)
+    loop, environments = restored
+    if worker.is_chief:
+        if not collector.restore(environments):
+            print("pg_keras: the environments could not be saved with the checkpoint; they "
+                  "were reset, so this resumed run is not bit-identical to an uninterrupted "
+                  "one", file=sys.stderr)
+    else:
+        # The chief's checkpoint holds the chief's environments: this worker's start
+        # afresh, with a sampling stream of their own.
+        collector.total_steps = loop.collector_steps
+        learner.seed_sampling(collector.config.seed + loop.env_steps)
+    if verbose:
+        print(f"resumed from {checkpointer.latest} at {loop.env_steps} env steps", flush=True)
+    return loop
+
+
 def _loop(config, learner, collector, run, checkpointer, checkpoint_every, target_return,
           on_update, verbose, progress, stop, worker, group, stop_when_solved,
           on_evaluation=None) -> TrainResult:
-    # loop["env_steps"] counts the steps of every worker; collector.total_steps, this one's.
-    loop = {"next_eval": config.eval_every, "evaluations": [], "solved_at": None,
-            "wall_seconds": 0.0, "next_checkpoint": 0, "consecutive_skips": 0,
-            "env_steps": 0}
     verbose = verbose and worker.is_chief
-    if checkpointer is not None:
-        saved = checkpointer.restore()
-        if saved is not None:
-            loop.update(saved["loop"])
-            if worker.is_chief:
-                if not collector.restore(saved["collector"]):
-                    print("pg_keras: the environments could not be saved with the "
-                          "checkpoint; they were reset, so this resumed run is not "
-                          "bit-identical to an uninterrupted one", file=sys.stderr)
-            else:
-                # The chief's checkpoint holds the chief's environments: this worker's
-                # start afresh, with a sampling stream of their own.
-                collector.total_steps = saved["collector"]["total_steps"]
-                learner.seed_sampling(collector.config.seed + loop["env_steps"])
-            if "env_steps" not in saved["loop"]:  # a checkpoint written before groups
-                loop["env_steps"] = collector.total_steps
-            if verbose:
-                print(f"resumed from {checkpointer.latest} at {loop['env_steps']} "
-                      "env steps", flush=True)
+    # loop.env_steps counts the steps of every worker; collector.total_steps, this one's.
+    loop = _resume(config, learner, collector, checkpointer, worker, verbose)
     if run is not None:
-        run.truncate_after(loop["env_steps"])
+        run.truncate_after(loop.env_steps)
     every = checkpoint_every or config.eval_every or max(1, config.total_steps // 10)
-    if not loop["next_checkpoint"]:
-        loop["next_checkpoint"] = every
-    evaluations: List[Evaluation] = [Evaluation(**e) for e in loop["evaluations"]]
+    loop.next_checkpoint = loop.next_checkpoint or every
     history = run.read_metrics() if run is not None else []
     bar = _Progress(config.total_steps, enabled=progress)
-    start = time.perf_counter() - loop["wall_seconds"]
+    start = time.perf_counter() - loop.wall_seconds
 
     def run_evaluation():
         returns = evaluate(learner.policy, config.env_id, config.eval_episodes,
-                           seed=config.seed + 1_000_003 + len(evaluations))
-        evaluation = Evaluation(loop["env_steps"], float(np.mean(returns)),
+                           seed=config.seed + 1_000_003 + len(loop.evaluations))
+        evaluation = Evaluation(loop.env_steps, float(np.mean(returns)),
                                 float(np.std(returns)))
-        evaluations.append(evaluation)
-        loop["evaluations"].append(dataclasses.asdict(evaluation))
-        if (loop["solved_at"] is None and target_return is not None
+        loop.evaluations.append(evaluation)
+        if (loop.solved_at is None and target_return is not None
                 and evaluation.mean_return >= target_return):
-            loop["solved_at"] = evaluation.env_steps
+            loop.solved_at = evaluation.env_steps
         if run is not None:
             run.log_evaluation(evaluation)
         if on_evaluation is not None:
@@ -290,23 +282,24 @@ def _loop(config, learner, collector, run, checkpointer, checkpoint_every, targe
                   f"{evaluation.mean_return:9.2f} +- {evaluation.std_return:.2f}", flush=True)
 
     def save_checkpoint():
-        loop["wall_seconds"] = time.perf_counter() - start
+        loop.wall_seconds = time.perf_counter() - start
+        loop.collector_steps = collector.total_steps
         checkpointer.save(int(learner.updates.numpy() + learner.skipped_updates.numpy()),
-                          {"loop": loop, "collector": collector.state()})
+                          loop, collector.state())
 
     def result(interrupted=None):
         return TrainResult(policy=learner.policy, learner=learner, history=history,
-                           evaluations=evaluations, solved_at=loop["solved_at"],
-                           env_steps=loop["env_steps"],
+                           evaluations=list(loop.evaluations), solved_at=loop.solved_at,
+                           env_steps=loop.env_steps,
                            wall_seconds=time.perf_counter() - start, interrupted=interrupted,
                            worker=worker)
 
     def solved_and_stopping():
-        return stop_when_solved and loop["solved_at"] is not None
+        return stop_when_solved and loop.solved_at is not None
 
     # In a group only the chief evaluates: the others learn of a solve at the next sync.
     ending = solved_and_stopping()  # a resumed run that had reached the target
-    while loop["env_steps"] < config.total_steps and not ending:
+    while loop.env_steps < config.total_steps and not ending:
         tick = time.perf_counter()
         learner.apply_schedules(loop["env_steps"])
         if isinstance(collector, Collector):
@@ -340,9 +333,9 @@ def _loop(config, learner, collector, run, checkpointer, checkpoint_every, targe
             if agreed.episodes:
                 episodes.update(return_mean=agreed.return_mean, return_min=agreed.return_min,
                                 return_max=agreed.return_max, length_mean=agreed.length_mean)
-        loop["env_steps"] += env_steps
+        loop.env_steps += env_steps
         now = time.perf_counter()
-        record.update(env_steps=loop["env_steps"], wall_seconds=now - start,
+        record.update(env_steps=loop.env_steps, wall_seconds=now - start,
                       steps_per_second=env_steps / max(now - tick, 1e-9),
                       dropped_episodes=collector.dropped_episodes, **episodes)
         history.append(record)
@@ -351,23 +344,23 @@ def _loop(config, learner, collector, run, checkpointer, checkpoint_every, targe
         if on_update is not None:
             on_update(record)
         bar.update(record)
-        loop["consecutive_skips"] = loop["consecutive_skips"] + 1 if record["skipped"] else 0
-        if loop["consecutive_skips"] >= config.max_consecutive_skips:
+        loop.consecutive_skips = loop.consecutive_skips + 1 if record["skipped"] else 0
+        if loop.consecutive_skips >= config.max_consecutive_skips:
             raise TrainingError(
-                f"{loop['consecutive_skips']} consecutive updates were skipped because the loss "
-                f"or the gradients were not finite (at {loop['env_steps']} env steps); try "
+                f"{loop.consecutive_skips} consecutive updates were skipped because the loss "
+                f"or the gradients were not finite (at {loop.env_steps} env steps); try "
                 "a lower learning rate, normalize_returns, normalize_observations, or "
                 "max_grad_norm (the last checkpoint is intact)")
-        if config.eval_every and loop["env_steps"] >= loop["next_eval"]:
+        if config.eval_every and loop.env_steps >= loop.next_eval:
             if worker.is_chief:
                 run_evaluation()
-            loop["next_eval"] = (loop["env_steps"] // config.eval_every + 1) * config.eval_every
+            loop.next_eval = (loop.env_steps // config.eval_every + 1) * config.eval_every
             if group is None:
                 ending = solved_and_stopping()
         # Every worker saves at the same steps: the chief into the run directory.
-        if checkpointer is not None and loop["env_steps"] >= loop["next_checkpoint"]:
+        if checkpointer is not None and loop.env_steps >= loop.next_checkpoint:
             save_checkpoint()
-            loop["next_checkpoint"] = (loop["env_steps"] // every + 1) * every
+            loop.next_checkpoint = (loop.env_steps // every + 1) * every
         if stop_signal is not None:
             bar.clear()
             if checkpointer is not None:
@@ -375,7 +368,8 @@ def _loop(config, learner, collector, run, checkpointer, checkpoint_every, targe
             if run is not None:
                 run.write_json("summary.json", result(stop_signal).summary())
             return result(stop_signal)
-    if worker.is_chief and (not evaluations or evaluations[-1].env_steps != loop["env_steps"]):
+    if worker.is_chief and (not loop.evaluations
+                            or loop.evaluations[-1].env_steps != loop.env_steps):
         run_evaluation()
     bar.clear()
     final = result()
@@ -411,27 +405,42 @@ class _StopOnSignals:
         return False
 
 
-def restore_learner(root_dir: str) -> Learner:
-    """The learner of a run directory, restored from its latest checkpoint.
+def restore_learner(root_dir: str, policy_network: Optional[ModelOrFactory] = None,
+                    value_network: Optional[ModelOrFactory] = None) -> Learner:
+    """The learner of a run directory, restored from its latest checkpoint's weights.
 
-    Works for runs with the default networks; a run with your own Keras models is restored
-    by building a ``Learner`` with them and restoring a ``Checkpointer`` into it.
+    Reads ``config.json`` and the TensorFlow checkpoint alone: nothing of the run
+    directory is executed (the environments' pickled state is read only to resume). The
+    models are rebuilt as the run recorded them: the default MLPs, or the
+    ``module:factory`` of ``config.policy_network`` / ``config.value_network``.
+
+    Args:
+        root_dir: The run directory.
+        policy_network: The policy model or factory of a run trained with one given as a
+            Python object (its config records a ``<python object ...>`` marker).
+        value_network: The same for the value model.
 
     Raises:
-        ValueError: if ``root_dir`` holds no config or no checkpoint.
+        InputError: if ``root_dir`` holds no config or no checkpoint, or needs a model
+            given as a Python object that was not passed.
     """
     config_path = os.path.join(root_dir, "config.json")
     if not os.path.exists(config_path):
         raise InputError(f"root_dir {root_dir!r} is not a run directory: it has no config.json")
     with open(config_path) as f:
         config = Config.from_dict(json.load(f))
+    for role, given in (("policy", policy_network), ("value", value_network)):
+        recorded = getattr(config, f"{role}_network")
+        if given is None and networks.is_python_object(recorded):
+            raise InputError(networks.python_object_message(root_dir, role, recorded))
     envs = make_vector_env(config.env_id, 1)
     try:
-        learner = Learner(config, envs.single_observation_space, envs.single_action_space)
+        learner = Learner(config, envs.single_observation_space, envs.single_action_space,
+                          policy_network, value_network)
     finally:
         envs.close()
     checkpointer = Checkpointer(os.path.join(root_dir, "checkpoints"), learner)
-    if checkpointer.restore() is None:
+    if checkpointer.restore_weights() is None:
         raise InputError(f"root_dir {root_dir!r} has no checkpoint to restore")
     return learner
 
@@ -463,6 +472,10 @@ class _RunDirectory:
                                if previous.get(k) != current.get(k))
             if differing and not overwrite:
                 self.close()
+                for role in ("policy", "value"):
+                    recorded = previous.get(f"{role}_network", "")
+                    if f"{role}_network" in differing and networks.is_python_object(recorded):
+                        raise InputError(networks.python_object_message(path, role, recorded))
                 changes = ", ".join(f"{k}: {previous.get(k)!r} -> {current.get(k)!r}"
                                     for k in differing)
                 raise InputError(f"root_dir {path!r} holds a run with a different config "

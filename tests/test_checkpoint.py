@@ -71,10 +71,17 @@ def test_run_directory_files(tmp_path):
     assert summary["steps_per_second"] > 0 and summary["updates"] == 24
     assert glob.glob(os.path.join(root, "tensorboard", "events.out.tfevents.*"))
     assert os.path.exists(os.path.join(root, "checkpoints", "checkpoint"))
-    # Three checkpoints are kept, each with its loop state and nothing else.
-    loops = sorted(os.path.basename(p) for p in glob.glob(os.path.join(root, "checkpoints",
-                                                                         "loop-*.pkl")))
-    assert loops == ["loop-16.pkl", "loop-24.pkl", "loop-8.pkl"]
+    # Three checkpoints are kept, each with its loop state (JSON) and its environments.
+    kept = sorted(os.path.basename(p) for p in glob.glob(os.path.join(root, "checkpoints",
+                                                                        "*-*.*"))
+                  if not os.path.basename(p).startswith("ckpt-"))
+    assert kept == [f"{kind}-{n}.{ext}" for kind, ext in (("environments", "pkl"),
+                                                          ("loop", "json"))
+                    for n in (16, 24, 8)]
+    with open(os.path.join(root, "checkpoints", "loop-24.json")) as f:
+        loop = json.load(f)
+    assert loop["env_steps"] == 3072 and loop["format_version"] == 2
+    assert [e["env_steps"] for e in loop["evaluations"]] == [1024, 2048, 3072]
 
 
 def test_a_finished_run_resumes_without_training_more(tmp_path):
