@@ -1,12 +1,18 @@
-"""Bring your own Keras model: a runnable example.
+"""Bring your own Keras model: a runnable example, and factories for the launchers.
 
     python -m experiments.custom_model --total_steps=50000 --export_dir=/tmp/custom_policy
+    python -m experiments.train --flagfile=experiments/configs/cartpole.cfg \
+        --policy_network=experiments.custom_model:policy --value_network=experiments.custom_model:value
 
 Any ``keras.Model`` can be the policy or the value network: it takes a float32 batch of
 observations ``[B, *obs_shape]`` and returns ``[B, output_units]`` (policy) or ``[B]`` /
 ``[B, 1]`` (value). Passing a factory ``(observation_shape, output_units) -> keras.Model``
 spares you the sizes. Here both networks are a small residual MLP with layer norm,
-written as a subclassed model; the trained policy is exported like any other.
+written as a subclassed model; the trained policy is exported like any other. The
+factories :func:`policy` and :func:`value` are importable by name, so the launchers take
+them (``--policy_network=experiments.custom_model:policy``) and the run directory records
+them: resuming, exporting and evaluating the run need nothing more. Importing this module
+defines no flags.
 """
 
 from __future__ import annotations
@@ -20,11 +26,14 @@ from absl import app, flags, logging  # noqa: E402
 
 import pg_keras  # noqa: E402
 
-flags.DEFINE_string("env_id", "CartPole-v1", "Gymnasium env id.")
-flags.DEFINE_integer("total_steps", 50_000, "Env steps to train for.")
-flags.DEFINE_integer("seed", 0, "Seed.")
-flags.DEFINE_string("export_dir", None, "Export the policy here (optional).")
 FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+    flags.DEFINE_string("env_id", "CartPole-v1", "Gymnasium env id.")
+    flags.DEFINE_integer("total_steps", 50_000, "Env steps to train for.")
+    flags.DEFINE_integer("seed", 0, "Seed.")
+    flags.DEFINE_string("export_dir", None, "Export the policy here (optional).")
 
 
 @keras.saving.register_keras_serializable(package="examples")
@@ -51,23 +60,30 @@ class ResidualMLP(keras.Model):
                 "output_gain": self.output_gain}
 
 
+def policy(observation_shape, output_units: int) -> keras.Model:
+    """The policy network: a small output gain starts the policy near uniform."""
+    return ResidualMLP(output_units, output_gain=0.01)
+
+
+def value(observation_shape, output_units: int) -> keras.Model:
+    """The value network."""
+    return ResidualMLP(output_units)
+
+
 def main(argv):
     logging.set_verbosity(logging.WARNING)
     config = pg_keras.Config(env_id=FLAGS.env_id, total_steps=FLAGS.total_steps, seed=FLAGS.seed,
                              normalize_observations=True, gamma=0.999,
                              policy_learning_rate=7e-4, value_learning_rate=3e-2,
                              num_envs=8, steps_per_update=25)
-    result = pg_keras.train(
-        config,
-        # A small output gain starts the policy near uniform.
-        policy_network=lambda shape, units: ResidualMLP(units, output_gain=0.01),
-        value_network=lambda shape, units: ResidualMLP(units),
-        verbose=True)
+    result = pg_keras.train(config, policy_network=policy, value_network=value, verbose=True)
     print(f"final evaluation return: {result.final_return:.2f}")
     if FLAGS.export_dir:
-        pg_keras.export_policy(result.policy, FLAGS.export_dir, config=config, overwrite=True)
+        pg_keras.export_policy(result.policy, FLAGS.export_dir, config=result.learner.config,
+                               overwrite=True)
         print(f"SavedModel: {FLAGS.export_dir}")
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Tuple
 
 import numpy as np
@@ -19,6 +20,9 @@ ACTION_BOUNDS = ("clip", "tanh")
 ON_NONFINITE = ("stop", "drop")
 BACKENDS = ("gymnasium", "compiled")
 SCHEDULES = ("constant", "linear")
+# A model factory importable by name; and the record of a model given as a Python object.
+MODEL_REFERENCE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+PYTHON_OBJECT = re.compile(r"<python object .*>")
 
 
 class InputError(ValueError):
@@ -76,6 +80,11 @@ class Config:
         hidden_sizes: Units of the default policy MLP's hidden layers.
         value_hidden_sizes: Units of the default value MLP's hidden layers.
         activation: Activation of the default MLPs' hidden layers.
+        policy_network: Your own policy model, as ``module:factory``: a callable
+            ``(observation_shape, output_units) -> keras.Model`` that ``module`` defines
+            (see pg_keras.networks for the contract); empty: the default MLP.
+        value_network: Your own value model, as ``module:factory`` (output units 1);
+            empty: the default MLP.
         state_dependent_std: Gaussian heads predict log-std from the state instead of
             learning one state-independent vector.
         init_log_std: Initial log standard deviation of Gaussian heads.
@@ -128,6 +137,8 @@ class Config:
     hidden_sizes: Tuple[int, ...] = (64, 64)
     value_hidden_sizes: Tuple[int, ...] = (64, 64)
     activation: str = "tanh"
+    policy_network: str = ""
+    value_network: str = ""
     state_dependent_std: bool = False
     init_log_std: float = 0.0
     action_bounds: str = "clip"
@@ -198,6 +209,13 @@ class Config:
             sizes = getattr(self, name)
             if not isinstance(sizes, tuple) or not all(_is_int(s) and s > 0 for s in sizes):
                 fail(name, "a tuple of positive integers")
+        for name in ("policy_network", "value_network"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not (
+                    value == "" or MODEL_REFERENCE.fullmatch(value)
+                    or PYTHON_OBJECT.fullmatch(value)):
+                fail(name, "'module:factory' (a callable (observation_shape, output_units) "
+                     "-> keras.Model that module defines), or empty for the default MLP")
         if self.collect_mode == "steps" and not self.baseline:
             raise InputError(
                 "collect_mode='steps' cuts episodes at the segment end and needs a value "

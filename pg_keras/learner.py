@@ -205,6 +205,8 @@ class Learner(tf.Module):
                 self.normalizer = RunningNormalization(clip=config.clip_observations,
                                                        name="observation_normalizer")
                 self.normalizer.build((None,) + obs_shape)
+            policy_network = networks.chosen_model(policy_network, config.policy_network,
+                                                   "policy")
             if policy_network is None:
                 policy_network = networks.mlp(obs_shape, self.head.param_size, config.hidden_sizes,
                                               config.activation, output_gain=0.01,
@@ -213,6 +215,8 @@ class Learner(tf.Module):
                                                     self.head.param_size, "policy")
             self.return_stats = None
             if config.baseline:
+                value_network = networks.chosen_model(value_network, config.value_network,
+                                                      "value")
                 if value_network is None:
                     value_network = networks.mlp(obs_shape, 1, config.value_hidden_sizes,
                                                  config.activation, output_gain=1.0,

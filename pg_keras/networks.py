@@ -11,19 +11,26 @@ The contract. Any ``keras.Model`` can be the policy or the value network if
 * it creates its weights on its first call (every Keras layer does).
 
 Pass it to :func:`pg_keras.train` as the model itself, or as a factory
-``(observation_shape, output_units) -> keras.Model``, which spares you the sizes.
+``(observation_shape, output_units) -> keras.Model``, which spares you the sizes. A factory
+a module defines can also be named, ``"module:factory"`` (``Config.policy_network``,
+``--policy_network`` of the launchers): the run directory records the name, so the
+launchers rebuild the model to resume, export or evaluate the run. A model given as any
+other Python object is recorded as ``<python object NAME>``, and only Python can restore
+such a run, by passing the model again.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence, Tuple, Union
+import importlib
+import sys
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import gymnasium as gym
 import keras
 import numpy as np
 import tensorflow as tf
 
-from pg_keras.config import InputError
+from pg_keras.config import PYTHON_OBJECT, Config, InputError
 
 SUPPORTED_OBSERVATION_SPACES = ("Box", "Discrete")
 
@@ -106,7 +113,11 @@ def resolve_model(model: ModelOrFactory, input_shape: Tuple[int, ...], output_un
             raise InputError(f"{role}_network must be a keras.Model or a factory "
                              f"(observation_shape, output_units) -> keras.Model; "
                              f"received {model!r}")
-        model = model(tuple(input_shape), output_units)
+        try:
+            model = model(tuple(input_shape), output_units)
+        except TypeError as error:
+            raise InputError(f"{role}_network factory must take (observation_shape, "
+                             f"output_units); calling it failed: {error}") from None
         if not isinstance(model, keras.Model):
             raise InputError(f"{role}_network factory must return a keras.Model; "
                              f"received {type(model).__name__}")
@@ -136,3 +147,107 @@ def resolve_model(model: ModelOrFactory, input_shape: Tuple[int, ...], output_un
 def _shape_text(shape) -> str:
     """(2, 4, 3) -> "[B, 4, 3]": a batch shape with the batch size named."""
     return "[" + ", ".join(["B"] + [str(d) for d in shape[1:]]) + "]"
+
+
+def model_reference(model: ModelOrFactory) -> str:
+    """How a run directory records a model: ``"module:factory"`` or a Python-object marker.
+
+    A factory gets its import name when importing that name gives it back (a function or
+    class a module defines; one of a script run with ``python -m`` is named by its
+    module); any other model or callable (a ``keras.Model`` instance, a lambda, a local
+    function) gets ``"<python object NAME>"``.
+    """
+    if callable(model) and not isinstance(model, keras.Model):
+        module = getattr(model, "__module__", None)
+        qualname = getattr(model, "__qualname__", "")
+        owner = sys.modules.get(module) if module else None
+        if module == "__main__":
+            spec = getattr(owner, "__spec__", None)
+            module = spec.name if spec is not None else None
+        if module and "<" not in qualname and _attribute(owner, qualname) is model:
+            return f"{module}:{qualname}"
+        name = qualname or type(model).__name__
+    else:
+        name = type(model).__name__
+    return f"<python object {name}>"
+
+
+def is_python_object(reference: str) -> bool:
+    """Whether a recorded model is a Python object's marker (cannot be rebuilt by name)."""
+    return bool(PYTHON_OBJECT.fullmatch(reference or ""))
+
+
+def python_object_message(root_dir: str, role: str, reference: str) -> str:
+    """The one line refusing to rebuild a run whose model was a Python object."""
+    name = reference[len("<python object "):-1]
+    return (f"root_dir {root_dir!r} was trained with a {role} network given as a Python "
+            f"object ({name}), which cannot be rebuilt from the run directory: restore it "
+            f"from Python by passing that model again (pg_keras.train(config, "
+            f"root_dir=..., {role}_network=...) to resume, "
+            f"pg_keras.training.restore_learner(root_dir, {role}_network=...) to export), "
+            f"or train with --{role}_network=module:factory")
+
+
+def import_factory(reference: str, role: str) -> ModelFactory:
+    """The factory ``"module:factory"`` names, imported.
+
+    Raises:
+        InputError: if the module cannot be imported, has no such attribute, or it is not
+            a factory; or ``reference`` is a Python-object marker.
+    """
+    name = f"{role}_network"
+    if is_python_object(reference):
+        raise InputError(f"{name}={reference!r} records a model given as a Python object, "
+                         f"which cannot be rebuilt by name: pass the model itself as {name}")
+    module_name, _, attribute = reference.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:  # ImportError, or any error the module raises as it runs
+        raise InputError(f"cannot import module {module_name!r} of {name}={reference!r}: "
+                         f"{type(error).__name__}: {error}") from None
+    factory = _attribute(module, attribute)
+    if factory is None:
+        raise InputError(f"module {module_name!r} has no attribute {attribute!r}; received "
+                         f"{name}={reference!r}")
+    if not callable(factory) or isinstance(factory, keras.Model):
+        raise InputError(f"{name} must name a factory (observation_shape, output_units) -> "
+                         f"keras.Model; received {name}={reference!r}, a "
+                         f"{type(factory).__name__}")
+    return factory
+
+
+def chosen_model(given: Optional[ModelOrFactory], reference: str,
+                 role: str) -> Optional[ModelOrFactory]:
+    """The model given in Python, else the factory ``reference`` names, else None (default)."""
+    if given is not None:
+        return given
+    return import_factory(reference, role) if reference else None
+
+
+def record_models(config: Config, policy_network: Optional[ModelOrFactory],
+                  value_network: Optional[ModelOrFactory]) -> Config:
+    """``config`` with the models given in Python recorded (see :func:`model_reference`).
+
+    Raises:
+        InputError: if a model is given both as an argument and, differently, in the config.
+    """
+    changes = {}
+    for role, given in (("policy", policy_network), ("value", value_network)):
+        if given is None or (role == "value" and not config.baseline):
+            continue
+        name, reference = f"{role}_network", model_reference(given)
+        recorded = getattr(config, name)
+        if recorded and not is_python_object(recorded) and recorded != reference:
+            raise InputError(f"{name} is given twice, differently: config.{name}={recorded!r} "
+                             f"and the argument {reference}; give one of them")
+        changes[name] = reference
+    return config.replace(**changes) if changes else config
+
+
+def _attribute(owner, dotted: str):
+    """``owner.a.b`` for ``dotted="a.b"``, or None."""
+    for part in dotted.split("."):
+        owner = getattr(owner, part, None)
+        if owner is None:
+            return None
+    return owner

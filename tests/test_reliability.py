@@ -33,6 +33,8 @@ def launch(*args, env=None, module="experiments.train"):
     (["--env_id=CartPol-v1"], "Did you mean: `CartPole`?"),
     (["--env_id=no_such_module:X-v0"], "names module 'no_such_module', which cannot be imported"),
     (["--env_id=toy_envs:PgkDictAction-v0"], "unsupported action space Dict"),
+    (["--policy_network=toy_models:wrong_output"], "policy_network must map [B, 4] to [B, 2]; "
+                                                   "received output shape [B, 3]"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
     root = tmp_path / "run"
