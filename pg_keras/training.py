@@ -301,7 +301,7 @@ def _loop(config, learner, collector, run, checkpointer, checkpoint_every, targe
     ending = solved_and_stopping()  # a resumed run that had reached the target
     while loop.env_steps < config.total_steps and not ending:
         tick = time.perf_counter()
-        learner.apply_schedules(loop["env_steps"])
+        learner.apply_schedules(loop.env_steps)
         if isinstance(collector, Collector):
             try:
                 batch, env_steps = collector.collect()
