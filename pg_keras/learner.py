@@ -171,7 +171,7 @@ class Learner(tf.Module):
         observation_space: The env's single observation space.
         action_space: The env's single action space.
         policy_network: A ``keras.Model`` or a factory for one (see networks.py); None
-            builds the default MLP.
+            builds the factory ``config.policy_network`` names, or the default MLP.
         value_network: Same, for V(s); ignored without a baseline.
         strategy: ``tf.distribute.Strategy`` whose scope holds the variables; default: the
             current one. Each worker feeds its own batch (its own environments) to

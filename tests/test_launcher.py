@@ -1,5 +1,6 @@
 """The train launcher end to end, as a subprocess: kill it, run it again, same weights."""
 
+import json
 import os
 import signal
 import subprocess
@@ -132,6 +133,9 @@ def test_custom_model_example_trains_and_exports(tmp_path):
                           f"--export_dir={export}"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "final evaluation return" in run.stdout
+    # Its factories, defined in the script run with -m, are recorded by their module's name.
+    with open(export / "config.json") as f:
+        assert json.load(f)["policy_network"] == "experiments.custom_model:policy"
     policy = tf.saved_model.load(str(export))
     actions = policy(np.zeros((3, 4), np.float32)).numpy()
     assert actions.shape == (3,) and set(actions.tolist()) <= {0, 1}
@@ -157,8 +161,10 @@ def test_solve_rate_reports_each_seed_and_a_summary(tmp_path):
     import json
 
     out = tmp_path / "rows.jsonl"
+    # The seeds train the model the flag names.
     run = subprocess.run([sys.executable, "-m", "experiments.solve_rate", "--seeds=0,1",
                           "--total_steps=2048", "--eval_every=1024", "--eval_episodes=2",
+                          "--policy_network=experiments.custom_model:policy",
                           "--target=5", f"--output={out}"], capture_output=True, text=True,
                          timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
