@@ -2,7 +2,8 @@
 
     python -m experiments.custom_model --total_steps=50000 --export_dir=/tmp/custom_policy
     python -m experiments.train --flagfile=experiments/configs/cartpole.cfg \
-        --policy_network=experiments.custom_model:policy --value_network=experiments.custom_model:value
+        --policy_network=experiments.custom_model:policy \
+        --value_network=experiments.custom_model:value
 
 Any ``keras.Model`` can be the policy or the value network: it takes a float32 batch of
 observations ``[B, *obs_shape]`` and returns ``[B, output_units]`` (policy) or ``[B]`` /
