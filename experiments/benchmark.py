@@ -36,12 +36,10 @@ from experiments import cli  # noqa: E402
 
 cli.require_tensorflow_backend("benchmark")
 
-import gymnasium as gym  # noqa: E402
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
 import pg_keras  # noqa: E402
-from pg_keras.envs.collector import CompiledCollector, make_compiled_env  # noqa: E402
+
+# Imported by main, once the flags are checked and TensorFlow has started quietly.
+gym = keras = tf = CompiledCollector = make_compiled_env = None
 
 flags.DEFINE_bool("quick", False, "A few seconds per configuration, for a smoke run.")
 flags.DEFINE_list("paths", ["gymnasium", "compiled"], "Which paths to measure.")
@@ -183,7 +181,17 @@ def _selected(configurations):
             and (not FLAGS.num_envs or str(num_envs) in FLAGS.num_envs)]
 
 
+def _import_heavy() -> None:
+    global gym, keras, tf, CompiledCollector, make_compiled_env
+    import gymnasium as gym
+    import keras
+    import tensorflow as tf
+
+    from pg_keras.envs.collector import CompiledCollector, make_compiled_env
+
+
 def main(argv):
+    _import_heavy()
     quick = FLAGS.quick
     repeats = 2 if quick else FLAGS.repeats
     machine = {"cpu_cores": os.cpu_count(), "gpu": bool(tf.config.list_physical_devices("GPU")),

@@ -1,21 +1,40 @@
 """What the launchers share: bad input is one line on stderr and exit code 2.
 
-Imports absl alone, so the evaluate launcher stays free of pg_keras.
+Imports absl alone, so the evaluate launcher stays free of pg_keras, and flags are parsed
+and checked before TensorFlow is imported: a bad flag costs a fraction of a second. The
+lines TensorFlow's C++ runtime prints while it starts (before its logging is set up, so
+``TF_CPP_MIN_LOG_LEVEL`` cannot silence them: ``cudart_stub``, ``cuInit`` on a machine
+without a GPU, CPU feature notices) are held back; ``--tf_logs`` or ``PG_KERAS_TF_LOGS=1``
+shows them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
-from typing import Callable, Tuple, Type
+import tempfile
+from typing import Callable, Optional, Tuple, Type
 
 from absl import app, flags, logging
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
+TF_LOGS_ENV = "PG_KERAS_TF_LOGS"
+
+# TensorFlow's start-up lines: glog-style INFO and WARNING lines, the notice that logging
+# is not yet set up, the CPU-instructions notice, and the ERROR lines a CPU-only machine
+# always gets (no CUDA driver to initialize, CUDA plugins registered twice). Any other
+# line written during the start (a real error, a Python warning) is shown.
+_STARTUP_NOISE = re.compile(
+    r"^(?:[IW]\d{4} \S+ +\d+ \S+:\d+\] "
+    r"|E\d{4} \S+ +\d+ \S+:\d+\] (?:failed call to cuInit"
+    r"|Unable to register cu\w+ factory)"
+    r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|To enable the following instructions: .* rebuild TensorFlow)")
 
 
 def fail(name: str, message: str, code: int = EXIT_BAD_INPUT):
@@ -75,8 +94,39 @@ def require_tensorflow_backend(name: str) -> None:
                    f"KERAS_BACKEND={backend!r}. Unset it or set KERAS_BACKEND=tensorflow.")
 
 
+def start_tensorflow(show_logs: bool = False) -> None:
+    """Imports TensorFlow and finds its devices, holding back its start-up lines.
+
+    The C++ runtime writes them to file descriptor 2 directly, so Python's ``sys.stderr``
+    cannot catch them: fd 2 is pointed at a temporary file for the start, then restored,
+    and every line of it that is not start-up noise is written to stderr after all.
+    """
+    if show_logs or "tensorflow" in sys.modules:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # initializes the devices: the cuInit line
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(l for l in lines if not _STARTUP_NOISE.match(l)))
+            sys.stderr.flush()
+
+
 def run(name: str, main: Callable, bad_input: Tuple[Type[BaseException], ...] = (),
-        failures: Tuple[Type[BaseException], ...] = ()) -> None:
+        failures: Tuple[Type[BaseException], ...] = (), check: Optional[Callable] = None,
+        tensorflow: bool = True) -> None:
     """``absl.app.run`` with our error contract.
 
     Args:
@@ -85,7 +135,13 @@ def run(name: str, main: Callable, bad_input: Tuple[Type[BaseException], ...] = 
         bad_input: Exceptions that mean bad input: one line, exit code 2.
         failures: Exceptions that mean the work failed for a reason the message explains:
             one line, exit code 1 (anything else keeps its traceback).
+        check: Called with no argument after the flags are parsed and before TensorFlow
+            is imported, to refuse bad input in a fraction of a second.
+        tensorflow: Import TensorFlow (its start-up lines held back) before ``main``.
     """
+    flags.DEFINE_bool("tf_logs", os.environ.get(TF_LOGS_ENV, "") not in ("", "0"),
+                      "Show the lines TensorFlow prints while it starts (hidden by default; "
+                      f"{TF_LOGS_ENV}=1 sets this too).")
 
     def parse(argv):
         try:
@@ -98,6 +154,10 @@ def run(name: str, main: Callable, bad_input: Tuple[Type[BaseException], ...] = 
         if len(argv) > 1:
             fail(name, f"unexpected arguments: {' '.join(argv[1:])}")
         try:
+            if check is not None:
+                check()
+            if tensorflow:
+                start_tensorflow(show_logs=flags.FLAGS.tf_logs)
             return main(argv)
         except bad_input as error:
             fail(name, str(error))

@@ -12,7 +12,7 @@ import typing
 
 from absl import flags
 
-from pg_keras.config import Config
+from pg_keras.config import Config, InputError
 
 
 def _field_help() -> dict:
@@ -54,7 +54,7 @@ def define_config_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
 
 
 def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> Config:
-    """The Config the parsed flags describe (validated; raises ValueError)."""
+    """The Config the parsed flags describe (validated; raises InputError)."""
     hints = typing.get_type_hints(Config)
     values = {}
     for field in dataclasses.fields(Config):
@@ -63,7 +63,7 @@ def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> Config:
             try:
                 value = tuple(int(v) for v in value)
             except ValueError:
-                raise ValueError(f"{field.name} must be a tuple of positive integers; "
+                raise InputError(f"{field.name} must be a tuple of positive integers; "
                                  f"received {field.name}={','.join(value)!r}") from None
         values[field.name] = value
     return Config(**values)

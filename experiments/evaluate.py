@@ -54,6 +54,9 @@ flags.mark_flag_as_required("saved_model")
 FLAGS = flags.FLAGS
 
 CONFIG_FILENAME = "config.json"
+# The latest format of an export's config.json this program reads (pg_keras.config's
+# FORMAT_VERSION; a file without the field is version 1).
+FORMAT_VERSION = 2
 
 
 class EvaluationError(Exception):
@@ -65,8 +68,17 @@ def default_env_id(saved_model: str) -> Optional[str]:
     path = os.path.join(saved_model, CONFIG_FILENAME)
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f).get("env_id")
+    try:
+        with open(path) as f:
+            stored = json.load(f)
+    except (OSError, ValueError) as error:
+        raise EvaluationError(f"cannot read {path}: {error}") from None
+    version = stored.get("format_version", 1)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise EvaluationError(f"{path} was written by a later version of pg_keras "
+                              f"(format_version {version!r}; this version reads up to "
+                              f"{FORMAT_VERSION}): upgrade pg_keras to use it")
+    return stored.get("env_id")
 
 
 def resolve_env_id(env_id: str) -> str:
@@ -214,7 +226,8 @@ def evaluate_from_flags() -> dict:
         gif_writer()  # Fails before the slow part when Pillow is missing.
     env_id = resolve_env_id(env_arg)
 
-    import tensorflow as tf  # Late: its import is slow, and bad flags should fail fast.
+    cli.start_tensorflow(FLAGS.tf_logs)  # Late: its import is slow, bad flags fail fast.
+    import tensorflow as tf
 
     try:
         policy = tf.saved_model.load(saved_model)
@@ -239,4 +252,4 @@ def evaluate_from_flags() -> dict:
 
 
 if __name__ == "__main__":
-    cli.run("evaluate", main, bad_input=(EvaluationError,))
+    cli.run("evaluate", main, bad_input=(EvaluationError,), tensorflow=False)

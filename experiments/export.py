@@ -19,8 +19,8 @@ from experiments import cli  # noqa: E402
 
 cli.require_tensorflow_backend("export")
 
-import pg_keras  # noqa: E402
-from pg_keras.training import restore_learner  # noqa: E402
+import pg_keras  # noqa: E402  (TensorFlow is imported once the flags are checked)
+from pg_keras.paths import check_writable  # noqa: E402
 
 flags.DEFINE_string("root_dir", None, "Run directory to export.", required=True)
 flags.DEFINE_string("export_dir", None, "Where to write; default: saved_models/<run name>.")
@@ -32,7 +32,13 @@ def default_export_dir(root_dir: str) -> str:
     return os.path.join("saved_models", os.path.basename(os.path.normpath(root_dir)))
 
 
+def check() -> None:
+    check_writable(FLAGS.export_dir or default_export_dir(FLAGS.root_dir), "export_dir")
+
+
 def main(argv):
+    from pg_keras.training import restore_learner
+
     export_dir = FLAGS.export_dir or default_export_dir(FLAGS.root_dir)
     learner = restore_learner(FLAGS.root_dir)
     path = pg_keras.export_policy(learner.policy, export_dir, config=learner.config,
@@ -41,4 +47,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run("export", main, bad_input=(pg_keras.InputError,))
+    cli.run("export", main, bad_input=(pg_keras.InputError,), check=check)

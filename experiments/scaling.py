@@ -77,4 +77,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run("scaling", main)
+    cli.run("scaling", main, tensorflow=False)

@@ -36,9 +36,8 @@ from experiments import cli  # noqa: E402
 
 cli.require_tensorflow_backend("solve_rate")
 
-import pg_keras  # noqa: E402
+import pg_keras  # noqa: E402  (TensorFlow is imported once the flags are checked)
 from experiments.config_flags import config_from_flags, define_config_flags  # noqa: E402
-from pg_keras.training import reward_threshold  # noqa: E402
 
 define_config_flags()
 flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds to train with, one run each.")
@@ -68,7 +67,8 @@ def summarize(rows, target: float) -> dict:
     }
 
 
-def main(argv):
+def checked_flags():
+    """The seeds and the config of the flags (raises InputError); no TensorFlow needed."""
     try:
         seeds = [int(s) for s in FLAGS.seeds]
     except ValueError:
@@ -81,6 +81,13 @@ def main(argv):
     if config.eval_every == 0:
         raise pg_keras.InputError("the protocol evaluates during training; received "
                                   "--eval_every=0")
+    return config, configs
+
+
+def main(argv):
+    from pg_keras.training import reward_threshold
+
+    config, configs = checked_flags()
     target = FLAGS.target
     if target is None:
         target = reward_threshold(config.env_id)
@@ -117,4 +124,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run("solve_rate", main, bad_input=(pg_keras.InputError,))
+    cli.run("solve_rate", main, bad_input=(pg_keras.InputError,), check=checked_flags)

@@ -14,6 +14,7 @@ describes the group and names the worker (see the README).
 
 from __future__ import annotations
 
+import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -24,8 +25,10 @@ from experiments import cli  # noqa: E402
 
 cli.require_tensorflow_backend("train")
 
-import pg_keras  # noqa: E402
+import pg_keras  # noqa: E402  (TensorFlow is imported once the flags are checked)
 from experiments.config_flags import config_from_flags, define_config_flags  # noqa: E402
+from pg_keras.config import STRATEGIES, check_num_envs  # noqa: E402
+from pg_keras.paths import check_writable  # noqa: E402
 
 define_config_flags()
 flags.DEFINE_string("root_dir", None, "Run directory; default: runs/<env_id>-seed<seed>.")
@@ -45,7 +48,7 @@ flags.DEFINE_bool("overwrite", False, "Start over in a root_dir that holds a run
                   "another config's policy.")
 flags.DEFINE_bool("use_progress_bar", True, "Show a progress line while training.")
 flags.DEFINE_bool("quiet", False, "Print only the final result.")
-flags.DEFINE_enum("strategy", "default", list(pg_keras.distributed.STRATEGIES),
+flags.DEFINE_enum("strategy", "default", list(STRATEGIES),
                   "tf.distribute strategy: default (one device), mirrored (every GPU of this "
                   "host), multi_worker (the processes TF_CONFIG describes; num_envs is per "
                   "worker, total_steps counts all workers' steps).")
@@ -63,20 +66,44 @@ def default_root_dir(env_id: str, seed: int) -> str:
     return os.path.join("runs", f"{name}-seed{seed}")
 
 
+def _dirs(config) -> tuple:
+    root_dir = FLAGS.root_dir or default_root_dir(config.env_id, config.seed)
+    export_dir = FLAGS.export_dir or os.path.join(
+        "saved_models", os.path.basename(os.path.normpath(root_dir)))
+    return root_dir, export_dir
+
+
+def _check_dirs(config) -> bool:
+    """Refuses a root_dir or export_dir that cannot be written, and an export_dir that
+    holds another config's policy (hours of compute must not end in a refused export).
+
+    Returns:
+        Whether the export may replace what ``export_dir`` holds.
+    """
+    root_dir, export_dir = _dirs(config)
+    check_writable(root_dir, "root_dir")
+    if not FLAGS.export:
+        return False
+    check_writable(export_dir, "export_dir")
+    return FLAGS.overwrite or _holds_export_of(export_dir, config)
+
+
+def check() -> None:
+    """Everything about the flags that can be refused before TensorFlow is imported."""
+    config = config_from_flags()
+    if config.backend == "gymnasium":
+        check_num_envs(config.num_envs)
+    if FLAGS.strategy != "multi_worker":  # else only the chief writes; it checks in main
+        _check_dirs(config)
+
+
 def main(argv):
     config = config_from_flags()
     # First: a multi-worker strategy must exist before any other TensorFlow work.
     strategy = _make_strategy()
     chief = pg_keras.distributed.worker_of(strategy).is_chief
-    root_dir = FLAGS.root_dir or default_root_dir(config.env_id, config.seed)
-    export_dir = FLAGS.export_dir or os.path.join(
-        "saved_models", os.path.basename(os.path.normpath(root_dir)))
-    # Checked before training: hours of compute must not end in a refused export.
-    replace_export = FLAGS.overwrite or _holds_export_of(export_dir, config)
-    if chief and FLAGS.export and os.path.exists(export_dir) and not replace_export:
-        raise pg_keras.InputError(
-            f"export_dir {export_dir!r} holds the policy of another config; pass --overwrite "
-            "to replace it, or choose another --export_dir")
+    root_dir, export_dir = _dirs(config)
+    replace_export = _check_dirs(config) if chief else False
     result = pg_keras.train(config, root_dir=root_dir, checkpoint_every=FLAGS.checkpoint_every,
                             overwrite=FLAGS.overwrite, verbose=not FLAGS.quiet,
                             progress=FLAGS.use_progress_bar and not FLAGS.quiet,
@@ -96,8 +123,7 @@ def main(argv):
               f"{result.env_steps} env steps (the chief evaluates and exports)")
         return 0
     if FLAGS.export:
-        pg_keras.export_policy(result.policy, export_dir, config=config,
-                               overwrite=replace_export)
+        _export(result, config, root_dir, export_dir, replace_export)
     if result.worker.count > 1:
         _leave_together(strategy)
     final = result.evaluations[-1]
@@ -108,6 +134,18 @@ def main(argv):
           f"run directory {root_dir})")
     if FLAGS.export:
         print(f"SavedModel: {export_dir}")
+
+
+def _export(result, config, root_dir: str, export_dir: str, replace: bool) -> None:
+    """Exports the policy; a failure names the command that exports the run again."""
+    try:
+        pg_keras.export_policy(result.policy, export_dir, config=config, overwrite=replace)
+    except (OSError, pg_keras.InputError) as error:
+        again = (f"python -m experiments.export --root_dir={root_dir} "
+                 f"--export_dir={export_dir}" + (" --overwrite" if replace else ""))
+        raise pg_keras.TrainingError(
+            f"the export to export_dir {export_dir!r} failed ({error}); the run directory "
+            f"{root_dir!r} is kept, and `{again}` exports it again") from None
 
 
 def _leave_together(strategy) -> None:
@@ -133,17 +171,29 @@ def _make_strategy():
 
 
 def _holds_export_of(export_dir: str, config) -> bool:
-    """Whether ``export_dir`` holds an export made with ``config`` (safe to replace)."""
-    import json
+    """Whether ``export_dir`` holds an export made with ``config`` (safe to replace).
 
-    try:
-        with open(os.path.join(export_dir, "config.json")) as f:
-            saved = json.loads(json.dumps(pg_keras.Config.completed(json.load(f))))
-            return saved == json.loads(json.dumps(config.to_dict()))
-    except (OSError, ValueError):
+    Raises:
+        InputError: if it holds anything else (another config's export, named by the
+            fields that differ, or no export at all).
+    """
+    if not os.path.lexists(export_dir):
         return False
+    path = os.path.join(export_dir, "config.json")
+    advice = "pass --overwrite to replace it, or choose another --export_dir"
+    try:
+        with open(path) as f:
+            stored = json.load(f)
+    except (OSError, ValueError):
+        raise pg_keras.InputError(f"export_dir {export_dir!r} exists and holds no pg_keras "
+                                  f"export (no readable config.json); {advice}") from None
+    differing = config.differences(stored, path)
+    if differing:
+        raise pg_keras.InputError(f"export_dir {export_dir!r} holds the policy of another "
+                                  f"config ({', '.join(differing)}); {advice}")
+    return True
 
 
 if __name__ == "__main__":
     cli.run("train", main, bad_input=(pg_keras.InputError,),
-            failures=(pg_keras.TrainingError,))
+            failures=(pg_keras.TrainingError,), check=check)

@@ -6,6 +6,7 @@
     actions = result.policy.act(observations)
 """
 
+import importlib as _importlib
 import os as _os
 
 _backend = _os.environ.get("KERAS_BACKEND", "tensorflow")
@@ -14,19 +15,27 @@ if _backend != "tensorflow":
         f"pg_keras needs the TensorFlow backend of Keras; received KERAS_BACKEND={_backend!r}. "
         "Unset it or set KERAS_BACKEND=tensorflow.")
 
-from pg_keras.config import Config, InputError
-from pg_keras.heads import ActionHead, make_head
-from pg_keras.export import export_policy, load_policy
-from pg_keras.learner import Batch, Learner, Policy
-from pg_keras.losses import LossInfo
-from pg_keras.networks import mlp
-from pg_keras.normalization import RunningNormalization
-from pg_keras.rollout import Collector, evaluate, make_vector_env
-from pg_keras.training import Evaluation, TrainingError, TrainResult, train
-from pg_keras import distributed
-from pg_keras.distributed import make_strategy
+from pg_keras.config import Config, InputError, TrainingError  # noqa: E402  (no TensorFlow)
 
 __version__ = "0.1.0"
+
+# Imported on first use: `import pg_keras` (and the launchers' flag checks) must not pay
+# for importing TensorFlow.
+_LAZY = {
+    "ActionHead": "pg_keras.heads", "make_head": "pg_keras.heads",
+    "export_policy": "pg_keras.export", "load_policy": "pg_keras.export",
+    "Batch": "pg_keras.learner", "Learner": "pg_keras.learner", "Policy": "pg_keras.learner",
+    "LossInfo": "pg_keras.losses",
+    "mlp": "pg_keras.networks",
+    "RunningNormalization": "pg_keras.normalization",
+    "Collector": "pg_keras.rollout", "evaluate": "pg_keras.rollout",
+    "make_vector_env": "pg_keras.rollout",
+    "Evaluation": "pg_keras.training", "TrainResult": "pg_keras.training",
+    "train": "pg_keras.training",
+    "make_strategy": "pg_keras.distributed",
+}
+_SUBMODULES = ("checkpoint", "distributed", "envs", "export", "heads", "learner", "losses",
+               "networks", "normalization", "paths", "returns", "rollout", "training")
 
 __all__ = [
     "ActionHead", "Batch", "Collector", "Config", "Evaluation", "InputError", "Learner",
@@ -34,3 +43,18 @@ __all__ = [
     "RunningNormalization", "TrainResult", "evaluate", "export_policy", "load_policy",
     "distributed", "make_head", "make_strategy", "make_vector_env", "mlp", "train",
 ]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(_importlib.import_module(_LAZY[name]), name)
+    elif name in _SUBMODULES:
+        value = _importlib.import_module(f"pg_keras.{name}")
+    else:
+        raise AttributeError(f"module 'pg_keras' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))

@@ -7,11 +7,12 @@ sizes (steps per iteration, number of updates) are computed here and nowhere els
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 import re
-from typing import Tuple
-
-import numpy as np
+import sys
+from typing import List, Tuple
 
 ACTIVATIONS = ("tanh", "relu", "elu", "gelu", "silu", "swish", "leaky_relu", "selu", "sigmoid")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
@@ -23,6 +24,12 @@ SCHEDULES = ("constant", "linear")
 # A model factory importable by name; and the record of a model given as a Python object.
 MODEL_REFERENCE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 PYTHON_OBJECT = re.compile(r"<python object .*>")
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+# Version of the config.json files pg_keras writes (in a run directory and in an export).
+# 1: no "format_version" field (pg_keras 0.1.0); fields added to Config since a file was
+# written read as their defaults. 2: the field. A file of a later version is refused.
+FORMAT_VERSION = 2
 
 
 class InputError(ValueError):
@@ -30,6 +37,16 @@ class InputError(ValueError):
 
     The message is one line that names the thing and the value received. Launchers turn it
     into that line on stderr and exit code 2; anything else is a bug and keeps its traceback.
+    """
+
+
+class TrainingError(RuntimeError):
+    """A run stopped by what happened during training (not by bad input).
+
+    Raised for non-finite environment data (with ``on_nonfinite="stop"``) and for too many
+    consecutive skipped updates. The last checkpoint before the fault is kept intact.
+    (Defined here, beside InputError, so that the launchers can name both without
+    importing TensorFlow.)
     """
 
 
@@ -262,6 +279,10 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def to_stored(self) -> dict:
+        """What a config.json holds: :meth:`to_dict` and the ``format_version``."""
+        return {"format_version": FORMAT_VERSION, **self.to_dict()}
+
     @classmethod
     def completed(cls, values: dict) -> dict:
         """``values`` (a saved config) with each field it lacks set to its default.
@@ -272,17 +293,107 @@ class Config:
         return {**{f.name: f.default for f in dataclasses.fields(cls)}, **values}
 
     @classmethod
-    def from_dict(cls, values: dict) -> "Config":
+    def from_dict(cls, values: dict, source: str = "config") -> "Config":
+        """The Config of ``values``, a :meth:`to_dict` or a stored config.json.
+
+        Fields missing from ``values`` take their defaults (a file written before they
+        existed); ``source`` names the file in messages.
+
+        Raises:
+            InputError: for an unknown field, an invalid value, or a file written by a
+                later version of pg_keras.
+        """
+        _stored_version(values, source)
+        values = {k: v for k, v in values.items() if k != "format_version"}
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
-            raise InputError(f"unknown Config field(s) {unknown}; known fields: {sorted(names)}")
+            raise InputError(f"unknown Config field(s) {unknown} in {source}; known fields: "
+                             f"{sorted(names)}")
         return cls(**values)
+
+    def differences(self, stored: dict, source: str = "config") -> List[str]:
+        """The fields where a stored config.json differs from this config.
+
+        The one rule for run directories and exports: a field missing from ``stored`` (a
+        file written before the field existed) counts as its default.
+
+        Returns:
+            ``"field: stored -> this"`` for each differing field, sorted by name.
+
+        Raises:
+            InputError: if ``stored`` was written by a later version of pg_keras.
+        """
+        _stored_version(stored, source)
+        # Compared as JSON values: tuples are lists there, as in the file.
+        old = json.loads(json.dumps(Config.completed(
+            {k: v for k, v in stored.items() if k != "format_version"})))
+        new = json.loads(json.dumps(self.to_dict()))
+        changes = []
+        for name in sorted(set(old) | set(new)):
+            before, after = old.get(name, _ABSENT), new.get(name, _ABSENT)
+            if before != after:
+                changes.append(f"{name}: {before!r} -> {after!r}")
+        return changes
+
+
+class _Absent:
+    """A field one side of a comparison does not have."""
+
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+_ABSENT = _Absent()
+
+
+# The most environments one process steps (one by one, in Python) unless the environment
+# variable below allows more: past a few hundred they add no speed, while building 100,000
+# CartPoles took 70 s and their batches 7.6 GB.
+MAX_NUM_ENVS = 4096
+MAX_NUM_ENVS_VARIABLE = "PG_KERAS_MAX_NUM_ENVS"
+
+
+def check_num_envs(num_envs: int) -> None:
+    """Refuses more environments than one process should step (gymnasium backend).
+
+    Raises:
+        InputError: past :data:`MAX_NUM_ENVS`, or past ``PG_KERAS_MAX_NUM_ENVS`` where
+            that environment variable is set; the message says how to go past it.
+    """
+    value = os.environ.get(MAX_NUM_ENVS_VARIABLE, "")
+    try:
+        limit = int(value) if value.strip() else MAX_NUM_ENVS
+    except ValueError:
+        raise InputError(f"{MAX_NUM_ENVS_VARIABLE} must be an integer; received "
+                         f"{MAX_NUM_ENVS_VARIABLE}={value!r}") from None
+    if num_envs > limit:
+        raise InputError(
+            f"num_envs must be at most {limit} (environments stepped one by one in one "
+            f"process: more cost minutes to build and gigabytes of batches, for no speed); "
+            f"received num_envs={num_envs}. Use fewer, or several processes "
+            f"(--strategy=multi_worker), or set {MAX_NUM_ENVS_VARIABLE}={num_envs} to go past it")
+
+
+def _stored_version(values: dict, source: str) -> int:
+    """The format version of a stored config (1 when it has none); a later one is refused."""
+    version = values.get("format_version", 1)
+    if not _is_int(version) or version < 1:
+        raise InputError(f"{source} has an invalid format_version; received "
+                         f"format_version={version!r}")
+    if version > FORMAT_VERSION:
+        raise InputError(f"{source} was written by a later version of pg_keras (format_version "
+                         f"{version}; this version reads up to {FORMAT_VERSION}): upgrade "
+                         "pg_keras to use it")
+    return version
 
 
 def _python_scalar(value):
     """``value`` as a Python scalar if it is a numpy one (np.bool_ -> bool stays a bool)."""
-    return value.item() if isinstance(value, np.generic) else value
+    # Without numpy imported there is no numpy scalar; not importing it here keeps the
+    # launchers' flag checks fast.
+    numpy = sys.modules.get("numpy")
+    return value.item() if numpy is not None and isinstance(value, numpy.generic) else value
 
 
 def _is_int(value) -> bool:

@@ -24,10 +24,8 @@ from typing import List, Optional
 import numpy as np
 import tensorflow as tf
 
-from pg_keras.config import InputError
+from pg_keras.config import STRATEGIES, InputError
 from pg_keras.learner import local_replicas
-
-STRATEGIES = ("default", "mirrored", "multi_worker")
 
 # Errors a collective raises when a peer of the group is gone, stalled past the timeout,
 # or the group was aborted; none of them is recoverable without restarting the group.

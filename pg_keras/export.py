@@ -73,7 +73,8 @@ def export_policy(policy: Policy, export_dir: str | os.PathLike, *, config: Opti
         policy: The policy to export (``TrainResult.policy`` or ``Learner.policy``).
         export_dir: Directory to create. Its parent is created if missing.
         config: Optional ``pg_keras.Config`` (anything with ``to_dict()``); written as
-            ``config.json`` at the top of the directory, next to ``saved_model.pb``.
+            ``config.json`` (with its ``format_version``, see ``pg_keras.config``) at the
+            top of the directory, next to ``saved_model.pb``.
         overwrite: Replace an existing ``export_dir``; without it, an existing one is refused.
 
     Returns:
@@ -92,7 +93,8 @@ def export_policy(policy: Policy, export_dir: str | os.PathLike, *, config: Opti
     config_text = None
     if config is not None:
         # Serialized before anything is written, so a config that is not JSON fails early.
-        config_text = json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
+        stored = config.to_stored() if hasattr(config, "to_stored") else config.to_dict()
+        config_text = json.dumps(stored, indent=2, sort_keys=True) + "\n"
 
     module, signatures = _build_module(policy)
     parent = os.path.dirname(export_dir)

@@ -9,8 +9,9 @@ crosses a reset), and a time-limit truncation can bootstrap from V(final observa
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pickle
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import gymnasium as gym
 import keras
@@ -18,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 from gymnasium.vector import AutoresetMode
 
-from pg_keras.config import Config, InputError
+from pg_keras.config import Config, InputError, check_num_envs
 from pg_keras.learner import Batch, Learner, Policy, observation_dtype
 
 
@@ -40,17 +41,38 @@ def split_env_id(env_id: str) -> str:
     try:
         gym.spec(bare)
     except gym.error.Error as error:
+        hint = _package_hint(env_id, error)
+        reason = str(error).rstrip(".") + hint if hint else error
         raise InputError(f"env_id {env_id!r} is not a registered gymnasium environment: "
-                         f"{error}") from None
+                         f"{reason}") from None
     return bare
+
+
+def _package_hint(env_id: str, error: Exception) -> str:
+    """For an id no close match explains, how to have the package that registers it imported.
+
+    Third-party packages (minigrid, ale_py, highway_env, ...) register their ids when they
+    are imported, which a launcher never does by itself.
+    """
+    if ":" in env_id or "Did you mean" in str(error) or not isinstance(
+            error, (gym.error.NameNotFound, gym.error.NamespaceNotFound)):
+        return ""
+    guess = env_id.split("/", 1)[0] if "/" in env_id else env_id.split("-", 1)[0]
+    package = "package"
+    if guess.lower() != guess and importlib.util.find_spec(guess.lower()) is not None:
+        package = guess.lower()  # installed: name it
+    return (f"; if a package registers it, --env_id={package}:{env_id} imports that package "
+            f"first (env_id='{package}:{env_id}' in Python)")
 
 
 def make_vector_env(env_id: str, num_envs: int, **kwargs) -> gym.vector.VectorEnv:
     """A synchronous vector env in same-step autoreset mode.
 
     Raises:
-        InputError: for an unknown env id, or an env whose package lacks a dependency.
+        InputError: for an unknown env id, an env whose package lacks a dependency, or
+            more environments than ``pg_keras.config.check_num_envs`` allows.
     """
+    check_num_envs(num_envs)
     bare = split_env_id(env_id)
     try:
         return gym.make_vec(bare, num_envs=num_envs, vectorization_mode="sync",
@@ -83,6 +105,17 @@ _NUMPY_ACTIVATIONS = {
 }
 
 
+def _numpy_activation(layer) -> Optional[Callable[[np.ndarray], np.ndarray]]:
+    """The NumPy twin of a Dense layer's activation, or None for one of the user's own."""
+    name = layer.get_config()["activation"]  # a dict (its serialization) for a function
+    if not isinstance(name, str) or name not in _NUMPY_ACTIVATIONS:
+        return None
+    # A function of the user's own that happens to bear a built-in's name is not that one.
+    if layer.activation is not keras.activations.get(name):
+        return None
+    return _NUMPY_ACTIVATIONS[name]
+
+
 class _NumpyNetwork:
     """A Keras ``Sequential`` of Dense and Flatten layers, run in NumPy."""
 
@@ -94,7 +127,7 @@ class _NumpyNetwork:
                 self._plan.append(None)
             else:
                 self._plan.append((layer.kernel, layer.bias if layer.use_bias else None,
-                                   _NUMPY_ACTIVATIONS[layer.get_config()["activation"]]))
+                                   _numpy_activation(layer)))
 
     @staticmethod
     def supports(network) -> bool:
@@ -105,7 +138,7 @@ class _NumpyNetwork:
                 continue
             if type(layer) is not keras.layers.Dense:
                 return False
-            if layer.get_config()["activation"] not in _NUMPY_ACTIVATIONS:
+            if _numpy_activation(layer) is None:
                 return False
         return True
 

@@ -15,10 +15,12 @@ Calling :func:`train` again on the same ``root_dir`` resumes from its last check
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
 import os
+import random
 import shutil
 import signal
 import sys
@@ -29,13 +31,12 @@ import warnings
 from typing import Callable, Dict, List, Optional
 
 import gymnasium as gym
-import keras
 import numpy as np
 import tensorflow as tf
 
 from pg_keras import distributed, networks
 from pg_keras.checkpoint import Checkpointer, Evaluation, LoopState
-from pg_keras.config import Config, InputError
+from pg_keras.config import Config, InputError, TrainingError
 from pg_keras.learner import Learner, Policy
 from pg_keras.networks import ModelOrFactory
 from pg_keras.rollout import Collector, NonFiniteError, evaluate, make_vector_env, split_env_id
@@ -91,14 +92,6 @@ class TrainResult:
 def reward_threshold(env_id: str) -> Optional[float]:
     """The registered ``reward_threshold`` of an env id, or None."""
     return gym.spec(split_env_id(env_id)).reward_threshold
-
-
-class TrainingError(RuntimeError):
-    """A run stopped by what happened during training (not by bad input).
-
-    Raised for non-finite environment data (with ``on_nonfinite="stop"``) and for too many
-    consecutive skipped updates. The last checkpoint before the fault is kept intact.
-    """
 
 
 def train(config: Config, *, root_dir: Optional[str] = None,
@@ -178,7 +171,6 @@ def train(config: Config, *, root_dir: Optional[str] = None,
             "episodes", stacklevel=2)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    keras.utils.set_random_seed(config.seed)
     strategy = strategy or tf.distribute.get_strategy()
     worker = distributed.worker_of(strategy)
     # The workers share the weights (config.seed) but not their episodes.
@@ -192,8 +184,9 @@ def train(config: Config, *, root_dir: Optional[str] = None,
     run = scratch = None
     try:
         # Everything that can refuse the input is built before anything is written.
-        learner = Learner(config, envs.single_observation_space, envs.single_action_space,
-                          policy_network, value_network, strategy=strategy)
+        with _global_streams_seeded(config.seed):
+            learner = Learner(config, envs.single_observation_space, envs.single_action_space,
+                              policy_network, value_network, strategy=strategy)
         if not worker.is_chief:
             learner.seed_sampling(collect_config.seed)
         if compiled:
@@ -380,6 +373,24 @@ def _loop(config, learner, collector, run, checkpointer, checkpoint_every, targe
     return final
 
 
+@contextlib.contextmanager
+def _global_streams_seeded(seed: int):
+    """Seeds Python's and NumPy's global random streams for the block, then restores them.
+
+    A Keras initializer made without a seed draws one from Python's ``random`` (and a
+    factory of the user's may draw from NumPy's): seeding them while the models are built
+    fixes the initial weights, and the caller's own streams go on as if untouched.
+    """
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
 class _StopOnSignals:
     """Turns SIGINT and SIGTERM into a request to stop after the current update."""
 
@@ -428,7 +439,7 @@ def restore_learner(root_dir: str, policy_network: Optional[ModelOrFactory] = No
     if not os.path.exists(config_path):
         raise InputError(f"root_dir {root_dir!r} is not a run directory: it has no config.json")
     with open(config_path) as f:
-        config = Config.from_dict(json.load(f))
+        config = Config.from_dict(json.load(f), config_path)
     for role, given in (("policy", policy_network), ("value", value_network)):
         recorded = getattr(config, f"{role}_network")
         if given is None and networks.is_python_object(recorded):
@@ -451,10 +462,13 @@ class _RunDirectory:
     def __init__(self, path: str, config: Config, overwrite: bool):
         self.path = path
         self._writer = None
-        os.makedirs(path, exist_ok=True)
         # One live run per directory. The lock dies with its process, so a killed run
         # never leaves a stale lock behind.
-        self._lock = open(os.path.join(path, ".lock"), "a+")
+        try:
+            os.makedirs(path, exist_ok=True)
+            self._lock = open(os.path.join(path, ".lock"), "a+")
+        except OSError as error:
+            raise InputError(f"root_dir {path!r} cannot be written: {error.strerror}") from None
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -465,22 +479,23 @@ class _RunDirectory:
                              "for it to finish or choose another root_dir") from None
         config_path = os.path.join(path, "config.json")
         if os.path.exists(config_path):
-            with open(config_path) as f:
-                previous = json.loads(json.dumps(Config.completed(json.load(f))))
-            current = json.loads(json.dumps(config.to_dict()))
-            differing = sorted(k for k in set(previous) | set(current)
-                               if previous.get(k) != current.get(k))
+            try:
+                with open(config_path) as f:
+                    previous = json.load(f)
+                differing = config.differences(previous, config_path)
+            except InputError:
+                self.close()
+                raise
             if differing and not overwrite:
                 self.close()
                 for role in ("policy", "value"):
                     recorded = previous.get(f"{role}_network", "")
-                    if f"{role}_network" in differing and networks.is_python_object(recorded):
+                    changed = any(d.startswith(f"{role}_network:") for d in differing)
+                    if changed and networks.is_python_object(recorded):
                         raise InputError(networks.python_object_message(path, role, recorded))
-                changes = ", ".join(f"{k}: {previous.get(k)!r} -> {current.get(k)!r}"
-                                    for k in differing)
                 raise InputError(f"root_dir {path!r} holds a run with a different config "
-                                 f"({changes}); pass overwrite=True (--overwrite) to replace "
-                                 "it, or choose another root_dir")
+                                 f"({', '.join(differing)}); pass overwrite=True (--overwrite) "
+                                 "to replace it, or choose another root_dir")
             if differing:
                 for name in RUN_FILES:
                     target = os.path.join(path, name)
@@ -492,7 +507,7 @@ class _RunDirectory:
         self._lock.truncate()
         self._lock.write(str(os.getpid()))
         self._lock.flush()
-        self.write_json("config.json", config.to_dict())
+        self.write_json("config.json", config.to_stored())
         self._writer = tf.summary.create_file_writer(os.path.join(path, "tensorboard"))
 
     def write_json(self, name: str, value) -> None:
