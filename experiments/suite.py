@@ -376,4 +376,4 @@ def _update_readme(plan, summaries, records, plots) -> None:
 
 
 if __name__ == "__main__":
-    cli.run("suite", main, bad_input=(BadInput,))
+    cli.run("suite", main, bad_input=(BadInput,), tensorflow=False)
