@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,experiments]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,experiments,deploy]"
 	touch $(STAMP)
 
 train: $(STAMP)

@@ -1,10 +1,12 @@
-"""Export the policy of a run directory as a self-contained SavedModel.
+"""Export the policy of a run directory as a self-contained SavedModel, TFLite or ONNX.
 
     python -m experiments.export --root_dir=runs/CartPole-v1-seed0 \\
-        --export_dir=saved_models/cartpole
+        --export_dir=saved_models/cartpole [--format=saved_model|tflite|onnx]
 
 The latest checkpoint is restored and written with ``pg_keras.export_policy`` (atomically:
-a crash leaves the previous export, never half of one).
+a crash leaves the previous export, never half of one). ``--format=tflite`` writes
+``policy.tflite`` (all signatures in one file), ``--format=onnx`` one ``<signature>.onnx``
+per signature; both need the deploy extra (``pip install -e ".[deploy]"``).
 """
 
 from __future__ import annotations
@@ -20,11 +22,15 @@ from experiments import cli  # noqa: E402
 cli.require_tensorflow_backend("export")
 
 import pg_keras  # noqa: E402  (TensorFlow is imported once the flags are checked)
+from pg_keras.convert import check_format  # noqa: E402
 from pg_keras.paths import check_writable  # noqa: E402
 
 flags.DEFINE_string("root_dir", None, "Run directory to export.", required=True)
 flags.DEFINE_string("export_dir", None, "Where to write; default: saved_models/<run name>.")
 flags.DEFINE_bool("overwrite", False, "Replace an existing export (atomically).")
+flags.DEFINE_enum("format", "saved_model", ["saved_model", "tflite", "onnx"],
+                  "saved_model; tflite (export_dir/policy.tflite, every signature); onnx "
+                  "(export_dir/<signature>.onnx). tflite and onnx need the deploy extra.")
 FLAGS = flags.FLAGS
 
 
@@ -33,6 +39,7 @@ def default_export_dir(root_dir: str) -> str:
 
 
 def check() -> None:
+    check_format(FLAGS.format)  # a missing converter is named before any work
     check_writable(FLAGS.export_dir or default_export_dir(FLAGS.root_dir), "export_dir")
 
 
@@ -42,8 +49,8 @@ def main(argv):
     export_dir = FLAGS.export_dir or default_export_dir(FLAGS.root_dir)
     learner = restore_learner(FLAGS.root_dir)
     path = pg_keras.export_policy(learner.policy, export_dir, config=learner.config,
-                                  overwrite=FLAGS.overwrite)
-    print(f"exported the policy of {FLAGS.root_dir} to {path}")
+                                  overwrite=FLAGS.overwrite, format=FLAGS.format)
+    print(f"exported the policy of {FLAGS.root_dir} to {path} ({FLAGS.format})")
 
 
 if __name__ == "__main__":

@@ -34,8 +34,9 @@ _LAZY = {
     "train": "pg_keras.training",
     "make_strategy": "pg_keras.distributed",
 }
-_SUBMODULES = ("checkpoint", "distributed", "envs", "export", "heads", "learner", "losses",
-               "networks", "normalization", "paths", "returns", "rollout", "training")
+_SUBMODULES = ("checkpoint", "convert", "distributed", "envs", "export", "heads", "layers",
+               "learner", "losses", "networks", "normalization", "paths", "portable_random",
+               "returns", "rollout", "training")
 
 __all__ = [
     "ActionHead", "Batch", "Collector", "Config", "Evaluation", "InputError", "Learner",

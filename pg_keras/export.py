@@ -44,12 +44,13 @@ import os
 import shutil
 import tempfile
 import uuid
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import tensorflow as tf
 
+from pg_keras import convert
 from pg_keras.config import InputError
-from pg_keras.learner import Policy, observation_dtype
+from pg_keras.learner import Policy, observation_dtype, serving_dtype
 
 CONFIG_FILENAME = "config.json"
 
@@ -61,13 +62,17 @@ _SEED_DTYPES = (tf.int32, tf.int64)
 
 
 def export_policy(policy: Policy, export_dir: str | os.PathLike, *, config: Optional[Any] = None,
-                  overwrite: bool = False) -> str:
-    """Writes ``policy`` as a self-contained TensorFlow SavedModel.
+                  overwrite: bool = False, format: str = "saved_model") -> str:
+    """Writes ``policy`` as a self-contained TensorFlow SavedModel, or converted.
 
     See the module docstring for the signatures and callables the model offers. The
     directory is written in full under a temporary name next to ``export_dir`` and then
     renamed into place; with ``overwrite`` an existing export is renamed aside first and
     deleted only once the new one is in place.
+
+    With ``format="tflite"`` the directory holds ``policy.tflite`` (all signatures in one
+    file); with ``"onnx"``, one ``<signature>.onnx`` per signature (see pg_keras.convert;
+    both need the ``deploy`` extra).
 
     Args:
         policy: The policy to export (``TrainResult.policy`` or ``Learner.policy``).
@@ -76,14 +81,17 @@ def export_policy(policy: Policy, export_dir: str | os.PathLike, *, config: Opti
             ``config.json`` (with its ``format_version``, see ``pg_keras.config``) at the
             top of the directory, next to ``saved_model.pb``.
         overwrite: Replace an existing ``export_dir``; without it, an existing one is refused.
+        format: ``"saved_model"``, ``"tflite"`` or ``"onnx"``.
 
     Returns:
         The absolute path of the export directory.
 
     Raises:
         ValueError: if ``export_dir`` exists and ``overwrite`` is False, if it exists and
-            is not a directory, or if ``policy`` is not a ``Policy``.
+            is not a directory, if ``policy`` is not a ``Policy``, or if ``format`` is
+            unknown or its packages are not installed.
     """
+    convert.check_format(format)
     if not isinstance(policy, Policy):
         hint = " (pass result.policy)" if hasattr(policy, "policy") else ""
         raise InputError(f"policy must be a pg_keras.Policy{hint}; "
@@ -105,7 +113,7 @@ def export_policy(policy: Policy, export_dir: str | os.PathLike, *, config: Opti
     temp_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.tmp-{os.getpid()}-",
                                 dir=parent)
     try:
-        tf.saved_model.save(module, temp_dir, signatures=signatures)
+        _write(module, signatures, temp_dir, format)
         # mkdtemp makes the directory private (0700); an export is for others to read.
         umask = os.umask(0)
         os.umask(umask)
@@ -118,6 +126,20 @@ def export_policy(policy: Policy, export_dir: str | os.PathLike, *, config: Opti
         shutil.rmtree(temp_dir, ignore_errors=True)
         raise
     return export_dir
+
+
+def _write(module: tf.Module, signatures, directory: str, format: str) -> None:
+    """Saves the model into ``directory``, converted there when ``format`` asks."""
+    if format == "saved_model":
+        tf.saved_model.save(module, directory, signatures=signatures)
+        return
+    saved_model_dir = tempfile.mkdtemp(prefix=".saved_model-", dir=directory)
+    try:
+        tf.saved_model.save(module, saved_model_dir, signatures=signatures)
+        {"tflite": convert.to_tflite, "onnx": convert.to_onnx}[format](saved_model_dir,
+                                                                       directory)
+    finally:
+        shutil.rmtree(saved_model_dir, ignore_errors=True)
 
 
 def load_policy(path: str | os.PathLike):
@@ -195,8 +217,144 @@ def _move_into_place(temp_dir: str, export_dir: str, overwrite: bool) -> None:
         shutil.rmtree(old_dir, ignore_errors=True)
 
 
-def _shape_text(shape) -> str:
-    return "[" + ", ".join(["B"] + [str(d) for d in shape]) + "]"
+class _Inputs(NamedTuple):
+    """What the exported functions take as observations."""
+
+    shape: Tuple[int, ...]  # one observation's shape
+    dtype: tf.DType  # the policy's own (float32, or int32 for Discrete spaces)
+    signature_dtype: tf.DType  # the signatures' (the space's own for integer images)
+    accepted: Tuple[tf.DType, ...]  # the Python callables'
+
+
+def _inputs(policy: Policy) -> _Inputs:
+    space = policy.observation_space
+    dtype = observation_dtype(space)
+    accepted = list(_ACCEPTED_DTYPES[dtype])
+    space_dtype = getattr(space, "dtype", None)
+    if space_dtype is not None and tf.as_dtype(space_dtype) not in accepted:
+        accepted.append(tf.as_dtype(space_dtype))
+    return _Inputs(tuple(int(d) for d in space.shape), dtype, serving_dtype(space),
+                   tuple(accepted))
+
+
+def _observation_check(inputs: _Inputs) -> Callable[[tf.Tensor], tf.Tensor]:
+    """The function every exported function starts with: observations of any shape in
+    the policy's dtype -> the batched shape, or an error that names the expected shape
+    (or the non-finite input)."""
+    expected = "[" + ", ".join(["None"] + [str(d) for d in inputs.shape]) + "]"
+    dtypes = ", ".join(d.name for d in inputs.accepted)
+    message = (f"observations must have shape {expected} (a batch; for one observation "
+               f"add a batch axis, obs[None]) and dtype {dtypes} for this policy; "
+               f"received shape")
+
+    def check(observations):
+        shape = tf.shape(_without_static_shape(observations), out_type=tf.int32)
+        # A wrong rank is tested first: comparing shape[1:] with the expected shape would
+        # itself fail on a length mismatch, with a message about the comparison.
+        shape_ok = tf.cond(
+            tf.equal(tf.size(shape), len(inputs.shape) + 1),
+            lambda: tf.reduce_all(tf.equal(shape[1:], tf.constant(inputs.shape, tf.int32))),
+            lambda: tf.constant(False))
+
+        def refuse():
+            tf.debugging.Assert(False, [message, shape], summarize=16)
+            return tf.zeros((0,) + inputs.shape, observations.dtype)
+
+        # A branch, not just an assertion before the networks: a caller's known shape
+        # would otherwise flow into the layers and fail a kernel's static check first.
+        observations = tf.cond(shape_ok, lambda: tf.identity(observations), refuse)
+        # The static shape the networks were built for, now that it is known to hold.
+        observations = tf.reshape(observations, (-1,) + inputs.shape)
+        if inputs.dtype.is_floating:
+            # NaN logits would still give an argmax: a garbage observation must not
+            # become a valid-looking action. (float64 beyond float32's range is inf here.)
+            observations = tf.debugging.check_numerics(
+                observations, "observations must be finite (no NaN or inf)")
+        return observations
+
+    return check
+
+
+def _without_static_shape(observations: tf.Tensor) -> tf.Tensor:
+    """``observations`` with its static shape forgotten.
+
+    A signature's input has the static shape [None, *obs_shape]; TensorFlow folds a rank
+    test on it to True when it optimizes the graph, so an unbatched observation would
+    pass the test and fail deep inside. A branch whose arms differ in rank hides the rank
+    (the predicate is always true, but not foldable: the batch size is unknown).
+    """
+    return tf.cond(tf.size(observations) >= 0, lambda: observations,
+                   lambda: tf.zeros([0], observations.dtype))
+
+
+def _policy_functions(policy: Policy, check: Callable) -> Dict[str, Callable]:
+    """name -> function of (checked) observations: the signatures' outputs."""
+    head = policy.head
+
+    def greedy(observations):
+        return {"actions": policy.greedy(check(observations))}
+
+    def sample(observations, seed):
+        params = policy.params(check(observations))
+        raw = head.portable_sample(params, tf.cast(seed, tf.int32))
+        return {"actions": head.to_env(raw), "log_probs": head.portable_log_prob(params, raw)}
+
+    def distribution(observations):
+        return dict(head.parameters(policy.params(check(observations))))
+
+    functions = {"greedy": greedy, "sample": sample, "distribution": distribution}
+    if getattr(policy, "value_network", None) is not None:
+        functions["value"] = lambda observations: {
+            "values": policy.value(check(observations))}
+    return functions
+
+
+def _traced(functions: Dict[str, Callable], inputs: _Inputs) -> Dict[str, Any]:
+    """Each function traced once, on observations of any shape in the policy's dtype: the
+    callables and signatures below cast to it and call these, so the graph is saved once."""
+    spec = tf.TensorSpec(None, inputs.dtype, name="observations")
+    seed = tf.TensorSpec([2], tf.int32, name="seed")
+    return {name: tf.function(fn, input_signature=[spec] + ([seed] if name == "sample" else []))
+            for name, fn in functions.items()}
+
+
+def _callables(traced: Dict[str, Any], inputs: _Inputs):
+    """The Python callables (greedy actions, sampled actions, parameters, values) and
+    their traces: any shape, so the check gives the error, not the dispatcher; each
+    accepted dtype traced, so the loaded object dispatches on it."""
+    keys = {"greedy": "actions", "sample": "actions", "value": "values"}
+
+    def make(name):
+        def call(observations, *seed):
+            seed = [tf.cast(s, tf.int32) for s in seed]
+            outputs = traced[name](tf.cast(observations, inputs.dtype), *seed)
+            return outputs[keys[name]] if name in keys else outputs
+        return tf.function(call)
+
+    callables = {name: make(name) for name in traced}
+    concrete: List[Any] = []
+    for dtype in inputs.accepted:
+        any_shape = tf.TensorSpec(None, dtype, name="observations")
+        for name, fn in callables.items():
+            seeds = [(tf.TensorSpec([2], d, name="seed"),) for d in _SEED_DTYPES]
+            for extra in (seeds if name == "sample" else [()]):
+                concrete.append(fn.get_concrete_function(any_shape, *extra))
+    return callables, concrete
+
+
+def _signatures(traced: Dict[str, Any], inputs: _Inputs):
+    """The batched static shape and the space's own dtype: what saved_model_cli, TF
+    Serving and the converters show and check."""
+    batch = tf.TensorSpec((None,) + inputs.shape, inputs.signature_dtype, name="observations")
+    seed = tf.TensorSpec([2], tf.int32, name="seed")
+
+    def make(name):
+        def call(observations, *seed):
+            return traced[name](tf.cast(observations, inputs.dtype), *seed)
+        specs = [batch, seed] if name == "sample" else [batch]
+        return tf.function(call, input_signature=specs).get_concrete_function()
+
+    return {("serving_default" if name == "greedy" else name): make(name) for name in traced}
 
 
 def _build_module(policy: Policy):
@@ -205,87 +363,10 @@ def _build_module(policy: Policy):
     The policy itself is not saved (it holds Keras layers and Python objects a loader
     would have to rebuild); only the traced functions and the variables they read are.
     """
-    obs_shape = tuple(int(d) for d in policy.observation_space.shape)
-    obs_dtype = observation_dtype(policy.observation_space)
-    expected_text = _shape_text(obs_shape)
-    accepted = list(_ACCEPTED_DTYPES[obs_dtype])
-    space_dtype = getattr(policy.observation_space, "dtype", None)
-    if space_dtype is not None and tf.as_dtype(space_dtype) not in accepted:
-        accepted.append(tf.as_dtype(space_dtype))
-    dtypes_text = ", ".join(d.name for d in accepted)
-
-    def checked(observations):
-        """``observations`` cast to the policy's dtype, its shape asserted in the graph."""
-        shape = tf.shape(observations, out_type=tf.int32)
-        rank_ok = tf.equal(tf.size(shape), len(obs_shape) + 1)
-        # A wrong rank is tested first: comparing shape[1:] with the expected shape would
-        # itself fail on a length mismatch, with a message about the comparison.
-        shape_ok = tf.cond(
-            rank_ok,
-            lambda: tf.reduce_all(tf.equal(shape[1:], tf.constant(obs_shape, tf.int32))),
-            lambda: tf.constant(False))
-        message = (f"observations must have shape {expected_text} ({dtypes_text}) for "
-                   f"this policy; received shape")
-
-        def refuse():
-            tf.debugging.Assert(False, [message, shape], summarize=16)
-            return tf.zeros((0,) + obs_shape, observations.dtype)
-
-        # The check is a branch, not just an assertion before the networks: the caller's
-        # shape, when known, flows into this graph at call time, and a layer's static
-        # shape check would then fail first, with a message about a kernel. The branch's
-        # output shape is fixed when it is traced, which stops that flow here.
-        observations = tf.cond(shape_ok, lambda: tf.identity(observations), refuse)
-        # The static shape the networks were built for, now that it is known to hold.
-        observations = tf.ensure_shape(observations, (None,) + obs_shape)
-        return tf.cast(observations, obs_dtype)
-
-    def greedy(observations):
-        return policy.greedy(checked(observations))
-
-    def sample(observations, seed):
-        return policy.sample(checked(observations), tf.cast(seed, tf.int32))[1]
-
-    def distribution(observations):
-        observations = checked(observations)
-        return dict(policy.head.parameters(policy.params(observations)))
-
-    def value(observations):
-        return policy.value(checked(observations))
-
-    has_value = getattr(policy, "value_network", None) is not None
-    # Python callables: any shape (so the check above gives the error, not the dispatcher),
-    # each accepted dtype traced once so the loaded object dispatches on it.
-    callables: Dict[str, tf.types.experimental.GenericFunction] = {
-        "greedy": tf.function(greedy),
-        "sample": tf.function(sample),
-        "distribution": tf.function(distribution),
-    }
-    if has_value:
-        callables["value"] = tf.function(value)
-    concrete: List[Any] = []
-    for dtype in accepted:
-        any_shape = tf.TensorSpec(None, dtype, name="observations")
-        for name, fn in callables.items():
-            if name == "sample":
-                for seed_dtype in _SEED_DTYPES:
-                    concrete.append(fn.get_concrete_function(
-                        any_shape, tf.TensorSpec([2], seed_dtype, name="seed")))
-            else:
-                concrete.append(fn.get_concrete_function(any_shape))
-
-    # Signatures: the policy's own dtype and the batched static shape, which is what
-    # saved_model_cli and TF Serving show and check.
-    batch_spec = tf.TensorSpec((None,) + obs_shape, obs_dtype, name="observations")
-    seed_spec = tf.TensorSpec([2], tf.int32, name="seed")
-    signatures = {
-        "serving_default": _signature(lambda o: {"actions": greedy(o)}, batch_spec),
-        "sample": _signature(lambda o, s: {"actions": sample(o, s)}, batch_spec, seed_spec),
-        "distribution": _signature(distribution, batch_spec),
-    }
-    if has_value:
-        signatures["value"] = _signature(lambda o: {"values": value(o)}, batch_spec)
-
+    inputs = _inputs(policy)
+    traced = _traced(_policy_functions(policy, _observation_check(inputs)), inputs)
+    callables, concrete = _callables(traced, inputs)
+    signatures = _signatures(traced, inputs)
     module = tf.Module(name="exported_policy")
     for name, fn in callables.items():
         setattr(module, name, fn)
@@ -296,10 +377,6 @@ def _build_module(policy: Policy):
     # the return scale keeps outside the Keras models.
     module.policy_variables = _captured_variables(concrete + list(signatures.values()))
     return module, signatures
-
-
-def _signature(fn: Callable, *specs: tf.TensorSpec):
-    return tf.function(fn, input_signature=list(specs)).get_concrete_function()
 
 
 def _captured_variables(concrete_functions) -> List[tf.Variable]:

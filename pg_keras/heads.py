@@ -27,13 +27,15 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from pg_keras import layers, portable_random
 from pg_keras.config import InputError
+from pg_keras.layers import LOG_STD_MAX as _LOG_STD_MAX
+from pg_keras.layers import LOG_STD_MIN as _LOG_STD_MIN
 
 tfd = tfp.distributions
 
 SUPPORTED_SPACES = ("Discrete", "Box", "MultiDiscrete", "MultiBinary")
 NumpySampler = Callable[[np.ndarray, np.random.Generator], Tuple[np.ndarray, np.ndarray]]
-_LOG_STD_MIN, _LOG_STD_MAX = -5.0, 2.0
 
 
 class ActionHead(keras.layers.Layer):
@@ -69,6 +71,23 @@ class ActionHead(keras.layers.Layer):
     def parameters(self, params) -> Dict[str, tf.Tensor]:
         """The distribution's parameters by name, for export and inspection."""
         raise NotImplementedError
+
+    def portable_sample(self, params, seed) -> tf.Tensor:
+        """A raw action [B, *raw_shape] drawn from ``distribution(params)``, seeded by
+        ``seed`` (int32 [2]), in ops that TFLite and ONNX run (see portable_random.py).
+
+        The exported policy samples with it; the same seed gives the same draw in every
+        runtime, though not the draw of ``distribution(params).sample(seed=seed)``.
+        """
+        raise NotImplementedError
+
+    def portable_log_prob(self, params, raw_action) -> tf.Tensor:
+        """``distribution(params).log_prob(raw_action)`` [B], in the same portable ops."""
+        raise NotImplementedError
+
+    def keras_parameters(self, params) -> Dict[str, keras.KerasTensor]:
+        """:meth:`parameters` of a symbolic Keras tensor, in layers ``keras.Model`` saves."""
+        return {"logits": params}
 
     def numpy_sampler(self) -> NumpySampler:
         """The head's sampling and ``to_env`` in NumPy, with the head's current weights.
@@ -106,6 +125,12 @@ class CategoricalHead(ActionHead):
     def parameters(self, params):
         return {"logits": params}
 
+    def portable_sample(self, params, seed):
+        return _gumbel_max(params, seed)
+
+    def portable_log_prob(self, params, raw_action):
+        return _categorical_log_prob(params, raw_action)
+
     def numpy_sampler(self):
         start, dtype = self._start, self.space.dtype
 
@@ -128,19 +153,16 @@ class MultiCategoricalHead(ActionHead):
         self.param_size = int(nvec.sum())
         self.raw_shape = (len(nvec),)
         self.raw_dtype = tf.int32
-        width = int(nvec.max())
-        offsets = np.concatenate([[0], np.cumsum(nvec)[:-1]])
-        columns = offsets[:, None] + np.arange(width)[None, :]
-        valid = np.arange(width)[None, :] < nvec[:, None]
-        self._columns = tf.constant(np.where(valid, columns, 0), tf.int32)
+        self._nvec = [int(n) for n in nvec]
+        columns, valid = layers.logit_table(nvec)
+        self._columns = tf.constant(columns, tf.int32)
         self._valid = tf.constant(valid)
         self._start = tf.constant(np.asarray(space.start).reshape(-1), tf.int32)
         self._env_shape = tuple(space.shape)
         self._env_dtype = tf.as_dtype(space.dtype)
 
     def _logits(self, params):
-        gathered = tf.gather(params, self._columns, axis=-1)
-        return tf.where(self._valid, gathered, tf.constant(-1e9, params.dtype))
+        return layers.masked_logits(params, self._columns, self._valid)
 
     def distribution(self, params):
         return tfd.Independent(tfd.Categorical(logits=self._logits(params), dtype=tf.int32),
@@ -155,6 +177,15 @@ class MultiCategoricalHead(ActionHead):
 
     def parameters(self, params):
         return {"logits": self._logits(params)}
+
+    def portable_sample(self, params, seed):
+        return _gumbel_max(self._logits(params), seed)
+
+    def portable_log_prob(self, params, raw_action):
+        return _categorical_log_prob(self._logits(params), raw_action)
+
+    def keras_parameters(self, params):
+        return {"logits": layers.MaskedLogits(self._nvec, name="masked_logits")(params)}
 
     def numpy_sampler(self):
         columns, valid = self._columns.numpy(), self._valid.numpy()
@@ -189,6 +220,16 @@ class BernoulliHead(ActionHead):
 
     def parameters(self, params):
         return {"logits": params}
+
+    def portable_sample(self, params, seed):
+        # P(u < sigmoid(logit)) = sigmoid(logit) for u uniform on (0, 1).
+        uniform = portable_random.uniform(tf.shape(params), seed)
+        return tf.cast(uniform < tf.sigmoid(params), tf.int32)
+
+    def portable_log_prob(self, params, raw_action):
+        # log sigmoid(l) for a 1, log sigmoid(-l) for a 0: a * l - softplus(l).
+        softplus = tf.maximum(params, 0.0) + tf.math.log(1.0 + tf.exp(-tf.abs(params)))
+        return tf.reduce_sum(tf.cast(raw_action, params.dtype) * params - softplus, axis=-1)
 
     def numpy_sampler(self):
         shape, dtype = self._env_shape, self.space.dtype
@@ -244,13 +285,8 @@ class GaussianHead(ActionHead):
         self.built = True
 
     def _mean_and_log_std(self, params):
-        if self.state_dependent_std:
-            mean, log_std = tf.split(params, 2, axis=-1)
-            log_std = tf.clip_by_value(log_std + self.init_log_std, _LOG_STD_MIN, _LOG_STD_MAX)
-        else:
-            mean = params
-            log_std = tf.broadcast_to(tf.cast(self.log_std, params.dtype), tf.shape(mean))
-        return mean, log_std
+        log_std = None if self.state_dependent_std else self.log_std
+        return layers.gaussian_mean_and_log_std(params, log_std, self.init_log_std)
 
     def distribution(self, params):
         mean, log_std = self._mean_and_log_std(params)
@@ -270,6 +306,24 @@ class GaussianHead(ActionHead):
         mean, log_std = self._mean_and_log_std(params)
         return {"mean": mean, "std": tf.exp(log_std)}
 
+    def portable_sample(self, params, seed):
+        mean, log_std = self._mean_and_log_std(params)
+        return mean + tf.exp(log_std) * portable_random.normal(tf.shape(mean), seed)
+
+    def portable_log_prob(self, params, raw_action):
+        mean, log_std = self._mean_and_log_std(params)
+        z = (raw_action - mean) * tf.exp(-log_std)
+        return (tf.reduce_sum(-0.5 * tf.square(z) - log_std, axis=-1)
+                - 0.5 * self.action_size * float(np.log(2.0 * np.pi)))
+
+    def keras_parameters(self, params):
+        layer = layers.GaussianParameters(
+            self.action_size, self.state_dependent_std, self.init_log_std,
+            log_std=None if self.state_dependent_std else self.log_std,
+            name="gaussian_parameters")
+        mean, std = layer(params)
+        return {"mean": mean, "std": std}
+
     def numpy_sampler(self):
         low, high = self._env_low.numpy(), self._env_high.numpy()
         f_low, f_high = self._low.numpy(), self._high.numpy()
@@ -288,6 +342,18 @@ class GaussianHead(ActionHead):
             action = np.clip(action.astype(dtype), low, high)
             return raw, action.reshape((-1,) + shape)
         return sample
+
+
+def _gumbel_max(logits: tf.Tensor, seed) -> tf.Tensor:
+    """A categorical sample per row of the last axis: argmax(logits + Gumbel noise)."""
+    gumbel = -tf.math.log(-tf.math.log(portable_random.uniform(tf.shape(logits), seed)))
+    return tf.argmax(logits + gumbel, axis=-1, output_type=tf.int32)
+
+
+def _categorical_log_prob(logits: tf.Tensor, raw_action: tf.Tensor) -> tf.Tensor:
+    """log-probability [B] of one choice per row of the last axis, summed over the rest."""
+    picked = tf.one_hot(raw_action, int(logits.shape[-1])) * tf.nn.log_softmax(logits)
+    return tf.reduce_sum(tf.reshape(picked, [tf.shape(logits)[0], -1]), axis=-1)
 
 
 def _gumbel_argmax(logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:

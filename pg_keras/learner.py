@@ -19,6 +19,7 @@ import tensorflow as tf
 from pg_keras import losses, networks, returns
 from pg_keras.config import Config, InputError
 from pg_keras.heads import ActionHead, make_head
+from pg_keras.layers import EncodeObservations
 from pg_keras.normalization import RunningNormalization
 
 
@@ -50,6 +51,15 @@ class Batch(NamedTuple):
 def observation_dtype(space: gym.Space) -> tf.DType:
     """dtype in which observations of ``space`` are stored and fed to the policy."""
     return tf.int32 if isinstance(space, gym.spaces.Discrete) else tf.float32
+
+
+def serving_dtype(space: gym.Space) -> tf.DType:
+    """dtype of the observations an exported policy takes: the space's own for integer
+    Box spaces (uint8 images), else :func:`observation_dtype`."""
+    dtype = getattr(space, "dtype", None)
+    if isinstance(space, gym.spaces.Box) and np.issubdtype(dtype, np.integer):
+        return tf.as_dtype(dtype)
+    return observation_dtype(space)
 
 
 def batch_spec(config: Config, observation_space: gym.Space, head: ActionHead) -> Batch:
@@ -131,6 +141,29 @@ class Policy(tf.Module):
 
     def _value(self, observations):
         return self.scaled_values(observations) * self.return_scale()
+
+    def keras_model(self) -> keras.Model:
+        """One functional ``keras.Model`` from raw observations to the head's parameters.
+
+        It chains the observation encoding, the normalizer (statistics included), the
+        policy network and the action head's parameters, sharing their weights with this
+        policy. It takes ``[B, *obs_shape]`` observations of :func:`serving_dtype` and
+        returns what ``head.parameters`` does: ``{"logits"}`` or ``{"mean", "std"}``. It
+        round-trips through ``model.save("policy.keras")`` and
+        ``keras.models.load_model`` (with pg_keras imported: it registers the layers).
+        """
+        space = self.observation_space
+        inputs = keras.Input(tuple(space.shape), dtype=serving_dtype(space).name,
+                             name="observations")
+        if isinstance(space, gym.spaces.Discrete):
+            encode = EncodeObservations(int(space.n), int(space.start), name="encode")
+        else:
+            encode = EncodeObservations(name="encode")
+        features = encode(inputs)
+        if self.normalizer is not None:
+            features = self.normalizer(features)
+        outputs = self.head.keras_parameters(self.network(features))
+        return keras.Model(inputs, outputs, name="policy_parameters")
 
     def act(self, observations, greedy: bool = True, seed: int = 0) -> np.ndarray:
         """Env-ready actions for a batch of observations, as numpy.

@@ -222,9 +222,11 @@ def loaded(exported, env_dir):
 def _reference(learner, observations):
     policy = learner.policy
     greedy = policy.act(observations)
-    sample = policy.sample(tf.constant(observations), tf.constant([7, 3]))[1].numpy()
-    params = {k: v.numpy() for k, v in
-              policy.head.parameters(policy.params(tf.constant(observations))).items()}
+    raw_params = policy.params(tf.constant(observations))
+    # The export samples with the head's portable sampler (ops TFLite and ONNX run).
+    sample = policy.head.to_env(policy.head.portable_sample(raw_params, tf.constant([7, 3])))
+    sample = sample.numpy()
+    params = {k: v.numpy() for k, v in policy.head.parameters(raw_params).items()}
     value = policy.value(tf.constant(observations)).numpy() if learner.has_baseline else None
     return greedy, sample, params, value
 
@@ -288,7 +290,7 @@ def test_signatures_value_only_with_a_value_network_and_config_json(exported, lo
         assert pg_keras.Config.from_dict(json.load(f)) == config
 
 
-@pytest.mark.parametrize("name,expected", [("cartpole", "[B, 4]"), ("grid", "[B]")])
+@pytest.mark.parametrize("name,expected", [("cartpole", "[None, 4]"), ("grid", "[None]")])
 def test_wrong_observation_shape_is_named_in_the_error(loaded, name, expected):
     for message in loaded[name]["errors"]:
         assert message is not None, "a wrong-shape batch was accepted"
@@ -402,9 +404,18 @@ def test_image_observations_are_accepted_in_the_env_dtype(tmp_path):
     expected = learner.policy.act(observations.astype(np.float32))
     np.testing.assert_array_equal(model.greedy(observations).numpy(), expected)
     with pytest.raises(tf.errors.InvalidArgumentError,
-                       match=r"observations must have shape \[B, 5, 4, 1\] \(float32, "
-                             r"float64, uint8\)"):
+                       match=r"observations must have shape \[None, 5, 4, 1\] .* dtype "
+                             r"float32, float64, uint8 "):
         model.greedy(observations[:, :4])
+    # The signatures take the images as the env gives them, and the Keras model too.
+    serving = model.signatures["serving_default"]
+    assert serving.structured_input_signature[1]["observations"].dtype == tf.uint8
+    np.testing.assert_array_equal(serving(observations=tf.constant(observations))["actions"],
+                                  expected)
+    logits = model.signatures["distribution"](observations=tf.constant(observations))["logits"]
+    keras_model = learner.policy.keras_model()
+    assert keras_model.inputs[0].dtype == "uint8"
+    np.testing.assert_allclose(keras_model(observations)["logits"], logits, atol=1e-5)
 
 
 def test_export_refuses_what_is_not_a_policy(tmp_path):
@@ -471,3 +482,78 @@ def test_evaluate_command_names_the_missing_gif_writer(exported, env_dir, tmp_pa
     errors = [l for l in result.stderr.splitlines() if l.startswith("evaluate: error:")]
     assert len(errors) == 1 and "Pillow" in errors[0], result.stderr[-2000:]
     assert not os.path.exists(tmp_path / "videos")
+
+
+# The serving edges: what a serving client may send that the policy must not act on.
+
+def _calls(model, observations, signatures=True):
+    """name -> a call of each exported function (and signature) on ``observations``."""
+    seed = tf.constant([1, 2])
+    calls = {"greedy": lambda: model.greedy(observations), "call": lambda: model(observations),
+             "sample": lambda: model.sample(observations, seed),
+             "distribution": lambda: model.distribution(observations),
+             "value": lambda: model.value(observations)}
+    for name, signature in (model.signatures.items() if signatures else ()):
+        inputs = {"observations": tf.constant(observations)}
+        if name == "sample":
+            inputs["seed"] = seed
+        calls[f"signature {name}"] = lambda s=signature, i=inputs: s(**i)
+    return calls
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_observations_are_refused_by_every_function(exported, value):
+    model = tf.saved_model.load(exported["cartpole"][2])
+    observations = np.zeros((4, 4), np.float32)
+    for name, call in _calls(model, observations).items():
+        call()  # finite: served
+    observations[2, 1] = value
+    for name, call in _calls(model, observations).items():
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=r"observations must be finite \(no NaN or inf\)"):
+            call()
+            pytest.fail(f"{name} acted on a non-finite observation")
+
+
+def test_float64_beyond_float32_range_is_refused(exported):
+    model = tf.saved_model.load(exported["cartpole"][2])
+    observations = np.zeros((2, 4), np.float64)
+    observations[1, 0] = 1e300  # inf once cast to the policy's float32
+    for name, call in _calls(model, observations, signatures=False).items():
+        with pytest.raises(tf.errors.InvalidArgumentError, match="observations must be finite"):
+            call()
+
+
+def test_an_unbatched_observation_to_a_signature_names_the_expected_shape(exported):
+    model = tf.saved_model.load(exported["cartpole"][2])
+    calls = _calls(model, np.zeros(4, np.float32))
+    assert len(calls) == 9
+    for name, call in calls.items():
+        with pytest.raises(tf.errors.InvalidArgumentError) as error:
+            call()
+        message = error.value.message
+        assert "observations must have shape [None, 4]" in message, (name, message)
+        assert "obs[None]" in message and "received shape] [4]" in message, (name, message)
+
+
+@pytest.mark.parametrize("name", ["cartpole", "pendulum", "grid"])
+def test_keras_model_is_the_policy_and_round_trips(exported, name, tmp_path):
+    import keras
+
+    _, learner, _, observations = exported[name]
+    policy = learner.policy
+    expected = {k: v.numpy() for k, v in
+                policy.head.parameters(policy.params(tf.constant(observations))).items()}
+    model = policy.keras_model()
+    assert isinstance(model, keras.Model)
+    outputs = model(observations)
+    assert sorted(outputs) == sorted(expected)
+    for key in expected:
+        np.testing.assert_allclose(outputs[key], expected[key], rtol=1e-6, atol=1e-6)
+    model.save(tmp_path / "policy.keras")
+    loaded = keras.models.load_model(tmp_path / "policy.keras")
+    for key, value in loaded(observations).items():
+        np.testing.assert_allclose(value, expected[key], rtol=1e-6, atol=1e-6)
+    if name == "pendulum":  # the normalizer is in the model: the network alone differs
+        alone = policy.network(tf.constant(observations)).numpy()
+        assert np.abs(alone - expected["mean"]).max() > 0.1

@@ -6,6 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from pg_keras import heads
 from pg_keras.heads import make_head
@@ -399,3 +400,123 @@ def test_heads_work_inside_tf_function():
     _assert_in_space(space, greedy.numpy())
     assert log_prob.shape == (B,)
     assert math.isfinite(float(tf.reduce_sum(log_prob)))
+
+
+# ----------------------------------------------------- portable sampling (the export's)
+#
+# The exported policy samples with head.portable_sample (hashed noise; ops TFLite and
+# ONNX run). Its draws must follow the law of head.distribution, across the rows of one
+# call and across seeds, and head.portable_log_prob must be the distribution's log_prob.
+
+DRAWS = 20000
+CHI2_Z = 3.09  # one-sided 0.1% level: a correct sampler fails one run in a thousand
+
+
+def _chi2_critical(dof):
+    """The chi-square quantile at the CHI2_Z level (Wilson-Hilferty)."""
+    return dof * (1.0 - 2.0 / (9.0 * dof) + CHI2_Z * math.sqrt(2.0 / (9.0 * dof))) ** 3
+
+
+def _assert_chi2(counts, probs):
+    counts = np.asarray(counts, float)
+    expected = np.asarray(probs, float) * counts.sum()
+    assert expected.min() >= 5, "too few expected draws for the chi-square test"
+    statistic = float(((counts - expected) ** 2 / expected).sum())
+    assert statistic < _chi2_critical(len(counts) - 1), (statistic, counts, expected)
+
+
+def _assert_uniform_ks(u):
+    """Kolmogorov-Smirnov: ``u`` (a probability integral transform) is uniform."""
+    u = np.sort(np.asarray(u, float).ravel())
+    n = len(u)
+    statistic = max(np.max(np.arange(1, n + 1) / n - u), np.max(u - np.arange(n) / n))
+    assert statistic < 1.95 / math.sqrt(n), statistic  # the 0.1% critical value
+
+
+def _joint_outcomes(raw, nvec):
+    """Each row of sub-actions as one index of the product space."""
+    index = np.zeros(len(raw), np.int64)
+    for k, n in enumerate(nvec):
+        index = index * n + raw[:, k]
+    return index
+
+
+def _outcome_probs(head, row, nvec):
+    """The TFP distribution's probability of every raw action (rows of the product space)."""
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in nvec], indexing="ij"), -1)
+    outcomes = grid.reshape((-1,) + tuple(head.raw_shape)).astype(np.int32)
+    log_prob = head.distribution(tf.tile(row, [len(outcomes), 1])).log_prob(outcomes)
+    return np.exp(log_prob.numpy())
+
+
+DISCRETE_HEADS = {
+    "discrete": (gym.spaces.Discrete(5), [5]),
+    "multi_discrete": (gym.spaces.MultiDiscrete([3, 2, 4]), [3, 2, 4]),
+    "multi_binary": (gym.spaces.MultiBinary(3), [2, 2, 2]),
+}
+
+
+def _one_row(head, scale=1.0):
+    return tf.constant(np.random.default_rng(1).normal(scale=scale, size=(1, head.param_size)),
+                       tf.float32)
+
+
+@pytest.mark.parametrize("name", list(DISCRETE_HEADS))
+def test_portable_samples_follow_the_law_across_rows_and_across_seeds(name):
+    space, nvec = DISCRETE_HEADS[name]
+    head = make_head(space)
+    row = _one_row(head)
+    probs = _outcome_probs(head, row, nvec)
+    np.testing.assert_allclose(probs.sum(), 1.0, rtol=1e-5)
+    draw = tf.function(head.portable_sample)
+    across_rows = draw(tf.tile(row, [DRAWS, 1]), tf.constant([11, 5])).numpy()
+    seeds = tf.stack([tf.range(2000), tf.fill([2000], 9)], axis=1)
+    across_seeds = tf.function(lambda: tf.map_fn(
+        lambda seed: draw(row, seed)[0], seeds,
+        fn_output_signature=tf.TensorSpec(head.raw_shape, tf.int32)))().numpy()
+    for raw in (across_rows, across_seeds):
+        raw = raw.reshape(len(raw), -1)
+        counts = np.bincount(_joint_outcomes(raw, nvec), minlength=int(np.prod(nvec)))
+        _assert_chi2(counts, probs)
+
+
+@pytest.mark.parametrize("state_dependent_std", [False, True])
+def test_portable_gaussian_samples_follow_the_law(state_dependent_std):
+    space = gym.spaces.Box(-2.0, 2.0, (3,), np.float32)
+    head = make_head(space, state_dependent_std=state_dependent_std)
+    if not state_dependent_std:
+        head.log_std.assign([-1.0, 0.0, 0.5])
+    params = tf.tile(_one_row(head), [DRAWS, 1])
+    raw = head.portable_sample(params, tf.constant([2, 3]))
+    # Each dimension against the TFP distribution's own CDF, and no correlation between
+    # dimensions (a dependence in the noise would show there).
+    distribution = head.distribution(params)
+    marginals = tfp.distributions.Normal(distribution.mean(), distribution.stddev())
+    _assert_uniform_ks(marginals.cdf(raw).numpy())
+    z = ((raw - distribution.mean()) / distribution.stddev()).numpy()
+    correlation = np.corrcoef(z.T)[np.triu_indices(3, 1)]
+    assert np.abs(correlation).max() < 4.0 / math.sqrt(DRAWS), correlation
+
+
+@pytest.mark.parametrize("space", [
+    gym.spaces.Discrete(4, start=2), gym.spaces.MultiDiscrete([3, 2, 4]),
+    gym.spaces.MultiBinary(5), gym.spaces.Box(-1.0, 1.0, (3,), np.float32)], ids=str)
+def test_portable_log_prob_is_the_distributions(space):
+    head = make_head(space)
+    if isinstance(head, heads.GaussianHead):
+        head.log_std.assign([-0.5, 0.0, 0.7])
+    params = _params(head, scale=3.0)
+    raw = head.portable_sample(params, tf.constant([4, 1]))
+    assert raw.dtype == head.raw_dtype and tuple(raw.shape) == (B,) + tuple(head.raw_shape)
+    np.testing.assert_allclose(head.portable_log_prob(params, raw).numpy(),
+                               head.distribution(params).log_prob(raw).numpy(),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_portable_samples_are_set_by_the_seed():
+    head = make_head(gym.spaces.Box(-1.0, 1.0, (4,), np.float32))
+    params = _params(head)
+    first = head.portable_sample(params, tf.constant([1, 2])).numpy()
+    np.testing.assert_array_equal(head.portable_sample(params, tf.constant([1, 2])), first)
+    for other in ([2, 2], [1, 3], [-1, 2]):
+        assert not np.allclose(head.portable_sample(params, tf.constant(other)), first)
