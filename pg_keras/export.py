@@ -9,17 +9,21 @@ offset of discrete spaces). Distributions are traced into plain TensorFlow ops, 
 and running the model needs TensorFlow alone: neither pg_keras nor
 tensorflow-probability.
 
-What it offers. Signatures, for ``saved_model_cli``, TF Serving and other languages (the
-observation input is named ``observations``, batched ``[None, *obs_shape]``, float32, or
-int32 for a ``Discrete`` observation space):
+What it offers. Signatures, for ``saved_model_cli``, TF Serving, other languages and the
+TFLite and ONNX converters (the observation input is named ``observations``, batched
+``[None, *obs_shape]``, float32; the space's own dtype for integer Box spaces such as
+uint8 images, cast inside; int32 for a ``Discrete`` observation space):
 
     serving_default  observations           -> {"actions": greedy env action}
-    sample           observations, seed [2] -> {"actions": sampled env action}
+    sample           observations, seed [2] -> {"actions": sampled env action,
+                                                "log_probs": [B] of the raw sample}
     distribution     observations           -> the head's parameters, e.g. {"logits"}
                                                or {"mean", "std"}
     value            observations           -> {"values": [B]}   (with a value network)
 
-and plain callables on the object ``tf.saved_model.load`` returns, for Python:
+``sample`` draws with the head's portable sampler (noise hashed from the seed in ops that
+TFLite and ONNX run; see pg_keras.portable_random), so the converted models sample as the
+SavedModel does. Plain callables on the object ``tf.saved_model.load`` returns, for Python:
 
     loaded(obs), loaded.greedy(obs)  -> greedy env actions
     loaded.sample(obs, seed)         -> sampled env actions (seed: int32 or int64 [2])
@@ -28,9 +32,11 @@ and plain callables on the object ``tf.saved_model.load`` returns, for Python:
 
 which take float32 or float64 batches (int32 or int64 for ``Discrete`` observations), or
 batches of the observation space's own dtype (uint8 images), as numpy arrays or tensors;
-the cast to the policy's dtype is inside. They check the shape in the graph: a batch of
-the wrong shape or rank fails with an ``InvalidArgumentError`` that names the expected
-shape, not deep inside a kernel.
+the cast to the policy's dtype is inside. Every function and signature checks its input
+in the graph: a batch of the wrong shape or rank (an unbatched observation included)
+fails with an ``InvalidArgumentError`` that names the expected shape, not deep inside a
+kernel, and a NaN or inf observation fails with one that says observations must be
+finite, rather than becoming a valid-looking action.
 
 Writing is atomic on a local filesystem: the model is written to a temporary directory
 next to ``export_dir`` and renamed into place, so a crash leaves either the previous
@@ -70,9 +76,8 @@ def export_policy(policy: Policy, export_dir: str | os.PathLike, *, config: Opti
     renamed into place; with ``overwrite`` an existing export is renamed aside first and
     deleted only once the new one is in place.
 
-    With ``format="tflite"`` the directory holds ``policy.tflite`` (all signatures in one
-    file); with ``"onnx"``, one ``<signature>.onnx`` per signature (see pg_keras.convert;
-    both need the ``deploy`` extra).
+    ``format="tflite"`` writes ``policy.tflite`` (every signature), ``"onnx"`` one
+    ``<signature>.onnx`` per signature (pg_keras.convert; the ``deploy`` extra).
 
     Args:
         policy: The policy to export (``TrainResult.policy`` or ``Learner.policy``).
@@ -87,9 +92,9 @@ def export_policy(policy: Policy, export_dir: str | os.PathLike, *, config: Opti
         The absolute path of the export directory.
 
     Raises:
-        ValueError: if ``export_dir`` exists and ``overwrite`` is False, if it exists and
-            is not a directory, if ``policy`` is not a ``Policy``, or if ``format`` is
-            unknown or its packages are not installed.
+        ValueError: if ``export_dir`` exists and ``overwrite`` is False or is not a
+            directory, if ``policy`` is not a ``Policy``, or if ``format`` is unknown or
+            its packages are not installed.
     """
     convert.check_format(format)
     if not isinstance(policy, Policy):
