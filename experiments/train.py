@@ -37,7 +37,33 @@ flags.DEFINE_integer("checkpoint_every", 0, "Env steps between checkpoints; 0: a
 flags.DEFINE_string("export_dir", None, "Where the trained policy's SavedModel goes; default: "
                     "saved_models/<run name>. Replaced atomically when it holds an export of "
                     "the same config.")
-flags.DEFINE_bool("export", True, "Export the policy as a SavedModel at the end.")
+
+
+class _ExportParser(flags.ArgumentParser):
+    """``--export=final|best|none``, and the boolean spellings it had before.
+
+    The flag stays boolean to absl, so ``--export`` (final) and ``--noexport`` (none) keep
+    working beside ``--export=best``.
+    """
+
+    VALUES = {"final": "final", "true": "final", "1": "final", "best": "best",
+              "none": "none", "false": "none", "0": "none"}
+
+    def parse(self, argument):
+        text = str(argument).lower()
+        if text not in self.VALUES:
+            raise ValueError(f"export must be final, best or none; received {argument!r}")
+        return self.VALUES[text]
+
+    def flag_type(self):
+        return "final|best|none"
+
+
+flags.DEFINE_flag(flags.Flag(
+    _ExportParser(), flags.ArgumentSerializer(), "export", "final",
+    "Which policy is exported as a SavedModel at the end: final (the last; --export), "
+    "best (the evaluation with the highest mean, kept in <root_dir>/checkpoints/best/) "
+    "or none (--noexport).", boolean=True))
 flags.DEFINE_float("target_return", None, "Mean evaluation return that counts as solved; "
                    "default: the env's registered reward threshold.")
 flags.DEFINE_bool("stop_when_solved", False, "End the run at the first evaluation that reaches "
@@ -82,7 +108,7 @@ def _check_dirs(config) -> bool:
     """
     root_dir, export_dir = _dirs(config)
     check_writable(root_dir, "root_dir")
-    if not FLAGS.export:
+    if FLAGS.export == "none":
         return False
     check_writable(export_dir, "export_dir")
     return FLAGS.overwrite or _holds_export_of(export_dir, config)
@@ -122,7 +148,9 @@ def main(argv):
         print(f"worker {result.worker.index} of {result.worker.count}: done at "
               f"{result.env_steps} env steps (the chief evaluates and exports)")
         return 0
-    if FLAGS.export:
+    exported = None
+    if FLAGS.export != "none":
+        exported = _exported_evaluation(result, root_dir)
         _export(result, config, root_dir, export_dir, replace_export)
     if result.worker.count > 1:
         _leave_together(strategy)
@@ -132,8 +160,18 @@ def main(argv):
           f"{final.mean_return:.2f} +- {final.std_return:.2f} ({config.env_id}, "
           f"{result.env_steps} env steps, {result.wall_seconds:.1f} s, {solved}; "
           f"run directory {root_dir})")
-    if FLAGS.export:
-        print(f"SavedModel: {export_dir}")
+    if exported is not None:
+        print(f"SavedModel: {export_dir} (the policy evaluated at {exported.env_steps} env "
+              f"steps: {exported.mean_return:.2f} +- {exported.std_return:.2f})")
+
+
+def _exported_evaluation(result, root_dir: str):
+    """The evaluation whose policy is exported; with --export=best, that policy restored."""
+    if FLAGS.export == "final":
+        return result.evaluations[-1]
+    best = pg_keras.checkpoint.restore_best(os.path.join(root_dir, "checkpoints"),
+                                            result.learner)
+    return pg_keras.Evaluation(**best)
 
 
 def _export(result, config, root_dir: str, export_dir: str, replace: bool) -> None:

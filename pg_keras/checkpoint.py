@@ -15,6 +15,10 @@ Reading a run directory to restore its weights (export, evaluation) loads the TF
 checkpoint and JSON alone; nothing in it is executed. Resuming unpickles the environments:
 resuming a run directory trusts it as much as running its code. A checkpoint of format 1
 (``loop-N.pkl`` holding the loop state and the environments together) still resumes.
+
+``best/`` keeps the learner of the best evaluation so far, apart from the rotation: its
+checkpoint and ``evaluation.json`` (that evaluation, and the checkpoint's name), replaced
+when a better evaluation arrives.
 """
 
 from __future__ import annotations
@@ -140,6 +144,26 @@ class Checkpointer:
                     os.remove(old)
         return prefix
 
+    def save_best(self, evaluation: dict) -> str:
+        """Keeps the learner as that of the best evaluation, under ``best/``.
+
+        Args:
+            evaluation: The evaluation (``env_steps``, ``mean_return``, ``std_return``).
+
+        Returns:
+            The best checkpoint's path prefix.
+        """
+        directory = os.path.join(self.save_directory, BEST)
+        name = f"ckpt-{evaluation['env_steps']}"
+        prefix = self.checkpoint.write(os.path.join(directory, name))
+        # The pointer is replaced atomically: a crash leaves the previous best readable.
+        _write_atomically(os.path.join(directory, "evaluation.json"),
+                          json.dumps({**evaluation, "checkpoint": name}).encode())
+        for path in glob.glob(os.path.join(directory, "ckpt-*")):
+            if not os.path.basename(path).startswith(name + "."):
+                os.remove(path)
+        return prefix
+
     @property
     def latest(self) -> Optional[str]:
         """The prefix of the latest checkpoint in ``directory``, or None."""
@@ -217,6 +241,30 @@ def _write_atomically(path: str, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(path + ".tmp", path)
+
+
+BEST = "best"
+
+
+def restore_best(directory: str, learner: tf.Module) -> Optional[dict]:
+    """Restores the best evaluation's checkpoint (see :meth:`Checkpointer.save_best`).
+
+    Args:
+        directory: The checkpoints directory (``<root_dir>/checkpoints``).
+        learner: The learner to restore into.
+
+    Returns:
+        That evaluation (``env_steps``, ``mean_return``, ``std_return``), or None when
+        the directory holds no best checkpoint.
+    """
+    pointer = os.path.join(directory, BEST, "evaluation.json")
+    if not os.path.exists(pointer):
+        return None
+    with open(pointer) as f:
+        evaluation = json.load(f)
+    prefix = os.path.join(directory, BEST, evaluation.pop("checkpoint"))
+    tf.train.Checkpoint(learner=learner).read(prefix).assert_existing_objects_matched()
+    return evaluation
 
 
 def _number(path: str) -> int:

@@ -84,6 +84,12 @@ class Config:
             scale than the policy's).
         normalize_advantages: Standardize the policy-gradient weight (G_t, or
             G_t - V(s_t) with a baseline) over the batch.
+        advantage_std_floor: With ``normalize_advantages``, divide by the batch's
+            standard deviation or by this floor, whichever is larger (in the weight's
+            units: the return's, or the running return std with ``normalize_returns``).
+            0 always divides by the batch's. A floor keeps a batch of near-identical
+            returns (a solved task whose every episode reaches the time limit) from being
+            scaled up into full-size steps of noise.
         normalize_returns: Divide rewards by a running estimate of the returns' standard
             deviation, so value targets stay near unit scale.
         gamma_weighting: Multiply each step's term by gamma^t, t counted from the
@@ -147,6 +153,7 @@ class Config:
     max_grad_norm: float = 0.0
     value_max_grad_norm: float = -1.0
     normalize_advantages: bool = True
+    advantage_std_floor: float = 0.0
     normalize_returns: bool = False
     gamma_weighting: bool = False
     normalize_observations: bool = False
@@ -203,7 +210,8 @@ class Config:
         for name in ("policy_learning_rate", "value_learning_rate"):
             if not _is_real(getattr(self, name)) or not getattr(self, name) > 0:
                 fail(name, "a positive finite number")
-        for name in ("entropy_coef", "max_grad_norm", "clip_observations"):
+        for name in ("entropy_coef", "max_grad_norm", "clip_observations",
+                     "advantage_std_floor"):
             if not _is_real(getattr(self, name)) or getattr(self, name) < 0:
                 fail(name, "a non-negative finite number")
         if not _is_real(self.value_max_grad_norm) or not (

@@ -426,7 +426,8 @@ class Learner(tf.Module):
 
         Returns:
             (this replica's share of the valid steps, the weights standardized over all
-            replicas if ``normalize_advantages``, the explained variance or None).
+            replicas if ``normalize_advantages``, their standard deviation before, the
+            explained variance or None).
         """
         valid = mask > 0
         m = tf.cast(mask, tf.float64)
@@ -446,15 +447,16 @@ class Learner(tf.Module):
             return mean, tf.maximum(tf.math.divide_no_nan(second, total[0]) - mean * mean, 0.0)
 
         share = tf.cast(tf.math.divide_no_nan(local[0], total[0]), tf.float32)
+        mean, var = variance(total[1], total[2])
+        var = tf.cast(var, tf.float32)
         if self.config.normalize_advantages:
-            mean, var = variance(total[1], total[2])
-            weights = (weights - tf.cast(mean, tf.float32)) * tf.math.rsqrt(
-                tf.cast(var, tf.float32) + 1e-8)
+            weights = (weights - tf.cast(mean, tf.float32)) * returns.inverse_std(
+                var, std_floor=self.config.advantage_std_floor)
         explained = None
         if predictions is not None:
             explained = 1.0 - tf.cast(tf.math.divide_no_nan(
                 variance(total[5], total[6])[1], variance(total[3], total[4])[1]), tf.float32)
-        return share, weights, explained
+        return share, weights, tf.sqrt(var), explained
 
     def _replica_rows(self, batch: Batch) -> Batch:
         """This replica's block of the worker's environments: [T, B / local replicas]."""
@@ -507,11 +509,14 @@ class Learner(tf.Module):
                 # the replica's share of all valid steps, the replicas' terms sum to the
                 # mean over the whole batch (equal weights would not: episodes mode pads
                 # unevenly). Normalization and metrics also see the whole batch.
-                share, weights, explained = self._across_replicas(
+                share, weights, weight_std, explained = self._across_replicas(
                     mask, weights, target_returns,
                     None if values is None else tf.stop_gradient(values) * scale)
-            elif cfg.normalize_advantages:
-                weights = returns.normalize(weights, mask)
+            else:
+                weight_std = tf.sqrt(_masked_variance(weights, mask))
+                if cfg.normalize_advantages:
+                    weights = returns.normalize(weights, mask,
+                                                std_floor=cfg.advantage_std_floor)
             step_weights = (returns.step_discounts(batch.episode_steps, cfg.gamma)
                             if cfg.gamma_weighting else None)
             entropy_coef = cfg.entropy_coef if self.entropy_coef is None else self.entropy_coef
@@ -528,6 +533,8 @@ class Learner(tf.Module):
             "policy_loss": info.policy,
             "value_loss": info.value,
             "entropy": info.entropy,
+            # Before normalization, in return-scale units: what the floor compares with.
+            "advantage_std": weight_std,
         }
         if self.has_baseline:
             metrics["explained_variance"] = explained if replicated else _explained_variance(
@@ -547,9 +554,12 @@ class Learner(tf.Module):
         return gradients, metrics, rows
 
 
+def _masked_variance(x, mask) -> tf.Tensor:
+    mean = returns.masked_mean(x, mask)
+    return returns.masked_mean(tf.square(x - mean), mask)
+
+
 def _explained_variance(predictions, targets, mask) -> tf.Tensor:
     """1 - Var[target - prediction] / Var[target] over valid steps."""
-    def variance(x):
-        mean = returns.masked_mean(x, mask)
-        return returns.masked_mean(tf.square(x - mean), mask)
-    return 1.0 - tf.math.divide_no_nan(variance(targets - predictions), variance(targets))
+    return 1.0 - tf.math.divide_no_nan(_masked_variance(targets - predictions, mask),
+                                       _masked_variance(targets, mask))

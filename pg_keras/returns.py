@@ -143,7 +143,7 @@ def masked_mean(x, mask) -> tf.Tensor:
     return tf.math.divide_no_nan(tf.reduce_sum(masked), tf.reduce_sum(mask))
 
 
-def normalize(x, mask=None, epsilon: float = 1e-8) -> tf.Tensor:
+def normalize(x, mask=None, epsilon: float = 1e-8, std_floor: float = 0.0) -> tf.Tensor:
     """Standardize ``x`` to zero mean and unit variance over the masked entries.
 
     Args:
@@ -151,6 +151,8 @@ def normalize(x, mask=None, epsilon: float = 1e-8) -> tf.Tensor:
         mask: optional tensor of ``x``'s shape; entries where it is 0 are ignored in the
             statistics (their output is still standardized with them).
         epsilon: added to the variance.
+        std_floor: ``x`` is divided by its standard deviation or by this, whichever is
+            larger: a batch that varies less than the floor is centred but not scaled up.
 
     Returns:
         A tensor of ``x``'s shape.
@@ -159,7 +161,14 @@ def normalize(x, mask=None, epsilon: float = 1e-8) -> tf.Tensor:
         mask = tf.ones_like(x)
     mean = masked_mean(x, mask)
     variance = masked_mean(tf.square(x - mean), mask)
-    return (x - mean) * tf.math.rsqrt(variance + epsilon)
+    return (x - mean) * inverse_std(variance, epsilon, std_floor)
+
+
+def inverse_std(variance, epsilon: float = 1e-8, std_floor: float = 0.0) -> tf.Tensor:
+    """1 / max(sqrt(variance + epsilon), std_floor): the factor :func:`normalize` applies."""
+    if std_floor > 0:
+        return 1.0 / tf.maximum(tf.sqrt(variance + epsilon), tf.cast(std_floor, variance.dtype))
+    return tf.math.rsqrt(variance + epsilon)
 
 
 def step_discounts(episode_steps, gamma) -> tf.Tensor:

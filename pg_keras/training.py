@@ -7,7 +7,8 @@ plot the run:
     metrics.jsonl        one record per update (env steps, wall time, returns, losses, ...)
     evaluations.jsonl    one record per greedy evaluation
     tensorboard/         the same scalars as TensorBoard events
-    checkpoints/         tf.train.CheckpointManager checkpoints + the loop state
+    checkpoints/         tf.train.CheckpointManager checkpoints + the loop state;
+                         best/ the checkpoint of the best evaluation so far
     summary.json         written at the end: final evaluation, steps, time, solve step
 
 Calling :func:`train` again on the same ``root_dir`` resumes from its last checkpoint.
@@ -78,10 +79,18 @@ class TrainResult:
         """Mean return of the last evaluation."""
         return self.evaluations[-1].mean_return
 
+    @property
+    def best_evaluation(self) -> Optional[Evaluation]:
+        """The evaluation with the highest mean (the first of equals), or None."""
+        return max(self.evaluations, key=lambda e: e.mean_return, default=None)
+
     def summary(self) -> dict:
         """The figures ``summary.json`` holds."""
         final = self.evaluations[-1] if self.evaluations else Evaluation(0, None, None)
+        best = self.best_evaluation
         return {"final_return_mean": final.mean_return, "final_return_std": final.std_return,
+                "final_evaluation": dataclasses.asdict(final) if self.evaluations else None,
+                "best_evaluation": dataclasses.asdict(best) if best else None,
                 "interrupted": self.interrupted,
                 "env_steps": self.env_steps, "wall_seconds": self.wall_seconds,
                 "steps_per_second": self.env_steps / max(self.wall_seconds, 1e-9),
@@ -261,7 +270,10 @@ def _loop(config, learner, collector, run, checkpointer, checkpoint_every, targe
                            seed=config.seed + 1_000_003 + len(loop.evaluations))
         evaluation = Evaluation(loop.env_steps, float(np.mean(returns)),
                                 float(np.std(returns)))
+        is_best = all(evaluation.mean_return > e.mean_return for e in loop.evaluations)
         loop.evaluations.append(evaluation)
+        if is_best and checkpointer is not None:
+            checkpointer.save_best(dataclasses.asdict(evaluation))
         if (loop.solved_at is None and target_return is not None
                 and evaluation.mean_return >= target_return):
             loop.solved_at = evaluation.env_steps

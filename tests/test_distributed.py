@@ -52,6 +52,7 @@ MIRRORED = textwrap.dedent('''
         # return normalizers, the clips, the scheduled entropy bonus and rates, GAE.
         "steps": dict(steps_per_update=16, normalize_observations=True,
                       normalize_returns=True, max_grad_norm=0.5, value_max_grad_norm=2.0,
+                      advantage_std_floor=2.0,
                       entropy_coef=0.01, entropy_schedule="linear", lr_schedule="linear",
                       gae_lambda=0.9),
         # Episodes pad unevenly: the replicas hold different numbers of valid steps.

@@ -1,5 +1,11 @@
 """Tuning options: schedules, per-model gradient clipping, observation clipping."""
 
+import dataclasses
+import json
+import subprocess
+import sys
+import types
+
 import gymnasium as gym
 import keras
 import numpy as np
@@ -7,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 import pg_keras
+from pg_keras import returns
 
 SMALL = dict(num_envs=4, steps_per_update=16, total_steps=1024, eval_every=0, eval_episodes=2)
 
@@ -161,3 +168,89 @@ def test_observation_clip_is_applied_by_the_policy_and_its_export(clip, tmp_path
 def test_bad_tuning_values_are_named(field, value, message):
     with pytest.raises(pg_keras.InputError, match=message.replace("(", r"\(")):
         pg_keras.Config(**{field: value})
+
+
+# Reaches 500 at its fifth evaluation and falls back at the sixth: the best is not the last.
+BEST_RUN = pg_keras.Config(num_envs=4, steps_per_update=32, total_steps=3072, eval_every=512,
+                           eval_episodes=2, policy_learning_rate=1e-2)
+
+
+@pytest.fixture(scope="module")
+def best_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("best") / "run"
+    return root, pg_keras.train(BEST_RUN, root_dir=str(root))
+
+
+def test_the_best_evaluation_is_kept_apart_and_restores_that_policy(best_run):
+    root, result = best_run
+    means = [e.mean_return for e in result.evaluations]
+    best = int(np.argmax(means))
+    assert best < len(means) - 1 and means[best] > means[-1]
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary["best_evaluation"] == dataclasses.asdict(result.evaluations[best])
+    assert summary["final_evaluation"] == dataclasses.asdict(result.evaluations[-1])
+    # Only that checkpoint is under best/, and the rotation of the others left it there.
+    assert sorted(p.name for p in (root / "checkpoints" / "best").iterdir()) == [
+        f"ckpt-{result.evaluations[best].env_steps}.data-00000-of-00001",
+        f"ckpt-{result.evaluations[best].env_steps}.index", "evaluation.json"]
+    learner = pg_keras.training.restore_learner(str(root))
+    restored = pg_keras.checkpoint.restore_best(str(root / "checkpoints"), learner)
+    assert restored == dataclasses.asdict(result.evaluations[best])
+    # The evaluation repeated with its own episodes' seed gives the same returns.
+    again = pg_keras.evaluate(learner.policy, BEST_RUN.env_id, BEST_RUN.eval_episodes,
+                              seed=BEST_RUN.seed + 1_000_003 + best)
+    assert float(np.mean(again)) == means[best]
+
+
+def test_launcher_exports_the_best_policy_or_refuses_a_bad_choice(best_run, tmp_path):
+    root, result = best_run
+    best = max(result.evaluations, key=lambda e: e.mean_return)
+    flags = [f"--{k}={v}" for k, v in (("num_envs", 4), ("steps_per_update", 32),
+                                       ("total_steps", 3072), ("eval_every", 512),
+                                       ("eval_episodes", 2), ("policy_learning_rate", 1e-2))]
+    run = subprocess.run([sys.executable, "-m", "experiments.train", *flags, "--quiet",
+                          f"--root_dir={root}", "--export=best",
+                          f"--export_dir={tmp_path / 'export'}"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (f"the policy evaluated at {best.env_steps} env steps: {best.mean_return:.2f}"
+            in run.stdout)
+    loaded = tf.saved_model.load(str(tmp_path / "export"))
+    again = pg_keras.evaluate(types.SimpleNamespace(greedy=loaded), BEST_RUN.env_id, 2,
+                              seed=BEST_RUN.seed + 1_000_003 + result.evaluations.index(best))
+    assert float(np.mean(again)) == best.mean_return
+    bad = subprocess.run([sys.executable, "-m", "experiments.train", "--export=latest"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].endswith(
+        "export must be final, best or none; received 'latest'")
+
+
+def test_a_floor_keeps_near_identical_advantages_from_becoming_unit_noise():
+    noise = np.random.default_rng(0).normal(0.0, 1e-3, 256).astype(np.float32)
+    near_constant = tf.constant(4.0 + noise)
+    # Without a floor, a thousandth of spread is scaled up to full-size weights.
+    assert float(tf.math.reduce_std(returns.normalize(near_constant))) == (
+        pytest.approx(1.0, rel=1e-2))
+    floored = returns.normalize(near_constant, std_floor=0.5).numpy()
+    values = near_constant.numpy().astype(np.float64)
+    np.testing.assert_allclose(floored, (values - values.mean()) / 0.5, atol=1e-5)
+    assert np.std(floored) < 3e-3
+    # A batch that varies more than the floor is standardized as before.
+    spread = tf.constant(noise * 1e4)
+    np.testing.assert_allclose(returns.normalize(spread, std_floor=0.5).numpy(),
+                               returns.normalize(spread).numpy(), rtol=1e-6)
+
+
+def test_the_learner_applies_the_floor_and_logs_the_spread_it_compares():
+    _, learner, collector = _cartpole_learner(optimizer="sgd", advantage_std_floor=1e6,
+                                              policy_learning_rate=1.0, baseline=False,
+                                              collect_mode="episodes", steps_per_update=64)
+    batch, _ = collector.collect()
+    before = _weights(learner.policy_variables)
+    metrics = learner.update(batch)
+    # Returns of up to 64 steps spread by tens; against a floor of 1e6 the weights are
+    # about 1e-5, and so is the step.
+    assert 1.0 < float(metrics["advantage_std"]) < 100.0
+    moved = max(float(np.max(np.abs(b - a))) for b, a in zip(before, _weights(
+        learner.policy_variables)))
+    assert 0 < moved < 1e-3
