@@ -22,8 +22,14 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from absl import flags, logging  # noqa: E402
+
+from experiments import cli  # noqa: E402
+
+if __name__ == "__main__":  # a program: TensorFlow starts quietly, before keras needs it
+    cli.start_tensorflow(show_logs=os.environ.get(cli.TF_LOGS_ENV, "") not in ("", "0"))
+
 import keras  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
 
 import pg_keras  # noqa: E402
 
@@ -87,4 +93,4 @@ def main(argv):
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main)
+    cli.run("custom_model", main, bad_input=(pg_keras.InputError,), tensorflow=False)
