@@ -251,7 +251,8 @@ def _custom_activation(x):
 
 
 def _custom_policy(shape, units):
-    return keras.Sequential([keras.Input(shape), keras.layers.Dense(16, activation=_custom_activation),
+    return keras.Sequential([keras.Input(shape),
+                             keras.layers.Dense(16, activation=_custom_activation),
                              keras.layers.Dense(units)])
 
 
