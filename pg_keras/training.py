@@ -35,7 +35,7 @@ import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 
-from pg_keras import distributed, networks
+from pg_keras import distributed, networks, reporting
 from pg_keras.checkpoint import Checkpointer, Evaluation, LoopState
 from pg_keras.config import Config, InputError, TrainingError
 from pg_keras.learner import Learner, Policy
@@ -262,7 +262,8 @@ def _loop(config, learner, collector, run, checkpointer, checkpoint_every, targe
     every = checkpoint_every or config.eval_every or max(1, config.total_steps // 10)
     loop.next_checkpoint = loop.next_checkpoint or every
     history = run.read_metrics() if run is not None else []
-    bar = _Progress(config.total_steps, enabled=progress)
+    reporter = reporting.Reporter(history, run.metrics if run is not None else None, on_update,
+                                  reporting.Progress(config.total_steps, enabled=progress))
     start = time.perf_counter() - loop.wall_seconds
 
     def run_evaluation():
@@ -282,11 +283,12 @@ def _loop(config, learner, collector, run, checkpointer, checkpoint_every, targe
         if on_evaluation is not None:
             on_evaluation(evaluation)
         if verbose:
-            bar.clear()
+            reporter.clear()
             print(f"env steps {evaluation.env_steps:>9d}  eval return "
                   f"{evaluation.mean_return:9.2f} +- {evaluation.std_return:.2f}", flush=True)
 
     def save_checkpoint():
+        reporter.flush()  # first: the records up to a checkpoint survive a kill
         loop.wall_seconds = time.perf_counter() - start
         loop.collector_steps = collector.total_steps
         checkpointer.save(int(learner.updates.numpy() + learner.skipped_updates.numpy()),
@@ -343,12 +345,7 @@ def _loop(config, learner, collector, run, checkpointer, checkpoint_every, targe
         record.update(env_steps=loop.env_steps, wall_seconds=now - start,
                       steps_per_second=env_steps / max(now - tick, 1e-9),
                       dropped_episodes=collector.dropped_episodes, **episodes)
-        history.append(record)
-        if run is not None:
-            run.log_update(record)
-        if on_update is not None:
-            on_update(record)
-        bar.update(record)
+        reporter.update(record)
         loop.consecutive_skips = loop.consecutive_skips + 1 if record["skipped"] else 0
         if loop.consecutive_skips >= config.max_consecutive_skips:
             raise TrainingError(
@@ -367,7 +364,7 @@ def _loop(config, learner, collector, run, checkpointer, checkpoint_every, targe
             save_checkpoint()
             loop.next_checkpoint = (loop.env_steps // every + 1) * every
         if stop_signal is not None:
-            bar.clear()
+            reporter.clear()
             if checkpointer is not None:
                 save_checkpoint()
             if run is not None:
@@ -376,7 +373,7 @@ def _loop(config, learner, collector, run, checkpointer, checkpoint_every, targe
     if worker.is_chief and (not loop.evaluations
                             or loop.evaluations[-1].env_steps != loop.env_steps):
         run_evaluation()
-    bar.clear()
+    reporter.clear()
     final = result()
     if checkpointer is not None:
         save_checkpoint()
@@ -521,6 +518,7 @@ class _RunDirectory:
         self._lock.flush()
         self.write_json("config.json", config.to_stored())
         self._writer = tf.summary.create_file_writer(os.path.join(path, "tensorboard"))
+        self.metrics = reporting.MetricsLog(os.path.join(path, "metrics.jsonl"), self._writer)
 
     def write_json(self, name: str, value) -> None:
         target = os.path.join(self.path, name)
@@ -558,14 +556,8 @@ class _RunDirectory:
         with open(os.path.join(self.path, name), "a") as f:
             f.write(json.dumps(record) + "\n")
 
-    def log_update(self, record: dict) -> None:
-        self._append("metrics.jsonl", record)
-        with self._writer.as_default(step=int(record["env_steps"])):
-            for key, value in record.items():
-                if key != "env_steps":
-                    tf.summary.scalar(f"train/{key}", value)
-
     def log_evaluation(self, evaluation: Evaluation) -> None:
+        self.metrics.flush()  # the updates before it come first in the event file
         self._append("evaluations.jsonl", dataclasses.asdict(evaluation))
         with self._writer.as_default(step=evaluation.env_steps):
             tf.summary.scalar("eval/return_mean", evaluation.mean_return)
@@ -574,46 +566,10 @@ class _RunDirectory:
 
     def close(self) -> None:
         if self._writer is not None:
+            self.metrics.flush()
             self._writer.close()
             self._writer = None
         if not self._lock.closed:
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             self._lock.close()
 
-
-class _Progress:
-    """One status line: rewritten in place on a terminal, printed every 10 s otherwise."""
-
-    def __init__(self, total_steps: int, enabled: bool):
-        self.total = total_steps
-        self.enabled = enabled
-        self.tty = enabled and sys.stdout.isatty()
-        self.last_print = 0.0
-        self.last_return = float("nan")
-        self.shown = False
-
-    def update(self, record: dict) -> None:
-        if not self.enabled:
-            return
-        self.last_return = record.get("return_mean", self.last_return)
-        now = time.perf_counter()
-        if not self.tty and now - self.last_print < 10.0:
-            return
-        self.last_print = now
-        steps = int(record["env_steps"])
-        fraction = min(1.0, steps / self.total)
-        bar = "#" * int(20 * fraction)
-        line = (f"[{bar:<20}] {steps:>9d}/{self.total} env steps  return "
-                f"{self.last_return:8.2f}  {record['steps_per_second']:8.0f} steps/s")
-        if self.tty:
-            sys.stdout.write("\r" + line)
-            self.shown = True
-        else:
-            sys.stdout.write(line + "\n")
-        sys.stdout.flush()
-
-    def clear(self) -> None:
-        if self.shown:
-            sys.stdout.write("\r" + " " * 90 + "\r")
-            sys.stdout.flush()
-            self.shown = False

@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 import pg_keras
+import run_files
 import toy_envs  # noqa: F401  (registers the Pgk* envs)
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -222,3 +223,29 @@ def test_same_seed_same_weights_and_metrics_except_wall_clock():
         np.testing.assert_array_equal(a, b)
     weights_c, records_c = run(seed=1)
     assert records_c != records_a
+
+
+def test_an_interrupted_and_resumed_run_logs_every_update_once(tmp_path):
+    root = str(tmp_path / "run")
+    first = []
+
+    def interrupt_after_the_fifth(record):
+        first.append(record)
+        if len(first) == 5:  # the loop stops after the next update
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    interrupted = pg_keras.train(CONFIG, root_dir=root, on_update=interrupt_after_the_fifth)
+    assert interrupted.interrupted == "SIGTERM" and interrupted.env_steps == 6 * 128
+    second = []
+    resumed = pg_keras.train(CONFIG, root_dir=root, on_update=second.append)
+    assert resumed.history == first + second
+    with open(os.path.join(root, "metrics.jsonl")) as f:
+        assert [json.loads(line) for line in f] == resumed.history
+    assert [r["env_steps"] for r in resumed.history] == [128 * (i + 1) for i in range(16)]
+    scalars = run_files.train_scalars(os.path.join(root, "tensorboard"))
+    assert scalars["train/loss"] == [(r["env_steps"], float(np.float32(r["loss"])))
+                                     for r in resumed.history]
+    uninterrupted = pg_keras.train(CONFIG)
+    wall = ("wall_seconds", "steps_per_second")
+    assert ([{k: v for k, v in r.items() if k not in wall} for r in resumed.history]
+            == [{k: v for k, v in r.items() if k not in wall} for r in uninterrupted.history])

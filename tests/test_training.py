@@ -1,5 +1,6 @@
 """Learning through the public API: CartPole, your own Keras models, seeding."""
 
+import json
 import subprocess
 import sys
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 import pg_keras
+import run_files
 
 
 def test_cartpole_reaches_195_with_baseline():
@@ -120,3 +122,24 @@ def test_launcher_rejects_a_bad_flag_value():
                          capture_output=True, text=True, timeout=120)
     assert run.returncode != 0
     assert "gamma must be in [0, 1]; received gamma=1.5" in run.stderr
+
+
+def test_the_run_directory_holds_each_update_record_once_as_a_line_and_as_scalars(
+        tmp_path, capsys):
+    config = pg_keras.Config(env_id="CartPole-v1", num_envs=2, steps_per_update=8,
+                             total_steps=512, eval_every=256, eval_episodes=2)
+    seen = []
+    result = pg_keras.train(config, root_dir=str(tmp_path), on_update=seen.append,
+                            progress=True)
+    assert "env steps" in capsys.readouterr().out  # the progress line, not a terminal
+    assert len(result.history) == 32 and seen == result.history
+    with open(tmp_path / "metrics.jsonl") as f:
+        assert [json.loads(line) for line in f] == result.history
+    scalars = run_files.train_scalars(tmp_path / "tensorboard")
+    keys = {k for r in result.history for k in r} - {"env_steps"}
+    assert set(scalars) == {f"train/{k}" for k in keys}
+    for key in keys:
+        expected = [(r["env_steps"], float(np.float32(r[key]))) for r in result.history
+                    if key in r]
+        np.testing.assert_array_equal(scalars[f"train/{key}"], expected, err_msg=key)
+    assert len(scalars["train/return_mean"]) < 32  # some updates end no episode

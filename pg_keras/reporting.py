@@ -1,0 +1,180 @@
+"""Where each update's record goes: the history, metrics.jsonl, TensorBoard, the progress line.
+
+The loop hands every record to :class:`Reporter` once. Writing a file line and a dozen
+TensorBoard scalars per update, in eager mode, costs more than the update on small envs,
+so :class:`MetricsLog` keeps the records in memory and writes them in batches: at every
+``flush()`` (the loop flushes before each checkpoint, at each evaluation, on a signal and
+at the end) and at least every ``flush_seconds``. What is written is the same as one write
+per update: one metrics.jsonl line per record, and per record one ``train/<key>`` scalar
+per key, in the same order, with the same float32 values and steps.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import tensorflow as tf
+from tensorboard.plugins.scalar import metadata as scalar_metadata
+
+Record = Dict[str, float]
+
+
+class MetricsLog:
+    """metrics.jsonl and the ``train/`` TensorBoard scalars, written in batches.
+
+    Args:
+        path: The metrics.jsonl file (appended to).
+        writer: The TensorBoard summary writer.
+        flush_seconds: The longest time a record waits in memory, as long as updates come.
+        max_records: Flush when this many records wait, whatever their age.
+        clock: Seconds, monotonic.
+    """
+
+    def __init__(self, path: str, writer, flush_seconds: float = 2.0, max_records: int = 4096,
+                 clock: Callable[[], float] = time.monotonic):
+        self.path = path
+        self.writer = writer
+        self.flush_seconds = flush_seconds
+        self.max_records = max_records
+        self.clock = clock
+        self.pending: List[Record] = []
+        self.last_flush = clock()
+        # One graph per set of keys: the records of an update without finished episodes
+        # lack the return statistics.
+        self._writers: Dict[Tuple[str, ...], Callable] = {}
+
+    def add(self, record: Record) -> None:
+        """Keeps ``record``; writes every kept record when they are old or many enough."""
+        self.pending.append(record)
+        if (len(self.pending) >= self.max_records
+                or self.clock() - self.last_flush >= self.flush_seconds):
+            self.flush()
+
+    def flush(self) -> None:
+        """Writes every kept record to metrics.jsonl and TensorBoard, and flushes both."""
+        self.last_flush = self.clock()
+        if not self.pending:
+            return
+        records, self.pending = self.pending, []
+        with open(self.path, "a") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in records))
+        for keys, steps, values in _runs_of_same_keys(records):
+            self._scalar_writer(keys)(steps, values)
+        self.writer.flush()
+
+    def _scalar_writer(self, keys: Tuple[str, ...]) -> Callable:
+        if keys not in self._writers:
+            tags = [f"train/{key}" for key in keys]
+            metadata = scalar_metadata.create_summary_metadata(display_name=None,
+                                                               description=None)
+            writer = self.writer
+
+            # tf.summary.write with the scalar plugin's metadata: what tf.summary.scalar
+            # writes, without the name scope a graph loop would add to the tag.
+            @tf.function(autograph=False, input_signature=[
+                tf.TensorSpec([None], tf.int64), tf.TensorSpec([None, len(keys)], tf.float32)])
+            def write(steps, values):
+                def body(i):
+                    for j, tag in enumerate(tags):
+                        tf.summary.write(tag, values[i, j], step=steps[i], metadata=metadata)
+                    return (i + 1,)
+                with writer.as_default():
+                    tf.while_loop(lambda i: i < tf.shape(steps)[0], body, (tf.constant(0),))
+
+            self._writers[keys] = write
+        return self._writers[keys]
+
+
+def _runs_of_same_keys(records: Sequence[Record]):
+    """Consecutive records with the same keys: (keys but env_steps, steps, values)."""
+    start = 0
+    while start < len(records):
+        keys = tuple(k for k in records[start] if k != "env_steps")
+        end = start + 1
+        while end < len(records) and tuple(
+                k for k in records[end] if k != "env_steps") == keys:
+            end += 1
+        chunk = records[start:end]
+        steps = tf.constant([int(r["env_steps"]) for r in chunk], tf.int64)
+        values = tf.constant([[r[k] for k in keys] for r in chunk], tf.float32)
+        yield keys, steps, values
+        start = end
+
+
+class Progress:
+    """One status line: rewritten in place on a terminal (at most ``per_second`` times a
+    second), printed every 10 s otherwise."""
+
+    def __init__(self, total_steps: int, enabled: bool, per_second: float = 4.0):
+        self.total = total_steps
+        self.enabled = enabled
+        self.tty = enabled and sys.stdout.isatty()
+        self.interval = 1.0 / per_second if self.tty else 10.0
+        self.last_print = -float("inf")
+        self.last_return = float("nan")
+        self.shown = False
+
+    def update(self, record: Record) -> None:
+        if not self.enabled:
+            return
+        self.last_return = record.get("return_mean", self.last_return)
+        now = time.perf_counter()
+        if now - self.last_print < self.interval:
+            return
+        self.last_print = now
+        steps = int(record["env_steps"])
+        fraction = min(1.0, steps / self.total)
+        bar = "#" * int(20 * fraction)
+        line = (f"[{bar:<20}] {steps:>9d}/{self.total} env steps  return "
+                f"{self.last_return:8.2f}  {record['steps_per_second']:8.0f} steps/s")
+        if self.tty:
+            sys.stdout.write("\r" + line)
+            self.shown = True
+        else:
+            sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    def clear(self) -> None:
+        if self.shown:
+            sys.stdout.write("\r" + " " * 90 + "\r")
+            sys.stdout.flush()
+            self.shown = False
+
+
+class Reporter:
+    """Takes each update's record to the history, the run directory, ``on_update`` and the
+    progress line.
+
+    Args:
+        history: The list the records are appended to (``TrainResult.history``).
+        metrics: The run directory's log, or None without a run directory.
+        on_update: Called with each record, or None.
+        progress: The progress line.
+    """
+
+    def __init__(self, history: List[Record], metrics: Optional[MetricsLog],
+                 on_update: Optional[Callable[[Record], None]], progress: Progress):
+        self.history = history
+        self.metrics = metrics
+        self.on_update = on_update
+        self.progress = progress
+
+    def update(self, record: Record) -> None:
+        self.history.append(record)
+        if self.metrics is not None:
+            self.metrics.add(record)
+        if self.on_update is not None:
+            self.on_update(record)
+        self.progress.update(record)
+
+    def flush(self) -> None:
+        """Writes every record so far (before a checkpoint: a resumed run keeps them)."""
+        if self.metrics is not None:
+            self.metrics.flush()
+
+    def clear(self) -> None:
+        """Removes the progress line (before other output)."""
+        self.progress.clear()
