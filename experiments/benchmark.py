@@ -22,9 +22,13 @@ each path (medians measured at different times, so noisier than the pairs).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
+import sys
+import tempfile
+import threading
 import time
 from typing import Callable, Dict, List, NamedTuple
 
@@ -42,7 +46,7 @@ import pg_keras  # noqa: E402
 gym = keras = tf = CompiledCollector = make_compiled_env = None
 
 flags.DEFINE_bool("quick", False, "A few seconds per configuration, for a smoke run.")
-flags.DEFINE_list("paths", ["gymnasium", "compiled"], "Which paths to measure.")
+flags.DEFINE_list("paths", ["launcher", "gymnasium", "compiled"], "Which paths to measure.")
 flags.DEFINE_list("env_ids", [], "Only these env ids (default: all).")
 flags.DEFINE_list("num_envs", [], "Only these numbers of envs (default: all).")
 flags.DEFINE_integer("repeats", 7, "Timed (reference, training) pairs; medians reported.")
@@ -130,6 +134,89 @@ def gymnasium_training(env_id: str, num_envs: int, steps: int, updates: int):
     return Timed(run, updates * num_envs * steps), envs
 
 
+class _Stop(Exception):
+    """Ends a benchmark's training run from its on_update."""
+
+
+def launcher_training(config: pg_keras.Config, updates: int, root_dir=None):
+    """``pg_keras.train`` as ``experiments.train`` calls it, ``updates`` updates per run().
+
+    The run goes on in a thread of its own, paused between runs in its ``on_update``, so
+    that it can be timed in alternation with other subjects while its tracing, run
+    directory and writers stay warm. Returns (Timed, stop): ``stop()`` ends the run.
+    """
+    go, done = threading.Semaphore(0), threading.Semaphore(0)
+    state = {"updates": 0, "stopping": False, "error": None}
+
+    def on_update(record):
+        state["updates"] += 1
+        if state["updates"] % updates == 0:
+            done.release()
+            go.acquire()
+            if state["stopping"]:
+                raise _Stop
+
+    def target():
+        try:
+            pg_keras.train(config, root_dir=root_dir, verbose=True, progress=True,
+                           on_update=on_update)
+        except _Stop:
+            pass
+        except BaseException as error:  # noqa: B036 (raised again by run())
+            state["error"] = error
+            done.release()
+
+    thread = threading.Thread(target=target, daemon=True)
+
+    def run():
+        if thread.is_alive():
+            go.release()
+        else:
+            thread.start()
+        done.acquire()
+        if state["error"] is not None:
+            raise state["error"]
+
+    def stop():
+        if thread.is_alive():
+            state["stopping"] = True
+            go.release()
+            thread.join()
+    return Timed(run, updates * config.num_envs * config.steps_per_update), stop
+
+
+def launcher_subjects(env_id: str, num_envs: int, steps: int, updates: int, root_dir: str):
+    """(subjects, closers): the vector env, the loop without and with a run directory."""
+    config = pg_keras.Config(env_id=env_id, num_envs=num_envs, steps_per_update=steps,
+                             total_steps=10**12, eval_every=0)
+    reference, envs = vector_env(env_id, num_envs, "sync", updates * steps)
+    loop, stop_loop = launcher_training(config, updates)
+    launcher, stop_launcher = launcher_training(config, updates, root_dir)
+    return ({"reference": reference, "loop": loop, "launcher": launcher},
+            [envs.close, stop_loop, stop_launcher])
+
+
+def measure_launcher(env_id: str, num_envs: int, steps: int, updates: int, repeats: int,
+                     root_dir: str) -> dict:
+    """The launcher row: rates and per-pair ratios of the loop with and without run dir."""
+    subjects, closers = launcher_subjects(env_id, num_envs, steps, updates, root_dir)
+    try:
+        # The progress line goes where a user would see it, not into the JSON lines.
+        with contextlib.redirect_stdout(sys.stderr):
+            rates = interleaved_rates(subjects, repeats)
+    finally:
+        for close in closers:
+            close()
+    launcher_over_loop = [a / b for a, b in zip(rates["launcher"], rates["loop"])]
+    return {**summarize(rates["launcher"], rates["reference"]),
+            "loop_steps_per_second": round(statistics.median(rates["loop"])),
+            "loop_fraction_of_reference": summarize(rates["loop"],
+                                                    rates["reference"])["fraction_of_reference"],
+            "launcher_over_loop": round(statistics.median(launcher_over_loop), 3),
+            "launcher_over_loop_range": [round(min(launcher_over_loop), 3),
+                                         round(max(launcher_over_loop), 3)]}
+
+
 def compiled_subjects(env_id, num_envs, steps, iterations, jit_compile,
                       xla_rollout=True) -> Dict[str, Timed]:
     """The policy-inference limit and the compiled training iteration."""
@@ -197,6 +284,15 @@ def main(argv):
     machine = {"cpu_cores": os.cpu_count(), "gpu": bool(tf.config.list_physical_devices("GPU")),
                "pairs": repeats}
     best = {}  # path -> (steps per second, num_envs) of CartPole-v1's fastest configuration
+    if "launcher" in FLAGS.paths:
+        with tempfile.TemporaryDirectory(prefix="pg_keras-benchmark-") as root_dir:
+            record = {"env_id": "CartPole-v1", "path": "launcher", "num_envs": 16,
+                      "steps_per_update": 32, "updates_per_pair": 10 if quick else 200,
+                      "reference": "vector env, sync, random actions",
+                      **measure_launcher("CartPole-v1", 16, 32, 10 if quick else 200, repeats,
+                                         root_dir),
+                      "load_average": [round(x, 2) for x in os.getloadavg()], **machine}
+        print(json.dumps(record), flush=True)
     if "gymnasium" in FLAGS.paths:
         for env_id, num_envs, steps in _selected(GYMNASIUM[:1] if quick else GYMNASIUM):
             updates = 3 if quick else 20

@@ -4,18 +4,22 @@ The loop hands every record to :class:`Reporter` once. Writing a file line and a
 TensorBoard scalars per update, in eager mode, costs more than the update on small envs,
 so :class:`MetricsLog` keeps the records in memory and writes them in batches: at every
 ``flush()`` (the loop flushes before each checkpoint, at each evaluation, on a signal and
-at the end) and at least every ``flush_seconds``. What is written is the same as one write
-per update: one metrics.jsonl line per record, and per record one ``train/<key>`` scalar
-per key, in the same order, with the same float32 values and steps.
+at the end) and at least every ``flush_seconds``, the scalars by a graph in a thread of
+their own. What is written is the same as one write per update: one metrics.jsonl line per
+record, and per record one ``train/<key>`` scalar event per key, in the same order, with
+the same float32 values and steps.
 """
 
 from __future__ import annotations
 
 import json
+import queue
 import sys
+import threading
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 
@@ -24,6 +28,9 @@ Record = Dict[str, float]
 
 class MetricsLog:
     """metrics.jsonl and the ``train/`` TensorBoard scalars, written in batches.
+
+    metrics.jsonl is written by the caller's thread (a checkpoint must follow its records);
+    the scalars by a thread of their own, off the training loop's path.
 
     Args:
         path: The metrics.jsonl file (appended to).
@@ -42,9 +49,14 @@ class MetricsLog:
         self.clock = clock
         self.pending: List[Record] = []
         self.last_flush = clock()
-        # One graph per set of keys: the records of an update without finished episodes
-        # lack the return statistics.
-        self._writers: Dict[Tuple[str, ...], Callable] = {}
+        # One graph per set of keys: the records of an update that ends no episode lack
+        # the return statistics.
+        self._graphs: Dict[Tuple[str, ...], Callable] = {}
+        self._batches: "queue.Queue[Optional[List[Record]]]" = queue.Queue()
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._write_scalars, daemon=True,
+                                         name="pg_keras-tensorboard")
+        self._thread.start()
 
     def add(self, record: Record) -> None:
         """Keeps ``record``; writes every kept record when they are old or many enough."""
@@ -54,19 +66,40 @@ class MetricsLog:
             self.flush()
 
     def flush(self) -> None:
-        """Writes every kept record to metrics.jsonl and TensorBoard, and flushes both."""
+        """Writes every kept record to metrics.jsonl, and hands them to the scalars' thread."""
         self.last_flush = self.clock()
         if not self.pending:
             return
         records, self.pending = self.pending, []
         with open(self.path, "a") as f:
             f.write("".join(json.dumps(r) + "\n" for r in records))
-        for keys, steps, values in _runs_of_same_keys(records):
-            self._scalar_writer(keys)(steps, values)
-        self.writer.flush()
+        self._batches.put(records)
 
-    def _scalar_writer(self, keys: Tuple[str, ...]) -> Callable:
-        if keys not in self._writers:
+    def close(self) -> None:
+        """Writes every record, waits for the scalars to be written and flushed."""
+        self.flush()
+        if self._thread.is_alive():
+            self._batches.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def _write_scalars(self) -> None:
+        while True:
+            records = self._batches.get()
+            if records is None:
+                return
+            try:
+                for keys, steps, values in _runs_of_same_keys(records):
+                    self._graph(keys)(steps, values)
+                self.writer.flush()
+            except Exception as error:  # raised again by close(), in the loop's thread
+                self._error = error
+                return
+
+    def _graph(self, keys: Tuple[str, ...]) -> Callable:
+        """Writes ``values[i, j]`` as the scalar ``train/<keys[j]>`` at ``steps[i]``."""
+        if keys not in self._graphs:
             tags = [f"train/{key}" for key in keys]
             metadata = scalar_metadata.create_summary_metadata(display_name=None,
                                                                description=None)
@@ -82,24 +115,23 @@ class MetricsLog:
                         tf.summary.write(tag, values[i, j], step=steps[i], metadata=metadata)
                     return (i + 1,)
                 with writer.as_default():
-                    tf.while_loop(lambda i: i < tf.shape(steps)[0], body, (tf.constant(0),))
+                    tf.while_loop(lambda i: i < tf.size(steps), body, (tf.constant(0),))
 
-            self._writers[keys] = write
-        return self._writers[keys]
+            self._graphs[keys] = write
+        return self._graphs[keys]
 
 
 def _runs_of_same_keys(records: Sequence[Record]):
-    """Consecutive records with the same keys: (keys but env_steps, steps, values)."""
+    """Consecutive records with the same keys: (keys but env_steps, steps, float32 values)."""
     start = 0
     while start < len(records):
         keys = tuple(k for k in records[start] if k != "env_steps")
         end = start + 1
-        while end < len(records) and tuple(
-                k for k in records[end] if k != "env_steps") == keys:
+        while end < len(records) and tuple(k for k in records[end] if k != "env_steps") == keys:
             end += 1
         chunk = records[start:end]
-        steps = tf.constant([int(r["env_steps"]) for r in chunk], tf.int64)
-        values = tf.constant([[r[k] for k in keys] for r in chunk], tf.float32)
+        steps = np.array([int(r["env_steps"]) for r in chunk], np.int64)
+        values = np.array([[r[k] for k in keys] for r in chunk], np.float32)
         yield keys, steps, values
         start = end
 

@@ -566,8 +566,10 @@ class _RunDirectory:
 
     def close(self) -> None:
         if self._writer is not None:
-            self.metrics.flush()
-            self._writer.close()
+            try:
+                self.metrics.close()
+            finally:
+                self._writer.close()
             self._writer = None
         if not self._lock.closed:
             fcntl.flock(self._lock, fcntl.LOCK_UN)

@@ -1,8 +1,11 @@
 """The benchmark's measurement protocol: alternation, warm-up, medians of paired ratios."""
 
+import json
+
 import pytest
 
-from experiments.benchmark import Timed, _keep_best, interleaved_rates, summarize
+from experiments.benchmark import (Timed, _keep_best, interleaved_rates, measure_launcher,
+                                   summarize)
 
 
 def test_subjects_are_timed_in_alternation_after_one_warm_up_each():
@@ -59,3 +62,16 @@ def test_the_summary_keeps_each_paths_fastest_cartpole_configuration():
         _keep_best(best, {"path": path, "env_id": env_id, "num_envs": num_envs,
                           "steps_per_second": rate})
     assert best == {"gymnasium": (120, 64), "compiled": (1900, 8192)}
+
+
+def test_the_launcher_row_times_the_loop_with_and_without_a_run_directory(tmp_path):
+    row = measure_launcher("CartPole-v1", num_envs=4, steps=8, updates=2, repeats=1,
+                           root_dir=str(tmp_path))
+    assert row["steps_per_second"] > 0 and row["loop_steps_per_second"] > 0
+    assert row["fraction_of_reference"] == row["fraction_range"][0]  # one pair
+    assert row["launcher_over_loop"] == row["launcher_over_loop_range"][0]
+    # The launcher's subject ran pg_keras.train with the run directory: a warm-up and one
+    # timed run of 2 updates each, every record written.
+    with open(tmp_path / "metrics.jsonl") as f:
+        assert [json.loads(line)["env_steps"] for line in f] == [32, 64, 96, 128]
+    assert (tmp_path / "config.json").exists() and (tmp_path / "tensorboard").is_dir()

@@ -37,7 +37,7 @@ def test_batched_writes_equal_one_eager_write_per_record(tmp_path):
         log.add(record)
         if i in (6, 7, 23):  # flushes of one record, of several, and of different keys
             log.flush()
-    log.flush()
+    log.close()
     writer.close()
     expected = tensorboard_events(tmp_path / "reference")
     assert len(expected) == sum(len(r) - 1 for r in written)
@@ -70,6 +70,7 @@ def test_records_wait_in_memory_until_a_flush_their_age_or_their_number(tmp_path
     log.add(written[9])
     log.flush()
     log.flush()  # nothing waiting: nothing written twice
+    log.close()
     writer.close()
     assert [json.loads(line) for line in path.read_text().splitlines()] == written[:10]
     assert [e[0] for e in tensorboard_events(tmp_path / "tb") if e[1] == "train/loss"] == [
