@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from experiments import benchmark
 from experiments.benchmark import (Timed, _keep_best, interleaved_rates, measure_launcher,
                                    summarize)
 
@@ -65,6 +66,7 @@ def test_the_summary_keeps_each_paths_fastest_cartpole_configuration():
 
 
 def test_the_launcher_row_times_the_loop_with_and_without_a_run_directory(tmp_path):
+    benchmark._import_heavy()
     row = measure_launcher("CartPole-v1", num_envs=4, steps=8, updates=2, repeats=1,
                            root_dir=str(tmp_path))
     assert row["steps_per_second"] > 0 and row["loop_steps_per_second"] > 0
