@@ -8,6 +8,10 @@ learning, and the reference measured in the same process:
 
 * gymnasium path: the vector env itself, ``gym.make_vec(env_id, num_envs, "sync")`` stepped
   with random actions and no learning (also ``"async"``, for costly envs);
+* launcher: ``pg_keras.train`` as ``experiments.train`` calls it, with a run directory,
+  against the sync vector env and against the same ``pg_keras.train`` without a run
+  directory (CartPole-v1, 16 envs; ``launcher_over_loop`` is the median of the per-round
+  ratios of the two);
 * compiled path: the same policy network, compiled the same way as in the rollout (with
   XLA unless ``--noxla_rollout --jit_compile=false``), mapping ``num_envs`` observations to
   sampled actions in a ``tf.while_loop`` with no env and no learning.
