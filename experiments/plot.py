@@ -87,7 +87,7 @@ def plot(root_dirs: List[str], out: str, source: str = "eval", title: str = None
     ax.set_ylabel("greedy evaluation return" if source == "eval" else "training episode return")
     ax.set_title(title or ", ".join(sorted(env_ids)))
     ax.grid(alpha=0.3)
-    ax.legend(loc="best")
+    ax.legend(loc="best", fontsize="x-small")
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
