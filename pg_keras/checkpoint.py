@@ -32,6 +32,7 @@ import re
 from typing import Any, List, Optional, Tuple
 
 import tensorflow as tf
+from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from pg_keras.config import InputError
 
@@ -214,21 +215,44 @@ class Checkpointer:
 
     def _check_models(self, prefix: str) -> None:
         """Refuses a checkpoint whose model variables do not have the learner's shapes."""
-        saved = {}
-        for name, shape in tf.train.list_variables(prefix):
-            match = re.fullmatch(r"learner/(policy|value)_variables/(\d+)/\.ATTRIBUTES/"
-                                 r"VARIABLE_VALUE", name)
-            if match:
-                saved.setdefault(match.group(1), {})[int(match.group(2))] = list(shape)
+        saved = _saved_variable_shapes(prefix)
         for role in ("policy", "value"):
             built = [list(v.shape) for v in getattr(self.learner, f"{role}_variables", [])]
-            held = [shape for _, shape in sorted(saved.get(role, {}).items())]
+            held = saved.get(role, [])
             if built != held:
                 raise InputError(
                     f"the checkpoint {prefix} holds another {role} network than the one built "
                     f"for it (variable shapes {held} in the checkpoint, {built} built): the run "
                     f"was trained with its own model; build the Learner with that model "
                     f"(pg_keras.training.restore_learner(root_dir, {role}_network=...))")
+
+
+def _saved_variable_shapes(prefix: str) -> dict:
+    """The shapes of ``learner.policy_variables`` and ``value_variables`` in a checkpoint.
+
+    Read through the checkpoint's object graph, not its keys: a variable reachable from
+    two attributes (a Gaussian head's log-std is the head's and the policy's) is stored
+    once, under the first path the saver met.
+    """
+    reader = tf.train.load_checkpoint(prefix)
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+    shapes = reader.get_variable_to_shape_map()
+
+    def child(node_id: int, name: str):
+        return next((c.node_id for c in graph.nodes[node_id].children
+                     if c.local_name == name), None)
+
+    learner = child(0, "learner")
+    saved = {}
+    for role in ("policy", "value"):
+        listed = None if learner is None else child(learner, f"{role}_variables")
+        if listed is None:
+            continue
+        entries = sorted(graph.nodes[listed].children, key=lambda c: int(c.local_name))
+        saved[role] = [list(shapes[graph.nodes[c.node_id].attributes[0].checkpoint_key])
+                       for c in entries]
+    return saved
 
 
 def _path(directory: str, kind: str, number: int, extension: str) -> str:

@@ -93,6 +93,22 @@ def test_a_finished_run_resumes_without_training_more(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("state_dependent_std", [False, True])
+def test_a_gaussian_policy_run_resumes_and_restores(tmp_path, state_dependent_std):
+    # A state-independent log-std is both the head's variable and the policy's: the
+    # checkpoint stores it once, and the model check must still find it.
+    config = CONFIG.replace(env_id="Pendulum-v1", total_steps=512, eval_every=0,
+                            state_dependent_std=state_dependent_std)
+    root = str(tmp_path / "run")
+    first = pg_keras.train(config, root_dir=root)
+    again = pg_keras.train(config, root_dir=root)
+    restored = pg_keras.training.restore_learner(root)
+    for a, b, c in zip(_state(first), _state(again), [*(
+            v.numpy() for v in restored.policy_variables + restored.value_variables)]):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+
+
 def test_a_different_config_is_refused_and_named(tmp_path):
     root = str(tmp_path / "run")
     pg_keras.train(CONFIG, root_dir=root)
