@@ -190,6 +190,8 @@ def _is_done(record: Optional[dict], digest: str) -> bool:
 
 def run_one(ff: flagfiles.Flagfile, seed: int, plan: dict) -> Optional[dict]:
     """Trains one (task, seed) through the train launcher; its record (None if interrupted)."""
+    if _CHILDREN.stopping:  # the pool still hands out queued runs after a signal
+        return None
     run_dir = os.path.join(plan["root"], ff.name, f"seed{seed}")
     log = os.path.join(plan["root"], "logs", f"{ff.name}-seed{seed}.log")
     os.makedirs(os.path.dirname(log), exist_ok=True)
@@ -221,10 +223,13 @@ class _Children:
     def __init__(self):
         self._lock = threading.Lock()
         self._running = set()
+        self.stopping = False
 
     def wait(self, process: subprocess.Popen) -> int:
         with self._lock:
             self._running.add(process)
+            if self.stopping:  # started as the signal came: it ends like the others
+                process.send_signal(signal.SIGTERM)
         try:
             return process.wait()
         finally:
@@ -234,6 +239,7 @@ class _Children:
     def stop(self, signum, frame) -> None:
         """Signal handler: each run checkpoints and ends (the next invocation resumes it)."""
         with self._lock:
+            self.stopping = True
             for process in self._running:
                 process.send_signal(signal.SIGTERM)
         print(f"suite: stopped by {signal.Signals(signum).name}; the runs in progress save a "

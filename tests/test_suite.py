@@ -154,3 +154,24 @@ def test_flagfile_header_and_flag_lines(tmp_path):
     assert flagfiles.read(str(path)).digest() == ff.digest() != ff.digest(["--seed=1"])
     assert flagfiles.set_flags(ff.lines, {"baseline": True, "gamma": 0.9, "hidden_sizes": (8, 8)}) == [
         "--env_id=LunarLander-v3", "--baseline", "--gamma=0.9", "--hidden_sizes=8,8"]
+
+
+
+def test_after_a_signal_no_queued_run_starts():
+    # In a process of its own: the suite's flags would clash with other launchers'.
+    script = """
+import signal, subprocess
+from experiments import suite
+started = []
+subprocess.Popen = lambda *args, **kwargs: started.append(args)
+try:
+    suite._CHILDREN.stop(signal.SIGTERM, None)
+except SystemExit:
+    pass
+assert suite.run_one(None, 100, None) is None
+assert started == [], started
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert done.stdout.strip().endswith("ok"), done.stderr
