@@ -19,6 +19,14 @@ LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 _MASKED_LOGIT = -1e9
 
 
+def encode(observations, num_categories: Optional[int] = None, start: int = 0) -> tf.Tensor:
+    """Raw batched observations -> float32: one-hot of ``Discrete(n, start)``, else a cast."""
+    if num_categories is None:
+        return tf.cast(observations, tf.float32)
+    index = tf.reshape(tf.cast(observations, tf.int32) - int(start), [-1])
+    return tf.one_hot(index, int(num_categories), dtype=tf.float32)
+
+
 def logit_table(nvec: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
     """Where each sub-action's logits sit in a flat ``[sum(nvec)]`` output.
 
@@ -70,10 +78,7 @@ class EncodeObservations(keras.layers.Layer):
         self.start = int(start)
 
     def call(self, inputs):
-        if self.num_categories is None:
-            return tf.cast(inputs, tf.float32)
-        index = tf.reshape(tf.cast(inputs, tf.int32) - self.start, [-1])
-        return tf.one_hot(index, self.num_categories, dtype=tf.float32)
+        return encode(inputs, self.num_categories, self.start)
 
     def compute_output_shape(self, input_shape):
         if self.num_categories is None:

@@ -30,6 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pg_keras.layers import encode
 from pg_keras.config import PYTHON_OBJECT, Config, InputError
 
 SUPPORTED_OBSERVATION_SPACES = ("Box", "Discrete")
@@ -55,9 +56,8 @@ def observation_shape(space: gym.Space) -> Tuple[int, ...]:
 def encode_observations(space: gym.Space, observations) -> tf.Tensor:
     """Raw batched observations -> float32 [B, *observation_shape(space)]."""
     if isinstance(space, gym.spaces.Discrete):
-        index = tf.cast(observations, tf.int32) - int(space.start)
-        return tf.one_hot(tf.reshape(index, [-1]), int(space.n), dtype=tf.float32)
-    return tf.cast(observations, tf.float32)
+        return encode(observations, int(space.n), int(space.start))
+    return encode(observations)
 
 
 def mlp(input_shape: Sequence[int], output_units: int, hidden_sizes: Sequence[int] = (64, 64),
