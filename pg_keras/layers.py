@@ -15,16 +15,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pg_keras import spaces
+
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 _MASKED_LOGIT = -1e9
 
 
 def encode(observations, num_categories: Optional[int] = None, start: int = 0) -> tf.Tensor:
-    """Raw batched observations -> float32: one-hot of ``Discrete(n, start)``, else a cast."""
+    """Raw batched observations -> float32: one-hot of ``Discrete(n, start)``, else a cast
+    (pg_keras.spaces encodes every space; this is its Box and Discrete case)."""
     if num_categories is None:
         return tf.cast(observations, tf.float32)
-    index = tf.reshape(tf.cast(observations, tf.int32) - int(start), [-1])
-    return tf.one_hot(index, int(num_categories), dtype=tf.float32)
+    return spaces.one_hot(observations, num_categories, start)
 
 
 def logit_table(nvec: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:

@@ -3,8 +3,12 @@
 The contract. Any ``keras.Model`` can be the policy or the value network if
 
 * it takes a float32 batch of encoded observations, ``[B, *observation_shape]``
-  (``observation_shape`` is the Box's shape, or ``(n,)`` one-hot for a ``Discrete(n)``
-  observation space; observations are normalized first when that is on);
+  (``observation_shape`` is ``pg_keras.spaces.encoded_shape``: the Box's shape, or
+  ``(n,)`` one-hot for a ``Discrete(n)`` observation space; observations are normalized
+  first when that applies). For a ``Dict`` or ``Tuple`` observation space it takes a dict
+  ``{leaf name: [B, *shape]}`` and ``observation_shape`` is the dict of those shapes (leaf
+  names: see pg_keras.spaces; a functional ``keras.Model`` with one input per key,
+  ``keras.Model({key: keras.Input(...)}, ...)``, works as is);
 * the policy network returns ``[B, output_units]`` float32, ``output_units`` being what
   the action head needs (logits for discrete actions, the mean, or mean and log-std, for
   Box actions); the value network returns ``[B]`` or ``[B, 1]``;
@@ -23,41 +27,34 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import gymnasium as gym
 import keras
-import numpy as np
 import tensorflow as tf
 
-from pg_keras.layers import encode
+from pg_keras import spaces
 from pg_keras.config import PYTHON_OBJECT, Config, InputError
 
-SUPPORTED_OBSERVATION_SPACES = ("Box", "Discrete")
+SUPPORTED_OBSERVATION_SPACES = spaces.SUPPORTED
 
-ModelFactory = Callable[[Tuple[int, ...], int], keras.Model]
+ModelFactory = Callable[[Any, int], keras.Model]
 ModelOrFactory = Union[keras.Model, ModelFactory]
 
 
-def observation_shape(space: gym.Space) -> Tuple[int, ...]:
-    """Shape of one encoded observation.
+def observation_shape(space: gym.Space):
+    """Shape of one encoded observation (a dict of them for a nested space).
 
     Raises:
-        ValueError: for an observation space the library does not support.
+        InputError: for an observation space the library does not support.
     """
-    if isinstance(space, gym.spaces.Box):
-        return tuple(int(d) for d in space.shape)
-    if isinstance(space, gym.spaces.Discrete):
-        return (int(space.n),)
-    raise InputError(f"unsupported observation space {space!r}; supported: "
-                     + ", ".join(SUPPORTED_OBSERVATION_SPACES))
+    return spaces.encoded_shape(space)
 
 
-def encode_observations(space: gym.Space, observations) -> tf.Tensor:
-    """Raw batched observations -> float32 [B, *observation_shape(space)]."""
-    if isinstance(space, gym.spaces.Discrete):
-        return encode(observations, int(space.n), int(space.start))
-    return encode(observations)
+def encode_observations(space: gym.Space, observations):
+    """Raw batched observations -> float32 [B, *observation_shape(space)] (see
+    ``pg_keras.spaces.encode``)."""
+    return spaces.encode(space, observations)
 
 
 def mlp(input_shape: Sequence[int], output_units: int, hidden_sizes: Sequence[int] = (64, 64),
@@ -81,23 +78,44 @@ def mlp(input_shape: Sequence[int], output_units: int, hidden_sizes: Sequence[in
     layers = [keras.Input(shape=tuple(input_shape))]
     if len(input_shape) != 1:
         layers.append(keras.layers.Flatten())
-    for i, units in enumerate(hidden_sizes):
-        layers.append(keras.layers.Dense(
-            units, activation=activation, name=f"hidden_{i}",
-            kernel_initializer=keras.initializers.Orthogonal(np.sqrt(2.0), seed=seed + i)))
+    layers.extend(spaces.mlp_layers(hidden_sizes, activation, seed))
     layers.append(keras.layers.Dense(
         output_units, name="output",
         kernel_initializer=keras.initializers.Orthogonal(output_gain, seed=seed + 1000)))
     return keras.Sequential(layers, name=name)
 
 
-def resolve_model(model: ModelOrFactory, input_shape: Tuple[int, ...], output_units: int,
+def default_network(space: gym.Space, output_units: int, hidden_sizes: Sequence[int] = (64, 64),
+                    activation: str = "tanh", output_gain: float = 1.0, seed: int = 0,
+                    name: str = "mlp") -> keras.Model:
+    """The default network for an observation space: its default torso and a linear output.
+
+    A vector space gets :func:`mlp` itself; an image or a nested space gets the torso
+    ``pg_keras.spaces.default_torso`` builds (CNN, or one named input per leaf) followed
+    by the same orthogonal output layer.
+
+    Args:
+        space: The env's single observation space.
+        output_units, hidden_sizes, activation, output_gain, seed, name: As for :func:`mlp`.
+    """
+    if not spaces.is_nested(space) and not spaces.is_image(space):
+        return mlp(spaces.encoded_shape(space), output_units, hidden_sizes, activation,
+                   output_gain, seed, name)
+    torso = spaces.default_torso(space, hidden_sizes, activation, seed, name=f"{name}_torso")
+    output = keras.layers.Dense(
+        output_units, name="output",
+        kernel_initializer=keras.initializers.Orthogonal(output_gain, seed=seed + 1000))
+    return spaces.functional_model(torso.input, output(torso.output), name=name)
+
+
+def resolve_model(model: ModelOrFactory, input_shape, output_units: int,
                   role: str) -> keras.Model:
     """Builds a user's model (or calls their factory) and checks its output shape.
 
     Args:
         model: A ``keras.Model`` or a factory ``(observation_shape, output_units) -> keras.Model``.
-        input_shape: Shape of one encoded observation.
+        input_shape: Shape of one encoded observation (a dict of them, by leaf name, for
+            a nested observation space).
         output_units: Width the policy network must output (ignored for the value network).
         role: ``"policy"`` or ``"value"``; names the argument in error messages.
 
@@ -114,7 +132,7 @@ def resolve_model(model: ModelOrFactory, input_shape: Tuple[int, ...], output_un
                              f"(observation_shape, output_units) -> keras.Model; "
                              f"received {model!r}")
         try:
-            model = model(tuple(input_shape), output_units)
+            model = model(_shapes(input_shape), output_units)
         except TypeError as error:
             raise InputError(f"{role}_network factory must take (observation_shape, "
                              f"output_units); calling it failed: {error}") from None
@@ -123,15 +141,17 @@ def resolve_model(model: ModelOrFactory, input_shape: Tuple[int, ...], output_un
                              f"received {type(model).__name__}")
     expected = [(2, output_units)] if role == "policy" else [(2,), (2, 1)]
     expected_text = " or ".join(_shape_text(e) for e in expected)
-    probe = tf.zeros((2,) + tuple(input_shape), tf.float32)
+    inputs_text = _inputs_text(input_shape)
+    shapes = _shapes(input_shape)
+    probe = ({name: tf.zeros((2,) + shape, tf.float32) for name, shape in shapes.items()}
+             if isinstance(shapes, dict) else tf.zeros((2,) + shapes, tf.float32))
     try:
         output = model(probe)
-    except (ValueError, tf.errors.InvalidArgumentError) as error:
+    except (ValueError, KeyError, tf.errors.InvalidArgumentError) as error:
         # Keras's own message names a layer deep inside the model; say which contract failed.
         raise InputError(
-            f"{role}_network must accept float32 inputs of shape "
-            f"{_shape_text((2,) + tuple(input_shape))}; "
-            f"calling it on a batch of shape {tuple(probe.shape)} failed: {error}") from error
+            f"{role}_network must accept float32 inputs of shape {inputs_text}; calling it "
+            f"on a probe batch of 2 failed: {str(error).splitlines()[0]}") from error
     if not hasattr(output, "shape"):  # a list or dict of outputs
         raise InputError(
             f"{role}_network must return one tensor of shape {expected_text}; "
@@ -139,9 +159,25 @@ def resolve_model(model: ModelOrFactory, input_shape: Tuple[int, ...], output_un
     shape = tuple(output.shape)
     if shape not in expected:
         raise InputError(
-            f"{role}_network must map {_shape_text((2,) + tuple(input_shape))} to "
+            f"{role}_network must map {inputs_text} to "
             f"{expected_text}; received output shape {_shape_text(shape)}")
     return model
+
+
+def _shapes(input_shape):
+    """One observation's shape as a tuple, or a dict of tuples for a nested space."""
+    if isinstance(input_shape, dict):
+        return {name: tuple(int(d) for d in shape) for name, shape in input_shape.items()}
+    return tuple(int(d) for d in input_shape)
+
+
+def _inputs_text(input_shape) -> str:
+    """"[B, 4]", or "{'a': [B, 2], 'b': [B, 3]}" for a nested space."""
+    shapes = _shapes(input_shape)
+    if isinstance(shapes, dict):
+        return "{" + ", ".join(f"{name!r}: {_shape_text((2,) + shape)}"
+                               for name, shape in shapes.items()) + "}"
+    return _shape_text((2,) + shapes)
 
 
 def _shape_text(shape) -> str:

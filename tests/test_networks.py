@@ -107,9 +107,9 @@ def test_encode_box_casts_to_float32():
 
 
 @pytest.mark.parametrize("space, name", [
-    (gym.spaces.Dict({"position": gym.spaces.Box(-1.0, 1.0, (2,), np.float32)}), "Dict"),
-    (gym.spaces.MultiBinary(3), "MultiBinary"),
-], ids=["Dict", "MultiBinary"])
+    (gym.spaces.Dict({"position": gym.spaces.Text(4)}), "Text"),
+    (gym.spaces.Sequence(gym.spaces.Discrete(2)), "Sequence"),
+], ids=["Dict-of-Text", "Sequence"])
 def test_unsupported_observation_space(space, name):
     with pytest.raises(ValueError) as error:
         networks.observation_shape(space)

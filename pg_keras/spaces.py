@@ -1,0 +1,389 @@
+"""The one place that dispatches on gymnasium observation spaces.
+
+For every supported space this module says how a batch of its observations is stored
+(:func:`tensor_spec`, :func:`observation_dtype`), what an exported policy takes
+(:func:`serving_dtype`), how raw observations become the float features a network reads
+(:func:`encode`, :func:`encoded_shape`), whether running normalization applies
+(:func:`normalizes`) and which torso a default network starts with (:func:`default_torso`).
+
+Leaf spaces:
+
+==================  ==========  ===========================  ==========  ================
+space               stored as   encoded as (float32)         normalized  default torso
+==================  ==========  ===========================  ==========  ================
+Box, float/vector   float32     the values                   yes         MLP
+Box, integer image  its dtype   the values (0-255)           no          CNN
+Discrete(n)         int32       one-hot [n]                  no          MLP
+MultiDiscrete(nv)   int32       one-hot per entry, joined    no          MLP
+MultiBinary(n)      int32       the bits                     no          MLP
+==================  ==========  ===========================  ==========  ================
+
+An *image* is an integer Box of rank 3 whose first or last axis has 1, 3 or 4 channels:
+(H, W, C), channels last, when the last axis qualifies (gymnasium's convention), else
+(C, H, W). Its CNN torso scales the input to [0, 1] by the Box's bounds inside the model
+and follows the Nature-DQN layout (32 8x8 filters at stride 4, 64 4x4 at stride 2, 64
+3x3 at stride 1, then 512 units), each kernel cut to the side that reaches it (stride 1
+then) so that small images keep every layer. Other integer Boxes are vectors.
+
+Nested spaces. A ``Dict`` or ``Tuple`` space (nested to any depth) is handled leaf by
+leaf; its observations travel as one flat ``dict`` from *leaf name* to array. A leaf's
+name is its path of keys joined with ``/``, a Tuple position written as its index:
+``Dict(a=Tuple(Discrete(2), Box(...)))`` has leaves ``"a/0"`` and ``"a/1"``; a top-level
+Tuple's leaves are ``"0"``, ``"1"``, ... :func:`flatten` turns the env's nested
+observation into that dict. Keras layer names and TensorFlow signature arguments cannot
+hold ``/`` (nor start with a digit): there a leaf goes by :func:`input_name`, TensorFlow's
+own rule (every character that is not a letter or digit becomes ``_``, and a name not
+starting with a letter gets the prefix ``arg_``), so ``"a/0"`` is ``a_0`` and ``"0"`` is
+``arg_0``. Two leaves whose input names coincide are refused. The default torso of a
+nested space is a functional ``keras.Model`` with one named input per leaf: images go
+through their own CNN, the other leaves are flattened, all are concatenated and an MLP
+follows (the layers after the join let the network combine keys).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import gymnasium as gym
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pg_keras.config import InputError
+
+SUPPORTED = ("Box", "Discrete", "MultiDiscrete", "MultiBinary", "Dict", "Tuple")
+IMAGE_CHANNELS = (1, 3, 4)
+SEPARATOR = "/"
+# (filters, kernel, stride) of the Nature-DQN convolutions; then a 512-unit layer.
+NATURE_LAYERS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
+NATURE_UNITS = 512
+
+Nest = Union[Any, Dict[str, Any]]
+
+
+# ------------------------------------------------------------------- dispatch on spaces
+
+
+def is_nested(space: gym.Space) -> bool:
+    """Whether ``space`` is a Dict or a Tuple."""
+    return isinstance(space, (gym.spaces.Dict, gym.spaces.Tuple))
+
+
+def leaves(space: gym.Space) -> Dict[str, gym.Space]:
+    """Leaf name -> leaf space, in the space's order (see the module docstring).
+
+    Raises:
+        InputError: for an unsupported space anywhere in ``space``, an empty Dict or
+            Tuple, or two leaves with the same :func:`input_name`.
+    """
+    found = _leaves(space, "")
+    names: Dict[str, str] = {}
+    for name in found:
+        other = names.setdefault(input_name(name), name)
+        if other != name:
+            raise InputError(f"observation keys {other!r} and {name!r} both become the input "
+                             f"name {input_name(name)!r}; rename one of them")
+    return found
+
+
+def _leaves(space: gym.Space, prefix: str) -> Dict[str, gym.Space]:
+    if isinstance(space, gym.spaces.Dict):
+        children = [(str(key), child) for key, child in space.spaces.items()]
+    elif isinstance(space, gym.spaces.Tuple):
+        children = [(str(i), child) for i, child in enumerate(space.spaces)]
+    else:
+        return {prefix: check_leaf(space, prefix)}
+    if not children:
+        raise InputError(f"unsupported observation space {space!r}: it has no entries")
+    found: Dict[str, gym.Space] = {}
+    for key, child in children:
+        found.update(_leaves(child, f"{prefix}{SEPARATOR}{key}" if prefix else key))
+    return found
+
+
+def check_leaf(space: gym.Space, name: str = "") -> gym.Space:
+    """``space`` if it is a supported leaf space; else one line naming it and the key."""
+    ok = isinstance(space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete,
+                            gym.spaces.MultiBinary))
+    if isinstance(space, gym.spaces.Box):
+        ok = np.issubdtype(space.dtype, np.number) and space.dtype != np.bool_
+    if not ok:
+        where = f" at observation key {name!r}" if name else ""
+        raise InputError(f"unsupported observation space {space!r}{where}; supported: "
+                         + ", ".join(SUPPORTED))
+    return space
+
+
+def check(space: gym.Space) -> gym.Space:
+    """``space`` if every part of it is supported; else an InputError naming the part."""
+    leaves(space)
+    return space
+
+
+def input_name(leaf_name: str) -> str:
+    """A leaf's name where ``/`` is not allowed: Keras inputs, SavedModel signatures."""
+    name = "".join(c if c.isalnum() else "_" for c in leaf_name) or "observations"
+    return name if name[0].isalpha() else "arg_" + name
+
+
+def image_layout(space: gym.Space) -> Optional[str]:
+    """``"channels_last"`` or ``"channels_first"`` for an image Box, else None."""
+    if not (isinstance(space, gym.spaces.Box) and np.issubdtype(space.dtype, np.integer)
+            and len(space.shape) == 3):
+        return None
+    if space.shape[-1] in IMAGE_CHANNELS:
+        return "channels_last"
+    if space.shape[0] in IMAGE_CHANNELS:
+        return "channels_first"
+    return None
+
+
+def _map(space: gym.Space, fn: Callable[[gym.Space], Any]) -> Nest:
+    """``fn(space)`` for a leaf space, ``{leaf name: fn(leaf)}`` for a nested one."""
+    if is_nested(space):
+        return {name: fn(leaf) for name, leaf in leaves(space).items()}
+    return fn(check_leaf(space))
+
+
+def _leaf_dtype(space: gym.Space) -> tf.DType:
+    if image_layout(space):
+        return tf.as_dtype(space.dtype)
+    return tf.float32 if isinstance(space, gym.spaces.Box) else tf.int32
+
+
+def _leaf_serving_dtype(space: gym.Space) -> tf.DType:
+    if isinstance(space, gym.spaces.Box) and np.issubdtype(space.dtype, np.integer):
+        return tf.as_dtype(space.dtype)
+    return _leaf_dtype(space)
+
+
+def _leaf_encoded_shape(space: gym.Space) -> Tuple[int, ...]:
+    if isinstance(space, gym.spaces.Discrete):
+        return (int(space.n),)
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return (int(np.sum(space.nvec)),)
+    return tuple(int(d) for d in space.shape)
+
+
+def _leaf_normalizes(space: gym.Space) -> bool:
+    return isinstance(space, gym.spaces.Box) and image_layout(space) is None
+
+
+def observation_dtype(space: gym.Space) -> Nest:
+    """dtype in which observations are stored, collected and fed to the policy."""
+    return _map(space, _leaf_dtype)
+
+
+def serving_dtype(space: gym.Space) -> Nest:
+    """dtype an exported policy takes: an integer Box's own (uint8 images), else
+    :func:`observation_dtype`."""
+    return _map(space, _leaf_serving_dtype)
+
+
+def observation_shape(space: gym.Space) -> Nest:
+    """Shape of one raw observation."""
+    return _map(space, lambda leaf: tuple(int(d) for d in leaf.shape))
+
+
+def encoded_shape(space: gym.Space) -> Nest:
+    """Shape of one encoded observation, what the network reads."""
+    return _map(space, _leaf_encoded_shape)
+
+
+def normalizes(space: gym.Space) -> Nest:
+    """Whether running normalization applies: to vector Boxes, not to images or one-hots."""
+    return _map(space, _leaf_normalizes)
+
+
+def is_image(space: gym.Space) -> Nest:
+    """Whether the (leaf) space is an image, which gets a CNN torso."""
+    return _map(space, lambda leaf: image_layout(leaf) is not None)
+
+
+def tensor_spec(space: gym.Space, batch_shape: Sequence[Optional[int]] = (None,)) -> Nest:
+    """``tf.TensorSpec`` of a batch of stored observations, ``[*batch_shape, *shape]``."""
+    batch_shape = tuple(batch_shape)
+    return _map(space, lambda leaf: tf.TensorSpec(
+        batch_shape + tuple(int(d) for d in leaf.shape), _leaf_dtype(leaf)))
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def one_hot(observations, num_categories: int, start: int = 0) -> tf.Tensor:
+    """``Discrete(n, start)`` observations [B] -> float32 one-hot [B, n]."""
+    index = tf.reshape(tf.cast(observations, tf.int32) - int(start), [-1])
+    return tf.one_hot(index, int(num_categories), dtype=tf.float32)
+
+
+def multi_one_hot(observations, nvec, start=0) -> tf.Tensor:
+    """``MultiDiscrete(nvec, start)`` observations [B, *shape] -> float32 [B, sum(nvec)],
+    the one-hot of each entry, joined in the flattened order of ``nvec``."""
+    nvec = np.asarray(nvec, np.int64)
+    start = np.broadcast_to(np.asarray(start, np.int64), nvec.shape).reshape(-1)
+    nvec = nvec.reshape(-1)
+    offsets = np.concatenate([[0], np.cumsum(nvec)[:-1]])
+    index = tf.reshape(tf.cast(observations, tf.int32), [-1, len(nvec)])
+    index = index - tf.constant(start, tf.int32) + tf.constant(offsets, tf.int32)
+    # Out-of-range entries stay zero instead of lighting a neighbour's slot.
+    inside = (index >= offsets) & (index < offsets + nvec)
+    hot = tf.one_hot(index, int(nvec.sum()), dtype=tf.float32)
+    return tf.reduce_sum(hot * tf.cast(inside, tf.float32)[..., None], axis=1)
+
+
+def _encode_leaf(space: gym.Space, observations) -> tf.Tensor:
+    if isinstance(space, gym.spaces.Discrete):
+        return one_hot(observations, int(space.n), int(space.start))
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return multi_one_hot(observations, space.nvec, space.start)
+    return tf.cast(observations, tf.float32)
+
+
+def encode(space: gym.Space, observations: Nest) -> Nest:
+    """Raw batched observations -> float32 features, ``[B, *encoded_shape(space)]``.
+
+    For a nested space, ``observations`` is the flat dict of :func:`flatten` (or the
+    env's nested observation, flattened here) and so is the result.
+    """
+    if not is_nested(space):
+        return _encode_leaf(check_leaf(space), observations)
+    observations = flatten(space, observations)
+    return {name: _encode_leaf(leaf, observations[name])
+            for name, leaf in leaves(space).items()}
+
+
+def flatten(space: gym.Space, observation: Nest) -> Nest:
+    """The env's (possibly batched) nested observation -> ``{leaf name: array}``.
+
+    A dict already keyed by leaf names is returned as is; a leaf space's observation too.
+
+    Raises:
+        InputError: if a leaf is missing.
+    """
+    if not is_nested(space):
+        return observation
+    names = leaves(space)
+    if isinstance(observation, dict) and set(names) <= set(observation):
+        return {name: observation[name] for name in names}
+    flat: Dict[str, Any] = {}
+    for name in names:
+        value = observation
+        for key in name.split(SEPARATOR):
+            try:
+                value = value[int(key)] if isinstance(value, (tuple, list)) else value[key]
+            except (KeyError, IndexError, TypeError, ValueError):
+                raise InputError(f"observation has no entry {name!r} of the observation "
+                                 f"space {space}; received {_describe(observation)}") from None
+        flat[name] = value
+    return flat
+
+
+def _describe(observation) -> str:
+    if isinstance(observation, dict):
+        return "a dict with keys " + repr(sorted(map(str, observation)))
+    return f"a {type(observation).__name__}"
+
+
+# ------------------------------------------------------------------------------ torsos
+
+
+def mlp_layers(hidden_sizes: Sequence[int], activation: str = "tanh", seed: int = 0,
+               prefix: str = "hidden_") -> List[keras.layers.Layer]:
+    """The hidden ``Dense`` layers of the default MLP (orthogonal, gain sqrt 2), named
+    ``prefix`` and their index."""
+    return [keras.layers.Dense(
+        units, activation=activation, name=f"{prefix}{i}",
+        kernel_initializer=keras.initializers.Orthogonal(np.sqrt(2.0), seed=seed + i))
+        for i, units in enumerate(hidden_sizes)]
+
+
+def conv_layout(height: int, width: int) -> List[Tuple[int, int, int]]:
+    """(filters, kernel, stride) of the CNN torso for an image of that size.
+
+    The Nature-DQN layout, with each kernel cut to the side that reaches it (and its
+    stride then 1): (84, 84) gives the original layers, (7, 7) a 7x7 then two 1x1.
+    """
+    side, layout = min(int(height), int(width)), []
+    for filters, kernel, stride in NATURE_LAYERS:
+        if side < kernel:
+            kernel, stride = side, 1
+        layout.append((filters, kernel, stride))
+        side = (side - kernel) // stride + 1
+    return layout
+
+
+def cnn_torso(space: gym.spaces.Box, seed: int = 0, name: str = "cnn") -> keras.Model:
+    """The CNN torso of an image Box: float32 [B, *shape] in 0..high -> [B, 512].
+
+    Inputs are scaled to [0, 1] by the Box's bounds inside the model; channels-first
+    images are transposed to channels last (the layout every backend's Conv2D runs).
+    """
+    layout = image_layout(space)
+    if layout is None:
+        raise InputError(f"cnn_torso needs an image Box (integer, rank 3, 1, 3 or 4 "
+                         f"channels first or last); received {space!r}")
+    low, high = float(np.min(space.low)), float(np.max(space.high))
+    inputs = keras.Input(tuple(int(d) for d in space.shape), name="image")
+    x = keras.layers.Rescaling(1.0 / max(high - low, 1.0), offset=-low / max(high - low, 1.0),
+                               name="to_unit_range")(inputs)
+    if layout == "channels_first":
+        x = keras.layers.Permute((2, 3, 1), name="to_channels_last")(x)
+    height, width = x.shape[1], x.shape[2]
+    for i, (filters, kernel, stride) in enumerate(conv_layout(height, width)):
+        x = keras.layers.Conv2D(
+            filters, kernel, strides=stride, activation="relu", name=f"conv_{i}",
+            kernel_initializer=keras.initializers.Orthogonal(np.sqrt(2.0), seed=seed + 100 + i))(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(NATURE_UNITS, activation="relu", name="dense",
+                           kernel_initializer=keras.initializers.Orthogonal(
+                               np.sqrt(2.0), seed=seed + 200))(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def default_torso(space: gym.Space, hidden_sizes: Sequence[int] = (64, 64),
+                  activation: str = "tanh", seed: int = 0, name: str = "torso") -> keras.Model:
+    """The default torso: encoded observations -> [B, features] (see the module docstring).
+
+    An MLP for vector spaces, the CNN for an image, and for a nested space a functional
+    model taking ``{leaf name: [B, *encoded_shape]}`` through one named input per leaf.
+    """
+    if not is_nested(space):
+        if image_layout(check_leaf(space)):
+            return cnn_torso(space, seed=seed, name=name)
+        shape = _leaf_encoded_shape(space)
+        layers = [keras.Input(shape=shape)]
+        if len(shape) != 1:
+            layers.append(keras.layers.Flatten())
+        return keras.Sequential(layers + mlp_layers(hidden_sizes, activation, seed), name=name)
+    # The other layers' names hold a ".", which no input name does: no key can collide.
+    inputs, features = {}, []
+    for leaf_name, leaf in leaves(space).items():
+        key = input_name(leaf_name)
+        inputs[leaf_name] = keras.Input(_leaf_encoded_shape(leaf), name=key)
+        if image_layout(leaf):
+            features.append(cnn_torso(leaf, seed=seed, name=f"{key}.cnn")(inputs[leaf_name]))
+        else:
+            features.append(keras.layers.Flatten(name=f"{key}.flat")(inputs[leaf_name]))
+    x = (keras.layers.Concatenate(name="join.leaves")(features) if len(features) > 1
+         else features[0])
+    for layer in mlp_layers(hidden_sizes, activation, seed, prefix="hidden."):
+        x = layer(x)
+    return functional_model(inputs, x, name=name)
+
+
+def functional_model(inputs, outputs, name: str) -> keras.Model:
+    """``keras.Model(inputs, outputs)``, for inputs keyed by leaf names.
+
+    Keras warns when a dict's key is not its input's name; here they differ on purpose (a
+    leaf name may hold ``/``, a Keras name may not: see :func:`input_name`), and Keras
+    matches a dict of inputs by key, so the warning is silenced.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="When providing `inputs` as a dict")
+        return keras.Model(inputs, outputs, name=name)
+
+
+def probe(space: gym.Space, batch: int = 2) -> Nest:
+    """Zero float32 features of ``batch`` encoded observations, to build a model on."""
+    return _map(space, lambda leaf: tf.zeros((batch,) + _leaf_encoded_shape(leaf), tf.float32))
