@@ -15,11 +15,20 @@ sample (the entropy reported is the pre-squash Gaussian's). Clipping is the defa
 because squashing saturates: once the mean drifts far past a bound, almost every sample
 lands on that bound, the return stops depending on the sample, and the signal that would
 pull the mean back fades (clipping has the same failure, but only past the bound itself).
+
+Action masks. The Discrete and MultiDiscrete heads take an optional ``mask``, [B, n] (or
+[B, sum(nvec)] in the flat order of the logits), true (or nonzero) where an action is
+legal. Illegal actions' logits become the dtype's lowest finite value, so every sampler
+(TFP, the portable one, NumPy), the greedy action, the log-probability and the entropy are
+those of the distribution renormalized over the legal actions, without an infinity that
+could turn into NaN. A row (or a MultiDiscrete sub-action) allowing no action is refused:
+eagerly with an InputError naming the row, inside a graph by an assertion whose message
+says "action mask allows no action".
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import gymnasium as gym
 import keras
@@ -35,7 +44,8 @@ from pg_keras.layers import LOG_STD_MIN as _LOG_STD_MIN
 tfd = tfp.distributions
 
 SUPPORTED_SPACES = ("Discrete", "Box", "MultiDiscrete", "MultiBinary")
-NumpySampler = Callable[[np.ndarray, np.random.Generator], Tuple[np.ndarray, np.ndarray]]
+NumpySampler = Callable[..., Tuple[np.ndarray, np.ndarray]]
+NO_ACTION = "action mask allows no action"
 
 
 class ActionHead(keras.layers.Layer):
@@ -46,21 +56,31 @@ class ActionHead(keras.layers.Layer):
         param_size: Output units the policy network must produce.
         raw_shape: Shape of one raw action (without the batch dimension).
         raw_dtype: dtype of raw actions.
+        mask_size: Width of an action mask, or None where the head takes none.
+
+    Every method taking ``params`` also takes ``mask``, an action mask (see the module
+    docstring); None, the default, allows every action. Heads without masks refuse one.
     """
 
     param_size: int
     raw_shape: tuple
     raw_dtype: tf.DType
+    mask_size: Optional[int] = None
 
     def __init__(self, space: gym.Space, **kwargs):
         super().__init__(**kwargs)
         self.space = space
 
-    def distribution(self, params) -> tfd.Distribution:
+    def _no_mask(self, mask) -> None:
+        if mask is not None:
+            raise InputError(f"action masks apply to Discrete and MultiDiscrete action "
+                             f"spaces; received a mask for the action space {self.space}")
+
+    def distribution(self, params, mask=None) -> tfd.Distribution:
         """A distribution with batch shape [B] over raw actions of ``raw_shape``."""
         raise NotImplementedError
 
-    def greedy(self, params) -> tf.Tensor:
+    def greedy(self, params, mask=None) -> tf.Tensor:
         """The most likely raw action, [B, *raw_shape]."""
         raise NotImplementedError
 
@@ -68,11 +88,11 @@ class ActionHead(keras.layers.Layer):
         """The action ``env.step`` receives, batched: inside the space, its dtype."""
         raise NotImplementedError
 
-    def parameters(self, params) -> Dict[str, tf.Tensor]:
+    def parameters(self, params, mask=None) -> Dict[str, tf.Tensor]:
         """The distribution's parameters by name, for export and inspection."""
         raise NotImplementedError
 
-    def portable_sample(self, params, seed) -> tf.Tensor:
+    def portable_sample(self, params, seed, mask=None) -> tf.Tensor:
         """A raw action [B, *raw_shape] drawn from ``distribution(params)``, seeded by
         ``seed`` (int32 [2]), in ops that TFLite and ONNX run (see portable_random.py).
 
@@ -81,7 +101,7 @@ class ActionHead(keras.layers.Layer):
         """
         raise NotImplementedError
 
-    def portable_log_prob(self, params, raw_action) -> tf.Tensor:
+    def portable_log_prob(self, params, raw_action, mask=None) -> tf.Tensor:
         """``distribution(params).log_prob(raw_action)`` [B], in the same portable ops."""
         raise NotImplementedError
 
@@ -93,8 +113,9 @@ class ActionHead(keras.layers.Layer):
         """The head's sampling and ``to_env`` in NumPy, with the head's current weights.
 
         For the gymnasium collector, where one TensorFlow call per env step would cost more
-        than the step. ``sampler(params, rng)`` draws from the same distribution as
-        ``distribution(params).sample()`` and returns ``(raw action, env action)``.
+        than the step. ``sampler(params, rng, mask=None)`` draws from the same
+        distribution as ``distribution(params, mask).sample()`` and returns
+        ``(raw action, env action)``.
         """
         raise NotImplementedError
 
@@ -108,33 +129,45 @@ class CategoricalHead(ActionHead):
     def __init__(self, space: gym.spaces.Discrete, **kwargs):
         super().__init__(space, **kwargs)
         self.param_size = int(space.n)
+        self.mask_size = self.param_size
         self.raw_shape = ()
         self.raw_dtype = tf.int32
         self._start = int(space.start)
         self._env_dtype = tf.as_dtype(space.dtype)
 
-    def distribution(self, params):
-        return tfd.Categorical(logits=params, dtype=tf.int32)
+    def _logits(self, params, mask):
+        if mask is None:
+            return params
+        mask = _checked_mask(mask, params, self.space)
+        mask = _require_an_action(mask, tf.reduce_any(mask, axis=-1))
+        return tf.where(mask, params, tf.constant(params.dtype.min, params.dtype))
 
-    def greedy(self, params):
-        return tf.argmax(params, axis=-1, output_type=tf.int32)
+    def distribution(self, params, mask=None):
+        return tfd.Categorical(logits=self._logits(params, mask), dtype=tf.int32)
+
+    def greedy(self, params, mask=None):
+        return tf.argmax(self._logits(params, mask), axis=-1, output_type=tf.int32)
 
     def to_env(self, raw_action):
         return tf.cast(raw_action + self._start, self._env_dtype)
 
-    def parameters(self, params):
-        return {"logits": params}
+    def parameters(self, params, mask=None):
+        return {"logits": self._logits(params, mask)}
 
-    def portable_sample(self, params, seed):
-        return _gumbel_max(params, seed)
+    def portable_sample(self, params, seed, mask=None):
+        return _gumbel_max(self._logits(params, mask), seed)
 
-    def portable_log_prob(self, params, raw_action):
-        return _categorical_log_prob(params, raw_action)
+    def portable_log_prob(self, params, raw_action, mask=None):
+        return _categorical_log_prob(self._logits(params, mask), raw_action)
 
     def numpy_sampler(self):
-        start, dtype = self._start, self.space.dtype
+        start, dtype, space = self._start, self.space.dtype, self.space
 
-        def sample(params, rng):
+        def sample(params, rng, mask=None):
+            if mask is not None:
+                mask = _numpy_mask(mask, params, space)
+                _numpy_require_an_action(mask, mask.any(axis=-1))
+                params = np.where(mask, params, np.finfo(params.dtype).min)
             raw = _gumbel_argmax(params, rng)
             return raw, (raw + start).astype(dtype)
         return sample
@@ -151,6 +184,7 @@ class MultiCategoricalHead(ActionHead):
         super().__init__(space, **kwargs)
         nvec = np.asarray(space.nvec).reshape(-1).astype(np.int64)
         self.param_size = int(nvec.sum())
+        self.mask_size = self.param_size
         self.raw_shape = (len(nvec),)
         self.raw_dtype = tf.int32
         self._nvec = [int(n) for n in nvec]
@@ -161,28 +195,36 @@ class MultiCategoricalHead(ActionHead):
         self._env_shape = tuple(space.shape)
         self._env_dtype = tf.as_dtype(space.dtype)
 
-    def _logits(self, params):
-        return layers.masked_logits(params, self._columns, self._valid)
+    def _logits(self, params, mask=None):
+        """[B, k, max(nvec)]: padding at -1e9, illegal actions at the lowest float."""
+        logits = layers.masked_logits(params, self._columns, self._valid)
+        if mask is None:
+            return logits
+        legal = tf.gather(_checked_mask(mask, params, self.space), self._columns, axis=-1)
+        legal = legal & self._valid
+        legal = _require_an_action(legal, tf.reduce_any(legal, axis=-1))
+        return tf.where(legal, logits, tf.constant(logits.dtype.min, logits.dtype))
 
-    def distribution(self, params):
-        return tfd.Independent(tfd.Categorical(logits=self._logits(params), dtype=tf.int32),
-                               reinterpreted_batch_ndims=1)
+    def distribution(self, params, mask=None):
+        return tfd.Independent(
+            tfd.Categorical(logits=self._logits(params, mask), dtype=tf.int32),
+            reinterpreted_batch_ndims=1)
 
-    def greedy(self, params):
-        return tf.argmax(self._logits(params), axis=-1, output_type=tf.int32)
+    def greedy(self, params, mask=None):
+        return tf.argmax(self._logits(params, mask), axis=-1, output_type=tf.int32)
 
     def to_env(self, raw_action):
         action = tf.reshape(raw_action + self._start, (-1,) + self._env_shape)
         return tf.cast(action, self._env_dtype)
 
-    def parameters(self, params):
-        return {"logits": self._logits(params)}
+    def parameters(self, params, mask=None):
+        return {"logits": self._logits(params, mask)}
 
-    def portable_sample(self, params, seed):
-        return _gumbel_max(self._logits(params), seed)
+    def portable_sample(self, params, seed, mask=None):
+        return _gumbel_max(self._logits(params, mask), seed)
 
-    def portable_log_prob(self, params, raw_action):
-        return _categorical_log_prob(self._logits(params), raw_action)
+    def portable_log_prob(self, params, raw_action, mask=None):
+        return _categorical_log_prob(self._logits(params, mask), raw_action)
 
     def keras_parameters(self, params):
         return {"logits": layers.MaskedLogits(self._nvec, name="masked_logits")(params)}
@@ -190,9 +232,14 @@ class MultiCategoricalHead(ActionHead):
     def numpy_sampler(self):
         columns, valid = self._columns.numpy(), self._valid.numpy()
         start, shape, dtype = self._start.numpy(), self._env_shape, self.space.dtype
+        space = self.space
 
-        def sample(params, rng):
-            raw = _gumbel_argmax(np.where(valid, params[:, columns], -np.inf), rng)
+        def sample(params, rng, mask=None):
+            legal = valid
+            if mask is not None:
+                legal = _numpy_mask(mask, params, space)[:, columns] & valid
+                _numpy_require_an_action(legal, legal.any(axis=-1))
+            raw = _gumbel_argmax(np.where(legal, params[:, columns], -np.inf), rng)
             return raw, (raw + start).reshape((-1,) + shape).astype(dtype)
         return sample
 
@@ -208,33 +255,39 @@ class BernoulliHead(ActionHead):
         self._env_shape = tuple(space.shape)
         self._env_dtype = tf.as_dtype(space.dtype)
 
-    def distribution(self, params):
+    def distribution(self, params, mask=None):
+        self._no_mask(mask)
         return tfd.Independent(tfd.Bernoulli(logits=params, dtype=tf.int32),
                                reinterpreted_batch_ndims=1)
 
-    def greedy(self, params):
+    def greedy(self, params, mask=None):
+        self._no_mask(mask)
         return tf.cast(params > 0, tf.int32)
 
     def to_env(self, raw_action):
         return tf.cast(tf.reshape(raw_action, (-1,) + self._env_shape), self._env_dtype)
 
-    def parameters(self, params):
+    def parameters(self, params, mask=None):
+        self._no_mask(mask)
         return {"logits": params}
 
-    def portable_sample(self, params, seed):
+    def portable_sample(self, params, seed, mask=None):
+        self._no_mask(mask)
         # P(u < sigmoid(logit)) = sigmoid(logit) for u uniform on (0, 1).
         uniform = portable_random.uniform(tf.shape(params), seed)
         return tf.cast(uniform < tf.sigmoid(params), tf.int32)
 
-    def portable_log_prob(self, params, raw_action):
+    def portable_log_prob(self, params, raw_action, mask=None):
+        self._no_mask(mask)
         # log sigmoid(l) for a 1, log sigmoid(-l) for a 0: a * l - softplus(l).
         softplus = tf.maximum(params, 0.0) + tf.math.log(1.0 + tf.exp(-tf.abs(params)))
         return tf.reduce_sum(tf.cast(raw_action, params.dtype) * params - softplus, axis=-1)
 
     def numpy_sampler(self):
-        shape, dtype = self._env_shape, self.space.dtype
+        shape, dtype, no_mask = self._env_shape, self.space.dtype, self._no_mask
 
-        def sample(params, rng):
+        def sample(params, rng, mask=None):
+            no_mask(mask)
             # P(logit + logistic noise > 0) = sigmoid(logit).
             raw = (params + rng.logistic(size=params.shape) > 0).astype(np.int32)
             return raw, raw.reshape((-1,) + shape).astype(dtype)
@@ -288,11 +341,13 @@ class GaussianHead(ActionHead):
         log_std = None if self.state_dependent_std else self.log_std
         return layers.gaussian_mean_and_log_std(params, log_std, self.init_log_std)
 
-    def distribution(self, params):
+    def distribution(self, params, mask=None):
+        self._no_mask(mask)
         mean, log_std = self._mean_and_log_std(params)
         return tfd.MultivariateNormalDiag(loc=mean, scale_diag=tf.exp(log_std))
 
-    def greedy(self, params):
+    def greedy(self, params, mask=None):
+        self._no_mask(mask)
         return self._mean_and_log_std(params)[0]
 
     def to_env(self, raw_action):
@@ -302,15 +357,18 @@ class GaussianHead(ActionHead):
         action = tf.clip_by_value(tf.cast(action, self._env_dtype), self._env_low, self._env_high)
         return tf.reshape(action, (-1,) + self._env_shape)
 
-    def parameters(self, params):
+    def parameters(self, params, mask=None):
+        self._no_mask(mask)
         mean, log_std = self._mean_and_log_std(params)
         return {"mean": mean, "std": tf.exp(log_std)}
 
-    def portable_sample(self, params, seed):
+    def portable_sample(self, params, seed, mask=None):
+        self._no_mask(mask)
         mean, log_std = self._mean_and_log_std(params)
         return mean + tf.exp(log_std) * portable_random.normal(tf.shape(mean), seed)
 
-    def portable_log_prob(self, params, raw_action):
+    def portable_log_prob(self, params, raw_action, mask=None):
+        self._no_mask(mask)
         mean, log_std = self._mean_and_log_std(params)
         z = (raw_action - mean) * tf.exp(-log_std)
         return (tf.reduce_sum(-0.5 * tf.square(z) - log_std, axis=-1)
@@ -329,9 +387,10 @@ class GaussianHead(ActionHead):
         f_low, f_high = self._low.numpy(), self._high.numpy()
         shape, dtype, tanh = self._env_shape, self.space.dtype, self.bounds == "tanh"
         fixed_std = None if self.state_dependent_std else np.exp(self.log_std.numpy())
-        offset = self.init_log_std
+        offset, no_mask = self.init_log_std, self._no_mask
 
-        def sample(params, rng):
+        def sample(params, rng, mask=None):
+            no_mask(mask)
             if fixed_std is None:
                 mean, log_std = np.split(params, 2, axis=-1)
                 std = np.exp(np.clip(log_std + offset, _LOG_STD_MIN, _LOG_STD_MAX))
@@ -359,6 +418,61 @@ def _categorical_log_prob(logits: tf.Tensor, raw_action: tf.Tensor) -> tf.Tensor
 def _gumbel_argmax(logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A categorical sample per row of the last axis: argmax(logits + Gumbel noise)."""
     return np.argmax(logits + rng.gumbel(size=logits.shape), axis=-1).astype(np.int32)
+
+
+def _checked_mask(mask, params, space) -> tf.Tensor:
+    """``mask`` as bool [B, n], n the width of ``params``; a wrong shape is refused."""
+    mask = tf.convert_to_tensor(mask)
+    if mask.dtype != tf.bool:
+        mask = tf.not_equal(mask, tf.zeros([], mask.dtype))  # 0/1 masks, as Taxi's int8
+    expected = params.shape.as_list()
+    static = mask.shape.rank is not None and (
+        mask.shape.rank != 2 or not mask.shape.is_compatible_with(expected))
+    if static or (tf.executing_eagerly() and mask.shape != params.shape):
+        rows = "" if expected[0] is None else f" (B = {expected[0]})"
+        raise InputError(f"action mask must have shape [B, {expected[-1]}]{rows} for the "
+                         f"action space {space}; received shape {mask.shape.as_list()}")
+    if not tf.executing_eagerly():
+        check = tf.debugging.assert_equal(
+            tf.shape(mask), tf.shape(params),
+            message=f"action mask must have shape [B, {expected[-1]}] as the logits")
+        with tf.control_dependencies([check]):
+            mask = tf.identity(mask)
+    return mask
+
+
+def _require_an_action(mask: tf.Tensor, allowed: tf.Tensor) -> tf.Tensor:
+    """``mask``, once every entry of ``allowed`` ([B] or [B, k] bool) is known true."""
+    if tf.executing_eagerly():
+        _numpy_require_an_action(mask.numpy(), allowed.numpy())
+        return mask
+    rows = tf.reduce_all(tf.reshape(allowed, [tf.shape(allowed)[0], -1]), axis=-1)
+    check = tf.debugging.Assert(
+        tf.reduce_all(rows), [f"{NO_ACTION} (every action is masked) in rows",
+                              tf.where(tf.logical_not(rows))[:, 0]], summarize=16)
+    with tf.control_dependencies([check]):
+        return tf.identity(mask)
+
+
+def _numpy_mask(mask, params: np.ndarray, space) -> np.ndarray:
+    """``mask`` as a bool array of the shape of ``params``; a wrong shape is refused."""
+    mask = np.asarray(mask)
+    if mask.shape != params.shape:
+        raise InputError(f"action mask must have shape [B, {params.shape[-1]}] (B = "
+                         f"{params.shape[0]}) for the action space {space}; received shape "
+                         f"{list(mask.shape)}")
+    return mask.astype(bool)
+
+
+def _numpy_require_an_action(mask: np.ndarray, allowed: np.ndarray) -> None:
+    """Refuses the first row (and sub-action) of ``allowed`` that is false."""
+    bad = np.argwhere(~np.asarray(allowed, bool))
+    if len(bad):
+        row = int(bad[0][0])
+        part = f", sub-action {int(bad[0][1])}" if len(bad[0]) > 1 else ""
+        legal = np.asarray(mask)[row].astype(int).tolist()
+        raise InputError(f"{NO_ACTION} in row {row}{part}: every action is masked; "
+                         f"received mask row {legal}")
 
 
 def make_head(space: gym.Space, state_dependent_std: bool = False, init_log_std: float = 0.0,

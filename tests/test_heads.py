@@ -9,6 +9,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from pg_keras import heads
+from pg_keras.config import InputError
 from pg_keras.heads import make_head
 
 B = 6
@@ -520,3 +521,156 @@ def test_portable_samples_are_set_by_the_seed():
     np.testing.assert_array_equal(head.portable_sample(params, tf.constant([1, 2])), first)
     for other in ([2, 2], [1, 3], [-1, 2]):
         assert not np.allclose(head.portable_sample(params, tf.constant(other)), first)
+
+
+# ----------------------------------------------------------------------- action masks
+#
+# A mask sets illegal logits to the lowest float: every sampler, the greedy action, the
+# log-probability and the entropy are those of the Categorical over the legal actions.
+
+MASK_DRAWS = 10000
+MASKED_HEADS = {
+    # space, one row of logits, one mask row (flat, as the env gives it)
+    "discrete": (gym.spaces.Discrete(5, start=1), [[0.3, 2.5, -0.4, 1.0, 0.1]],
+                 [[True, False, True, True, False]]),
+    "multi_discrete": (gym.spaces.MultiDiscrete([3, 2, 4]),
+                       [[1.5, -0.2, 0.4, 0.0, 3.0, 2.0, -1.0, 0.5, 0.7]],
+                       [[0, 1, 1, 1, 1, 1, 0, 1, 0]]),  # int8 0/1, like Taxi's
+}
+
+
+def _segments(space):
+    nvec = np.asarray(getattr(space, "nvec", [getattr(space, "n", 0)])).reshape(-1)
+    bounds = np.concatenate([[0], np.cumsum(nvec)])
+    return [slice(bounds[k], bounds[k + 1]) for k in range(len(nvec))]
+
+
+def _renormalized(space, logits, mask):
+    """Per sub-action: the probabilities over its choices, zero where masked."""
+    logits, mask = np.asarray(logits, float)[0], np.asarray(mask, bool)[0]
+    probs = []
+    for cut in _segments(space):
+        p = np.where(mask[cut], np.exp(logits[cut] - logits[cut][mask[cut]].max()), 0.0)
+        probs.append(p / p.sum())
+    return probs
+
+
+def _legal_outcome_probs(space, logits, mask):
+    """The joint law over the product of the sub-actions (illegal outcomes at 0)."""
+    joint = np.ones(1)
+    for p in _renormalized(space, logits, mask):
+        joint = np.outer(joint, p).ravel()
+    return joint
+
+
+@pytest.mark.parametrize("name", list(MASKED_HEADS))
+def test_masked_actions_are_never_sampled_and_the_legal_follow_the_renormalized_law(name):
+    space, logits, mask = MASKED_HEADS[name]
+    head = make_head(space)
+    nvec = [s.stop - s.start for s in _segments(space)]
+    params = tf.tile(tf.constant(logits, tf.float32), [MASK_DRAWS, 1])
+    masks = np.tile(np.asarray(mask), (MASK_DRAWS, 1))
+    draws = {
+        "tfp": head.distribution(params, masks).sample(seed=SEED).numpy(),
+        "portable": head.portable_sample(params, tf.constant([5, 8]), masks).numpy(),
+        "numpy": head.numpy_sampler()(params.numpy(), np.random.default_rng(3), masks)[0],
+    }
+    law = _legal_outcome_probs(space, logits, mask)
+    for sampler, raw in draws.items():
+        outcomes = _joint_outcomes(raw.reshape(MASK_DRAWS, -1), nvec)
+        counts = np.bincount(outcomes, minlength=len(law))
+        assert counts[law == 0].sum() == 0, (sampler, counts)
+        _assert_chi2(counts[law > 0], law[law > 0])
+
+
+@pytest.mark.parametrize("name", list(MASKED_HEADS))
+def test_masked_log_prob_entropy_and_greedy_are_the_renormalized_distributions(name):
+    space, logits, mask = MASKED_HEADS[name]
+    head = make_head(space)
+    params = tf.constant(logits, tf.float32)
+    probs = _renormalized(space, logits, mask)
+    legal = [np.flatnonzero(p > 0) for p in probs]
+    # Every legal action (each sub-action's legal choices paired cyclically).
+    width = max(len(choices) for choices in legal)
+    actions = np.stack([choices[np.arange(width) % len(choices)] for choices in legal], -1)
+    actions = actions.reshape((width,) + tuple(head.raw_shape)).astype(np.int32)
+    rows = tf.tile(params, [width, 1])
+    masks = np.tile(np.asarray(mask), (width, 1))
+    expected = sum(np.log(p[actions.reshape(width, -1)[:, k]]) for k, p in enumerate(probs))
+    distribution = head.distribution(rows, masks)
+    np.testing.assert_allclose(distribution.log_prob(actions).numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(head.portable_log_prob(rows, actions, masks).numpy(), expected,
+                               rtol=1e-5)
+    entropy = sum(-(p[p > 0] * np.log(p[p > 0])).sum() for p in probs)
+    np.testing.assert_allclose(distribution.entropy().numpy(), entropy, rtol=1e-5)
+    # The unmasked best action is illegal in both spaces; greedy takes the best legal one.
+    greedy = head.greedy(params, np.asarray(mask)).numpy().reshape(-1)
+    np.testing.assert_array_equal(greedy, [p.argmax() for p in probs])
+    assert not np.array_equal(greedy, head.greedy(params).numpy().reshape(-1))
+
+
+@pytest.mark.parametrize("space", [gym.spaces.Discrete(4), gym.spaces.MultiDiscrete([3, 4])],
+                         ids=str)
+def test_one_legal_action_has_probability_one_finite_gradient_and_no_nan(space):
+    head = make_head(space)
+    params = tf.constant(np.random.default_rng(0).normal(scale=50.0, size=(B, head.param_size)),
+                         tf.float32)
+    mask = np.zeros((B, head.param_size), bool)
+    chosen = []
+    for row, cut in ((r, c) for r in range(B) for c in _segments(space)):
+        legal = cut.start + (row + cut.start) % (cut.stop - cut.start)
+        mask[row, legal] = True
+        chosen.append(legal - cut.start)
+    actions = np.asarray(chosen, np.int32).reshape((B,) + tuple(head.raw_shape))
+    with tf.GradientTape() as tape:
+        tape.watch(params)
+        distribution = head.distribution(params, mask)
+        log_prob, entropy = distribution.log_prob(actions), distribution.entropy()
+        total = tf.reduce_sum(log_prob) + tf.reduce_sum(entropy)
+    gradient = tape.gradient(total, params).numpy()
+    np.testing.assert_allclose(log_prob.numpy(), 0.0, atol=1e-6)
+    np.testing.assert_allclose(entropy.numpy(), 0.0, atol=1e-6)
+    assert np.all(np.isfinite(gradient)) and np.all(gradient[~mask] == 0.0)
+    for values in (head.parameters(params, mask)["logits"], head.greedy(params, mask),
+                   distribution.sample(seed=SEED), head.portable_sample(params, SEED, mask)):
+        assert not np.any(np.isnan(values.numpy()))
+    np.testing.assert_array_equal(head.greedy(params, mask).numpy(), actions)
+    np.testing.assert_array_equal(head.portable_sample(params, SEED, mask).numpy(), actions)
+
+
+@pytest.mark.parametrize("space, bad_row", [
+    (gym.spaces.Discrete(3), [0, 0, 0]),
+    (gym.spaces.MultiDiscrete([2, 3]), [1, 0, 0, 0, 0]),  # the second sub-action: none
+], ids=str)
+def test_a_row_allowing_no_action_is_refused(space, bad_row):
+    head = make_head(space)
+    params = tf.zeros((3, head.param_size))
+    mask = np.ones((3, head.param_size), bool)
+    mask[2] = bad_row
+    with pytest.raises(InputError, match="action mask allows no action in row 2"):
+        head.distribution(params, mask)
+    with pytest.raises(InputError, match="action mask allows no action in row 2"):
+        head.numpy_sampler()(params.numpy(), np.random.default_rng(0), mask)
+    graph = tf.function(lambda p, m: head.portable_sample(p, SEED, m))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="action mask allows no action"):
+        graph(params, tf.constant(mask))
+    np.testing.assert_array_equal(graph(params[:2], tf.constant(mask[:2])).shape[0], 2)
+
+
+def test_a_mask_of_the_wrong_shape_or_for_another_head_is_refused():
+    head = make_head(gym.spaces.Discrete(3))
+    with pytest.raises(InputError, match=r"shape \[B, 3\] \(B = 2\).*received shape \[2, 4\]"):
+        head.greedy(tf.zeros((2, 3)), np.ones((2, 4), bool))
+    with pytest.raises(InputError, match=r"received shape \[2, 4\]"):
+        head.numpy_sampler()(np.zeros((2, 3), np.float32), np.random.default_rng(0),
+                             np.ones((2, 4), bool))
+    with pytest.raises(InputError, match=r"received shape \[None, 4\]"):
+        tf.function(lambda p, m: head.greedy(p, m), autograph=False).get_concrete_function(
+            tf.TensorSpec([None, 3]), tf.TensorSpec([None, 4], tf.bool))
+    for space in (gym.spaces.MultiBinary(2), gym.spaces.Box(-1.0, 1.0, (2,), np.float32)):
+        other = make_head(space)
+        with pytest.raises(InputError, match="action masks apply to Discrete and MultiDiscrete"):
+            other.distribution(tf.zeros((2, other.param_size)), np.ones((2, 2), bool))
+        with pytest.raises(InputError, match="action masks apply to Discrete and MultiDiscrete"):
+            other.numpy_sampler()(np.zeros((2, other.param_size), np.float32),
+                                  np.random.default_rng(0), np.ones((2, 2), bool))
