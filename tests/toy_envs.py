@@ -108,3 +108,49 @@ class DictActionEnv(CounterEnv):
 
 
 gym.register("PgkDictAction-v0", entry_point=DictActionEnv)
+
+
+class CuePositionEnv(gym.Env):
+    """A Dict observation only a policy reading both keys can use.
+
+    Each step shows a fresh ``cue`` (0 or 1, a fair coin) and ``position`` (uniform on
+    [-1, 1], independent of the cue); action ``cue XOR (position > 0)`` earns 1, the other
+    0. Episodes last ``length`` steps. Either key alone says nothing about which action
+    pays (the other key is a fair coin that flips it), so every policy blind to a key
+    earns ``length / 2`` in expectation; reading both earns ``length``.
+    """
+
+    observation_space = gym.spaces.Dict({
+        "cue": gym.spaces.Discrete(2),
+        "position": gym.spaces.Box(-1.0, 1.0, (1,), np.float32),
+    })
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, length=8):
+        self.length = length
+        self.t = 0
+        self._observation = None
+
+    @staticmethod
+    def rewarded_action(cue, position) -> int:
+        """The action that earns 1 for this observation."""
+        return int(cue) ^ int(np.asarray(position).reshape(-1)[0] > 0)
+
+    def _draw(self):
+        self._observation = {
+            "cue": np.int64(self.np_random.integers(2)),
+            "position": self.np_random.uniform(-1.0, 1.0, (1,)).astype(np.float32)}
+        return {"cue": self._observation["cue"], "position": self._observation["position"].copy()}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._draw(), {}
+
+    def step(self, action):
+        reward = float(int(action) == self.rewarded_action(**self._observation))
+        self.t += 1
+        return self._draw(), reward, self.t >= self.length, False, {}
+
+
+gym.register("PgkCuePosition-v0", entry_point=CuePositionEnv)
