@@ -475,6 +475,27 @@ def _numpy_require_an_action(mask: np.ndarray, allowed: np.ndarray) -> None:
                          f"received mask row {legal}")
 
 
+def info_action_mask(info: dict, num_envs: int, mask_size: int,
+                     key: str = "action_mask") -> Optional[np.ndarray]:
+    """The [num_envs, mask_size] bool mask a vector env's ``info`` carries, or None.
+
+    Gymnasium's vector envs gather each env's ``info[key]`` (Taxi's ``action_mask``)
+    into one array, with ``info["_" + key]`` saying which envs gave one this step; an env
+    that gave none allows every action.
+
+    Raises:
+        InputError: if the mask does not have ``mask_size`` entries per env.
+    """
+    if key not in info:
+        return None
+    mask = np.asarray(info[key])
+    if mask.shape != (num_envs, mask_size):
+        raise InputError(f"info[{key!r}] must hold a mask of shape [{num_envs}, {mask_size}] "
+                         f"(envs, actions); received shape {list(mask.shape)}")
+    present = np.asarray(info.get("_" + key, np.ones(num_envs, bool)), bool)
+    return np.where(present[:, None], mask.astype(bool), True)
+
+
 def make_head(space: gym.Space, state_dependent_std: bool = False, init_log_std: float = 0.0,
               action_bounds: str = "clip") -> ActionHead:
     """The head for a gymnasium action space.

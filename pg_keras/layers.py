@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence, Tuple
 
+import gymnasium as gym
 import keras
 import numpy as np
 import tensorflow as tf
@@ -67,29 +68,50 @@ def gaussian_mean_and_log_std(params, log_std: Optional[tf.Tensor],
 
 @keras.saving.register_keras_serializable(package="pg_keras")
 class EncodeObservations(keras.layers.Layer):
-    """Raw observations -> float32: one-hot for a ``Discrete(n, start)`` space, else a cast.
+    """Raw observations of one (leaf) space -> float32, as ``pg_keras.spaces.encode``:
+    one-hot for ``Discrete(n, start)``, joined one-hots for ``MultiDiscrete(nvec, start)``,
+    else a cast. :func:`observation_encoder` makes the one a space needs.
 
     Args:
-        num_categories: ``n`` of a Discrete observation space; None for a Box.
-        start: The Discrete space's ``start``.
+        num_categories: ``n`` of a Discrete observation space; None otherwise.
+        start: The Discrete space's ``start``; a MultiDiscrete space's (flat list).
+        nvec: A MultiDiscrete space's ``nvec`` (flat list); None otherwise.
     """
 
-    def __init__(self, num_categories: Optional[int] = None, start: int = 0, **kwargs):
+    def __init__(self, num_categories: Optional[int] = None, start=0,
+                 nvec: Optional[Sequence[int]] = None, **kwargs):
         super().__init__(**kwargs)
         self.num_categories = None if num_categories is None else int(num_categories)
-        self.start = int(start)
+        self.nvec = None if nvec is None else [int(n) for n in np.asarray(nvec).reshape(-1)]
+        self.start = (int(start) if self.nvec is None
+                      else [int(s) for s in np.broadcast_to(start, (len(self.nvec),))])
 
     def call(self, inputs):
+        if self.nvec is not None:
+            return spaces.multi_one_hot(inputs, self.nvec, self.start)
         return encode(inputs, self.num_categories, self.start)
 
     def compute_output_shape(self, input_shape):
+        if self.nvec is not None:
+            return (input_shape[0], sum(self.nvec))
         if self.num_categories is None:
             return input_shape
         return (input_shape[0], self.num_categories)
 
     def get_config(self):
-        return {**super().get_config(), "num_categories": self.num_categories,
-                "start": self.start}
+        config = {**super().get_config(), "num_categories": self.num_categories,
+                  "start": self.start}
+        return config if self.nvec is None else {**config, "nvec": self.nvec}
+
+
+def observation_encoder(space, name: str = "encode") -> EncodeObservations:
+    """The :class:`EncodeObservations` layer of a leaf observation space."""
+    if isinstance(space, gym.spaces.Discrete):
+        return EncodeObservations(int(space.n), int(space.start), name=name)
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return EncodeObservations(start=np.asarray(space.start).reshape(-1).tolist(),
+                                  nvec=np.asarray(space.nvec).reshape(-1).tolist(), name=name)
+    return EncodeObservations(name=name)
 
 
 @keras.saving.register_keras_serializable(package="pg_keras")

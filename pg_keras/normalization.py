@@ -76,3 +76,55 @@ class RunningNormalization(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "clip": self.clip, "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package="pg_keras")
+class NestedNormalization(keras.layers.Layer):
+    """:class:`RunningNormalization` of some leaves of a nested observation.
+
+    Takes and returns the dict ``{leaf name: [B, *shape]}`` of a Dict or Tuple
+    observation space (see pg_keras.spaces); the named leaves are standardized, each
+    with its own statistics, and the others (images, one-hots) pass through unchanged.
+
+    Args:
+        leaves: Names of the leaves to normalize (``pg_keras.spaces.normalizes``).
+        clip: As for :class:`RunningNormalization`.
+        epsilon: As for :class:`RunningNormalization`.
+    """
+
+    def __init__(self, leaves, clip: float = 10.0, epsilon: float = 1e-8, **kwargs):
+        super().__init__(**kwargs)
+        self.leaves = [str(name) for name in leaves]
+        self.clip = float(clip)
+        self.epsilon = float(epsilon)
+        # Attributes leaf_0, leaf_1, ...: checkpoints track a layer's attributes (not the
+        # entries of a list Keras wraps), and a leaf name may hold "/", which neither a
+        # checkpoint key nor a layer name may.
+        self.normalizers = []
+        for i in range(len(self.leaves)):
+            normalizer = RunningNormalization(clip, epsilon, name=f"leaf_{i}")
+            setattr(self, f"leaf_{i}", normalizer)
+            self.normalizers.append(normalizer)
+
+    def build(self, input_shape):
+        for name, normalizer in zip(self.leaves, self.normalizers):
+            if not normalizer.built:
+                normalizer.build(input_shape[name])
+
+    def call(self, inputs):
+        outputs = dict(inputs)
+        for name, normalizer in zip(self.leaves, self.normalizers):
+            outputs[name] = normalizer(inputs[name])
+        return outputs
+
+    def update(self, batch, mask=None) -> None:
+        """Merges a batch ``{leaf name: [N, *shape]}`` into each leaf's statistics."""
+        for name, normalizer in zip(self.leaves, self.normalizers):
+            normalizer.update(batch[name], mask)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "leaves": self.leaves, "clip": self.clip,
+                "epsilon": self.epsilon}

@@ -384,6 +384,37 @@ def functional_model(inputs, outputs, name: str) -> keras.Model:
         return keras.Model(inputs, outputs, name=name)
 
 
+def keras_inputs(space: gym.Space) -> Nest:
+    """``keras.Input`` of raw observations in the :func:`serving_dtype`: one named
+    ``observations`` for a leaf space, one per leaf (named by :func:`input_name`) for a
+    nested one."""
+    if not is_nested(space):
+        return keras.Input(tuple(int(d) for d in space.shape),
+                           dtype=_leaf_serving_dtype(check_leaf(space)).name, name="observations")
+    return {name: keras.Input(tuple(int(d) for d in leaf.shape),
+                              dtype=_leaf_serving_dtype(leaf).name, name=input_name(name))
+            for name, leaf in leaves(space).items()}
+
+
+ACTION_MASK_KEY = "action_mask"
+
+
+def split_action_mask(space: gym.Space) -> Tuple[gym.Space, bool]:
+    """A Dict space without its top-level ``"action_mask"`` key (PettingZoo's layout), and
+    whether it had one: the mask goes to the action head, not to the network.
+
+    Raises:
+        InputError: if the mask is the only key.
+    """
+    if not (isinstance(space, gym.spaces.Dict) and ACTION_MASK_KEY in space.spaces):
+        return space, False
+    rest = {key: child for key, child in space.spaces.items() if key != ACTION_MASK_KEY}
+    if not rest:
+        raise InputError(f"observation space {space} holds an action mask and nothing else "
+                         f"to observe")
+    return gym.spaces.Dict(rest), True
+
+
 def probe(space: gym.Space, batch: int = 2) -> Nest:
     """Zero float32 features of ``batch`` encoded observations, to build a model on."""
     return _map(space, lambda leaf: tf.zeros((batch,) + _leaf_encoded_shape(leaf), tf.float32))

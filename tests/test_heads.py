@@ -674,3 +674,25 @@ def test_a_mask_of_the_wrong_shape_or_for_another_head_is_refused():
         with pytest.raises(InputError, match="action masks apply to Discrete and MultiDiscrete"):
             other.numpy_sampler()(np.zeros((2, other.param_size), np.float32),
                                   np.random.default_rng(0), np.ones((2, 2), bool))
+
+
+def test_taxis_info_mask_reaches_the_head_and_is_obeyed():
+    envs = gym.make_vec("Taxi-v4", num_envs=3, vectorization_mode="sync")
+    _, info = envs.reset(seed=0)
+    head = make_head(envs.single_action_space)
+    rng = np.random.default_rng(0)
+    sample = head.numpy_sampler()
+    for _ in range(50):
+        mask = heads.info_action_mask(info, 3, head.mask_size)
+        assert mask.dtype == bool and mask.shape == (3, 6)
+        raw, action = sample(np.zeros((3, 6), np.float32), rng, mask)
+        assert np.all(mask[np.arange(3), raw])
+        _, _, _, _, info = envs.step(action)
+    assert heads.info_action_mask({}, 3, 6) is None
+    partial = {"action_mask": np.zeros((2, 6), np.int8), "_action_mask": np.array([True, False])}
+    partial["action_mask"][0, 4] = 1
+    np.testing.assert_array_equal(heads.info_action_mask(partial, 2, 6),
+                                  [[0, 0, 0, 0, 1, 0], [1] * 6])
+    with pytest.raises(InputError, match=r"info\['action_mask'\] must hold a mask of shape "
+                                         r"\[2, 4\].*received shape \[2, 6\]"):
+        heads.info_action_mask(partial, 2, 4)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pg_keras.normalization import RunningNormalization
+from pg_keras.normalization import NestedNormalization, RunningNormalization
 
 # Uneven batch sizes, including a single row, so the parallel merge is exercised with
 # counts that differ a lot between the running and the new statistics.
@@ -184,3 +184,41 @@ def test_update_builds_an_unbuilt_layer():
         layer.update(batch, mask)
     _assert_stats(layer, _fed((3,))[1])
     assert tuple(layer.mean.shape) == (3,)
+
+
+# ------------------------------------------------------------------ nested observations
+
+
+def _nested_batch(seed, n=16):
+    rng = np.random.default_rng(seed)
+    return {"a/0": (rng.normal(size=(n, 3)) * 4 + 2).astype(np.float32),
+            "b": rng.normal(size=(n, 2)).astype(np.float32),
+            "image": rng.integers(0, 256, (n, 4, 4, 1)).astype(np.float32)}
+
+
+def test_nested_normalization_keeps_each_leafs_own_statistics():
+    nested = NestedNormalization(["a/0", "b"], clip=3.0)
+    plain = {name: RunningNormalization(clip=3.0) for name in ("a/0", "b")}
+    mask = np.array([1.0] * 12 + [0.0] * 4, np.float32)
+    for seed in (0, 1):
+        batch = _nested_batch(seed)
+        nested.update(batch, mask)
+        for name, layer in plain.items():
+            layer.update(batch[name], mask)
+    batch = _nested_batch(2)
+    output = nested(batch)
+    for name, layer in plain.items():
+        np.testing.assert_allclose(output[name].numpy(), layer(batch[name]).numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(output["image"], batch["image"])  # not a normalized leaf
+
+
+def test_nested_normalization_round_trips_through_checkpoints_and_config(tmp_path):
+    nested = NestedNormalization(["a/0", "b"], clip=3.0)
+    nested.update(_nested_batch(0))
+    path = tf.train.Checkpoint(n=nested).write(str(tmp_path / "ckpt"))
+    restored = NestedNormalization.from_config(nested.get_config())
+    restored.build({name: (None,) + x.shape[1:] for name, x in _nested_batch(0).items()})
+    tf.train.Checkpoint(n=restored).read(path).assert_consumed()
+    batch = _nested_batch(3)
+    for name in batch:
+        np.testing.assert_array_equal(restored(batch)[name], nested(batch)[name])

@@ -226,3 +226,31 @@ def test_nested_default_network_round_trips_through_keras_saving(tmp_path):
     model.save(tmp_path / "policy.keras")
     loaded = keras.models.load_model(tmp_path / "policy.keras")
     np.testing.assert_allclose(loaded(features).numpy(), model(features).numpy(), rtol=1e-6)
+
+
+def test_encoding_layers_and_keras_inputs_match_the_encoding():
+    from pg_keras import layers
+    for space in (gym.spaces.Discrete(4, start=1), gym.spaces.MultiDiscrete([[3, 2]], start=[[1, -1]]),
+                  gym.spaces.MultiBinary(3), IMAGE, BOX):
+        batch = np.stack([space.sample() for _ in range(3)])
+        layer = layers.observation_encoder(space)
+        clone = layers.EncodeObservations.from_config(layer.get_config())
+        inputs = spaces.keras_inputs(space)
+        assert inputs.name == "observations" and inputs.dtype == spaces.serving_dtype(space).name
+        for encoder in (layer, clone):
+            np.testing.assert_array_equal(encoder(batch).numpy(),
+                                          spaces.encode(space, batch).numpy())
+    inputs = spaces.keras_inputs(NESTED)
+    assert {name: (t.name, t.dtype) for name, t in inputs.items()} == {
+        "a/0": ("a_0", "int32"), "a/1": ("a_1", "float32"), "b/c": ("b_c", "int32"),
+        "b/image": ("b_image", "uint8")}
+
+
+def test_an_action_mask_key_is_split_from_what_the_network_sees():
+    space = gym.spaces.Dict({"observation": BOX,
+                             "action_mask": gym.spaces.Box(0, 1, (4,), np.int8)})
+    rest, has_mask = spaces.split_action_mask(space)
+    assert has_mask and list(spaces.leaves(rest)) == ["observation"]
+    assert spaces.split_action_mask(BOX) == (BOX, False)
+    with pytest.raises(InputError, match="holds an action mask and nothing else"):
+        spaces.split_action_mask(gym.spaces.Dict({"action_mask": gym.spaces.MultiBinary(2)}))
