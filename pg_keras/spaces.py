@@ -285,6 +285,45 @@ def _describe(observation) -> str:
     return f"a {type(observation).__name__}"
 
 
+# ------------------------------------------------- batches of observations, in NumPy
+#
+# Collectors keep observations as a "nest": one array for a leaf space, the flat dict
+# {leaf name: array} for a nested one. These helpers treat both alike.
+
+
+def nest_map(fn: Callable, *nests: Nest) -> Nest:
+    """``fn`` applied leaf by leaf to nests of the same structure."""
+    if isinstance(nests[0], dict):
+        return {name: fn(*(nest[name] for nest in nests)) for name in nests[0]}
+    return fn(*nests)
+
+
+def zeros(space: gym.Space, batch_shape: Sequence[int]) -> Nest:
+    """A zero-filled NumPy buffer of ``batch_shape`` observations, in the stored dtypes."""
+    return nest_map(lambda spec: np.zeros(spec.shape, spec.dtype.as_numpy_dtype),
+                    tensor_spec(space, batch_shape))
+
+
+def as_numpy(space: gym.Space, observations: Nest) -> Nest:
+    """The env's (batched) observations as NumPy arrays in the stored dtypes, flat."""
+    observations = flatten(space, observations)
+    return nest_map(lambda x, dtype: np.asarray(x, dtype.as_numpy_dtype), observations,
+                    observation_dtype(space))
+
+
+def as_tensors(space: gym.Space, observations: Nest) -> Nest:
+    """The env's (batched) observations as tensors in the stored dtypes, flat."""
+    return nest_map(tf.convert_to_tensor, as_numpy(space, observations))
+
+
+def stack(space: gym.Space, observations: Sequence[Nest]) -> Nest:
+    """One observation per env (``info["final_obs"][i]``) -> a batch, flat."""
+    flat = [flatten(space, observation) for observation in observations]
+    if not is_nested(space):
+        return np.stack([np.asarray(x) for x in flat])
+    return {name: np.stack([np.asarray(x[name]) for x in flat]) for name in leaves(space)}
+
+
 # ------------------------------------------------------------------------------ torsos
 
 

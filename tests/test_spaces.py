@@ -254,3 +254,23 @@ def test_an_action_mask_key_is_split_from_what_the_network_sees():
     assert spaces.split_action_mask(BOX) == (BOX, False)
     with pytest.raises(InputError, match="holds an action mask and nothing else"):
         spaces.split_action_mask(gym.spaces.Dict({"action_mask": gym.spaces.MultiBinary(2)}))
+
+
+def test_numpy_nests_buffer_convert_and_stack_observations():
+    buffer = spaces.zeros(NESTED, (4, 2))
+    assert {name: (x.shape, x.dtype) for name, x in buffer.items()} == {
+        "a/0": ((4, 2), np.int32), "a/1": ((4, 2, 3), np.float32), "b/c": ((4, 2, 2), np.int32),
+        "b/image": ((4, 2, 12, 12, 3), np.uint8)}
+    batch = _batched(NESTED, 2, seed=5)
+    row = spaces.as_numpy(NESTED, batch)
+    spaces.nest_map(lambda target, value: target.__setitem__(1, value), buffer, row)
+    np.testing.assert_array_equal(buffer["b/image"][1], batch["b"]["image"])
+    np.testing.assert_array_equal(buffer["a/0"][1], batch["a"][0])
+    assert spaces.as_tensors(NESTED, batch)["a/1"].dtype == tf.float32
+    # info["final_obs"] holds one nested observation per env.
+    singles = [NESTED.sample() for _ in range(3)]
+    stacked = spaces.stack(NESTED, singles)
+    np.testing.assert_array_equal(stacked["a/1"], [s["a"][1] for s in singles])
+    np.testing.assert_array_equal(spaces.stack(BOX, [np.ones(3), np.zeros(3)]),
+                                  [np.ones(3), np.zeros(3)])
+    assert spaces.zeros(BOX, (2,)).dtype == np.float32
