@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 
@@ -71,6 +72,16 @@ class RunningNormalization(keras.layers.Layer):
         self.variance.assign(tf.where(has_data, new_var, self.variance))
         self.count.assign(count)
 
+    def rows(self, features) -> tf.Tensor:
+        """[N, *shape] features -> [N, size]: the flat rows :meth:`update_rows` takes (the
+        learner gathers them across replicas in one tensor)."""
+        features = tf.convert_to_tensor(features)
+        return tf.reshape(tf.cast(features, tf.float32), [tf.shape(features)[0], -1])
+
+    def update_rows(self, rows, mask=None) -> None:
+        """:meth:`update` on the flat rows of :meth:`rows`."""
+        self.update(tf.reshape(rows, [-1, *self.mean.shape]), mask)
+
     def compute_output_shape(self, input_shape):
         return input_shape
 
@@ -121,6 +132,18 @@ class NestedNormalization(keras.layers.Layer):
         """Merges a batch ``{leaf name: [N, *shape]}`` into each leaf's statistics."""
         for name, normalizer in zip(self.leaves, self.normalizers):
             normalizer.update(batch[name], mask)
+
+    def rows(self, features) -> tf.Tensor:
+        """``{leaf name: [N, *shape]}`` -> [N, size]: the normalized leaves, flattened and
+        joined in the order of :attr:`leaves` (the rows :meth:`update_rows` takes)."""
+        return tf.concat([normalizer.rows(features[name])
+                          for name, normalizer in zip(self.leaves, self.normalizers)], axis=1)
+
+    def update_rows(self, rows, mask=None) -> None:
+        """:meth:`update` on the joined rows of :meth:`rows`."""
+        sizes = [int(np.prod(normalizer.mean.shape)) for normalizer in self.normalizers]
+        for normalizer, part in zip(self.normalizers, tf.split(rows, sizes, axis=1)):
+            normalizer.update_rows(part, mask)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -222,3 +222,21 @@ def test_nested_normalization_round_trips_through_checkpoints_and_config(tmp_pat
     batch = _nested_batch(3)
     for name in batch:
         np.testing.assert_array_equal(restored(batch)[name], nested(batch)[name])
+
+
+def test_updating_from_flat_rows_is_updating_from_the_features():
+    """The learner gathers the normalizer's inputs across replicas as one [N, size] tensor."""
+    batch, mask = _nested_batch(4), np.array([1.0] * 10 + [0.0] * 6, np.float32)
+    for make in (lambda: NestedNormalization(["a/0", "image"]),
+                 lambda: RunningNormalization()):
+        direct, by_rows = make(), make()
+        features = batch if isinstance(direct, NestedNormalization) else batch["image"]
+        direct.update(features, mask)
+        rows = by_rows.rows(features)
+        assert rows.shape == ((16, 3 + 16) if isinstance(direct, NestedNormalization)
+                              else (16, 16))
+        by_rows.build({name: (None,) + x.shape[1:] for name, x in batch.items()}
+                      if isinstance(by_rows, NestedNormalization) else (None, 4, 4, 1))
+        by_rows.update_rows(rows, mask)
+        for a, b in zip(direct.weights, by_rows.weights):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
