@@ -12,7 +12,7 @@ Leaf spaces:
 space               stored as   encoded as (float32)         normalized  default torso
 ==================  ==========  ===========================  ==========  ================
 Box, float/vector   float32     the values                   yes         MLP
-Box, integer image  its dtype   the values (0-255)           no          CNN
+Box, integer image  float32     the values (0-255)           no          CNN
 Discrete(n)         int32       one-hot [n]                  no          MLP
 MultiDiscrete(nv)   int32       one-hot per entry, joined    no          MLP
 MultiBinary(n)      int32       the bits                     no          MLP
@@ -147,8 +147,8 @@ def _map(space: gym.Space, fn: Callable[[gym.Space], Any]) -> Nest:
 
 
 def _leaf_dtype(space: gym.Space) -> tf.DType:
-    if image_layout(space):
-        return tf.as_dtype(space.dtype)
+    # Every Box, images included, is stored as float32: what the policy's functions and
+    # the exported model's checks take (the serving dtype stays the image's own).
     return tf.float32 if isinstance(space, gym.spaces.Box) else tf.int32
 
 

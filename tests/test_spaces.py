@@ -19,8 +19,8 @@ IMAGE = gym.spaces.Box(0, 255, (12, 12, 3), np.uint8)
 @pytest.mark.parametrize("space, dtype, serving, encoded, normalized, image", [
     (BOX, tf.float32, tf.float32, (3,), True, False),
     (gym.spaces.Box(0, 10, (2,), np.int64), tf.float32, tf.int64, (2,), True, False),
-    (IMAGE, tf.uint8, tf.uint8, (12, 12, 3), False, True),
-    (gym.spaces.Box(0, 255, (4, 10, 10), np.uint8), tf.uint8, tf.uint8, (4, 10, 10), False,
+    (IMAGE, tf.float32, tf.uint8, (12, 12, 3), False, True),
+    (gym.spaces.Box(0, 255, (4, 10, 10), np.uint8), tf.float32, tf.uint8, (4, 10, 10), False,
      True),
     (gym.spaces.Discrete(5, start=2), tf.int32, tf.int32, (5,), False, False),
     (gym.spaces.MultiDiscrete([3, 2, 4]), tf.int32, tf.int32, (9,), False, False),
@@ -111,7 +111,8 @@ def test_leaf_names_and_input_names():
                                             "b/image": (12, 12, 3)}
     assert spaces.normalizes(NESTED) == {"a/0": False, "a/1": True, "b/c": False,
                                          "b/image": False}
-    assert spaces.observation_dtype(NESTED)["b/image"] == tf.uint8
+    assert spaces.observation_dtype(NESTED)["b/image"] == tf.float32
+    assert spaces.serving_dtype(NESTED)["b/image"] == tf.uint8
 
 
 def test_colliding_input_names_are_refused():
@@ -260,7 +261,7 @@ def test_numpy_nests_buffer_convert_and_stack_observations():
     buffer = spaces.zeros(NESTED, (4, 2))
     assert {name: (x.shape, x.dtype) for name, x in buffer.items()} == {
         "a/0": ((4, 2), np.int32), "a/1": ((4, 2, 3), np.float32), "b/c": ((4, 2, 2), np.int32),
-        "b/image": ((4, 2, 12, 12, 3), np.uint8)}
+        "b/image": ((4, 2, 12, 12, 3), np.float32)}
     batch = _batched(NESTED, 2, seed=5)
     row = spaces.as_numpy(NESTED, batch)
     spaces.nest_map(lambda target, value: target.__setitem__(1, value), buffer, row)
