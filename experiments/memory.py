@@ -49,8 +49,8 @@ def main(argv):
             state["next"] += 1
 
     result = pg_keras.train(config, on_update=on_update)
-    traces = result.learner.train_step.experimental_get_tracing_count()
-    print(json.dumps({"train_step_traces": traces, "history_records": len(result.history),
+    traces = result.learner.trace_count
+    print(json.dumps({"update_traces": traces, "history_records": len(result.history),
                       "cpu_cores": os.cpu_count()}))
 
 

@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "ActionHead": "pg_keras.heads", "make_head": "pg_keras.heads",
     "export_policy": "pg_keras.export", "load_policy": "pg_keras.export",
-    "Batch": "pg_keras.learner", "Learner": "pg_keras.learner", "Policy": "pg_keras.learner",
+    "Batch": "pg_keras.batch", "Learner": "pg_keras.learner", "Policy": "pg_keras.policy",
     "LossInfo": "pg_keras.losses",
     "mlp": "pg_keras.networks",
     "RunningNormalization": "pg_keras.normalization",
@@ -34,9 +34,9 @@ _LAZY = {
     "train": "pg_keras.training",
     "make_strategy": "pg_keras.distributed",
 }
-_SUBMODULES = ("checkpoint", "convert", "distributed", "envs", "export", "heads", "layers",
+_SUBMODULES = ("batch", "checkpoint", "convert", "distributed", "envs", "export", "heads", "layers",
                "learner", "losses", "networks", "normalization", "paths", "portable_random",
-               "returns", "rollout", "training")
+               "policy", "returns", "rollout", "training")
 
 __all__ = [
     "ActionHead", "Batch", "Collector", "Config", "Evaluation", "InputError", "Learner",

@@ -25,7 +25,6 @@ import numpy as np
 import tensorflow as tf
 
 from pg_keras.config import STRATEGIES, InputError
-from pg_keras.learner import local_replicas
 
 # Errors a collective raises when a peer of the group is gone, stalled past the timeout,
 # or the group was aborted; none of them is recoverable without restarting the group.
@@ -79,6 +78,13 @@ def make_strategy(name: str, collective_timeout: Optional[float] = None
     options = tf.distribute.experimental.CommunicationOptions(
         timeout_seconds=collective_timeout)
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+
+
+def local_replicas(strategy: tf.distribute.Strategy) -> int:
+    """How many replicas of ``strategy`` run on this worker (process)."""
+    if strategy.num_replicas_in_sync == 1:
+        return 1  # the default strategy has no worker_devices
+    return len(strategy.extended.worker_devices)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -56,7 +56,8 @@ import tensorflow as tf
 
 from pg_keras import convert
 from pg_keras.config import InputError
-from pg_keras.learner import Policy, observation_dtype, serving_dtype
+from pg_keras.batch import observation_dtype, serving_dtype
+from pg_keras.policy import Policy
 
 CONFIG_FILENAME = "config.json"
 

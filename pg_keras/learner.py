@@ -2,189 +2,26 @@
 
 Reading order for the update: :meth:`Learner._gradients` computes the returns or
 advantages (returns.py) and the surrogate, entropy and value losses (losses.py) under one
-``tf.GradientTape``; :meth:`Learner._train_step` sums the gradients over replicas, clips
+``tf.GradientTape``; :meth:`Learner._update` sums the gradients over replicas, clips
 each model's gradient to a global norm, skips the update if anything is non-finite, and
 applies the policy and value optimizers.
 """
 
 from __future__ import annotations
 
-from typing import Dict, NamedTuple, Optional
+from typing import Dict, Optional
 
 import gymnasium as gym
 import keras
-import numpy as np
 import tensorflow as tf
 
 from pg_keras import losses, networks, returns
+from pg_keras.batch import Batch, batch_spec, observation_dtype
 from pg_keras.config import Config, InputError
-from pg_keras.heads import ActionHead, make_head
-from pg_keras.layers import EncodeObservations
+from pg_keras.distributed import local_replicas
+from pg_keras.heads import make_head
 from pg_keras.normalization import RunningNormalization
-
-
-class Batch(NamedTuple):
-    """One update's experience, time-major. T = steps_per_update, B = num_envs.
-
-    Attributes:
-        observations: [T, B, *obs_shape] the observation the action was taken in.
-        actions: [T, B, *raw_shape] raw actions (see heads.py).
-        rewards: [T, B] float32.
-        terminated: [T, B] bool, the episode ended in a terminal state at this step.
-        truncated: [T, B] bool, the episode was cut by a time limit at this step.
-        bootstrap: [T, B] float32, V(final observation) where truncated, V(s_T) on the last
-            row where the episode goes on past the batch, 0 elsewhere.
-        mask: [T, B] float32, 1 for steps to learn from, 0 for padding.
-        episode_steps: [T, B] int32, the step's index within its episode.
-    """
-
-    observations: tf.Tensor
-    actions: tf.Tensor
-    rewards: tf.Tensor
-    terminated: tf.Tensor
-    truncated: tf.Tensor
-    bootstrap: tf.Tensor
-    mask: tf.Tensor
-    episode_steps: tf.Tensor
-
-
-def observation_dtype(space: gym.Space) -> tf.DType:
-    """dtype in which observations of ``space`` are stored and fed to the policy."""
-    return tf.int32 if isinstance(space, gym.spaces.Discrete) else tf.float32
-
-
-def serving_dtype(space: gym.Space) -> tf.DType:
-    """dtype of the observations an exported policy takes: the space's own for integer
-    Box spaces (uint8 images), else :func:`observation_dtype`."""
-    dtype = getattr(space, "dtype", None)
-    if isinstance(space, gym.spaces.Box) and np.issubdtype(dtype, np.integer):
-        return tf.as_dtype(dtype)
-    return observation_dtype(space)
-
-
-def batch_spec(config: Config, observation_space: gym.Space, head: ActionHead) -> Batch:
-    """The fixed ``tf.TensorSpec`` of every batch, so the train step traces once."""
-    tb = (config.steps_per_update, config.num_envs)
-    obs_shape = tuple(observation_space.shape)
-    return Batch(
-        observations=tf.TensorSpec(tb + obs_shape, observation_dtype(observation_space)),
-        actions=tf.TensorSpec(tb + tuple(head.raw_shape), head.raw_dtype),
-        rewards=tf.TensorSpec(tb, tf.float32),
-        terminated=tf.TensorSpec(tb, tf.bool),
-        truncated=tf.TensorSpec(tb, tf.bool),
-        bootstrap=tf.TensorSpec(tb, tf.float32),
-        mask=tf.TensorSpec(tb, tf.float32),
-        episode_steps=tf.TensorSpec(tb, tf.int32),
-    )
-
-
-class Policy(tf.Module):
-    """Observations in, actions out: encoding, normalization, network and head.
-
-    Every method takes a batch of raw observations ``[B, *obs_shape]`` (numpy or tensor).
-
-    Args:
-        observation_space: The env's single observation space.
-        head: The action head.
-        network: The policy network (see networks.py for the contract).
-        normalizer: Observation normalizer, or None.
-        value_network: The value network, or None.
-        return_scale: A function returning the scalar the value network's output is
-            multiplied by (the running return std when returns are normalized), or None.
-    """
-
-    def __init__(self, observation_space: gym.Space, head: ActionHead, network: keras.Model,
-                 normalizer: Optional[RunningNormalization] = None,
-                 value_network: Optional[keras.Model] = None, return_scale=None):
-        super().__init__(name="policy")
-        self.observation_space = observation_space
-        self.head = head
-        self.network = network
-        self.normalizer = normalizer
-        self.value_network = value_network
-        self._return_scale = return_scale
-        obs_spec = tf.TensorSpec((None,) + tuple(observation_space.shape),
-                                 observation_dtype(observation_space))
-        self.greedy = tf.function(self._greedy, input_signature=[obs_spec], autograph=False)
-        self.sample = tf.function(self._sample, input_signature=[
-            obs_spec, tf.TensorSpec([2], tf.int32)], autograph=False)
-        if value_network is not None:
-            self.value = tf.function(self._value, input_signature=[obs_spec], autograph=False)
-
-    def features(self, observations) -> tf.Tensor:
-        """Encoded and (if on) normalized observations, [B, *observation_shape]."""
-        x = networks.encode_observations(self.observation_space, observations)
-        return x if self.normalizer is None else self.normalizer(x)
-
-    def params(self, observations) -> tf.Tensor:
-        """The policy network's output, [B, head.param_size]."""
-        return tf.cast(self.network(self.features(observations)), tf.float32)
-
-    def distribution(self, observations):
-        """pi(.|s) as a ``tfp.distributions`` distribution with batch shape [B]."""
-        return self.head.distribution(self.params(observations))
-
-    def scaled_values(self, observations) -> tf.Tensor:
-        """The value network's output squeezed to [B], in return-scale units."""
-        values = tf.cast(self.value_network(self.features(observations)), tf.float32)
-        return tf.reshape(values, [-1])
-
-    def return_scale(self) -> tf.Tensor:
-        return tf.ones([]) if self._return_scale is None else self._return_scale()
-
-    def _greedy(self, observations):
-        return self.head.to_env(self.head.greedy(self.params(observations)))
-
-    def _sample(self, observations, seed):
-        raw = self.distribution(observations).sample(seed=seed)
-        return raw, self.head.to_env(raw)
-
-    def _value(self, observations):
-        return self.scaled_values(observations) * self.return_scale()
-
-    def keras_model(self) -> keras.Model:
-        """One functional ``keras.Model`` from raw observations to the head's parameters.
-
-        It chains the observation encoding, the normalizer (statistics included), the
-        policy network and the action head's parameters, sharing their weights with this
-        policy. It takes ``[B, *obs_shape]`` observations of :func:`serving_dtype` and
-        returns what ``head.parameters`` does: ``{"logits"}`` or ``{"mean", "std"}``. It
-        round-trips through ``model.save("policy.keras")`` and
-        ``keras.models.load_model`` (with pg_keras imported: it registers the layers).
-        """
-        space = self.observation_space
-        inputs = keras.Input(tuple(space.shape), dtype=serving_dtype(space).name,
-                             name="observations")
-        if isinstance(space, gym.spaces.Discrete):
-            encode = EncodeObservations(int(space.n), int(space.start), name="encode")
-        else:
-            encode = EncodeObservations(name="encode")
-        features = encode(inputs)
-        if self.normalizer is not None:
-            features = self.normalizer(features)
-        outputs = self.head.keras_parameters(self.network(features))
-        return keras.Model(inputs, outputs, name="policy_parameters")
-
-    def act(self, observations, greedy: bool = True, seed: int = 0) -> np.ndarray:
-        """Env-ready actions for a batch of observations, as numpy.
-
-        Args:
-            observations: [B, *obs_shape] raw observations.
-            greedy: the most likely action; otherwise a sample drawn with ``seed``.
-            seed: seeds the sample (ignored when greedy).
-        """
-        observations = tf.convert_to_tensor(
-            np.asarray(observations), observation_dtype(self.observation_space))
-        if greedy:
-            return self.greedy(observations).numpy()
-        return self.sample(observations, tf.constant([seed, 0], tf.int32))[1].numpy()
-
-
-def local_replicas(strategy: tf.distribute.Strategy) -> int:
-    """How many replicas of ``strategy`` run on this worker (process)."""
-    if strategy.num_replicas_in_sync == 1:
-        return 1  # the default strategy has no worker_devices
-    return len(strategy.extended.worker_devices)
+from pg_keras.policy import Policy
 
 
 def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
@@ -208,7 +45,7 @@ class Learner(tf.Module):
         value_network: Same, for V(s); ignored without a baseline.
         strategy: ``tf.distribute.Strategy`` whose scope holds the variables; default: the
             current one. Each worker feeds its own batch (its own environments) to
-            :attr:`train_step`; the worker's devices split it between them by environment
+            :meth:`update`; the worker's devices split it between them by environment
             (``num_envs`` must be a multiple of their number). The update is the one the
             default strategy makes on all workers' batches concatenated: every mean (the
             loss, the advantage normalization, the running statistics) is taken over the
@@ -289,8 +126,8 @@ class Learner(tf.Module):
         # tf.while_loop (Python control flow only branches on Python values), and
         # converting it cost 1.7 of the 2.3 s the compiled path took to trace (Keras
         # never converts a model's call either way).
-        self.train_step = tf.function(self._train_step, input_signature=[self.batch_spec],
-                                      jit_compile=config.jit_compile, autograph=False)
+        self._update_function = tf.function(self._update, input_signature=[self.batch_spec],
+                                            jit_compile=config.jit_compile, autograph=False)
         self._update_graph = None
         obs_spec = tf.TensorSpec((None,) + tuple(observation_space.shape),
                                  observation_dtype(observation_space))
@@ -298,15 +135,25 @@ class Learner(tf.Module):
                                         autograph=False)
 
     def update(self, batch: Batch) -> Dict[str, tf.Tensor]:
-        """:attr:`train_step` on a batch of numpy arrays, at the least call overhead.
+        """One REINFORCE update on ``batch`` (see the module docstring); its metrics.
 
-        Calls the traced graph directly, each field converted once: matching a call
-        against the ``tf.function``'s signature costs about 0.5 ms, a quarter of an update
-        of 16 environments x 32 steps.
+        Called eagerly, it runs the update's traced graph on a batch of numpy arrays or
+        tensors (each field converted once, the graph called directly: matching a call
+        against a ``tf.function``'s signature costs about a quarter of a small update).
+        Called while another ``tf.function`` is being traced (the compiled path fuses
+        rollout and update), it adds the update to that graph.
         """
+        if tf.inside_function():
+            return self._update(batch)
         if self._update_graph is None:
-            self._update_graph = self.train_step.get_concrete_function()
-        return self._update_graph(Batch(*(tf.constant(x) for x in batch)))
+            self._update_graph = self._update_function.get_concrete_function()
+        return self._update_graph(Batch(*(
+            tf.constant(x, spec.dtype) for x, spec in zip(batch, self.batch_spec))))
+
+    @property
+    def trace_count(self) -> int:
+        """How many times the eager :meth:`update` has been traced (once, normally)."""
+        return self._update_function.experimental_get_tracing_count()
 
     @property
     def scheduled(self) -> bool:
@@ -350,7 +197,7 @@ class Learner(tf.Module):
         seed = tf.cast(self.rng.make_seeds(1)[:, 0], tf.int32)
         return self.policy.sample(observations, seed)
 
-    def _train_step(self, batch: Batch) -> Dict[str, tf.Tensor]:
+    def _update(self, batch: Batch) -> Dict[str, tf.Tensor]:
         """One REINFORCE update. Runs as one graph; see the module docstring."""
         strategy = self.strategy
         gradients, metrics, rows = strategy.run(self._gradients, args=(batch,))
@@ -495,7 +342,7 @@ class Learner(tf.Module):
             entropy = tf.reshape(distribution.entropy(), [steps, envs])
             values = value_targets = None
             if self.has_baseline:
-                values = tf.reshape(self.policy.scaled_values(flat_obs), [steps, envs])
+                values = tf.reshape(self.policy.normalized_value(flat_obs), [steps, envs])
                 advantages, target_returns = returns.generalized_advantages(
                     batch.rewards, tf.stop_gradient(values) * scale, continues, batch.bootstrap,
                     cfg.gamma, cfg.gae_lambda)

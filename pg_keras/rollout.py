@@ -20,7 +20,9 @@ import tensorflow as tf
 from gymnasium.vector import AutoresetMode
 
 from pg_keras.config import Config, InputError, check_num_envs
-from pg_keras.learner import Batch, Learner, Policy, observation_dtype
+from pg_keras.batch import Batch, observation_dtype
+from pg_keras.learner import Learner
+from pg_keras.policy import Policy
 
 
 def split_env_id(env_id: str) -> str:

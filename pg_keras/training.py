@@ -38,7 +38,8 @@ import tensorflow as tf
 from pg_keras import distributed, networks, reporting
 from pg_keras.checkpoint import Checkpointer, Evaluation, LoopState
 from pg_keras.config import Config, InputError, TrainingError
-from pg_keras.learner import Learner, Policy
+from pg_keras.learner import Learner
+from pg_keras.policy import Policy
 from pg_keras.networks import ModelOrFactory
 from pg_keras.rollout import Collector, NonFiniteError, evaluate, make_vector_env, split_env_id
 

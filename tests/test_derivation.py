@@ -408,7 +408,7 @@ def test_a_step_both_terminated_and_truncated_bootstraps_nothing():
 # ---------------------------------------------------------------------------------------
 
 def test_learner_update_is_the_advantage_weighted_score_and_a_value_regression_step():
-    """One train_step with SGD: delta theta = alpha_theta * mean[(G - V) grad log pi] and
+    """One update with SGD: delta theta = alpha_theta * mean[(G - V) grad log pi] and
     delta w = -alpha_w * grad mean[(G - V_w)^2], with G computed here from the batch."""
     envs = vector_env([lambda: gym.wrappers.TimeLimit(CounterEnv(), max_episode_steps=3),
                        lambda: CounterEnv(terminate_at=2)])
@@ -446,7 +446,7 @@ def test_learner_update_is_the_advantage_weighted_score_and_a_value_regression_s
                       for g in tape.gradient(value_loss, learner.value_variables)]
 
     before = [v.numpy() for v in learner.policy_variables + learner.value_variables]
-    learner.train_step(batch)
+    learner.update(batch)
     after = [v.numpy() for v in learner.policy_variables + learner.value_variables]
     for b0, b1, want in zip(before, after, expected_policy + expected_value):
         np.testing.assert_allclose(b1 - b0, want, rtol=1e-3, atol=1e-7)

@@ -74,7 +74,7 @@ MIRRORED = textwrap.dedent('''
             mirrored.apply_schedules(step * 20_000)
             record["valid_per_replica"].append(
                 [float(batch.mask[:, :2].sum()), float(batch.mask[:, 2:].sum())])
-            a, b = single.train_step(batch), mirrored.train_step(batch)
+            a, b = single.update(batch), mirrored.update(batch)
             record["weights"].append(max(float(np.max(np.abs(x - y)))
                                          for x, y in zip(state(single), state(mirrored))))
             record["metrics"].append({k: [float(a[k]), float(b[k])] for k in a})

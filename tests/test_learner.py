@@ -49,7 +49,7 @@ def test_every_action_space_collects_trains_and_learns(name):
     envs, learner, collector, best = bandit_setup(name)
     for _ in range(100):
         batch, _ = collector.collect()
-        metrics = learner.train_step(batch)
+        metrics = learner.update(batch)
         assert np.isfinite(metrics["loss"].numpy())
     space = envs.single_action_space
     obs = np.tile(np.array([[0.5, -0.5, 1.0]], np.float32), (5, 1))
@@ -72,11 +72,11 @@ def test_greedy_box_action_is_clipped_to_bounds():
     np.testing.assert_array_equal(learner.policy.act(np.zeros((1, 3))), [[1.0, -1.0]])
 
 
-def test_train_step_traces_once():
+def test_update_traces_once():
     envs, learner, collector, _ = bandit_setup("discrete")
     for _ in range(4):
-        learner.train_step(collector.collect()[0])
-    assert learner.train_step.experimental_get_tracing_count() == 1
+        learner.update(collector.collect()[0])
+    assert learner.trace_count == 1
     assert learner.collect_step.experimental_get_tracing_count() <= 1
     assert int(learner.updates.numpy()) == 4
 
@@ -94,8 +94,8 @@ def test_options_change_the_update(option):
     for overrides in ({}, {option: value}):
         envs, learner, collector, _ = bandit_setup("discrete", **overrides)
         batch, _ = collector.collect()
-        learner.train_step(batch)
-        learner.train_step(batch)
+        learner.update(batch)
+        learner.update(batch)
         results.append(_weights(learner))
     assert any(not np.allclose(a, b) for a, b in zip(*results))
 
@@ -105,7 +105,7 @@ def test_max_grad_norm_bounds_the_first_step():
     envs, learner, collector, _ = bandit_setup("discrete", optimizer="sgd", max_grad_norm=0.01,
                                                policy_learning_rate=1.0)
     before = [v.numpy() for v in learner.policy_variables]
-    metrics = learner.train_step(collector.collect()[0])
+    metrics = learner.update(collector.collect()[0])
     assert metrics["policy_grad_norm"].numpy() > 0.01
     step = np.sqrt(sum(np.sum((v.numpy() - b) ** 2)
                        for v, b in zip(learner.policy_variables, before)))
@@ -114,13 +114,13 @@ def test_max_grad_norm_bounds_the_first_step():
 
 def test_non_finite_batch_skips_the_update():
     envs, learner, collector, _ = bandit_setup("discrete")
-    learner.train_step(collector.collect()[0])  # optimizers now have non-trivial state
+    learner.update(collector.collect()[0])  # optimizers now have non-trivial state
     batch, _ = collector.collect()
     weights = _weights(learner)
     slots = [v.numpy() for v in learner.policy_optimizer.variables + learner.value_optimizer.variables]
     rewards = batch.rewards.copy()
     rewards[0, 0] = np.nan
-    metrics = learner.train_step(batch._replace(rewards=rewards))
+    metrics = learner.update(batch._replace(rewards=rewards))
     assert metrics["skipped"].numpy() == 1.0
     assert int(learner.skipped_updates.numpy()) == 1 and int(learner.updates.numpy()) == 1
     for before, after in zip(weights, _weights(learner)):
@@ -134,14 +134,14 @@ def test_non_finite_batch_skips_the_update():
 def test_update_is_the_same_under_a_mirrored_strategy():
     envs, reference, collector, _ = bandit_setup("box_clip")
     batch, _ = collector.collect()
-    reference.train_step(batch)
+    reference.update(batch)
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
     space = envs.single_action_space
     keras.utils.set_random_seed(0)
     mirrored = pg_keras.Learner(reference.config, envs.single_observation_space, space,
                                 strategy=strategy)
-    mirrored.train_step(batch)
+    mirrored.update(batch)
     for a, b in zip(_weights(reference), _weights(mirrored)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
@@ -153,7 +153,7 @@ def test_value_model_fits_the_returns():
     obs = np.array([[0.5, -0.5, 1.0]], np.float32)
     values = []
     for i in range(200):
-        learner.train_step(collector.collect()[0])
+        learner.update(collector.collect()[0])
         if i >= 150:
             values.append(learner.policy.value(obs).numpy()[0])
     # A near-frozen uniform policy over 4 bits scores 2 matches on average.
@@ -179,7 +179,7 @@ def test_gamma_weighting_scales_each_step_by_gamma_to_the_t():
                 tf.reshape(batch.observations, [4, 1])).log_prob(batch.actions[:, 0]), [4])
         per_step = tape.jacobian(log_probs, learner.policy_variables[-1])  # output bias
         before = learner.policy_variables[-1].numpy()
-        learner.train_step(batch)
+        learner.update(batch)
         return batch, per_step.numpy(), learner.policy_variables[-1].numpy() - before
 
     batch, per_step, delta = one_update(True)

@@ -255,7 +255,7 @@ def test_collector_batches_equal_the_plain_per_env_reference(env_id, mode, basel
                 np.testing.assert_array_equal(getattr(batch, name), expected[name], name)
         kinds |= {"terminated"} if batch.terminated.any() else set()
         kinds |= {"truncated"} if batch.truncated.any() else set()
-        learner.train_step(batch)  # the next batch comes from new weights
+        learner.update(batch)  # the next batch comes from new weights
     returns_, lengths = collector.pop_episodes()
     assert list(zip(returns_, lengths)) == state["finished"]
     assert len(state["finished"]) >= 5

@@ -37,7 +37,7 @@ def test_sgd_step_is_the_scheduled_rate_times_the_gradient(env_steps):
                                                    value_learning_rate=0.02)
     batch, _ = collector.collect()
     gradients = [np.asarray(g, np.float64) for g in learner._gradients(
-        pg_keras.learner.Batch(*(tf.constant(x) for x in batch)))[0]]
+        pg_keras.batch.Batch(*(tf.constant(x) for x in batch)))[0]]
     before = _weights(learner.policy_variables + learner.value_variables)
     learner.apply_schedules(env_steps)
     learner.update(batch)

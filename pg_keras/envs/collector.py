@@ -1,8 +1,8 @@
 """The compiled path: rollout and update as one ``tf.function``, optionally under XLA.
 
 The rollout is a ``tf.while_loop`` over a graph-native env (this package) that samples
-from the learner's policy; the batch it builds is the same :class:`~pg_keras.learner.Batch`
-the gymnasium collector builds, and it goes to the same ``Learner._train_step``. One
+from the learner's policy; the batch it builds is the same :class:`~pg_keras.batch.Batch`
+the gymnasium collector builds, and it goes to the same ``Learner.update``. One
 algorithm, two ways to collect: no math is written twice.
 """
 
@@ -16,7 +16,8 @@ import tensorflow as tf
 from pg_keras.config import Config, InputError
 from pg_keras.envs.core import Env, EnvState, autoreset_step
 from pg_keras.envs.registry import REGISTRY, ids
-from pg_keras.learner import Batch, Learner
+from pg_keras.batch import Batch
+from pg_keras.learner import Learner
 
 
 def make_compiled_env(env_id: str) -> Env:
@@ -80,7 +81,7 @@ class CompiledCollector(tf.Module):
         # With jit_compile the whole iteration is one XLA program. Without it (and with
         # xla_rollout), XLA compiles the rollout alone, an inner function whose many small
         # elementwise env ops it fuses, and TensorFlow's kernels run the update.
-        # No autograph (see Learner.train_step): the loop is an explicit tf.while_loop.
+        # No autograph (see Learner.update): the loop is an explicit tf.while_loop.
         self._rollout = (tf.function(self._collect, jit_compile=True, autograph=False)
                          if config.xla_rollout and not config.jit_compile else self._collect)
         self.iterate_fn = tf.function(self._iterate, jit_compile=config.jit_compile,
@@ -105,7 +106,7 @@ class CompiledCollector(tf.Module):
             cut = truncated & ~terminated
             if baseline:
                 bootstrap = tf.cond(tf.reduce_any(cut),
-                                    lambda: tf.where(cut, policy._value(final_obs), 0.0),
+                                    lambda: tf.where(cut, policy.value(final_obs), 0.0),
                                     lambda: tf.zeros([num]))
             else:
                 bootstrap = tf.zeros([num])
@@ -134,7 +135,7 @@ class CompiledCollector(tf.Module):
         if baseline:
             # The cut at the end of the segment bootstraps from V(s_T).
             last_open = ~done[-1]
-            last = tf.where(last_open, policy._value(env.observe(state)), bootstrap[-1])
+            last = tf.where(last_open, policy.value(env.observe(state)), bootstrap[-1])
             bootstrap = tf.concat([bootstrap[:-1], last[None]], axis=0)
         self._physics.assign(state.physics)
         self._elapsed.assign(state.elapsed)
@@ -149,7 +150,7 @@ class CompiledCollector(tf.Module):
 
     def _iterate(self):
         batch, done, returns, lengths = self._rollout()
-        metrics = self.learner._train_step(batch)
+        metrics = self.learner.update(batch)
         return metrics, done, returns, lengths
 
     def iterate(self) -> Tuple[Dict[str, tf.Tensor], int]:

@@ -1,0 +1,70 @@
+"""What the collectors hand the learner: :class:`Batch`, its fixed spec, and the dtypes
+observations are stored in (by the collectors) and served in (by the exported policy)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import gymnasium as gym
+import numpy as np
+import tensorflow as tf
+
+from pg_keras.config import Config
+
+if TYPE_CHECKING:
+    from pg_keras.heads import ActionHead
+
+
+class Batch(NamedTuple):
+    """One update's experience, time-major. T = steps_per_update, B = num_envs.
+
+    Attributes:
+        observations: [T, B, *obs_shape] the observation the action was taken in.
+        actions: [T, B, *raw_shape] raw actions (see heads.py).
+        rewards: [T, B] float32.
+        terminated: [T, B] bool, the episode ended in a terminal state at this step.
+        truncated: [T, B] bool, the episode was cut by a time limit at this step.
+        bootstrap: [T, B] float32, V(final observation) where truncated, V(s_T) on the last
+            row where the episode goes on past the batch, 0 elsewhere.
+        mask: [T, B] float32, 1 for steps to learn from, 0 for padding.
+        episode_steps: [T, B] int32, the step's index within its episode.
+    """
+
+    observations: tf.Tensor
+    actions: tf.Tensor
+    rewards: tf.Tensor
+    terminated: tf.Tensor
+    truncated: tf.Tensor
+    bootstrap: tf.Tensor
+    mask: tf.Tensor
+    episode_steps: tf.Tensor
+
+
+def observation_dtype(space: gym.Space) -> tf.DType:
+    """dtype in which observations of ``space`` are stored and fed to the policy."""
+    return tf.int32 if isinstance(space, gym.spaces.Discrete) else tf.float32
+
+
+def serving_dtype(space: gym.Space) -> tf.DType:
+    """dtype of the observations an exported policy takes: the space's own for integer
+    Box spaces (uint8 images), else :func:`observation_dtype`."""
+    dtype = getattr(space, "dtype", None)
+    if isinstance(space, gym.spaces.Box) and np.issubdtype(dtype, np.integer):
+        return tf.as_dtype(dtype)
+    return observation_dtype(space)
+
+
+def batch_spec(config: Config, observation_space: gym.Space, head: "ActionHead") -> Batch:
+    """The fixed ``tf.TensorSpec`` of every batch, so the train step traces once."""
+    tb = (config.steps_per_update, config.num_envs)
+    obs_shape = tuple(observation_space.shape)
+    return Batch(
+        observations=tf.TensorSpec(tb + obs_shape, observation_dtype(observation_space)),
+        actions=tf.TensorSpec(tb + tuple(head.raw_shape), head.raw_dtype),
+        rewards=tf.TensorSpec(tb, tf.float32),
+        terminated=tf.TensorSpec(tb, tf.bool),
+        truncated=tf.TensorSpec(tb, tf.bool),
+        bootstrap=tf.TensorSpec(tb, tf.float32),
+        mask=tf.TensorSpec(tb, tf.float32),
+        episode_steps=tf.TensorSpec(tb, tf.int32),
+    )

@@ -1,0 +1,130 @@
+"""The policy: observations in, actions (and values) out. Encoding, normalization, the
+policy and value networks, and the action head, put together; nothing here learns."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import gymnasium as gym
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pg_keras import networks
+from pg_keras.batch import observation_dtype, serving_dtype
+from pg_keras.heads import ActionHead
+from pg_keras.layers import EncodeObservations
+from pg_keras.normalization import RunningNormalization
+
+
+class Policy(tf.Module):
+    """Observations in, actions out: encoding, normalization, network and head.
+
+    Every method takes a batch of raw observations ``[B, *obs_shape]`` (numpy or tensor).
+
+    Args:
+        observation_space: The env's single observation space.
+        head: The action head.
+        network: The policy network (see networks.py for the contract).
+        normalizer: Observation normalizer, or None.
+        value_network: The value network, or None.
+        return_scale: A function returning the scalar the value network's output is
+            multiplied by (the running return std when returns are normalized), or None.
+
+    Attributes:
+        greedy: ``tf.function`` observations -> the most likely env action, [B, ...].
+        sample: ``tf.function`` (observations, seed [2] int32) -> (raw action, env action)
+            drawn from pi(.|s) with a stateless seed.
+        value: ``tf.function`` observations -> V(s) [B] in the return's units (only with a
+            value network).
+    These are graph functions with a fixed input signature: cheap to call eagerly, and
+    callable from inside another ``tf.function``.
+    """
+
+    def __init__(self, observation_space: gym.Space, head: ActionHead, network: keras.Model,
+                 normalizer: Optional[RunningNormalization] = None,
+                 value_network: Optional[keras.Model] = None, return_scale=None):
+        super().__init__(name="policy")
+        self.observation_space = observation_space
+        self.head = head
+        self.network = network
+        self.normalizer = normalizer
+        self.value_network = value_network
+        self._return_scale = return_scale
+        obs_spec = tf.TensorSpec((None,) + tuple(observation_space.shape),
+                                 observation_dtype(observation_space))
+        self.greedy = tf.function(self._greedy, input_signature=[obs_spec], autograph=False)
+        self.sample = tf.function(self._sample, input_signature=[
+            obs_spec, tf.TensorSpec([2], tf.int32)], autograph=False)
+        if value_network is not None:
+            self.value = tf.function(self._value, input_signature=[obs_spec], autograph=False)
+
+    def features(self, observations) -> tf.Tensor:
+        """Encoded and (if on) normalized observations, [B, *observation_shape]."""
+        x = networks.encode_observations(self.observation_space, observations)
+        return x if self.normalizer is None else self.normalizer(x)
+
+    def params(self, observations) -> tf.Tensor:
+        """The policy network's output, [B, head.param_size]."""
+        return tf.cast(self.network(self.features(observations)), tf.float32)
+
+    def distribution(self, observations):
+        """pi(.|s) as a ``tfp.distributions`` distribution with batch shape [B]."""
+        return self.head.distribution(self.params(observations))
+
+    def normalized_value(self, observations) -> tf.Tensor:
+        """The value network's output squeezed to [B]: V(s) in units of
+        :meth:`return_scale` (the running return std when returns are normalized)."""
+        values = tf.cast(self.value_network(self.features(observations)), tf.float32)
+        return tf.reshape(values, [-1])
+
+    def return_scale(self) -> tf.Tensor:
+        """The scalar the value network's output is multiplied by to be in return units."""
+        return tf.ones([]) if self._return_scale is None else self._return_scale()
+
+    def _greedy(self, observations):
+        return self.head.to_env(self.head.greedy(self.params(observations)))
+
+    def _sample(self, observations, seed):
+        raw = self.distribution(observations).sample(seed=seed)
+        return raw, self.head.to_env(raw)
+
+    def _value(self, observations):
+        return self.normalized_value(observations) * self.return_scale()
+
+    def keras_model(self) -> keras.Model:
+        """One functional ``keras.Model`` from raw observations to the head's parameters.
+
+        It chains the observation encoding, the normalizer (statistics included), the
+        policy network and the action head's parameters, sharing their weights with this
+        policy. It takes ``[B, *obs_shape]`` observations of :func:`serving_dtype` and
+        returns what ``head.parameters`` does: ``{"logits"}`` or ``{"mean", "std"}``. It
+        round-trips through ``model.save("policy.keras")`` and
+        ``keras.models.load_model`` (with pg_keras imported: it registers the layers).
+        """
+        space = self.observation_space
+        inputs = keras.Input(tuple(space.shape), dtype=serving_dtype(space).name,
+                             name="observations")
+        if isinstance(space, gym.spaces.Discrete):
+            encode = EncodeObservations(int(space.n), int(space.start), name="encode")
+        else:
+            encode = EncodeObservations(name="encode")
+        features = encode(inputs)
+        if self.normalizer is not None:
+            features = self.normalizer(features)
+        outputs = self.head.keras_parameters(self.network(features))
+        return keras.Model(inputs, outputs, name="policy_parameters")
+
+    def act(self, observations, greedy: bool = True, seed: int = 0) -> np.ndarray:
+        """Env-ready actions for a batch of observations, as numpy.
+
+        Args:
+            observations: [B, *obs_shape] raw observations.
+            greedy: the most likely action; otherwise a sample drawn with ``seed``.
+            seed: seeds the sample (ignored when greedy).
+        """
+        observations = tf.convert_to_tensor(
+            np.asarray(observations), observation_dtype(self.observation_space))
+        if greedy:
+            return self.greedy(observations).numpy()
+        return self.sample(observations, tf.constant([seed, 0], tf.int32))[1].numpy()
