@@ -16,15 +16,16 @@ for two workers (the first one is the chief):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import numpy as np
 import tensorflow as tf
 
-from pg_keras.config import STRATEGIES, InputError
+from pg_keras.config import STRATEGIES, InputError, TrainingError
 
 # Errors a collective raises when a peer of the group is gone, stalled past the timeout,
 # or the group was aborted; none of them is recoverable without restarting the group.
@@ -112,12 +113,6 @@ def worker_of(strategy: tf.distribute.Strategy) -> Worker:
     return Worker(resolver.task_id + (1 if "chief" in jobs else 0), count)
 
 
-def worker_seed(seed: int, index: int) -> int:
-    """The seed of worker ``index``'s environments and action sampling (the chief's is
-    ``seed``): the workers must not step the same episodes."""
-    return seed + 1_000_003 * index
-
-
 @dataclasses.dataclass
 class GroupStep:
     """What the workers agree on after an update.
@@ -140,17 +135,67 @@ class GroupStep:
     return_max: float
     length_mean: float
 
+    def episode_record(self) -> dict:
+        """The episode figures of an update's record (no statistics without episodes)."""
+        record = {"episodes": self.episodes}
+        if self.episodes:
+            record.update(return_mean=self.return_mean, return_min=self.return_min,
+                          return_max=self.return_max, length_mean=self.length_mean)
+        return record
 
-class GroupSync:
+
+class Group:
+    """A group of one: this process alone. :class:`GroupSync` is the group of several.
+
+    The training loop talks to either the same way: once per update it agrees on the
+    figures of the update, and the group decides when a solve ends the run.
+
+    Args:
+        worker: This process's place (the chief of a group of one by default).
+    """
+
+    def __init__(self, worker: Worker = Worker()):
+        self.worker = worker
+
+    def __call__(self, env_steps: int, stop_signal: int, returns: List[float],
+                 lengths: List[int], solved: bool = False) -> GroupStep:
+        """The update's figures: this process's own."""
+        stats = {}
+        if returns:
+            stats = dict(return_mean=float(np.mean(returns)), return_min=float(np.min(returns)),
+                         return_max=float(np.max(returns)), length_mean=float(np.mean(lengths)))
+        nan = float("nan")
+        return GroupStep(**{"return_mean": nan, "return_min": nan, "return_max": nan,
+                            "length_mean": nan, **stats},
+                         env_steps=env_steps, stop_signal=stop_signal, solved=solved,
+                         episodes=len(returns))
+
+    def ends_at_evaluation(self, solved: bool) -> bool:
+        """Whether a solve seen by the chief's evaluation ends the loop at once; a group
+        of several ends together after the next update instead."""
+        return solved
+
+    def barrier(self) -> None:
+        """Returns once every worker has called it (the group leaves together)."""
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """Turns a broken group into a ``TrainingError`` (nothing to do for one process)."""
+        yield
+
+
+class GroupSync(Group):
     """Agrees on the loop's figures across the workers, once per update (one all-gather).
 
     Args:
         strategy: The multi-worker strategy.
+        worker: This process's place; default: read from ``strategy``.
     """
 
     _FIELDS = 8
 
-    def __init__(self, strategy: tf.distribute.Strategy):
+    def __init__(self, strategy: tf.distribute.Strategy, worker: Optional[Worker] = None):
+        super().__init__(worker or worker_of(strategy))
         self.strategy = strategy
         self._local = local_replicas(strategy)
         self._gather = tf.function(self._gather_fn, input_signature=[
@@ -164,6 +209,7 @@ class GroupSync:
 
     def __call__(self, env_steps: int, stop_signal: int, returns: List[float],
                  lengths: List[int], solved: bool = False) -> GroupStep:
+        """The update's figures, summed (or the extremes taken) over the workers."""
         returns = np.asarray(returns, np.float64)
         row = np.array([env_steps, stop_signal, len(returns), returns.sum(),
                         np.sum(lengths, dtype=np.float64),
@@ -179,6 +225,25 @@ class GroupSync:
             return_min=-float(rows[:, 6].max()), return_max=float(rows[:, 5].max()),
             length_mean=sums[4] / episodes if episodes else float("nan"))
 
+    def ends_at_evaluation(self, solved: bool) -> bool:
+        """Never: the other workers learn of the solve at the next update's agreement."""
+        return False
+
     def barrier(self) -> None:
-        """Returns once every worker has called it (the group leaves together)."""
         self._gather(tf.zeros([self._FIELDS], tf.float64)).numpy()
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        try:
+            yield
+        except GROUP_ERRORS as error:
+            raise TrainingError(
+                f"worker {self.worker.index} of {self.worker.count}: the group broke "
+                f"({describe_group_error(error)}); the last checkpoint is intact: start "
+                "every worker again with the same command to resume") from None
+
+
+def make_group(strategy: tf.distribute.Strategy) -> Group:
+    """The group this process trains in under ``strategy``: of one or of several workers."""
+    worker = worker_of(strategy)
+    return GroupSync(strategy, worker) if worker.count > 1 else Group(worker)

@@ -1,8 +1,9 @@
-"""Where each update's record goes: the history, metrics.jsonl, TensorBoard, the progress line.
+"""Where each update's record and each evaluation go: the history, metrics.jsonl,
+evaluations.jsonl, TensorBoard, the callbacks, the progress line.
 
-The loop hands every record to :class:`Reporter` once. Writing a file line and a dozen
-TensorBoard scalars per update, in eager mode, costs more than the update on small envs,
-so :class:`MetricsLog` keeps the records in memory and writes them in batches: at every
+The loop hands every record and every evaluation to :class:`Reporter` once. Writing a file
+line and a dozen TensorBoard scalars per update, in eager mode, costs more than the update
+on small envs, so :class:`MetricsLog` keeps the records in memory and writes them in batches: at every
 ``flush()`` (the loop flushes before each checkpoint, at each evaluation, on a signal and
 at the end) and at least every ``flush_seconds``, the scalars by a graph in a thread of
 their own. What is written is the same as one write per update: one metrics.jsonl line per
@@ -17,7 +18,7 @@ import queue
 import sys
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -177,22 +178,31 @@ class Progress:
 
 
 class Reporter:
-    """Takes each update's record to the history, the run directory, ``on_update`` and the
-    progress line.
+    """Takes each update's record and each evaluation to every output: the history, the run
+    directory (metrics.jsonl, evaluations.jsonl, TensorBoard), the callbacks and the
+    terminal (progress line, evaluation lines).
 
     Args:
         history: The list the records are appended to (``TrainResult.history``).
         metrics: The run directory's log, or None without a run directory.
         on_update: Called with each record, or None.
         progress: The progress line.
+        log_evaluation: Writes an evaluation to the run directory, or None.
+        on_evaluation: Called with each evaluation, after it is written, or None.
+        verbose: Print a line at each evaluation.
     """
 
     def __init__(self, history: List[Record], metrics: Optional[MetricsLog],
-                 on_update: Optional[Callable[[Record], None]], progress: Progress):
+                 on_update: Optional[Callable[[Record], None]], progress: Progress,
+                 log_evaluation: Optional[Callable[[Any], None]] = None,
+                 on_evaluation: Optional[Callable[[Any], None]] = None, verbose: bool = False):
         self.history = history
         self.metrics = metrics
         self.on_update = on_update
         self.progress = progress
+        self.log_evaluation = log_evaluation
+        self.on_evaluation = on_evaluation
+        self.verbose = verbose
 
     def update(self, record: Record) -> None:
         self.history.append(record)
@@ -201,6 +211,17 @@ class Reporter:
         if self.on_update is not None:
             self.on_update(record)
         self.progress.update(record)
+
+    def evaluation(self, evaluation) -> None:
+        """Reports an evaluation (``env_steps``, ``mean_return``, ``std_return``)."""
+        if self.log_evaluation is not None:
+            self.log_evaluation(evaluation)
+        if self.on_evaluation is not None:
+            self.on_evaluation(evaluation)
+        if self.verbose:
+            self.clear()
+            print(f"env steps {evaluation.env_steps:>9d}  eval return "
+                  f"{evaluation.mean_return:9.2f} +- {evaluation.std_return:.2f}", flush=True)
 
     def flush(self) -> None:
         """Writes every record so far (before a checkpoint: a resumed run keeps them)."""

@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 import warnings
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import gymnasium as gym
 import numpy as np
@@ -42,6 +42,7 @@ from pg_keras.learner import Learner
 from pg_keras.policy import Policy
 from pg_keras.networks import ModelOrFactory
 from pg_keras.rollout import Collector, NonFiniteError, evaluate, make_vector_env, split_env_id
+from pg_keras.seeding import SeedStreams
 
 RUN_FILES = ("config.json", "metrics.jsonl", "evaluations.jsonl", "summary.json", "checkpoints",
              "tensorboard")
@@ -141,11 +142,11 @@ def train(config: Config, *, root_dir: Optional[str] = None,
             ``pg_keras.distributed.make_strategy``); default: the current one. In a group
             of workers (``MultiWorkerMirroredStrategy``), every worker calls ``train`` with
             the same config and root_dir: each steps its own ``num_envs`` environments,
-            seeded apart, and the update is the one of all workers' batches together;
-            ``total_steps`` and every schedule count the env steps of all workers. Only
-            the chief (worker 0) writes the run directory; the others restore from it
-            (it must be on a filesystem they share) and save their checkpoints to a
-            scratch directory.
+            seeded apart (``pg_keras.seeding``), and the update is the one of all workers'
+            batches together; ``total_steps`` and every schedule count the env steps of
+            all workers. Only the chief (worker 0) writes the run directory; the others
+            restore from it (it must be on a filesystem they share) and save their
+            checkpoints to a scratch directory.
         stop_when_solved: End the run at the first evaluation that reaches
             ``target_return`` (a resumed run that had reached it ends there too); a group
             of workers ends together after the next update.
@@ -162,6 +163,32 @@ def train(config: Config, *, root_dir: Optional[str] = None,
             ``max_consecutive_skips`` non-finite updates in a row, or a worker of the
             group gone).
     """
+    config, target_return = _checked(config, policy_network, value_network, target_return,
+                                     stop_when_solved)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    strategy = strategy or tf.distribute.get_strategy()
+    group = distributed.make_group(strategy)
+    streams = SeedStreams(config.seed, group.worker.index)
+    with contextlib.ExitStack() as cleanup, group.guard():
+        # Everything that can refuse the input is built before anything is written.
+        learner, collector = _build(config, streams, strategy, policy_network, value_network,
+                                    cleanup)
+        run, checkpointer = _storage(root_dir, config, overwrite, group.worker, learner,
+                                     cleanup)
+        reporter = reporting.Reporter(
+            [], run.metrics if run is not None else None, on_update,
+            reporting.Progress(config.total_steps, enabled=progress),
+            log_evaluation=run.log_evaluation if run is not None else None,
+            on_evaluation=on_evaluation, verbose=verbose and group.worker.is_chief)
+        loop = _Loop(config, learner, collector, group, streams, reporter, run, checkpointer,
+                     _Options(checkpoint_every, target_return, stop_when_solved))
+        with _StopOnSignals(enabled=handle_signals) as stop:
+            return loop.run(stop)
+
+
+def _checked(config, policy_network, value_network, target_return, stop_when_solved):
+    """The config with its models recorded, and the target return; refuses bad input."""
     spec = gym.spec(split_env_id(config.env_id))  # an unknown env id fails here, first
     config = networks.record_models(config, policy_network, value_network)
     if target_return is None:
@@ -178,209 +205,219 @@ def train(config: Config, *, root_dir: Optional[str] = None,
             f"collect_mode='episodes' waits at most steps_per_update={config.steps_per_update} "
             f"steps for an episode, but {config.env_id} runs up to {time_limit}: longer episodes "
             f"are cut there as if by a time limit; set steps_per_update={time_limit} for whole "
-            "episodes", stacklevel=2)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    strategy = strategy or tf.distribute.get_strategy()
-    worker = distributed.worker_of(strategy)
-    # The workers share the weights (config.seed) but not their episodes.
-    collect_config = config.replace(seed=distributed.worker_seed(config.seed, worker.index))
+            "episodes", stacklevel=3)
+    return config, target_return
+
+
+def _build(config, streams, strategy, policy_network, value_network, cleanup):
+    """The learner and the collector of this worker (the environments close with ``cleanup``)."""
     compiled = config.backend == "compiled"
     if compiled:
         from pg_keras.envs.collector import CompiledCollector, make_compiled_env
 
         graph_env = make_compiled_env(config.env_id)
     envs = make_vector_env(config.env_id, 1 if compiled else config.num_envs)
-    run = scratch = None
-    try:
-        # Everything that can refuse the input is built before anything is written.
-        with _global_streams_seeded(config.seed):
-            learner = Learner(config, envs.single_observation_space, envs.single_action_space,
-                              policy_network, value_network, strategy=strategy)
-        if not worker.is_chief:
-            learner.seed_sampling(collect_config.seed)
-        if compiled:
-            collector = CompiledCollector(graph_env, learner, collect_config)
-        else:
-            collector = Collector(envs, learner, collect_config)
-        checkpointer = None
-        if root_dir and worker.is_chief:
-            run = _RunDirectory(root_dir, config, overwrite)
-            checkpointer = Checkpointer(os.path.join(root_dir, "checkpoints"), learner)
-        elif root_dir:
-            scratch = tempfile.mkdtemp(prefix=f"pg_keras-worker{worker.index}-")
-            checkpointer = Checkpointer(os.path.join(root_dir, "checkpoints"), learner,
-                                        save_directory=scratch)
-        group = distributed.GroupSync(strategy) if worker.count > 1 else None
-        with _StopOnSignals(enabled=handle_signals) as stop:
-            return _loop(config, learner, collector, run, checkpointer, checkpoint_every,
-                         target_return, on_update, verbose, progress, stop, worker, group,
-                         stop_when_solved, on_evaluation=on_evaluation)
-    except distributed.GROUP_ERRORS as error:
-        if worker.count == 1:
-            raise
-        raise TrainingError(
-            f"worker {worker.index} of {worker.count}: the group broke "
-            f"({distributed.describe_group_error(error)}); the last checkpoint is intact: "
-            "start every worker again with the same command to resume") from None
-    finally:
-        envs.close()
-        if run is not None:
-            run.close()
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+    cleanup.callback(envs.close)
+    with _global_streams_seeded(streams.init):
+        learner = Learner(config, envs.single_observation_space, envs.single_action_space,
+                          policy_network, value_network, strategy=strategy)
+    learner.rng.reset_from_seed(streams.sampling)
+    # The workers share the weights (config.seed) but not their episodes.
+    collect_config = config.replace(seed=streams.envs)
+    if compiled:
+        return learner, CompiledCollector(graph_env, learner, collect_config)
+    return learner, Collector(envs, learner, collect_config)
 
 
-def _resume(config, learner, collector, checkpointer, worker, verbose) -> LoopState:
-    """The loop state to start from: the latest checkpoint's, restored, or a new one."""
-    restored = checkpointer.restore(environments=worker.is_chief) if checkpointer else None
-    if restored is None:
-        return LoopState(next_eval=config.eval_every)
-    loop, environments = restored
+def _storage(root_dir, config, overwrite, worker, learner, cleanup):
+    """The run directory (the chief's, else None) and the checkpointer (None without a
+    root_dir); both are closed, and a worker's scratch directory removed, by ``cleanup``."""
+    if not root_dir:
+        return None, None
+    checkpoints = os.path.join(root_dir, "checkpoints")
     if worker.is_chief:
-        if not collector.restore(environments):
-            print("pg_keras: the environments could not be saved with the checkpoint; they "
-                  "were reset, so this resumed run is not bit-identical to an uninterrupted "
-                  "one", file=sys.stderr)
-    else:
-        # The chief's checkpoint holds the chief's environments: this worker's start
-        # afresh, with a sampling stream of their own.
-        collector.total_steps = loop.collector_steps
-        learner.seed_sampling(collector.config.seed + loop.env_steps)
-    if verbose:
-        print(f"resumed from {checkpointer.latest} at {loop.env_steps} env steps", flush=True)
-    return loop
+        run = _RunDirectory(root_dir, config, overwrite)
+        cleanup.callback(run.close)
+        return run, Checkpointer(checkpoints, learner)
+    scratch = tempfile.mkdtemp(prefix=f"pg_keras-worker{worker.index}-")
+    cleanup.callback(shutil.rmtree, scratch, ignore_errors=True)
+    return None, Checkpointer(checkpoints, learner, save_directory=scratch)
 
 
-def _loop(config, learner, collector, run, checkpointer, checkpoint_every, target_return,
-          on_update, verbose, progress, stop, worker, group, stop_when_solved,
-          on_evaluation=None) -> TrainResult:
-    verbose = verbose and worker.is_chief
-    # loop.env_steps counts the steps of every worker; collector.total_steps, this one's.
-    loop = _resume(config, learner, collector, checkpointer, worker, verbose)
-    if run is not None:
-        run.truncate_after(loop.env_steps)
-    every = checkpoint_every or config.eval_every or max(1, config.total_steps // 10)
-    loop.next_checkpoint = loop.next_checkpoint or every
-    history = run.read_metrics() if run is not None else []
-    reporter = reporting.Reporter(history, run.metrics if run is not None else None, on_update,
-                                  reporting.Progress(config.total_steps, enabled=progress))
-    start = time.perf_counter() - loop.wall_seconds
+class _Every:
+    """A trigger due every ``period`` env steps (never when 0); the step it is next due at
+    is the loop state's field ``due``, so that it is checkpointed."""
 
-    def run_evaluation():
-        returns = evaluate(learner.policy, config.env_id, config.eval_episodes,
-                           seed=config.seed + 1_000_003 + len(loop.evaluations))
-        evaluation = Evaluation(loop.env_steps, float(np.mean(returns)),
-                                float(np.std(returns)))
-        is_best = all(evaluation.mean_return > e.mean_return for e in loop.evaluations)
-        loop.evaluations.append(evaluation)
-        if is_best and checkpointer is not None:
-            checkpointer.save_best(dataclasses.asdict(evaluation))
-        if (loop.solved_at is None and target_return is not None
-                and evaluation.mean_return >= target_return):
-            loop.solved_at = evaluation.env_steps
-        if run is not None:
-            run.log_evaluation(evaluation)
-        if on_evaluation is not None:
-            on_evaluation(evaluation)
-        if verbose:
-            reporter.clear()
-            print(f"env steps {evaluation.env_steps:>9d}  eval return "
-                  f"{evaluation.mean_return:9.2f} +- {evaluation.std_return:.2f}", flush=True)
+    def __init__(self, period: int, due: str):
+        self.period, self.field = period, due
 
-    def save_checkpoint():
-        reporter.flush()  # first: the records up to a checkpoint survive a kill
-        loop.wall_seconds = time.perf_counter() - start
-        loop.collector_steps = collector.total_steps
-        checkpointer.save(int(learner.updates.numpy() + learner.skipped_updates.numpy()),
-                          loop, collector.state())
+    def due(self, loop: LoopState) -> bool:
+        return self.period > 0 and loop.env_steps >= getattr(loop, self.field)
 
-    def result(interrupted=None):
-        return TrainResult(policy=learner.policy, learner=learner, history=history,
-                           evaluations=list(loop.evaluations), solved_at=loop.solved_at,
-                           env_steps=loop.env_steps,
-                           wall_seconds=time.perf_counter() - start, interrupted=interrupted,
-                           worker=worker)
+    def advance(self, loop: LoopState) -> None:
+        setattr(loop, self.field, (loop.env_steps // self.period + 1) * self.period)
 
-    def solved_and_stopping():
-        return stop_when_solved and loop.solved_at is not None
 
-    # In a group only the chief evaluates: the others learn of a solve at the next sync.
-    ending = solved_and_stopping()  # a resumed run that had reached the target
-    while loop.env_steps < config.total_steps and not ending:
-        tick = time.perf_counter()
-        learner.apply_schedules(loop.env_steps)
-        if isinstance(collector, Collector):
-            try:
-                batch, env_steps = collector.collect()
-            except NonFiniteError as error:
-                raise TrainingError(f"{error}; the run stopped, its last checkpoint is intact "
-                                    "(set on_nonfinite='drop' to drop such episodes "
-                                    "instead)") from None
-            metrics = learner.update(batch)
-        else:
-            metrics, env_steps = collector.iterate()
-        record = {k: float(v) for k, v in metrics.items()}
-        episode_returns, episode_lengths = collector.pop_episodes()
-        stop_signal = stop.signal
-        if group is None:
-            episodes = {"episodes": len(episode_returns)}
-            if episode_returns:
-                episodes.update(return_mean=float(np.mean(episode_returns)),
-                                return_min=float(np.min(episode_returns)),
-                                return_max=float(np.max(episode_returns)),
-                                length_mean=float(np.mean(episode_lengths)))
-        else:
-            agreed = group(env_steps, signal.Signals[stop_signal].value if stop_signal else 0,
-                           episode_returns, episode_lengths, solved=solved_and_stopping())
-            env_steps = agreed.env_steps
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    checkpoint_every: int
+    target_return: Optional[float]
+    stop_when_solved: bool
+
+
+class _Loop:
+    """The training loop over a :class:`LoopState`: collect -> learn -> report -> triggers
+    (evaluation, checkpoint), until ``total_steps``, a solve that ends the run, or a signal.
+
+    A single process is a group of one (``distributed.Group``): the loop is the same."""
+
+    def __init__(self, config: Config, learner: Learner, collector, group: distributed.Group,
+                 streams: SeedStreams, reporter: reporting.Reporter,
+                 run: Optional["_RunDirectory"], checkpointer: Optional[Checkpointer],
+                 options: _Options):
+        self.config, self.learner, self.collector = config, learner, collector
+        self.group, self.streams, self.reporter = group, streams, reporter
+        self.run_directory, self.checkpointer, self.options = run, checkpointer, options
+        self.chief = group.worker.is_chief
+        self.evaluations = _Every(config.eval_every, due="next_eval")
+        every = options.checkpoint_every or config.eval_every or max(1, config.total_steps // 10)
+        self.checkpoints = _Every(every if checkpointer is not None else 0,
+                                  due="next_checkpoint")
+        self.state = LoopState()
+        self.start = time.perf_counter()
+
+    def run(self, stop: "_StopOnSignals") -> TrainResult:
+        """Trains to the end; returns early, checkpointed, on a signal to any worker."""
+        loop = self.state = self._resume()
+        ending = self._solved_and_stopping()  # a resumed run that had reached the target
+        while loop.env_steps < self.config.total_steps and not ending:
+            tick = time.perf_counter()
+            metrics, collected = self._collect_and_learn()
+            record = {k: float(v) for k, v in metrics.items()}
+            agreed = self.group(collected, stop.number, *self.collector.pop_episodes(),
+                                solved=self._solved_and_stopping())
             ending = agreed.solved
+            loop.env_steps += agreed.env_steps
+            self._report(record, agreed, tick)
+            if self.evaluations.due(loop):
+                if self.chief:
+                    self._evaluate()
+                self.evaluations.advance(loop)
+                ending = ending or self.group.ends_at_evaluation(self._solved_and_stopping())
+            # Every worker saves at the same steps: the chief into the run directory.
+            if self.checkpoints.due(loop):
+                self._save()
+                self.checkpoints.advance(loop)
             if agreed.stop_signal:
-                stop_signal = signal.Signals(agreed.stop_signal).name
-            episodes = {"episodes": agreed.episodes}
-            if agreed.episodes:
-                episodes.update(return_mean=agreed.return_mean, return_min=agreed.return_min,
-                                return_max=agreed.return_max, length_mean=agreed.length_mean)
-        loop.env_steps += env_steps
-        now = time.perf_counter()
-        record.update(env_steps=loop.env_steps, wall_seconds=now - start,
-                      steps_per_second=env_steps / max(now - tick, 1e-9),
-                      dropped_episodes=collector.dropped_episodes, **episodes)
-        reporter.update(record)
+                return self._finish(signal.Signals(agreed.stop_signal).name)
+        if self.chief and (not loop.evaluations or loop.evaluations[-1].env_steps
+                           != loop.env_steps):
+            self._evaluate()
+        return self._finish(None)
+
+    def _resume(self) -> LoopState:
+        """The loop state to start from: the latest checkpoint's, restored, or a new one."""
+        restored = self.checkpointer.restore(environments=self.chief) if self.checkpointer \
+            else None
+        if restored is None:
+            loop = LoopState(next_eval=self.config.eval_every)
+        else:
+            loop, environments = restored
+            self._restore_collector(loop, environments)
+            if self.reporter.verbose:
+                print(f"resumed from {self.checkpointer.latest} at {loop.env_steps} env steps",
+                      flush=True)
+        if self.run_directory is not None:
+            self.run_directory.truncate_after(loop.env_steps)
+            self.reporter.history.extend(self.run_directory.read_metrics())
+        loop.next_checkpoint = loop.next_checkpoint or self.checkpoints.period
+        self.start = time.perf_counter() - loop.wall_seconds
+        return loop
+
+    def _restore_collector(self, loop: LoopState, environments) -> None:
+        if self.chief:
+            if not self.collector.restore(environments):
+                print("pg_keras: the environments could not be saved with the checkpoint; "
+                      "they were reset, so this resumed run is not bit-identical to an "
+                      "uninterrupted one", file=sys.stderr)
+            return
+        # The chief's checkpoint holds the chief's environments and sampling stream: this
+        # worker's environments start afresh, and its stream moves past its earlier draws.
+        self.collector.total_steps = loop.collector_steps
+        self.learner.rng.reset_from_seed(self.streams.resumed_sampling(loop.env_steps))
+
+    def _collect_and_learn(self) -> Tuple[Dict[str, tf.Tensor], int]:
+        """One batch and the update on it: (the update's metrics, env steps collected)."""
+        self.learner.apply_schedules(self.state.env_steps)
+        if not isinstance(self.collector, Collector):  # collects and updates in one call
+            return self.collector.iterate()
+        try:
+            batch, collected = self.collector.collect()
+        except NonFiniteError as error:
+            raise TrainingError(f"{error}; the run stopped, its last checkpoint is intact "
+                                "(set on_nonfinite='drop' to drop such episodes "
+                                "instead)") from None
+        return self.learner.update(batch), collected
+
+    def _report(self, record: Dict[str, float], agreed: distributed.GroupStep,
+                tick: float) -> None:
+        """Completes the update's record, reports it, and stops after too many skips."""
+        loop, now = self.state, time.perf_counter()
+        record.update(env_steps=loop.env_steps, wall_seconds=now - self.start,
+                      steps_per_second=agreed.env_steps / max(now - tick, 1e-9),
+                      dropped_episodes=self.collector.dropped_episodes,
+                      **agreed.episode_record())
+        self.reporter.update(record)
         loop.consecutive_skips = loop.consecutive_skips + 1 if record["skipped"] else 0
-        if loop.consecutive_skips >= config.max_consecutive_skips:
+        if loop.consecutive_skips >= self.config.max_consecutive_skips:
             raise TrainingError(
                 f"{loop.consecutive_skips} consecutive updates were skipped because the loss "
                 f"or the gradients were not finite (at {loop.env_steps} env steps); try "
                 "a lower learning rate, normalize_returns, normalize_observations, or "
                 "max_grad_norm (the last checkpoint is intact)")
-        if config.eval_every and loop.env_steps >= loop.next_eval:
-            if worker.is_chief:
-                run_evaluation()
-            loop.next_eval = (loop.env_steps // config.eval_every + 1) * config.eval_every
-            if group is None:
-                ending = solved_and_stopping()
-        # Every worker saves at the same steps: the chief into the run directory.
-        if checkpointer is not None and loop.env_steps >= loop.next_checkpoint:
-            save_checkpoint()
-            loop.next_checkpoint = (loop.env_steps // every + 1) * every
-        if stop_signal is not None:
-            reporter.clear()
-            if checkpointer is not None:
-                save_checkpoint()
-            if run is not None:
-                run.write_json("summary.json", result(stop_signal).summary())
-            return result(stop_signal)
-    if worker.is_chief and (not loop.evaluations
-                            or loop.evaluations[-1].env_steps != loop.env_steps):
-        run_evaluation()
-    reporter.clear()
-    final = result()
-    if checkpointer is not None:
-        save_checkpoint()
-    if run is not None:
-        run.write_json("summary.json", final.summary())
-    return final
+
+    def _solved_and_stopping(self) -> bool:
+        return self.options.stop_when_solved and self.state.solved_at is not None
+
+    def _evaluate(self) -> None:
+        """The chief's greedy evaluation: logged, kept as the best if it is, and checked
+        against the target."""
+        loop, target = self.state, self.options.target_return
+        returns = evaluate(self.learner.policy, self.config.env_id, self.config.eval_episodes,
+                           seed=self.streams.evaluation_seed(len(loop.evaluations)))
+        evaluation = Evaluation(loop.env_steps, float(np.mean(returns)),
+                                float(np.std(returns)))
+        is_best = all(evaluation.mean_return > e.mean_return for e in loop.evaluations)
+        loop.evaluations.append(evaluation)
+        if is_best and self.checkpointer is not None:
+            self.checkpointer.save_best(dataclasses.asdict(evaluation))
+        if (loop.solved_at is None and target is not None
+                and evaluation.mean_return >= target):
+            loop.solved_at = evaluation.env_steps
+        self.reporter.evaluation(evaluation)
+
+    def _save(self) -> None:
+        self.reporter.flush()  # first: the records up to a checkpoint survive a kill
+        loop = self.state
+        loop.wall_seconds = time.perf_counter() - self.start
+        loop.collector_steps = self.collector.total_steps
+        updates = self.learner.updates.numpy() + self.learner.skipped_updates.numpy()
+        self.checkpointer.save(int(updates), loop, self.collector.state())
+
+    def _finish(self, interrupted: Optional[str]) -> TrainResult:
+        """Saves a last checkpoint and the summary; the result."""
+        self.reporter.clear()
+        loop = self.state
+        result = TrainResult(
+            policy=self.learner.policy, learner=self.learner, history=self.reporter.history,
+            evaluations=list(loop.evaluations), solved_at=loop.solved_at,
+            env_steps=loop.env_steps, wall_seconds=time.perf_counter() - self.start,
+            interrupted=interrupted, worker=self.group.worker)
+        if self.checkpointer is not None:
+            self._save()
+        if self.run_directory is not None:
+            self.run_directory.write_json("summary.json", result.summary())
+        return result
 
 
 @contextlib.contextmanager
@@ -408,6 +445,11 @@ class _StopOnSignals:
         self.enabled = enabled and threading.current_thread() is threading.main_thread()
         self.signal: Optional[str] = None
         self._previous = {}
+
+    @property
+    def number(self) -> int:
+        """The signal's number, 0 if none came."""
+        return signal.Signals[self.signal].value if self.signal else 0
 
     def _handle(self, signum, frame):
         if self.signal is not None:  # a second signal: stop now, as the user insists

@@ -312,9 +312,22 @@ def test_group_sync_sums_steps_and_episodes_and_keeps_the_largest_signal():
     assert np.isnan(empty.return_mean) and np.isnan(empty.length_mean)
 
 
+def test_a_group_of_one_agrees_with_itself_as_a_group_sync_does():
+    alone = distributed.make_group(tf.distribute.get_strategy())
+    assert type(alone) is distributed.Group and alone.worker == distributed.Worker(0, 1)
+    sync = distributed.GroupSync(tf.distribute.MirroredStrategy(["/cpu:0"]))
+    for returns, lengths in (([10.0, 30.0, 50.0], [10, 30, 80]), ([], [])):
+        mine, theirs = alone(64, 2, returns, lengths, True), sync(64, 2, returns, lengths, True)
+        assert mine.episode_record().keys() == theirs.episode_record().keys()
+        np.testing.assert_array_equal(list(mine.episode_record().values()),
+                                      list(theirs.episode_record().values()))
+        assert (mine.env_steps, mine.stop_signal, mine.solved) == (64, 2, True)
+    # One process ends at the solving evaluation; a group after the next update.
+    assert alone.ends_at_evaluation(True) and not sync.ends_at_evaluation(True)
+
+
 def test_worker_of_a_group_of_one_is_the_chief():
     assert distributed.worker_of(tf.distribute.get_strategy()) == distributed.Worker(0, 1)
-    assert distributed.worker_seed(3, 0) == 3 and distributed.worker_seed(3, 1) != 3
 
 
 @pytest.mark.parametrize("name, timeout, message", [

@@ -1,17 +1,37 @@
-"""Learning through the public API: CartPole, your own Keras models, seeding."""
+"""Learning through the public API: a bandit, CartPole, your own Keras models, seeding."""
 
 import json
 import subprocess
 import sys
 
+import gymnasium as gym
 import keras
 import numpy as np
 import pytest
 
 import pg_keras
 import run_files
+from toy_envs import BanditEnv
+
+for _rewarded in (0, 1):
+    gym.register(f"PgkBanditRewards{_rewarded}-v0", entry_point=lambda rewarded=_rewarded: BanditEnv(
+        gym.spaces.Discrete(2), lambda action: float(action == rewarded)))
 
 
+@pytest.mark.parametrize("rewarded", [0, 1])
+def test_two_updates_move_the_greedy_action_to_the_rewarded_one(rewarded):
+    """One-step episodes, reward 1 for one action: whichever action the initial policy
+    prefers, after two updates the greedy evaluation takes the rewarded one."""
+    config = pg_keras.Config(env_id=f"PgkBanditRewards{rewarded}-v0", seed=0, num_envs=16,
+                             steps_per_update=4, total_steps=128, eval_every=0,
+                             eval_episodes=2, policy_learning_rate=0.05)
+    result = pg_keras.train(config)
+    assert int(result.learner.updates.numpy()) == 2
+    assert result.final_return == 1.0, result.evaluations
+    assert result.policy.act(np.array([[0.5, -0.5, 1.0]], np.float32)).tolist() == [rewarded]
+
+
+@pytest.mark.slow
 def test_cartpole_reaches_195_with_baseline():
     config = pg_keras.Config(env_id="CartPole-v1", seed=1, total_steps=30_000, eval_every=5_000,
                              eval_episodes=10)
@@ -20,6 +40,7 @@ def test_cartpole_reaches_195_with_baseline():
     assert best >= 195, [e.mean_return for e in result.evaluations]
 
 
+@pytest.mark.slow
 def test_cartpole_learns_without_baseline():
     """Textbook REINFORCE: whole episodes, return-to-go, no critic."""
     config = pg_keras.Config(env_id="CartPole-v1", seed=0, baseline=False, num_envs=8,
@@ -47,14 +68,27 @@ class TwoTower(keras.Model):
         return self.out(self.torso(inputs))
 
 
-def test_custom_subclassed_keras_models_train_through_the_public_api():
+def _train_two_towers(total_steps, eval_every):
     policy = TwoTower(2)
-    config = pg_keras.Config(env_id="CartPole-v1", seed=0, total_steps=30_000, eval_every=10_000,
-                             eval_episodes=10)
+    config = pg_keras.Config(env_id="CartPole-v1", seed=0, total_steps=total_steps,
+                             eval_every=eval_every, eval_episodes=10)
     result = pg_keras.train(config, policy_network=policy,
                             value_network=lambda shape, units: TwoTower(units))
     assert result.policy.network is policy  # the user's own object was trained
     assert isinstance(result.policy.value_network, TwoTower)
+    return result
+
+
+def test_custom_subclassed_keras_models_are_the_ones_trained():
+    result = _train_two_towers(total_steps=1024, eval_every=0)
+    network = result.policy.network
+    trained = {id(v) for v in result.learner.policy_variables}
+    assert {id(network.torso.kernel), id(network.out.kernel)} <= trained
+
+
+@pytest.mark.slow
+def test_custom_subclassed_keras_models_train_through_the_public_api():
+    result = _train_two_towers(total_steps=30_000, eval_every=10_000)
     best = max(e.mean_return for e in result.evaluations)
     assert best >= 150, [e.mean_return for e in result.evaluations]
 
