@@ -151,10 +151,12 @@ class Group:
     figures of the update, and the group decides when a solve ends the run.
 
     Args:
+        strategy: The strategy the update runs under.
         worker: This process's place (the chief of a group of one by default).
     """
 
-    def __init__(self, worker: Worker = Worker()):
+    def __init__(self, strategy: tf.distribute.Strategy, worker: Worker = Worker()):
+        self.strategy = strategy
         self.worker = worker
 
     def __call__(self, env_steps: int, stop_signal: int, returns: List[float],
@@ -195,8 +197,7 @@ class GroupSync(Group):
     _FIELDS = 8
 
     def __init__(self, strategy: tf.distribute.Strategy, worker: Optional[Worker] = None):
-        super().__init__(worker or worker_of(strategy))
-        self.strategy = strategy
+        super().__init__(strategy, worker or worker_of(strategy))
         self._local = local_replicas(strategy)
         self._gather = tf.function(self._gather_fn, input_signature=[
             tf.TensorSpec([self._FIELDS], tf.float64)])
@@ -246,4 +247,4 @@ class GroupSync(Group):
 def make_group(strategy: tf.distribute.Strategy) -> Group:
     """The group this process trains in under ``strategy``: of one or of several workers."""
     worker = worker_of(strategy)
-    return GroupSync(strategy, worker) if worker.count > 1 else Group(worker)
+    return GroupSync(strategy, worker) if worker.count > 1 else Group(strategy, worker)

@@ -3,12 +3,12 @@ evaluations.jsonl, TensorBoard, the callbacks, the progress line.
 
 The loop hands every record and every evaluation to :class:`Reporter` once. Writing a file
 line and a dozen TensorBoard scalars per update, in eager mode, costs more than the update
-on small envs, so :class:`MetricsLog` keeps the records in memory and writes them in batches: at every
-``flush()`` (the loop flushes before each checkpoint, at each evaluation, on a signal and
-at the end) and at least every ``flush_seconds``, the scalars by a graph in a thread of
-their own. What is written is the same as one write per update: one metrics.jsonl line per
-record, and per record one ``train/<key>`` scalar event per key, in the same order, with
-the same float32 values and steps.
+on small envs, so :class:`MetricsLog` keeps the records in memory and writes them in
+batches: at every ``flush()`` (the loop flushes before each checkpoint, at each
+evaluation, on a signal and at the end) and at least every ``flush_seconds``, the scalars
+by a graph in a thread of their own. What is written is the same as one write per update:
+one metrics.jsonl line per record, and per record one ``train/<key>`` scalar event per
+key, in the same order, with the same float32 values and steps.
 """
 
 from __future__ import annotations

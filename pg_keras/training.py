@@ -1,4 +1,10 @@
-"""The training loop: collect -> learn -> log -> checkpoint -> evaluate.
+"""The training loop: build, then collect -> learn -> report -> triggers, over typed state.
+
+:func:`train` builds the learner, the collector, the run directory and the reporter, then
+runs :class:`_Loop`: each update collects a batch, learns from it, agrees on its figures
+with the group (a single process is a group of one), reports the record, and fires the
+triggers due at that many env steps (evaluation, checkpoint). The loop's state is a
+:class:`~pg_keras.checkpoint.LoopState`, checkpointed with the weights.
 
 With a ``root_dir`` the run directory holds everything needed to resume, evaluate and
 plot the run:
@@ -12,6 +18,13 @@ plot the run:
     summary.json         written at the end: final evaluation, steps, time, solve step
 
 Calling :func:`train` again on the same ``root_dir`` resumes from its last checkpoint.
+
+In a group of workers (``MultiWorkerMirroredStrategy``), every worker calls :func:`train`
+with the same config and root_dir: each steps its own ``num_envs`` environments, seeded
+apart (``pg_keras.seeding``), and the update is the one of all workers' batches together;
+``total_steps`` and every schedule count the env steps of all workers. Only the chief
+(worker 0) evaluates and writes the run directory; the others restore from it (it must be
+on a filesystem they share) and save their checkpoints to a scratch directory.
 """
 
 from __future__ import annotations
@@ -107,88 +120,70 @@ def reward_threshold(env_id: str) -> Optional[float]:
 
 def train(config: Config, *, root_dir: Optional[str] = None,
           policy_network: Optional[ModelOrFactory] = None,
-          value_network: Optional[ModelOrFactory] = None,
-          checkpoint_every: int = 0, overwrite: bool = False,
-          target_return: Optional[float] = None,
+          value_network: Optional[ModelOrFactory] = None, checkpoint_every: int = 0,
+          overwrite: bool = False, target_return: Optional[float] = None,
           on_update: Optional[Callable[[Dict[str, float]], None]] = None,
-          verbose: bool = False, progress: bool = False,
-          handle_signals: bool = True,
-          strategy: Optional[tf.distribute.Strategy] = None,
-          stop_when_solved: bool = False,
+          verbose: bool = False, progress: bool = False, handle_signals: bool = True,
+          strategy: Optional[tf.distribute.Strategy] = None, stop_when_solved: bool = False,
           on_evaluation: Optional[Callable[[Evaluation], None]] = None) -> TrainResult:
-    """Trains a policy with REINFORCE (with a value baseline unless ``config.baseline`` is off).
+    """Trains a policy with REINFORCE (with a value baseline unless ``config.baseline`` is
+    off) and returns a :class:`TrainResult`.
 
     Args:
         config: Hyperparameters.
-        root_dir: Run directory (see the module docstring); None keeps nothing on disk.
-            If it holds a checkpoint of the same config, training resumes from it.
-        policy_network: Your own policy ``keras.Model`` or a factory for one (see
-            ``pg_keras.networks`` for the contract); default: ``config.policy_network``'s
-            factory, or an MLP. The run directory records it: as ``module:factory`` when
-            it is a factory importable by that name, else as a ``<python object ...>``
-            marker, and such a run is restored by passing the model again.
+        root_dir: Run directory (module docstring), resumed if it holds a checkpoint of
+            the same config; None keeps nothing on disk.
+        policy_network: Your own policy ``keras.Model`` or a factory for one (contract:
+            ``pg_keras.networks``); default: ``config.policy_network``'s, or an MLP. The
+            run directory records a factory as ``module:factory``, anything else as a
+            ``<python object ...>`` marker: pass it again to restore such a run.
         value_network: Same for the value model.
-        checkpoint_every: Env steps between checkpoints (with a root_dir); 0 means at
-            every evaluation, or every 10% of the run without evaluations.
+        checkpoint_every: Env steps between checkpoints (with a root_dir); 0: at every
+            evaluation, or every 10% of the run without evaluations.
         overwrite: Start over in a root_dir that holds a run of a different config.
-        target_return: The mean evaluation return that counts as solved; default: the
-            env's registered ``reward_threshold``.
+        target_return: The mean evaluation return that counts as solved (default: the
+            env's registered ``reward_threshold``).
         on_update: Called with each update's record.
         verbose: Print a line at each evaluation.
-        progress: Show a progress line (rewritten in place on a terminal, else every 10 s).
-        handle_signals: On SIGINT or SIGTERM (in the main thread), finish the update, save a
-            checkpoint and the summary so far, and return with ``interrupted`` set.
-        strategy: The ``tf.distribute`` strategy the update runs under (see
-            ``pg_keras.distributed.make_strategy``); default: the current one. In a group
-            of workers (``MultiWorkerMirroredStrategy``), every worker calls ``train`` with
-            the same config and root_dir: each steps its own ``num_envs`` environments,
-            seeded apart (``pg_keras.seeding``), and the update is the one of all workers'
-            batches together; ``total_steps`` and every schedule count the env steps of
-            all workers. Only the chief (worker 0) writes the run directory; the others
-            restore from it (it must be on a filesystem they share) and save their
-            checkpoints to a scratch directory.
+        progress: Show a progress line (in place on a terminal, else every 10 s).
+        handle_signals: On SIGINT or SIGTERM (in the main thread), finish the update, save
+            a checkpoint and the summary, and return with ``interrupted`` set.
+        strategy: The ``tf.distribute`` strategy of the update (``distributed.make_strategy``;
+            groups of workers: see the module docstring); default: the current one.
         stop_when_solved: End the run at the first evaluation that reaches
-            ``target_return`` (a resumed run that had reached it ends there too); a group
-            of workers ends together after the next update.
+            ``target_return`` (a group of workers: after the next update).
         on_evaluation: Called with each evaluation (by the chief), after it is logged;
             an exception it raises ends the run (e.g. a tuner pruning the trial).
-
-    Returns:
-        TrainResult.
 
     Raises:
         InputError: for bad input (env id, spaces, models, a root_dir holding another
             config or in use by a live run); nothing is written then.
-        TrainingError: when training cannot go on (non-finite env data,
-            ``max_consecutive_skips`` non-finite updates in a row, or a worker of the
-            group gone).
+        TrainingError: on non-finite env data or updates, or a worker of the group gone.
     """
     config, target_return = _checked(config, policy_network, value_network, target_return,
                                      stop_when_solved)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    strategy = strategy or tf.distribute.get_strategy()
-    group = distributed.make_group(strategy)
+    group = distributed.make_group(strategy or tf.distribute.get_strategy())
     streams = SeedStreams(config.seed, group.worker.index)
     with contextlib.ExitStack() as cleanup, group.guard():
         # Everything that can refuse the input is built before anything is written.
-        learner, collector = _build(config, streams, strategy, policy_network, value_network,
-                                    cleanup)
+        learner, collector = _build(config, streams, group.strategy, policy_network,
+                                    value_network, cleanup)
         run, checkpointer = _storage(root_dir, config, overwrite, group.worker, learner,
                                      cleanup)
-        reporter = reporting.Reporter(
-            [], run.metrics if run is not None else None, on_update,
-            reporting.Progress(config.total_steps, enabled=progress),
-            log_evaluation=run.log_evaluation if run is not None else None,
-            on_evaluation=on_evaluation, verbose=verbose and group.worker.is_chief)
-        loop = _Loop(config, learner, collector, group, streams, reporter, run, checkpointer,
-                     _Options(checkpoint_every, target_return, stop_when_solved))
+        reporter = reporting.Reporter([], run and run.metrics, on_update,
+                                      reporting.Progress(config.total_steps, progress),
+                                      run and run.log_evaluation, on_evaluation,
+                                      verbose and group.worker.is_chief)
         with _StopOnSignals(enabled=handle_signals) as stop:
-            return loop.run(stop)
+            return _Loop(config, learner, collector, group, streams, reporter, run,
+                         checkpointer, _Options(checkpoint_every, target_return,
+                                                stop_when_solved)).run(stop)
 
 
 def _checked(config, policy_network, value_network, target_return, stop_when_solved):
-    """The config with its models recorded, and the target return; refuses bad input."""
+    """The config with its models recorded, and the target return; refuses bad input,
+    warns of episodes longer than a segment, and makes TensorFlow's ops deterministic if
+    the config asks."""
     spec = gym.spec(split_env_id(config.env_id))  # an unknown env id fails here, first
     config = networks.record_models(config, policy_network, value_network)
     if target_return is None:
@@ -206,6 +201,8 @@ def _checked(config, policy_network, value_network, target_return, stop_when_sol
             f"steps for an episode, but {config.env_id} runs up to {time_limit}: longer episodes "
             f"are cut there as if by a time limit; set steps_per_update={time_limit} for whole "
             "episodes", stacklevel=3)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
     return config, target_return
 
 

@@ -14,8 +14,9 @@ import run_files
 from toy_envs import BanditEnv
 
 for _rewarded in (0, 1):
-    gym.register(f"PgkBanditRewards{_rewarded}-v0", entry_point=lambda rewarded=_rewarded: BanditEnv(
-        gym.spaces.Discrete(2), lambda action: float(action == rewarded)))
+    gym.register(f"PgkBanditRewards{_rewarded}-v0",
+                 entry_point=lambda rewarded=_rewarded: BanditEnv(
+                     gym.spaces.Discrete(2), lambda action: float(action == rewarded)))
 
 
 @pytest.mark.parametrize("rewarded", [0, 1])
