@@ -5,7 +5,8 @@ on its own batch; the gradients are all-reduced and every replica applies the sa
 (``Learner`` in learner.py does the math). This module builds the strategy from its name,
 tells a worker who it is in the group, and keeps the workers' training loops in step: the
 env-step count that decides evaluations, checkpoints and the end, a stop request from any
-worker, and the episode statistics of all workers.
+worker, and the episode statistics of all workers. A single process is a :class:`Group`
+of one, which the training loop talks to as it talks to a :class:`GroupSync` of several.
 
 A group is described by ``TF_CONFIG``, TensorFlow's own cluster description, for example
 for two workers (the first one is the chief):
