@@ -287,7 +287,7 @@ def _import_heavy() -> None:
     import keras
     import tensorflow as tf
 
-    from pg_keras.envs.collector import CompiledCollector, make_compiled_env
+    from pg_keras.collect import CompiledCollector, make_compiled_env
 
 
 def main(argv):

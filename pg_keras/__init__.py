@@ -28,13 +28,14 @@ _LAZY = {
     "LossInfo": "pg_keras.losses",
     "mlp": "pg_keras.networks",
     "RunningNormalization": "pg_keras.normalization",
-    "Collector": "pg_keras.rollout", "evaluate": "pg_keras.rollout",
-    "make_vector_env": "pg_keras.rollout",
+    "Collector": "pg_keras.collect", "evaluate": "pg_keras.collect",
+    "make_vector_env": "pg_keras.collect",
     "Evaluation": "pg_keras.training", "TrainResult": "pg_keras.training",
     "train": "pg_keras.training",
     "make_strategy": "pg_keras.distributed",
 }
-_SUBMODULES = ("batch", "checkpoint", "convert", "distributed", "envs", "export", "heads", "layers",
+_SUBMODULES = ("batch", "checkpoint", "collect", "convert", "distributed", "envs", "export",
+               "heads", "layers",
                "learner", "losses", "networks", "normalization", "paths", "portable_random",
                "policy", "returns", "rollout", "training")
 

@@ -210,7 +210,7 @@ def _build(config, streams, strategy, policy_network, value_network, cleanup):
     """The learner and the collector of this worker (the environments close with ``cleanup``)."""
     compiled = config.backend == "compiled"
     if compiled:
-        from pg_keras.envs.collector import CompiledCollector, make_compiled_env
+        from pg_keras.collect import CompiledCollector, make_compiled_env
 
         graph_env = make_compiled_env(config.env_id)
     envs = make_vector_env(config.env_id, 1 if compiled else config.num_envs)

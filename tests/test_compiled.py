@@ -7,7 +7,7 @@ import tensorflow as tf
 
 import pg_keras
 from pg_keras import envs
-from pg_keras.envs.collector import CompiledCollector, make_compiled_env
+from pg_keras.collect import CollectorProtocol, CompiledCollector, make_compiled_env
 
 
 def _learner(config, value_network=None):
@@ -25,7 +25,9 @@ def test_compiled_batch_bootstraps_truncations_and_cuts_from_the_value_model():
     learner = _learner(config, value)
     env = envs.make("CartPole-v1", max_episode_steps=5)
     collector = CompiledCollector(env, learner, config)
-    batch, done, returns, lengths = collector._collect()
+    assert isinstance(collector, CollectorProtocol)
+    batch, env_steps = collector.collect()
+    assert env_steps == 36
     batch = tf.nest.map_structure(lambda x: x.numpy(), batch)
     truncated, terminated = batch.truncated, batch.terminated
     assert truncated.any()
@@ -40,9 +42,10 @@ def test_compiled_batch_bootstraps_truncations_and_cuts_from_the_value_model():
     assert np.all(batch.bootstrap[:-1][~cut[:-1]] == 0.0)
     assert np.all(batch.bootstrap[:-1][cut[:-1]] > 90.0)  # V(final obs) ~ 100 + small
     assert np.all(np.abs(batch.bootstrap[-1] - 100.0) < 10.0)
-    # The finished episodes' returns are their lengths (reward 1 per step).
-    done = done.numpy()
-    np.testing.assert_array_equal(returns.numpy()[done], lengths.numpy()[done])
+    # The finished episodes' returns are their lengths (reward 1 per step), one for each
+    # episode end in the batch.
+    returns, lengths = collector.pop_episodes()
+    assert len(lengths) == (terminated | truncated).sum() and returns == lengths
 
 
 @pytest.mark.parametrize("xla_rollout", [True, False])
@@ -66,7 +69,7 @@ def test_iterations_log_every_finished_episode_once(xla_rollout):
     assert all(type(r) is float for r in returns) and all(type(n) is int for n in lengths)
     assert returns == [float(n) for n in lengths] and 1 <= min(lengths) and max(lengths) <= 5
     # Every step taken belongs to a finished episode or to one still running.
-    running = collector._episode_length.numpy()
+    running = collector.state()["variables"][3]  # each env's running episode length
     assert sum(lengths) + running.sum() == 4 * 48
 
 

@@ -386,3 +386,17 @@ def test_xla_while_loop_rollout_matches_the_eager_rollout(env_id):
     if env_id == "CartPole-v1":
         assert done.sum() > 0  # resets happened inside the compiled loop
     np.testing.assert_array_equal(compiled(start)[2], obs)  # same seed, same rollout
+
+
+def test_the_envs_package_imports_nothing_of_the_package_above_it():
+    import ast
+    import pathlib
+
+    outside = []
+    for path in pathlib.Path(envs.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            outside += [f"{path.name}: {name}" for name in names
+                        if name.split(".")[0] == "pg_keras" and not name.startswith("pg_keras.envs")]
+    assert not outside

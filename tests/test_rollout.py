@@ -8,7 +8,8 @@ from gymnasium.vector import AutoresetMode
 
 import pg_keras
 from pg_keras import returns
-from pg_keras.rollout import NumpyPolicy
+from pg_keras.collect import (CollectorProtocol, EpisodesCollector, NonFiniteError,
+                              NumpyPolicy, StepsCollector)
 from toy_envs import CounterEnv, FaultyEnv, vector_env
 
 
@@ -34,6 +35,7 @@ def test_steps_mode_truncation_bootstrap_and_autoreset():
     config, learner = make_learner(envs, linear_value_model(), steps_per_update=5, gamma=0.5,
                                    baseline=True)
     collector = pg_keras.Collector(envs, learner, config)
+    assert type(collector) is StepsCollector and isinstance(collector, CollectorProtocol)
     batch, env_steps = collector.collect()
 
     assert env_steps == 10
@@ -81,6 +83,7 @@ def test_episodes_mode_one_whole_episode_per_env_with_padding():
     config, learner = make_learner(envs, baseline=False, steps_per_update=6)
     assert config.resolved_collect_mode == "episodes"
     collector = pg_keras.Collector(envs, learner, config)
+    assert type(collector) is EpisodesCollector and isinstance(collector, CollectorProtocol)
     for _ in range(2):
         batch, env_steps = collector.collect()
         assert env_steps == 8  # stopped after the longer episode's 4 steps, not 6
@@ -139,13 +142,38 @@ def test_make_vector_env_uses_same_step_autoreset():
     envs.close()
 
 
-def test_evaluate_runs_one_episode_per_env():
-    envs = pg_keras.make_vector_env("CartPole-v1", 1)
-    config, learner = make_learner(envs)
-    result = pg_keras.evaluate(learner.policy, "CartPole-v1", episodes=3, seed=0)
-    assert result.shape == (3,) and np.all(result >= 8) and np.all(result <= 500)
-    # Same seed, greedy policy: the same returns.
-    np.testing.assert_array_equal(result, pg_keras.evaluate(learner.policy, "CartPole-v1", 3, 0))
+class _RandomLengthEnv(gym.Env):
+    """Episodes of a length drawn at reset from 1-9; reward = action + 1 per step."""
+
+    observation_space = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.left = int(self.np_random.integers(1, 10))
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.left -= 1
+        return np.zeros(1, np.float32), float(action) + 1.0, self.left == 0, False, {}
+
+
+gym.register("PgkRandomLength-v0", entry_point=_RandomLengthEnv)
+
+
+def test_evaluate_returns_each_envs_first_episode():
+    envs = vector_env([_RandomLengthEnv])
+    # Logits (0, 1) everywhere: the greedy action is 1, worth 2 per step.
+    network = keras.Sequential([keras.Input((1,)), keras.layers.Dense(
+        2, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant([0., 1.]))])
+    learner = pg_keras.Learner(pg_keras.Config(num_envs=1), envs.single_observation_space,
+                               envs.single_action_space, policy_network=network)
+    # The vector env seeds env i with seed + i: with seed 9 the episodes last 4, 7, 2 and 6
+    # steps. Each env's first episode counts, whole, and nothing after it.
+    result = pg_keras.evaluate(learner.policy, "PgkRandomLength-v0", episodes=4, seed=9)
+    np.testing.assert_array_equal(result, [8.0, 14.0, 4.0, 12.0])
+    capped = pg_keras.evaluate(learner.policy, "PgkRandomLength-v0", 4, seed=9, max_steps=3)
+    np.testing.assert_array_equal(capped, [6.0, 6.0, 4.0, 6.0])
 
 
 def reference_collect(envs, learner, config, policy, state):
@@ -273,7 +301,7 @@ def _final_observation_nan_env():
 def test_a_non_finite_final_observation_stops_collection_naming_it():
     envs = vector_env([_final_observation_nan_env])
     config, learner = make_learner(envs, steps_per_update=40)
-    with pytest.raises(pg_keras.rollout.NonFiniteError,
+    with pytest.raises(NonFiniteError,
                        match="env step 30: environment 0 .* non-finite final observation"):
         pg_keras.Collector(envs, learner, config).collect()
 

@@ -1,0 +1,213 @@
+"""The compiled collector: a graph-native env rolled out in a ``tf.while_loop``.
+
+The rollout samples from the learner's policy and builds the same
+:class:`~pg_keras.batch.Batch` the gymnasium collectors build.
+:meth:`CompiledCollector.iterate` composes it with the learner's public ``update`` in one
+``tf.function`` (optionally one XLA program): one algorithm, two ways to collect, no math
+written twice.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, NamedTuple, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from pg_keras.batch import Batch
+from pg_keras.config import Config, InputError
+from pg_keras.envs.core import Env, EnvState, autoreset_step
+from pg_keras.envs.registry import REGISTRY, ids
+from pg_keras.learner import Learner
+
+
+def make_compiled_env(env_id: str) -> Env:
+    """The graph-native env of ``env_id``.
+
+    Raises:
+        InputError: if there is none, naming the ones there are.
+    """
+    if env_id not in REGISTRY:
+        raise InputError(f"backend='compiled' needs a graph-native env; received "
+                         f"env_id={env_id!r}; available: {', '.join(ids())}")
+    return REGISTRY[env_id]()
+
+
+class _Segment(NamedTuple):
+    """What one graph rollout returns."""
+
+    batch: Batch
+    done: tf.Tensor  # [T, B] bool, an episode ended at this step
+    returns: tf.Tensor  # [T, B] float32, the episode's return so far, after this step
+    lengths: tf.Tensor  # [T, B] int32, the episode's length so far, after this step
+
+
+class _EpisodeLog:
+    """Finished episodes' returns and lengths, in plain lists.
+
+    Not lists held by the tf.Module directly: the Module would wrap those in trackable
+    lists, whose ``extend`` tracks each element.
+    """
+
+    def __init__(self):
+        self.returns: List[float] = []
+        self.lengths: List[int] = []
+
+
+class CompiledCollector(tf.Module):
+    """Collects with a graph-native env; with :meth:`iterate`, updates the learner in the
+    same compiled call.
+
+    Its state (the envs' states, the running episode counters, the step counter that
+    seeds every draw) lives in ``tf.Variable`` s; :meth:`state` and :meth:`restore` carry it
+    through checkpoints so that a resumed run repeats an uninterrupted one.
+
+    Args:
+        env: A graph-native env (see :func:`make_compiled_env`).
+        learner: The learner whose policy samples and whose update runs.
+        config: Hyperparameters; ``collect_mode`` must resolve to ``steps``.
+    """
+
+    def __init__(self, env: Env, learner: Learner, config: Config):
+        super().__init__(name="compiled_collector")
+        if config.resolved_collect_mode != "steps":
+            raise InputError("backend='compiled' collects fixed segments and bootstraps them; "
+                             "it needs baseline=True and collect_mode 'steps' or 'auto'; "
+                             f"received baseline={config.baseline}, "
+                             f"collect_mode={config.collect_mode!r}")
+        self.env, self.learner, self.config = env, learner, config
+        self.numpy_policy = None  # as the gymnasium collectors: no NumPy twin here
+        self.dropped_episodes = 0
+        num = config.num_envs
+        self._seed = tf.constant([config.seed, 20_240_601], tf.int32)
+        state = env.reset(num, tf.random.experimental.stateless_fold_in(self._seed, -1))
+        self._physics = tf.Variable(state.physics, trainable=False, name="physics")
+        self._elapsed = tf.Variable(state.elapsed, trainable=False, name="elapsed")
+        self._episode_return = tf.Variable(tf.zeros([num]), trainable=False, name="ep_return")
+        self._episode_length = tf.Variable(tf.zeros([num], tf.int32), trainable=False,
+                                           name="ep_length")
+        self._steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="steps")
+        self.total_steps = 0
+        self._episodes = _EpisodeLog()
+        # With jit_compile the whole iteration is one XLA program. Without it (and with
+        # xla_rollout), XLA compiles the rollout alone, an inner function whose many small
+        # elementwise env ops it fuses, and TensorFlow's kernels run the update.
+        # No autograph (see Learner.update): the loop is an explicit tf.while_loop.
+        xla_rollout = config.xla_rollout and not config.jit_compile
+        self._rollout_fn = tf.function(self._rollout, autograph=False,
+                                       jit_compile=xla_rollout or config.jit_compile)
+        self._rollout_in_graph = self._rollout_fn if xla_rollout else self._rollout
+        self._iterate_fn = tf.function(self._rollout_and_update, autograph=False,
+                                       jit_compile=config.jit_compile)
+
+    def collect(self) -> Tuple[Batch, int]:
+        """Collects one segment (the rollout alone, in one compiled call).
+
+        Returns:
+            (batch of tensors matching ``learner.batch_spec``, env steps taken).
+        """
+        segment = self._rollout_fn()
+        return segment.batch, self._log(segment.done, segment.returns, segment.lengths)
+
+    def iterate(self) -> Tuple[Dict[str, tf.Tensor], int]:
+        """Collects one segment and updates the learner on it, in one compiled call.
+
+        Returns:
+            (the update's metrics, env steps taken).
+        """
+        metrics, done, returns, lengths = self._iterate_fn()
+        return metrics, self._log(done, returns, lengths)
+
+    def pop_episodes(self) -> Tuple[List[float], List[int]]:
+        """Returns and lengths of the episodes finished since the last call."""
+        log = self._episodes
+        out = (log.returns, log.lengths)
+        log.returns, log.lengths = [], []
+        return out
+
+    def state(self) -> dict:
+        """Everything needed to continue collecting exactly where this collector is."""
+        return {"total_steps": self.total_steps,
+                "variables": [np.asarray(v.numpy()) for v in self._variables()]}
+
+    def restore(self, state: dict) -> bool:
+        """Continues from a :meth:`state`; always exactly (returns True)."""
+        self.total_steps = state["total_steps"]
+        for variable, value in zip(self._variables(), state["variables"]):
+            variable.assign(value)
+        return True
+
+    def _variables(self):
+        return [self._physics, self._elapsed, self._episode_return, self._episode_length,
+                self._steps]
+
+    def _log(self, done, returns, lengths) -> int:
+        """Records the segment's finished episodes; returns the env steps it took."""
+        done = done.numpy()
+        self._episodes.returns.extend(returns.numpy()[done].astype(float).tolist())
+        self._episodes.lengths.extend(lengths.numpy()[done].astype(int).tolist())
+        env_steps = self.config.steps_per_iteration
+        self.total_steps += env_steps
+        return env_steps
+
+    def _rollout_and_update(self):
+        segment = self._rollout_in_graph()
+        metrics = self.learner.update(segment.batch)
+        return metrics, segment.done, segment.returns, segment.lengths
+
+    def _rollout(self) -> _Segment:
+        """The rollout, in graph: ``steps_per_update`` steps of every env."""
+        steps, num = self.config.steps_per_update, self.config.num_envs
+        base = tf.random.experimental.stateless_fold_in(
+            self._seed, tf.cast(self._steps % (2**31 - 1), tf.int32))
+        dtypes = (tf.float32, self.learner.head.raw_dtype, tf.float32, tf.bool, tf.bool,
+                  tf.float32, tf.int32, tf.float32)
+        arrays = [tf.TensorArray(d, size=steps, element_shape=None) for d in dtypes]
+        state = EnvState(tf.identity(self._physics), tf.identity(self._elapsed))
+        _, state, episode_return, episode_length, arrays = tf.while_loop(
+            lambda t, *_: t < steps, lambda *loop: self._rollout_step(base, *loop),
+            (tf.constant(0), state, tf.identity(self._episode_return),
+             tf.identity(self._episode_length), arrays))
+        (obs, raw, reward, terminated, truncated, bootstrap, episode_steps,
+         returns) = [a.stack() for a in arrays]
+        done = terminated | truncated
+        if self.learner.has_baseline:
+            # The cut at the end of the segment bootstraps from V(s_T).
+            value = self.learner.policy.value(self.env.observe(state))
+            last = tf.where(~done[-1], value, bootstrap[-1])
+            bootstrap = tf.concat([bootstrap[:-1], last[None]], axis=0)
+        self._physics.assign(state.physics)
+        self._elapsed.assign(state.elapsed)
+        self._episode_return.assign(episode_return)
+        self._episode_length.assign(episode_length)
+        self._steps.assign_add(1)
+        obs_shape = tuple(self.env.observation_space.shape)
+        batch = Batch(observations=tf.ensure_shape(obs, (steps, num) + obs_shape),
+                      actions=raw, rewards=reward, terminated=terminated, truncated=truncated,
+                      bootstrap=bootstrap, mask=tf.ones([steps, num]),
+                      episode_steps=episode_steps)
+        return _Segment(batch, done, returns, episode_steps + 1)
+
+    def _rollout_step(self, base, t, state, episode_return, episode_length, arrays):
+        """The while loop's body: act, step with autoreset, write row ``t``."""
+        env, policy, num = self.env, self.learner.policy, self.config.num_envs
+        obs = env.observe(state)
+        raw, env_action = policy.sample(obs, tf.random.experimental.stateless_fold_in(base, 2 * t))
+        state, _, reward, terminated, truncated, final_obs = autoreset_step(
+            env, state, env_action, tf.random.experimental.stateless_fold_in(base, 2 * t + 1))
+        done = terminated | truncated
+        cut = truncated & ~terminated
+        bootstrap = tf.zeros([num])
+        if self.learner.has_baseline:
+            bootstrap = tf.cond(tf.reduce_any(cut),
+                                lambda: tf.where(cut, policy.value(final_obs), 0.0),
+                                lambda: tf.zeros([num]))
+        episode_steps = episode_length
+        episode_return += reward
+        episode_length += 1
+        # Only what cannot be derived after the loop is written step by step.
+        row = (obs, raw, reward, terminated, truncated, bootstrap, episode_steps, episode_return)
+        arrays = [a.write(t, x) for a, x in zip(arrays, row)]
+        episode_return = tf.where(done, 0.0, episode_return)
+        episode_length = tf.where(done, 0, episode_length)
+        return t + 1, state, episode_return, episode_length, arrays
