@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import pg_keras
-from pg_keras.rollout import NumpyPolicy
+from pg_keras.collect import NumpyPolicy
 
 SPACES = {
     "discrete": (gym.spaces.Discrete(3, start=-1), {}),
