@@ -397,6 +397,6 @@ def test_the_envs_package_imports_nothing_of_the_package_above_it():
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            outside += [f"{path.name}: {name}" for name in names
-                        if name.split(".")[0] == "pg_keras" and not name.startswith("pg_keras.envs")]
+            outside += [f"{path.name}: {name}" for name in names if name.split(".")[0]
+                        == "pg_keras" and not name.startswith("pg_keras.envs")]
     assert not outside

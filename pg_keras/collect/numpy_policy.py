@@ -112,7 +112,7 @@ class NumpyPolicy:
             self._value_network = _NumpyNetwork(policy.value_network)
         # One call reads every variable: read one by one from Python they would cost more
         # than the network itself. The concrete function skips tf.function's dispatch.
-        networks = [self._network] + ([self._value_network] if self._value_network is not None else [])
+        networks = [self._network] + ([self._value_network] if self.has_value else [])
         variables = [v for n in networks for v in n.variables()]
         normalizer = policy.normalizer
         if normalizer is not None:
@@ -141,7 +141,7 @@ class NumpyPolicy:
             value_count = len(self._value_network.variables())
             self._value_network.refresh(values[count:count + value_count])
             count += value_count
-            self._value_network_scale = float(scale.numpy())
+            self._value_scale = float(scale.numpy())
         normalizer = self.policy.normalizer
         self._normalizer = None
         if normalizer is not None:
@@ -173,4 +173,4 @@ class NumpyPolicy:
 
     def values(self, observations: np.ndarray) -> np.ndarray:
         """V(s), as ``Policy.value`` computes it (needs :attr:`has_value`)."""
-        return self._value_network(self._features(observations)).reshape(-1) * self._value_network_scale
+        return self._value_network(self._features(observations)).reshape(-1) * self._value_scale
