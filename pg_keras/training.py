@@ -54,7 +54,8 @@ from pg_keras.config import Config, InputError, TrainingError
 from pg_keras.learner import Learner
 from pg_keras.policy import Policy
 from pg_keras.networks import ModelOrFactory
-from pg_keras.rollout import Collector, NonFiniteError, evaluate, make_vector_env, split_env_id
+from pg_keras.collect import (Collector, CollectorProtocol, CompiledCollector, NonFiniteError,
+                              evaluate, make_compiled_env, make_vector_env, split_env_id)
 from pg_keras.seeding import SeedStreams
 
 RUN_FILES = ("config.json", "metrics.jsonl", "evaluations.jsonl", "summary.json", "checkpoints",
@@ -210,8 +211,6 @@ def _build(config, streams, strategy, policy_network, value_network, cleanup):
     """The learner and the collector of this worker (the environments close with ``cleanup``)."""
     compiled = config.backend == "compiled"
     if compiled:
-        from pg_keras.collect import CompiledCollector, make_compiled_env
-
         graph_env = make_compiled_env(config.env_id)
     envs = make_vector_env(config.env_id, 1 if compiled else config.num_envs)
     cleanup.callback(envs.close)
@@ -268,8 +267,8 @@ class _Loop:
 
     A single process is a group of one (``distributed.Group``): the loop is the same."""
 
-    def __init__(self, config: Config, learner: Learner, collector, group: distributed.Group,
-                 streams: SeedStreams, reporter: reporting.Reporter,
+    def __init__(self, config: Config, learner: Learner, collector: CollectorProtocol,
+                 group: distributed.Group, streams: SeedStreams, reporter: reporting.Reporter,
                  run: Optional["_RunDirectory"], checkpointer: Optional[Checkpointer],
                  options: _Options):
         self.config, self.learner, self.collector = config, learner, collector
@@ -346,15 +345,12 @@ class _Loop:
     def _collect_and_learn(self) -> Tuple[Dict[str, tf.Tensor], int]:
         """One batch and the update on it: (the update's metrics, env steps collected)."""
         self.learner.apply_schedules(self.state.env_steps)
-        if not isinstance(self.collector, Collector):  # collects and updates in one call
-            return self.collector.iterate()
         try:
-            batch, collected = self.collector.collect()
+            return self.collector.iterate()
         except NonFiniteError as error:
             raise TrainingError(f"{error}; the run stopped, its last checkpoint is intact "
                                 "(set on_nonfinite='drop' to drop such episodes "
                                 "instead)") from None
-        return self.learner.update(batch), collected
 
     def _report(self, record: Dict[str, float], agreed: distributed.GroupStep,
                 tick: float) -> None:

@@ -32,6 +32,7 @@ from pg_keras.collect.nonfinite import NonFiniteGuard
 from pg_keras.collect.numpy_policy import NumpyPolicy
 from pg_keras.config import Config, InputError
 from pg_keras.learner import Learner
+from pg_keras.seeding import SeedStreams
 
 
 class _Step(NamedTuple):
@@ -77,8 +78,9 @@ class Collector:
         self._batch = Batch(**{name: np.zeros(s.shape, s.dtype.as_numpy_dtype)
                                for name, s in learner.batch_spec._asdict().items()})
         self._baseline = learner.has_baseline
-        # The NumPy twin of the policy acts when it can: see NumpyPolicy.
-        self.numpy_policy = (NumpyPolicy(learner.policy, config.seed + 15485863)
+        # The NumPy twin of the policy acts when it can: see NumpyPolicy. config.seed is
+        # this worker's envs stream, from which its actor stream is derived.
+        self.numpy_policy = (NumpyPolicy(learner.policy, SeedStreams(config.seed).actor)
                              if NumpyPolicy.supports(learner.policy) else None)
         self._observations, _ = envs.reset(seed=config.seed)
         envs.action_space.seed(config.seed)
