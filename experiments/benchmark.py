@@ -127,7 +127,7 @@ def gymnasium_training(env_id: str, num_envs: int, steps: int, updates: int):
                              total_steps=10**9, eval_every=0)
     keras.utils.set_random_seed(0)
     envs = pg_keras.make_vector_env(env_id, num_envs)
-    learner = pg_keras.Learner(config, envs.single_observation_space, envs.single_action_space)
+    learner = pg_keras.build_learner(config, envs.single_observation_space, envs.single_action_space)
     collector = pg_keras.Collector(envs, learner, config)
 
     def run():
@@ -238,7 +238,7 @@ def compiled_subjects(env_id, num_envs, steps, iterations, jit_compile,
                              jit_compile=jit_compile, xla_rollout=xla_rollout)
     keras.utils.set_random_seed(0)
     env = make_compiled_env(env_id)
-    learner = pg_keras.Learner(config, env.observation_space, env.action_space)
+    learner = pg_keras.build_learner(config, env.observation_space, env.action_space)
     collector = CompiledCollector(env, learner, config)
     policy = learner.policy
     observations = tf.random.normal([num_envs] + list(env.observation_space.shape))

@@ -24,7 +24,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "ActionHead": "pg_keras.heads", "make_head": "pg_keras.heads",
     "export_policy": "pg_keras.export", "load_policy": "pg_keras.export",
-    "Batch": "pg_keras.batch", "Learner": "pg_keras.learner", "Policy": "pg_keras.policy",
+    "Batch": "pg_keras.batch", "Policy": "pg_keras.policy",
+    "Learner": "pg_keras.learner", "build_learner": "pg_keras.learner",
     "LossInfo": "pg_keras.losses",
     "mlp": "pg_keras.networks",
     "RunningNormalization": "pg_keras.normalization",
@@ -35,12 +36,12 @@ _LAZY = {
     "make_strategy": "pg_keras.distributed",
 }
 _SUBMODULES = ("batch", "checkpoint", "collect", "convert", "distributed", "envs", "export",
-               "heads", "layers",
-               "learner", "losses", "networks", "normalization", "paths", "portable_random",
-               "policy", "returns", "rollout", "training")
+               "heads", "layers", "learner", "losses", "networks", "normalization", "paths",
+               "policy", "portable_random", "returns", "rollout", "training")
 
 __all__ = [
     "ActionHead", "Batch", "Collector", "Config", "Evaluation", "InputError", "Learner",
+    "build_learner",
     "LossInfo", "Policy", "TrainingError",
     "RunningNormalization", "TrainResult", "evaluate", "export_policy", "load_policy",
     "distributed", "make_head", "make_strategy", "make_vector_env", "mlp", "train",

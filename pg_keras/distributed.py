@@ -2,11 +2,14 @@
 
 Each worker (one process, on one host) steps its own environments and computes gradients
 on its own batch; the gradients are all-reduced and every replica applies the same update
-(``Learner`` in learner.py does the math). This module builds the strategy from its name,
-tells a worker who it is in the group, and keeps the workers' training loops in step: the
-env-step count that decides evaluations, checkpoints and the end, a stop request from any
-worker, and the episode statistics of all workers. A single process is a :class:`Group`
-of one, which the training loop talks to as it talks to a :class:`GroupSync` of several.
+(``Learner`` in learner.py does the math). This module builds the strategy from its name;
+gives the learner every statistic that spans replicas (sums, two-pass moments over valid
+steps, gathers, each replica's block of a batch), which a single replica computes by the
+same code; tells a worker who it is in the group; and keeps the workers' training loops in
+step: the env-step count that decides evaluations, checkpoints and the end, a stop request
+from any worker, and the episode statistics of all workers. A single process is a
+:class:`Group` of one, which the training loop talks to as it talks to a
+:class:`GroupSync` of several.
 
 A group is described by ``TF_CONFIG``, TensorFlow's own cluster description, for example
 for two workers (the first one is the chief):
@@ -21,7 +24,7 @@ import contextlib
 import dataclasses
 import json
 import os
-from typing import Iterator, List, Optional
+from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -87,6 +90,96 @@ def local_replicas(strategy: tf.distribute.Strategy) -> int:
     if strategy.num_replicas_in_sync == 1:
         return 1  # the default strategy has no worker_devices
     return len(strategy.extended.worker_devices)
+
+
+# Cross-replica statistics. Called in replica context (inside ``strategy.run``); under the
+# default strategy a single replica is the whole group and each reduction is the identity,
+# so one and several replicas run the same code.
+
+
+class Moments(NamedTuple):
+    """Statistics of [T, B] columns over the valid steps of every replica.
+
+    Attributes:
+        count: Valid steps of all replicas.
+        share: This replica's valid steps over ``count`` (0 if there are none).
+        means: One mean per column.
+        variances: One variance per column (the mean squared deviation).
+    """
+
+    count: tf.Tensor
+    share: tf.Tensor
+    means: Tuple[tf.Tensor, ...]
+    variances: Tuple[tf.Tensor, ...]
+
+
+def sum_replicas(values):
+    """``values`` (a nest of tensors) summed over every replica, in one all-reduce."""
+    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, values)
+
+
+def _masked_sum(x: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    # Select, not only multiply: a padded step may hold inf or NaN, and NaN * 0 is NaN.
+    return tf.reduce_sum(tf.where(mask != 0, x * mask, tf.zeros_like(x)))
+
+
+def masked_moments(mask: tf.Tensor, *columns: tf.Tensor) -> Moments:
+    """Mean and variance of each column over the steps where ``mask`` is 1, on all replicas.
+
+    Two passes (the sums, then the squared deviations from the mean), one all-reduce each:
+    the variance never comes from E[x^2] - E[x]^2, which cancels in float32.
+
+    Args:
+        mask: [T, B] this replica's 1 for valid steps, 0 for padding.
+        *columns: [T, B] float32 tensors of this replica's steps.
+    """
+    mask = tf.cast(mask, tf.float32)
+    local = tf.reduce_sum(mask)
+    sums = sum_replicas(tf.stack([local] + [_masked_sum(x, mask) for x in columns]))
+    count = sums[0]
+    means = tuple(tf.math.divide_no_nan(sums[i + 1], count) for i in range(len(columns)))
+    squares = sum_replicas(tf.stack(
+        [_masked_sum(tf.square(x - mean), mask) for x, mean in zip(columns, means)]))
+    variances = tuple(tf.math.divide_no_nan(squares[i], count) for i in range(len(columns)))
+    return Moments(count, tf.math.divide_no_nan(local, count), means, variances)
+
+
+def all_gather(rows):
+    """Every replica's rows, concatenated in replica order, in one all-gather.
+
+    Args:
+        rows: A nest of float32 tensors [N, ...] with the same N (this replica's rows).
+
+    Returns:
+        The same nest, each tensor [sum of all replicas' N, ...].
+    """
+    flat = tf.nest.flatten(rows)
+    widths = [int(np.prod(x.shape[1:])) for x in flat]
+    packed = tf.concat([tf.reshape(x, [-1, w]) for x, w in zip(flat, widths)], axis=1)
+    packed = tf.distribute.get_replica_context().all_gather(packed, axis=0)
+    parts = tf.split(packed, widths, axis=1)
+    return tf.nest.pack_sequence_as(
+        rows, [tf.reshape(p, [-1] + x.shape[1:].as_list()) for p, x in zip(parts, flat)])
+
+
+def local_block(batch, local_replicas: int):
+    """This replica's block of its worker's environments: each [T, B, ...] field of
+    ``batch`` (a NamedTuple) cut to [T, B / local_replicas, ...], the columns of this
+    replica's index among the worker's devices."""
+    if local_replicas == 1:
+        return batch
+    index = tf.distribute.get_replica_context().replica_id_in_sync_group % local_replicas
+
+    def block(x):
+        per_replica = x.shape[1] // local_replicas
+        x = tf.reshape(x, [x.shape[0], local_replicas, per_replica] + x.shape[2:])
+        return tf.gather(x, index, axis=1)
+    return type(batch)(*(block(x) for x in batch))
+
+
+def first_replica(strategy: tf.distribute.Strategy, values):
+    """The first local replica's part of each per-replica value in ``values`` (a nest)."""
+    return tf.nest.map_structure(lambda x: strategy.experimental_local_results(x)[0], values)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -51,7 +51,7 @@ import tensorflow as tf
 from pg_keras import distributed, networks, reporting
 from pg_keras.checkpoint import Checkpointer, Evaluation, LoopState
 from pg_keras.config import Config, InputError, TrainingError
-from pg_keras.learner import Learner
+from pg_keras.learner import Learner, build_learner
 from pg_keras.policy import Policy
 from pg_keras.networks import ModelOrFactory
 from pg_keras.collect import (Collector, CollectorProtocol, CompiledCollector, NonFiniteError,
@@ -215,8 +215,9 @@ def _build(config, streams, strategy, policy_network, value_network, cleanup):
     envs = make_vector_env(config.env_id, 1 if compiled else config.num_envs)
     cleanup.callback(envs.close)
     with _global_streams_seeded(streams.init):
-        learner = Learner(config, envs.single_observation_space, envs.single_action_space,
-                          policy_network, value_network, strategy=strategy)
+        learner = build_learner(config, envs.single_observation_space,
+                                envs.single_action_space, policy_network, value_network,
+                                strategy=strategy)
     learner.rng.reset_from_seed(streams.sampling)
     # The workers share the weights (config.seed) but not their episodes.
     collect_config = config.replace(seed=streams.envs)
@@ -491,8 +492,8 @@ def restore_learner(root_dir: str, policy_network: Optional[ModelOrFactory] = No
             raise InputError(networks.python_object_message(root_dir, role, recorded))
     envs = make_vector_env(config.env_id, 1)
     try:
-        learner = Learner(config, envs.single_observation_space, envs.single_action_space,
-                          policy_network, value_network)
+        learner = build_learner(config, envs.single_observation_space,
+                                envs.single_action_space, policy_network, value_network)
     finally:
         envs.close()
     checkpointer = Checkpointer(os.path.join(root_dir, "checkpoints"), learner)

@@ -30,23 +30,26 @@ def _digest(arrays) -> str:
     return digest.hexdigest()
 
 
-class RecordingLearner(pg_keras.Learner):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        update = self.update
-
-        def recorded_update(batch):
-            metrics = update(batch)
-            variables = (self.policy_variables + self.value_variables
-                         + self.policy_optimizer.variables + self.value_optimizer.variables)
-            records.append({"weights": _digest(v.numpy() for v in variables),
-                            "batch": _digest(np.asarray(x) for x in batch),
-                            "updates": int(self.updates.numpy())})
-            return metrics
-        self.update = recorded_update
+_build_learner = pg_keras.training.build_learner
 
 
-pg_keras.training.Learner = RecordingLearner
+def recording_build_learner(*args, **kwargs):
+    learner = _build_learner(*args, **kwargs)
+    update = learner.update
+
+    def recorded_update(batch):
+        metrics = update(batch)
+        variables = (learner.policy_variables + learner.value_variables
+                     + learner.policy_optimizer.variables + learner.value_optimizer.variables)
+        records.append({"weights": _digest(v.numpy() for v in variables),
+                        "batch": _digest(np.asarray(x) for x in batch),
+                        "updates": int(learner.updates.numpy())})
+        return metrics
+    learner.update = recorded_update
+    return learner
+
+
+pg_keras.training.build_learner = recording_build_learner
 try:
     runpy.run_module("experiments.train", run_name="__main__")
 finally:

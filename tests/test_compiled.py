@@ -13,7 +13,7 @@ from pg_keras.collect import CollectorProtocol, CompiledCollector, make_compiled
 def _learner(config, value_network=None):
     env = envs.make(config.env_id)
     keras.utils.set_random_seed(config.seed)
-    return pg_keras.Learner(config, env.observation_space, env.action_space,
+    return pg_keras.build_learner(config, env.observation_space, env.action_space,
                             value_network=value_network)
 
 

@@ -53,14 +53,14 @@ def _observations(env_id, rng):
 def _learner(name, rng):
     if name == "multibinary":
         config = pg_keras.Config(baseline=False)
-        learner = pg_keras.Learner(config, *BINARY_SPACES)
+        learner = pg_keras.build_learner(config, *BINARY_SPACES)
         observations = rng.uniform(-1.0, 1.0, (N, 3)).astype(np.float32)
     else:
         env_id = {"cartpole": "CartPole-v1", "pendulum": "Pendulum-v1"}[name]
         config = pg_keras.Config(env_id=env_id, normalize_observations=True,
                                  normalize_returns=True)
         env = gym.make(env_id)
-        learner = pg_keras.Learner(config, env.observation_space, env.action_space)
+        learner = pg_keras.build_learner(config, env.observation_space, env.action_space)
         observations = _observations(env_id, rng)
         learner.normalizer.update(observations)
         learner.return_stats.update(rng.normal(0.0, 5.0, (N,)))

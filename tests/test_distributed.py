@@ -62,9 +62,9 @@ MIRRORED = textwrap.dedent('''
         envs = pg_keras.make_vector_env(config.env_id, config.num_envs)
         space = (envs.single_observation_space, envs.single_action_space)
         keras.utils.set_random_seed(0)
-        single = pg_keras.Learner(config, *space)
+        single = pg_keras.build_learner(config, *space)
         keras.utils.set_random_seed(0)
-        mirrored = pg_keras.Learner(config, *space, strategy=strategy)
+        mirrored = pg_keras.build_learner(config, *space, strategy=strategy)
         initial = state(single)
         collector = pg_keras.Collector(envs, single, config)
         record = {"weights": [], "metrics": [], "valid_per_replica": []}
@@ -81,7 +81,7 @@ MIRRORED = textwrap.dedent('''
         record["moved"] = max(float(np.max(np.abs(x - y))) for x, y in zip(state(single), initial))
         out[name] = record
     try:
-        pg_keras.Learner(pg_keras.Config(num_envs=3), *space, strategy=strategy)
+        pg_keras.build_learner(pg_keras.Config(num_envs=3), *space, strategy=strategy)
     except pg_keras.InputError as error:
         out["odd_num_envs"] = str(error)
     # The whole loop and the export under the two replicas.

@@ -118,7 +118,7 @@ def env_dir(tmp_path_factory):
 def _grid_learner(seed=0):
     config = pg_keras.Config(env_id=GRID_ID, baseline=False)
     env = gym.make("PgkGrid-v0")
-    learner = pg_keras.Learner(config, env.observation_space, env.action_space)
+    learner = pg_keras.build_learner(config, env.observation_space, env.action_space)
     _randomize(learner, seed)
     return config, learner
 
@@ -132,14 +132,14 @@ def exported(env_dir, tmp_path_factory):
 
     config = pg_keras.Config(env_id="CartPole-v1")
     env = gym.make("CartPole-v1")
-    learner = pg_keras.Learner(config, env.observation_space, env.action_space)
+    learner = pg_keras.build_learner(config, env.observation_space, env.action_space)
     _randomize(learner, 4)
     models["cartpole"] = (config, learner, rng.normal(0.0, 1.0, (16, 4)).astype(np.float32))
 
     config = pg_keras.Config(env_id="Pendulum-v1", normalize_observations=True,
                              normalize_returns=True)
     env = gym.make("Pendulum-v1")
-    learner = pg_keras.Learner(config, env.observation_space, env.action_space)
+    learner = pg_keras.build_learner(config, env.observation_space, env.action_space)
     _randomize(learner, 2, scale=3.0)  # means past the bounds: the clip is exercised
     # Statistics far from the initial (0, 1), so an export that dropped them would differ.
     learner.normalizer.update(rng.normal([0.5, -0.5, 2.0], [0.3, 0.2, 3.0], (256, 3)))
@@ -397,7 +397,7 @@ def test_failed_rename_puts_the_previous_export_back(env_dir, tmp_path, monkeypa
 
 def test_image_observations_are_accepted_in_the_env_dtype(tmp_path):
     space = gym.spaces.Box(0, 255, (5, 4, 1), np.uint8)
-    learner = pg_keras.Learner(pg_keras.Config(baseline=False), space, gym.spaces.Discrete(3))
+    learner = pg_keras.build_learner(pg_keras.Config(baseline=False), space, gym.spaces.Discrete(3))
     _randomize(learner, 5)
     observations = np.random.default_rng(0).integers(0, 256, (8, 5, 4, 1), np.uint8)
     model = load_policy(export_policy(learner.policy, tmp_path / "model"))
@@ -426,7 +426,7 @@ def test_export_refuses_what_is_not_a_policy(tmp_path):
         export_policy(Result(), tmp_path / "model")
     (tmp_path / "file").write_text("")
     with pytest.raises(ValueError, match="not a directory"):
-        export_policy(pg_keras.Learner(pg_keras.Config(), gym.spaces.Box(-1, 1, (2,)),
+        export_policy(pg_keras.build_learner(pg_keras.Config(), gym.spaces.Box(-1, 1, (2,)),
                                        gym.spaces.Discrete(2)).policy,
                       tmp_path / "file", overwrite=True)
 

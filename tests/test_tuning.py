@@ -22,7 +22,7 @@ def _cartpole_learner(**fields):
     config = pg_keras.Config(**{**SMALL, **fields})
     envs = pg_keras.make_vector_env(config.env_id, config.num_envs)
     keras.utils.set_random_seed(config.seed)
-    learner = pg_keras.Learner(config, envs.single_observation_space, envs.single_action_space)
+    learner = pg_keras.build_learner(config, envs.single_observation_space, envs.single_action_space)
     return config, learner, pg_keras.Collector(envs, learner, config)
 
 
@@ -36,7 +36,7 @@ def test_sgd_step_is_the_scheduled_rate_times_the_gradient(env_steps):
                                                    policy_learning_rate=0.1,
                                                    value_learning_rate=0.02)
     batch, _ = collector.collect()
-    gradients = [np.asarray(g, np.float64) for g in learner._gradients(
+    gradients = [np.asarray(g, np.float64) for g in learner._loss_and_gradients(
         pg_keras.batch.Batch(*(tf.constant(x) for x in batch)))[0]]
     before = _weights(learner.policy_variables + learner.value_variables)
     learner.apply_schedules(env_steps)
@@ -136,7 +136,7 @@ def test_each_model_is_clipped_to_its_own_norm(max_norm, value_max_norm, expecte
 def test_observation_clip_is_applied_by_the_policy_and_its_export(clip, tmp_path):
     config = pg_keras.Config(normalize_observations=True, clip_observations=clip)
     env = gym.make("CartPole-v1")
-    learner = pg_keras.Learner(config, env.observation_space, env.action_space)
+    learner = pg_keras.build_learner(config, env.observation_space, env.action_space)
     rng = np.random.default_rng(0)
     learner.normalizer.update(rng.normal(0.0, 0.1, (256, 4)).astype(np.float32))
     for variable in learner.policy_variables:
