@@ -110,8 +110,8 @@ class Learner(tf.Module):
         """One REINFORCE update on ``batch`` (see the module docstring); its metrics.
 
         Called eagerly, it runs the update's traced graph on a batch of numpy arrays or
-        tensors (each field converted once, the graph called directly: matching a call
-        against a ``tf.function``'s signature costs about a quarter of a small update).
+        tensors (each field converted once, the graph called directly: the loop's hot path
+        skips the ``tf.function``'s argument binding).
         Called while another ``tf.function`` is traced (the compiled path fuses rollout
         and update), it adds the update to that graph.
         """
@@ -292,8 +292,8 @@ def policy_gradient_weights(config: Config, batch: Batch, values: Optional[tf.Te
             moments.variances[2], moments.variances[1])
     metrics["valid_steps"] = moments.count
     if cfg.normalize_advantages:
-        weights = (weights - moments.means[0]) * returns.inverse_std(
-            moments.variances[0], std_floor=cfg.advantage_std_floor)
+        weights = returns.standardize(weights, moments.means[0], moments.variances[0],
+                                      std_floor=cfg.advantage_std_floor)
     step_weights = (returns.step_discounts(batch.episode_steps, cfg.gamma)
                     if cfg.gamma_weighting else None)
     return Weights(weights, value_targets, step_weights, target_returns, moments, metrics)

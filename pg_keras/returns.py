@@ -74,9 +74,8 @@ def generalized_advantages(rewards, values, continues, bootstrap, gamma, lam):
     return advantages, advantages + values
 
 
-# Up to this many [T, T, B] entries, the sum is one masked product; past it, a scan. The
-# product's cost grows with T*T*B and the scan's barely with B: measured, the product wins
-# for an update of 32 steps x 16 envs and loses by 17x at 32 x 2,048.
+# Up to this many [T, T, B] entries, the sum is one masked product; past it, a scan: the
+# product's cost grows with T*T*B, the scan's with T sequential steps and barely with B.
 _MATRIX_MAX_ELEMENTS = 1 << 15
 
 
@@ -119,20 +118,6 @@ def discounted_reverse_cumsum(x, continues, factor) -> tf.Tensor:
     return tf.reduce_sum(weights * x[None, :, :], axis=1)
 
 
-def first_episode_mask(dones) -> tf.Tensor:
-    """1 for every step up to and including each column's first episode end, else 0.
-
-    Args:
-        dones: [T, B] bool or float, terminated or truncated.
-
-    Returns:
-        [T, B] float32 mask.
-    """
-    dones = tf.cast(dones, tf.float32)
-    ended_before = tf.math.cumsum(dones, axis=0, exclusive=True)
-    return tf.cast(ended_before < 0.5, tf.float32)
-
-
 def masked_mean(x, mask) -> tf.Tensor:
     """Mean of ``x`` over the entries where ``mask`` is 1 (0 if there are none)."""
     x = tf.convert_to_tensor(x)
@@ -161,11 +146,17 @@ def normalize(x, mask=None, epsilon: float = 1e-8, std_floor: float = 0.0) -> tf
         mask = tf.ones_like(x)
     mean = masked_mean(x, mask)
     variance = masked_mean(tf.square(x - mean), mask)
+    return standardize(x, mean, variance, epsilon, std_floor)
+
+
+def standardize(x, mean, variance, epsilon: float = 1e-8, std_floor: float = 0.0) -> tf.Tensor:
+    """(x - mean) / max(sqrt(variance + epsilon), std_floor), with given moments (the
+    learner's span all replicas' valid steps)."""
     return (x - mean) * inverse_std(variance, epsilon, std_floor)
 
 
 def inverse_std(variance, epsilon: float = 1e-8, std_floor: float = 0.0) -> tf.Tensor:
-    """1 / max(sqrt(variance + epsilon), std_floor): the factor :func:`normalize` applies."""
+    """1 / max(sqrt(variance + epsilon), std_floor): the factor :func:`standardize` applies."""
     if std_floor > 0:
         return 1.0 / tf.maximum(tf.sqrt(variance + epsilon), tf.cast(std_floor, variance.dtype))
     return tf.math.rsqrt(variance + epsilon)

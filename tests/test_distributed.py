@@ -326,6 +326,36 @@ def test_a_group_of_one_agrees_with_itself_as_a_group_sync_does():
     assert alone.ends_at_evaluation(True) and not sync.ends_at_evaluation(True)
 
 
+@pytest.mark.parametrize("strategy", ["default", "mirrored_one_device"])
+def test_one_replica_moments_and_gather_are_the_batch_own(strategy):
+    """A single replica is the whole group: the moments are its valid steps' own (padding
+    with NaN left out), its share is 1, and a gather gives its rows back unchanged."""
+    strategy = (tf.distribute.get_strategy() if strategy == "default"
+                else tf.distribute.MirroredStrategy(["/cpu:0"]))
+    rng = np.random.default_rng(0)
+    x, y = (rng.normal(size=(2, 6, 3)) * [[[3.0]], [[0.5]]]).astype(np.float32)
+    mask = (rng.uniform(size=(6, 3)) < 0.7).astype(np.float32)
+    x[mask == 0] = np.nan
+    rows = (rng.normal(size=(5, 2, 3)).astype(np.float32), rng.normal(size=5).astype(np.float32))
+
+    @tf.function(autograph=False)
+    def run():
+        def replica():
+            return (distributed.masked_moments(tf.constant(mask), tf.constant(x),
+                                               tf.constant(y)),
+                    distributed.all_gather(tuple(tf.constant(r) for r in rows)))
+        return distributed.first_replica(strategy, strategy.run(replica))
+
+    moments, gathered = run()
+    valid = mask > 0
+    assert float(moments.count) == valid.sum() and float(moments.share) == 1.0
+    for column, mean, variance in zip((x, y), moments.means, moments.variances):
+        np.testing.assert_allclose(float(mean), column[valid].mean(), rtol=1e-5)
+        np.testing.assert_allclose(float(variance), column[valid].var(), rtol=1e-5)
+    for got, want in zip(gathered, rows):
+        np.testing.assert_array_equal(got.numpy(), want)
+
+
 def test_worker_of_a_group_of_one_is_the_chief():
     assert distributed.worker_of(tf.distribute.get_strategy()) == distributed.Worker(0, 1)
 

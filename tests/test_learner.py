@@ -85,19 +85,120 @@ def _weights(learner):
     return [v.numpy() for v in learner.policy_variables + learner.value_variables]
 
 
-@pytest.mark.parametrize("option", ["normalize_observations", "normalize_returns",
-                                    "max_grad_norm", "entropy_coef"])
-def test_options_change_the_update(option):
-    """Each option runs through the compiled step and changes what it computes."""
-    value = {"max_grad_norm": 1e-3, "entropy_coef": 0.5}.get(option, True)
-    results = []
-    for overrides in ({}, {option: value}):
-        envs, learner, collector, _ = bandit_setup("discrete", **overrides)
-        batch, _ = collector.collect()
-        learner.update(batch)
-        learner.update(batch)
-        results.append(_weights(learner))
-    assert any(not np.allclose(a, b) for a, b in zip(*results))
+def _hand_returns(batch, gamma):
+    """Return-to-go by a plain loop: cut at each episode end and at the batch's last row,
+    where the bootstrap value takes over."""
+    steps, envs = batch.rewards.shape
+    ends = batch.terminated | batch.truncated
+    returns = np.zeros((steps, envs))
+    for b in range(envs):
+        following = 0.0
+        for t in reversed(range(steps)):
+            cut = ends[t, b] or t == steps - 1
+            following = batch.rewards[t, b] + gamma * (batch.bootstrap[t, b] if cut else following)
+            returns[t, b] = following
+    return returns
+
+
+def _hand_computed_sgd_step(kernel, bias, batch, gamma, lr, entropy_coef, normalize):
+    """The SGD step of REINFORCE on a linear softmax policy, logits = x W + b, in float64.
+
+    loss = -mean[Psi_t log pi(a_t|x_t)] - beta * mean[H(pi(.|x_t))] over valid steps, with
+    d log pi(a|x) / d logits = onehot(a) - pi and dH / d logits = -pi * (log pi + H).
+    """
+    valid = batch.mask > 0
+    psi = _hand_returns(batch, gamma)
+    if normalize:
+        psi = (psi - psi[valid].mean()) / np.sqrt(psi[valid].var() + 1e-8)
+    x = batch.observations.astype(np.float64)
+    logits = x @ kernel + bias
+    logits -= logits.max(axis=-1, keepdims=True)
+    pi = np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
+    entropy = -(pi * np.log(pi)).sum(axis=-1, keepdims=True)
+    onehot = np.eye(kernel.shape[1])[batch.actions]
+    d_logits = (-psi[..., None] * (onehot - pi)
+                + entropy_coef * pi * (np.log(pi) + entropy)) / valid.sum()
+    d_logits = d_logits * valid[..., None]
+    grad_kernel = np.einsum("tbi,tbj->ij", x, d_logits)
+    grad_bias = d_logits.sum(axis=(0, 1))
+    return kernel - lr * grad_kernel, bias - lr * grad_bias
+
+
+def _linear_softmax_learner(steps, envs, **options):
+    """A learner whose policy is logits = x W + b (2 features, 3 actions), with random W, b;
+    and a hand-made batch: a termination, a truncation and the batch's end bootstrapped,
+    one padded step."""
+    config = pg_keras.Config(num_envs=envs, steps_per_update=steps, baseline=False,
+                             optimizer="sgd", max_grad_norm=0.0, **options)
+    network = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+    learner = pg_keras.build_learner(config, gym.spaces.Box(-5.0, 5.0, (2,), np.float32),
+                                     gym.spaces.Discrete(3), policy_network=network)
+    rng = np.random.default_rng(4)
+    network.layers[-1].kernel.assign(rng.normal(size=(2, 3)))
+    network.layers[-1].bias.assign(rng.normal(size=3))
+    terminated = np.zeros((steps, envs), bool)
+    truncated = np.zeros((steps, envs), bool)
+    terminated[1, 0], truncated[2, 1] = True, True
+    bootstrap = np.zeros((steps, envs), np.float32)
+    bootstrap[2, 1], bootstrap[-1] = 2.5, [1.0, -0.5, 3.0]
+    mask = np.ones((steps, envs), np.float32)
+    mask[3, 2] = 0.0
+    batch = pg_keras.Batch(
+        observations=rng.normal(size=(steps, envs, 2)).astype(np.float32),
+        actions=rng.integers(0, 3, size=(steps, envs)).astype(np.int32),
+        rewards=rng.normal(size=(steps, envs)).astype(np.float32),
+        terminated=terminated, truncated=truncated, bootstrap=bootstrap, mask=mask,
+        episode_steps=np.zeros((steps, envs), np.int32))
+    return learner, network.layers[-1], batch
+
+
+@pytest.mark.parametrize("entropy_coef,normalize", [(0.0, False), (0.3, False), (0.3, True)])
+def test_one_sgd_step_is_the_hand_computed_policy_gradient(entropy_coef, normalize):
+    """One update of a linear softmax policy moves W and b by -lr * the formula's gradient."""
+    gamma, lr = 0.9, 0.5
+    learner, layer, batch = _linear_softmax_learner(
+        4, 3, gamma=gamma, policy_learning_rate=lr, entropy_coef=entropy_coef,
+        normalize_advantages=normalize)
+    kernel, bias = layer.kernel.numpy().astype(np.float64), layer.bias.numpy().astype(np.float64)
+    expected = _hand_computed_sgd_step(kernel, bias, batch, gamma, lr, entropy_coef, normalize)
+    learner.update(batch)
+    np.testing.assert_allclose(layer.kernel.numpy(), expected[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(layer.bias.numpy(), expected[1], rtol=1e-5, atol=1e-6)
+    assert np.abs(expected[0] - kernel).max() > 1e-2  # the step is not negligible
+
+
+def test_running_statistics_learn_the_batch_after_its_gradient():
+    """The observation and return normalizers take the mean and variance of the batch's
+    valid steps, after the gradient, which sees the statistics the batch was collected with
+    (fresh ones: the identity)."""
+    gamma, lr = 0.9, 0.5
+    learner, layer, batch = _linear_softmax_learner(
+        4, 3, gamma=gamma, policy_learning_rate=lr, normalize_advantages=False,
+        normalize_observations=True, normalize_returns=True)
+    kernel, bias = layer.kernel.numpy().astype(np.float64), layer.bias.numpy().astype(np.float64)
+    expected = _hand_computed_sgd_step(kernel, bias, batch, gamma, lr, 0.0, False)
+    learner.update(batch)
+    np.testing.assert_allclose(layer.kernel.numpy(), expected[0], rtol=1e-5, atol=1e-6)
+    valid = batch.mask > 0
+    returns = _hand_returns(batch, gamma)[valid]
+    observations = batch.observations[valid]
+    np.testing.assert_allclose(learner.return_stats.mean.numpy(), returns.mean(), rtol=1e-5)
+    np.testing.assert_allclose(learner.return_stats.variance.numpy(), returns.var(), rtol=1e-5)
+    np.testing.assert_allclose(learner.normalizer.mean.numpy(), observations.mean(axis=0),
+                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(learner.normalizer.variance.numpy(), observations.var(axis=0),
+                               rtol=1e-5)
+    # The next update weighs each step by G_t / std(G): Psi in the returns' own scale.
+    kernel = layer.kernel.numpy().astype(np.float64)
+    scaled = batch._replace(rewards=batch.rewards / np.sqrt(returns.var() + 1e-8),
+                            bootstrap=batch.bootstrap / np.sqrt(returns.var() + 1e-8))
+    features = (batch.observations - observations.mean(axis=0)) / np.sqrt(
+        observations.var(axis=0) + 1e-8)
+    expected = _hand_computed_sgd_step(
+        kernel, layer.bias.numpy().astype(np.float64),
+        scaled._replace(observations=features), gamma, lr, 0.0, False)
+    learner.update(batch)
+    np.testing.assert_allclose(layer.kernel.numpy(), expected[0], rtol=1e-4, atol=1e-6)
 
 
 def test_max_grad_norm_bounds_the_first_step():

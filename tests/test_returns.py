@@ -201,37 +201,8 @@ def test_gae_lambda_zero_is_td_error(seed, gamma):
 
 
 # ---------------------------------------------------------------------------------------
-# first_episode_mask, masked_mean, normalize, step_discounts
+# masked_mean, normalize, step_discounts
 # ---------------------------------------------------------------------------------------
-
-def test_first_episode_mask_hand_computed():
-    # Columns: ends at t=1 and t=3; never ends; ends at t=0; ends only on the last row.
-    dones = np.array([[0, 0, 1, 0],
-                      [1, 0, 0, 0],
-                      [0, 0, 1, 0],
-                      [1, 0, 0, 1]], bool)
-    want = np.array([[1, 1, 1, 1],
-                     [1, 1, 0, 1],
-                     [0, 1, 0, 1],
-                     [0, 1, 0, 1]], np.float32)
-    got = returns.first_episode_mask(dones)
-    assert got.dtype == tf.float32
-    np.testing.assert_array_equal(got.numpy(), want)
-    np.testing.assert_array_equal(returns.first_episode_mask(dones.astype(np.float32)).numpy(),
-                                  want)
-
-
-@pytest.mark.parametrize("seed", SEEDS)
-def test_first_episode_mask_matches_loop(seed):
-    dones = np.random.default_rng(seed).uniform(size=(15, 7)) < 0.2
-    want = np.zeros(dones.shape)
-    for b in range(dones.shape[1]):
-        for t in range(dones.shape[0]):
-            want[t, b] = 1.0
-            if dones[t, b]:
-                break
-    np.testing.assert_array_equal(returns.first_episode_mask(tf.constant(dones)).numpy(), want)
-
 
 def test_masked_mean():
     x = tf.constant([[1.0, 2.0], [3.0, 1e6]])
