@@ -127,7 +127,8 @@ def gymnasium_training(env_id: str, num_envs: int, steps: int, updates: int):
                              total_steps=10**9, eval_every=0)
     keras.utils.set_random_seed(0)
     envs = pg_keras.make_vector_env(env_id, num_envs)
-    learner = pg_keras.build_learner(config, envs.single_observation_space, envs.single_action_space)
+    learner = pg_keras.build_learner(config, envs.single_observation_space,
+                                     envs.single_action_space)
     collector = pg_keras.Collector(envs, learner, config)
 
     def run():

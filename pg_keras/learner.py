@@ -26,12 +26,7 @@ from pg_keras.config import Config, InputError
 from pg_keras.heads import make_head
 from pg_keras.normalization import RunningNormalization
 from pg_keras.policy import Policy
-
-# Offsets from config.seed: the sampling stream and the value network's initializer draw
-# apart from the policy network's.
-SAMPLING_SEED_OFFSET = 104729
-VALUE_INIT_SEED_OFFSET = 7919
-
+from pg_keras.seeding import SeedStreams
 
 class StatisticRows(NamedTuple):
     """What the running normalizers learn from, one row per step (all replicas' rows after
@@ -63,7 +58,7 @@ class Learner(tf.Module):
         policy_optimizer: Its optimizer, built on ``policy_variables``.
         value_optimizer: The value network's optimizer, or None without a baseline.
         return_stats: Running statistics of the returns, or None.
-        rng: The stream :meth:`collect_step` samples actions from.
+        rng: The stream :attr:`collect_step` samples actions from (checkpointed).
         strategy: The ``tf.distribute.Strategy`` whose scope holds the variables.
     """
 
@@ -151,10 +146,6 @@ class Learner(tf.Module):
         if self.entropy_coef is not None:
             self.entropy_coef.assign(
                 cfg.entropy_coef * cfg.schedule_factor(cfg.entropy_schedule, env_steps))
-
-    def seed_sampling(self, seed: int) -> None:
-        """Restarts the stream :attr:`collect_step` samples actions from."""
-        self.rng.reset_from_seed(seed + SAMPLING_SEED_OFFSET)
 
     def _collect_step(self, observations):
         """(raw action, env action) sampled from the policy with the learner's stream."""
@@ -367,9 +358,10 @@ def build_learner(config: Config, observation_space: gym.Space, action_space: gy
         if policy.value_network is not None:
             value_optimizer = make_optimizer(config.optimizer, config.value_learning_rate)
             value_optimizer.build(policy.value_network.trainable_variables)
-    # Outside the scope: one stream per worker, not a mirrored one.
+    # Outside the scope: one stream per worker, not a mirrored one. The loop reseeds it
+    # with its worker's stream.
     rng = tf.random.Generator.from_seed(0)
-    rng.reset_from_seed(config.seed + SAMPLING_SEED_OFFSET)
+    rng.reset_from_seed(SeedStreams(config.seed).sampling)
     return Learner(config, policy, policy_optimizer, value_optimizer, return_stats, rng,
                    strategy)
 
@@ -388,8 +380,8 @@ def _build_policy(config: Config, observation_space: gym.Space, action_space: gy
     policy_network = networks.chosen_model(policy_network, config.policy_network, "policy")
     if policy_network is None:
         policy_network = networks.mlp(obs_shape, head.param_size, config.hidden_sizes,
-                                      config.activation, output_gain=0.01, seed=config.seed,
-                                      name="policy_mlp")
+                                      config.activation, output_gain=0.01,
+                                      seed=SeedStreams(config.seed).init, name="policy_mlp")
     policy_network = networks.resolve_model(policy_network, obs_shape, head.param_size,
                                             "policy")
     if config.baseline:
@@ -397,7 +389,7 @@ def _build_policy(config: Config, observation_space: gym.Space, action_space: gy
         if value_network is None:
             value_network = networks.mlp(obs_shape, 1, config.value_hidden_sizes,
                                          config.activation, output_gain=1.0,
-                                         seed=config.seed + VALUE_INIT_SEED_OFFSET,
+                                         seed=SeedStreams(config.seed).value_init,
                                          name="value_mlp")
         value_network = networks.resolve_model(value_network, obs_shape, 1, "value")
     else:

@@ -394,8 +394,9 @@ def test_a_step_both_terminated_and_truncated_bootstraps_nothing():
         1, kernel_initializer=keras.initializers.Constant(10.0),
         bias_initializer=keras.initializers.Constant(100.0))])
     config = pg_keras.Config(num_envs=2, steps_per_update=3, baseline=True, eval_every=0)
-    learner = pg_keras.build_learner(config, envs.single_observation_space, envs.single_action_space,
-                               value_network=value)
+    learner = pg_keras.build_learner(config, envs.single_observation_space,
+                                     envs.single_action_space,
+                                     value_network=value)
     batch, _ = pg_keras.Collector(envs, learner, config).collect()
     np.testing.assert_array_equal(batch.terminated[1], [True, False])
     np.testing.assert_array_equal(batch.truncated[1], [True, True])
@@ -418,7 +419,8 @@ def test_learner_update_is_the_advantage_weighted_score_and_a_value_regression_s
                              policy_learning_rate=lr_pi, value_learning_rate=lr_v,
                              hidden_sizes=(4,), value_hidden_sizes=(4,), eval_every=0)
     keras.utils.set_random_seed(0)
-    learner = pg_keras.build_learner(config, envs.single_observation_space, envs.single_action_space)
+    learner = pg_keras.build_learner(config, envs.single_observation_space,
+                                     envs.single_action_space)
     batch, _ = pg_keras.Collector(envs, learner, config).collect()
     assert batch.terminated.any() and batch.truncated.any()
 

@@ -427,7 +427,7 @@ def test_export_refuses_what_is_not_a_policy(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ValueError, match="not a directory"):
         export_policy(pg_keras.build_learner(pg_keras.Config(), gym.spaces.Box(-1, 1, (2,)),
-                                       gym.spaces.Discrete(2)).policy,
+                                             gym.spaces.Discrete(2)).policy,
                       tmp_path / "file", overwrite=True)
 
 

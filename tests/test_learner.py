@@ -40,7 +40,8 @@ def bandit_setup(name, seed=0, **overrides):
     options.update(overrides)
     config = pg_keras.Config(**options)
     keras.utils.set_random_seed(seed)
-    learner = pg_keras.build_learner(config, envs.single_observation_space, envs.single_action_space)
+    learner = pg_keras.build_learner(config, envs.single_observation_space,
+                                     envs.single_action_space)
     return envs, learner, pg_keras.Collector(envs, learner, config), best
 
 
@@ -67,7 +68,8 @@ def test_every_action_space_collects_trains_and_learns(name):
 def test_greedy_box_action_is_clipped_to_bounds():
     space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
     envs = vector_env([lambda: BanditEnv(space, lambda a: 0.0)])
-    learner = pg_keras.build_learner(pg_keras.Config(num_envs=1), envs.single_observation_space, space)
+    learner = pg_keras.build_learner(pg_keras.Config(num_envs=1), envs.single_observation_space,
+                                     space)
     learner.policy.network.layers[-1].bias.assign([5.0, -5.0])  # mean far outside the box
     np.testing.assert_array_equal(learner.policy.act(np.zeros((1, 3))), [[1.0, -1.0]])
 
@@ -241,7 +243,7 @@ def test_update_is_the_same_under_a_mirrored_strategy():
     space = envs.single_action_space
     keras.utils.set_random_seed(0)
     mirrored = pg_keras.build_learner(reference.config, envs.single_observation_space, space,
-                                strategy=strategy)
+                                      strategy=strategy)
     mirrored.update(batch)
     for a, b in zip(_weights(reference), _weights(mirrored)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -273,7 +275,7 @@ def test_gamma_weighting_scales_each_step_by_gamma_to_the_t():
                                  policy_learning_rate=1.0, gamma_weighting=weighting)
         keras.utils.set_random_seed(0)
         learner = pg_keras.build_learner(config, envs.single_observation_space,
-                                   envs.single_action_space)
+                                         envs.single_action_space)
         batch, _ = pg_keras.Collector(envs, learner, config).collect()
         with tf.GradientTape() as tape:
             log_probs = tf.reshape(learner.policy.distribution(

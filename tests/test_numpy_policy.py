@@ -86,7 +86,8 @@ def test_a_subclassed_model_falls_back_to_tensorflow():
             return self.dense(x)
 
     config = pg_keras.Config(num_envs=2)
-    learner = pg_keras.build_learner(config, OBS_SPACE, gym.spaces.Discrete(2), policy_network=Custom())
+    learner = pg_keras.build_learner(config, OBS_SPACE, gym.spaces.Discrete(2),
+                                     policy_network=Custom())
     assert not NumpyPolicy.supports(learner.policy)
     envs = pg_keras.make_vector_env("CartPole-v1", 2)
     collector = pg_keras.Collector(envs, learner, config)
@@ -97,5 +98,5 @@ def test_a_subclassed_model_falls_back_to_tensorflow():
 
 def test_an_unsupported_activation_falls_back_to_tensorflow():
     learner = pg_keras.build_learner(pg_keras.Config(activation="gelu"), OBS_SPACE,
-                               gym.spaces.Discrete(2))
+                                     gym.spaces.Discrete(2))
     assert not NumpyPolicy.supports(learner.policy)

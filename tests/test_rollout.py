@@ -23,8 +23,9 @@ def linear_value_model():
 
 def make_learner(envs, value_network=None, **overrides):
     config = pg_keras.Config(num_envs=envs.num_envs, **overrides)
-    learner = pg_keras.build_learner(config, envs.single_observation_space, envs.single_action_space,
-                               value_network=value_network)
+    learner = pg_keras.build_learner(config, envs.single_observation_space,
+                                     envs.single_action_space,
+                                     value_network=value_network)
     return config, learner
 
 
@@ -259,7 +260,8 @@ def test_collector_batches_equal_the_plain_per_env_reference(env_id, mode, basel
     envs = pg_keras.make_vector_env(env_id, 5, max_episode_steps=time_limit)
     reference_envs = pg_keras.make_vector_env(env_id, 5, max_episode_steps=time_limit)
     keras.utils.set_random_seed(3)
-    learner = pg_keras.build_learner(config, envs.single_observation_space, envs.single_action_space)
+    learner = pg_keras.build_learner(config, envs.single_observation_space,
+                                     envs.single_action_space)
     collector = pg_keras.Collector(envs, learner, config)
     assert collector.numpy_policy is not None
     policy = NumpyPolicy(learner.policy, config.seed + 15485863)

@@ -22,7 +22,8 @@ def _cartpole_learner(**fields):
     config = pg_keras.Config(**{**SMALL, **fields})
     envs = pg_keras.make_vector_env(config.env_id, config.num_envs)
     keras.utils.set_random_seed(config.seed)
-    learner = pg_keras.build_learner(config, envs.single_observation_space, envs.single_action_space)
+    learner = pg_keras.build_learner(config, envs.single_observation_space,
+                                     envs.single_action_space)
     return config, learner, pg_keras.Collector(envs, learner, config)
 
 
