@@ -167,8 +167,8 @@ def test_evaluate_returns_each_envs_first_episode():
     # Logits (0, 1) everywhere: the greedy action is 1, worth 2 per step.
     network = keras.Sequential([keras.Input((1,)), keras.layers.Dense(
         2, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant([0., 1.]))])
-    learner = pg_keras.Learner(pg_keras.Config(num_envs=1), envs.single_observation_space,
-                               envs.single_action_space, policy_network=network)
+    learner = pg_keras.build_learner(pg_keras.Config(num_envs=1), envs.single_observation_space,
+                                     envs.single_action_space, policy_network=network)
     # The vector env seeds env i with seed + i: with seed 9 the episodes last 4, 7, 2 and 6
     # steps. Each env's first episode counts, whole, and nothing after it.
     result = pg_keras.evaluate(learner.policy, "PgkRandomLength-v0", episodes=4, seed=9)
