@@ -189,10 +189,16 @@ class Config:
         self._validate()
 
     def _validate(self) -> None:
-        def fail(name, requirement):
-            raise InputError(
-                f"{name} must be {requirement}; received {name}={getattr(self, name)!r}")
+        self._validate_numbers()
+        self._validate_choices()
+        self._validate_combinations()
 
+    def _fail(self, name: str, requirement: str) -> None:
+        raise InputError(
+            f"{name} must be {requirement}; received {name}={getattr(self, name)!r}")
+
+    def _validate_numbers(self) -> None:
+        fail = self._fail
         if not isinstance(self.env_id, str) or not self.env_id.strip():
             fail("env_id", "a non-empty gymnasium environment id")
         for name in ("seed",):
@@ -219,6 +225,9 @@ class Config:
             fail("value_max_grad_norm", "a non-negative finite number, or -1 for max_grad_norm")
         if not _is_real(self.init_log_std):
             fail("init_log_std", "a finite number")
+
+    def _validate_choices(self) -> None:
+        fail = self._fail
         for name in ("baseline", "normalize_advantages", "normalize_returns", "gamma_weighting",
                      "normalize_observations", "state_dependent_std", "deterministic",
                      "jit_compile", "xla_rollout"):
@@ -241,6 +250,8 @@ class Config:
                     or PYTHON_OBJECT.fullmatch(value)):
                 fail(name, "'module:factory' (a callable (observation_shape, output_units) "
                      "-> keras.Model that module defines), or empty for the default MLP")
+
+    def _validate_combinations(self) -> None:
         if self.collect_mode == "steps" and not self.baseline:
             raise InputError(
                 "collect_mode='steps' cuts episodes at the segment end and needs a value "
