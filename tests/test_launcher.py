@@ -1,4 +1,6 @@
-"""The train launcher end to end, as a subprocess: kill it, run it again, same weights."""
+"""The train launcher end to end: kill its process, run it again, same weights; and the
+other launchers, run in this process (tests/launchers.py) where a process of their own adds
+nothing to what is checked."""
 
 import json
 import os
@@ -9,6 +11,8 @@ import time
 
 import numpy as np
 import tensorflow as tf
+
+import launchers
 
 FLAGS = ["--total_steps=12288", "--num_envs=4", "--steps_per_update=32", "--eval_every=2048",
          "--eval_episodes=2", "--nouse_progress_bar", "--quiet", "--noexport"]
@@ -27,8 +31,9 @@ def _final_variables(root_dir):
 
 
 def test_killed_run_resumes_to_the_same_final_weights(tmp_path):
-    reference = _train(tmp_path / "reference")
-    assert reference.wait(timeout=300) == 0, reference.stderr.read()[-2000:]
+    reference = launchers.run("experiments.train", f"--root_dir={tmp_path / 'reference'}",
+                              *FLAGS)
+    assert reference.returncode == 0, reference.stderr[-2000:]
 
     killed_dir = tmp_path / "killed"
     run = _train(killed_dir)
@@ -41,10 +46,9 @@ def test_killed_run_resumes_to_the_same_final_weights(tmp_path):
     run.send_signal(signal.SIGKILL)
     run.wait()
 
-    resumed = _train(killed_dir)
-    out, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err[-2000:]
-    assert "final evaluation return" in out
+    resumed = launchers.run("experiments.train", f"--root_dir={killed_dir}", *FLAGS)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "final evaluation return" in resumed.stdout
 
     expected, actual = _final_variables(tmp_path / "reference"), _final_variables(killed_dir)
     assert expected.keys() == actual.keys() and len(expected) > 10
@@ -76,8 +80,7 @@ def test_plot_groups_seeds_and_writes_a_png(tmp_path):
     assert read_curve(runs[1], "eval") == ([1000, 2000, 3000], [30, 70, 110])
 
     out = tmp_path / "curves.png"
-    run = subprocess.run([sys.executable, "-m", "experiments.plot", f"--root_dirs={','.join(runs)}",
-                          f"--out={out}"], capture_output=True, text=True, timeout=120)
+    run = launchers.run("experiments.plot", f"--root_dirs={','.join(runs)}", f"--out={out}")
     assert run.returncode == 0, run.stderr[-2000:]
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
@@ -85,19 +88,18 @@ def test_plot_groups_seeds_and_writes_a_png(tmp_path):
 
 def test_train_exports_and_export_launcher_reexports_the_same_policy(tmp_path):
     root, first, second = tmp_path / "run", tmp_path / "export_a", tmp_path / "export_b"
-    run = subprocess.run([sys.executable, "-m", "experiments.train", "--total_steps=1024",
-                          "--eval_episodes=2", "--quiet", f"--root_dir={root}",
-                          f"--export_dir={first}"], capture_output=True, text=True, timeout=300)
+    run = launchers.run("experiments.train", "--total_steps=1024", "--eval_episodes=2",
+                        "--quiet", f"--root_dir={root}", f"--export_dir={first}")
     assert run.returncode == 0, run.stderr[-2000:]
-    run = subprocess.run([sys.executable, "-m", "experiments.export", f"--root_dir={root}",
-                          f"--export_dir={second}"], capture_output=True, text=True, timeout=300)
+    run = launchers.run("experiments.export", f"--root_dir={root}", f"--export_dir={second}")
     assert run.returncode == 0, run.stderr[-2000:]
     observations = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
     a, b = tf.saved_model.load(str(first)), tf.saved_model.load(str(second))
     np.testing.assert_array_equal(a(observations).numpy(), b(observations).numpy())
     np.testing.assert_allclose(a.distribution(observations)["logits"].numpy(),
                                b.distribution(observations)["logits"].numpy(), rtol=1e-6)
-    # Another config may not replace that export without --overwrite; nothing is trained.
+    # Another config may not replace that export without --overwrite; nothing is trained
+    # (a process of its own: the refusal comes before TensorFlow starts).
     run = subprocess.run([sys.executable, "-m", "experiments.train", "--total_steps=1024",
                           "--gamma=0.5", f"--root_dir={tmp_path / 'other'}",
                           f"--export_dir={first}"], capture_output=True, text=True, timeout=300)
@@ -114,14 +116,12 @@ def test_readme_flags_table_is_the_generated_one():
         "README's flags table is stale: paste the output of `python -m experiments.config_flags`")
 
 
-def test_committed_cartpole_savedmodel_solves_cartpole_with_tensorflow_alone():
-    """The shipped model, run by the evaluate command (which never imports pg_keras)."""
-    import json
-
+def test_committed_cartpole_savedmodel_solves_cartpole_through_the_evaluate_command():
+    """The shipped model, run by the evaluate command (that the command needs TensorFlow
+    alone, without pg_keras, is checked in a fresh interpreter by tests/test_export.py)."""
     model = os.path.join(os.path.dirname(__file__), "..", "saved_models", "cartpole-v1")
-    run = subprocess.run([sys.executable, "-m", "experiments.evaluate", f"--saved_model={model}",
-                          "--env=CartPole-v1", "--episodes=20", "--seed=123"],
-                         capture_output=True, text=True, timeout=300)
+    run = launchers.run("experiments.evaluate", f"--saved_model={model}", "--env=CartPole-v1",
+                        "--episodes=20", "--seed=123")
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["mean_return"] >= 475, result
@@ -147,12 +147,14 @@ def test_env_registered_by_an_imported_module_trains(tmp_path, monkeypatch):
         "import gymnasium as gym\n"
         "gym.register('MyCartPole-v7', entry_point='gymnasium.envs.classic_control:CartPoleEnv',"
         " max_episode_steps=50)\n")
-    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    run = subprocess.run([sys.executable, "-m", "experiments.train",
-                          "--env_id=my_envs_pkg:MyCartPole-v7", "--total_steps=512",
-                          "--eval_episodes=2", "--quiet", "--noexport",
-                          f"--root_dir={tmp_path / 'run'}"], capture_output=True, text=True,
-                         timeout=300)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "my_envs_pkg" not in sys.modules
+    try:
+        run = launchers.run("experiments.train", "--env_id=my_envs_pkg:MyCartPole-v7",
+                            "--total_steps=512", "--eval_episodes=2", "--quiet", "--noexport",
+                            f"--root_dir={tmp_path / 'run'}")
+    finally:
+        sys.modules.pop("my_envs_pkg", None)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "MyCartPole-v7" in run.stdout
 
@@ -162,11 +164,10 @@ def test_solve_rate_reports_each_seed_and_a_summary(tmp_path):
 
     out = tmp_path / "rows.jsonl"
     # The seeds train the model the flag names.
-    run = subprocess.run([sys.executable, "-m", "experiments.solve_rate", "--seeds=0,1",
-                          "--total_steps=2048", "--eval_every=1024", "--eval_episodes=2",
-                          "--policy_network=experiments.custom_model:policy",
-                          "--target=5", f"--output={out}"], capture_output=True, text=True,
-                         timeout=300)
+    run = launchers.run("experiments.solve_rate", "--seeds=0,1", "--total_steps=2048",
+                        "--eval_every=1024", "--eval_episodes=2",
+                        "--policy_network=experiments.custom_model:policy", "--target=5",
+                        f"--output={out}")
     assert run.returncode == 0, run.stderr[-2000:]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r.get("seed") for r in rows[:2]] == [0, 1] and rows[2]["summary"]

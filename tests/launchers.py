@@ -1,0 +1,117 @@
+"""Running a launcher in the test process, as ``python -m <module> <args>`` runs it.
+
+For tests whose subject is what a launcher does with its flags, not how a process starts:
+they skip the new interpreter's imports of TensorFlow and pg_keras. The launcher runs its
+``if __name__ == "__main__"`` block (``cli.run``: the flags parsed, the checks, the error
+contract); its exit code, stdout and stderr come back as a ``subprocess`` result would.
+The contracts that are about a process (a kill, TensorFlow's start-up lines, nothing
+imported before the flags are checked) stay with real subprocesses.
+
+The launchers define their flags on absl's global ``FLAGS``, and some define the same name
+(``num_envs``, ``seeds``, ``quick``): during a run every flag but absl's own is set aside,
+and afterwards the launcher's flags are removed and the others put back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import os
+import runpy
+import signal
+import sys
+import warnings
+
+from absl import flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclasses.dataclass
+class Completed:
+    """What ``subprocess.run(..., capture_output=True, text=True)`` would return."""
+
+    args: list
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run(module: str, *args: str, cwd: str = REPO) -> Completed:
+    """Runs ``python -m module *args`` in this process, from ``cwd``."""
+    out, err = io.StringIO(), io.StringIO()
+    with _flags_of_one_launcher(), _process_state(module, args, cwd), \
+            contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            with warnings.catch_warnings():  # runpy's: the test imported the module before
+                warnings.filterwarnings("ignore", "'.*' found in sys.modules", RuntimeWarning)
+                runpy.run_module(module, run_name="__main__", alter_sys=False)
+            code = 0
+        except SystemExit as stop:
+            code = _exit_status(stop.code, err)
+    return Completed([sys.executable, "-m", module, *args], code, out.getvalue(),
+                     err.getvalue())
+
+
+@contextlib.contextmanager
+def loaded(module: str, *args: str):
+    """The namespace of ``module`` imported afresh, its flags defined and parsed from
+    ``args``, for a test that calls its functions; its flags are removed afterwards."""
+    with _flags_of_one_launcher():
+        namespace = runpy.run_module(module, run_name=module)
+        flags.FLAGS([module.rsplit(".", 1)[-1], *args])
+        yield namespace
+
+
+def _exit_status(code, stderr) -> int:
+    """The status ``sys.exit(code)`` gives a process (a message goes to stderr, status 1)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    stderr.write(f"{code}\n")
+    return 1
+
+
+@contextlib.contextmanager
+def _process_state(module, args, cwd):
+    """argv, working directory and the SIGINT/SIGTERM handlers, put back afterwards."""
+    argv, directory = sys.argv, os.getcwd()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    sys.argv = [module.rsplit(".", 1)[-1], *args]
+    os.chdir(cwd)
+    try:
+        yield
+    finally:
+        sys.argv = argv
+        os.chdir(directory)
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+
+
+def _is_absl(module: str) -> bool:
+    return module == "absl" or module.startswith("absl.")
+
+
+@contextlib.contextmanager
+def _flags_of_one_launcher():
+    values = flags.FLAGS
+    owners = {id(flag): module for module, defined in values.flags_by_module_dict().items()
+              for flag in defined}
+    absl_names = {name for name, flag in values._flags().items()
+                  if _is_absl(owners.get(id(flag), ""))}
+    aside = {name: flag for name, flag in values._flags().items() if name not in absl_names}
+    for name in aside:
+        delattr(values, name)
+    try:
+        yield
+    finally:
+        for name in [n for n in values._flags() if n not in absl_names]:
+            delattr(values, name)
+        registered = set()
+        for name, flag in aside.items():
+            values[name] = flag
+            if id(flag) not in registered and id(flag) in owners:
+                values.register_flag_by_module(owners[id(flag)], flag)
+                registered.add(id(flag))
