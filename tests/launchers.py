@@ -23,7 +23,7 @@ import signal
 import sys
 import warnings
 
-from absl import flags
+from absl import app, flags  # noqa: F401  (app: its own flags exist before any launcher runs)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -90,8 +90,12 @@ def _process_state(module, args, cwd):
             signal.signal(s, handler)
 
 
-def _is_absl(module: str) -> bool:
-    return module == "absl" or module.startswith("absl.")
+def _absl_flags(values) -> set:
+    """The names of the flags absl itself defines (absl.app's, absl.logging's)."""
+    owners = {id(flag): module for module, defined in values.flags_by_module_dict().items()
+              for flag in defined}
+    return {name for name, flag in values._flags().items()
+            if owners.get(id(flag), "").split(".")[0] == "absl"}
 
 
 @contextlib.contextmanager
@@ -99,15 +103,15 @@ def _flags_of_one_launcher():
     values = flags.FLAGS
     owners = {id(flag): module for module, defined in values.flags_by_module_dict().items()
               for flag in defined}
-    absl_names = {name for name, flag in values._flags().items()
-                  if _is_absl(owners.get(id(flag), ""))}
-    aside = {name: flag for name, flag in values._flags().items() if name not in absl_names}
+    kept = _absl_flags(values)
+    aside = {name: flag for name, flag in values._flags().items() if name not in kept}
     for name in aside:
         delattr(values, name)
     try:
         yield
     finally:
-        for name in [n for n in values._flags() if n not in absl_names]:
+        kept = _absl_flags(values)  # with those of absl modules the launcher imported
+        for name in [n for n in values._flags() if n not in kept]:
             delattr(values, name)
         registered = set()
         for name, flag in aside.items():
