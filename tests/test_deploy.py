@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import launchers
 import pg_keras
 from pg_keras import convert
 from pg_keras.export import export_policy
@@ -217,7 +218,7 @@ def test_samples_follow_the_policys_law_and_log_probs_match(converted, name, run
 
 
 def _run_export(*args, block=""):
-    """experiments.export in a fresh interpreter; ``block`` names a module it cannot import."""
+    """experiments.export in a fresh interpreter where ``block`` cannot be imported."""
     code = ("import sys, runpy\n"
             "class Block:\n"
             "    def find_spec(self, name, path=None, target=None):\n"
@@ -241,7 +242,8 @@ def run_dir(tmp_path_factory):
 
 def test_export_command_writes_tflite_that_acts_as_the_run(run_dir, tmp_path):
     target = tmp_path / "tflite"
-    result = _run_export(f"--root_dir={run_dir}", f"--export_dir={target}", "--format=tflite")
+    result = launchers.run("experiments.export", f"--root_dir={run_dir}",
+                           f"--export_dir={target}", "--format=tflite")
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(os.listdir(target)) == ["config.json", "policy.tflite"]
     from pg_keras.training import restore_learner

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import launchers
 import pg_keras
 import toy_models
 from pg_keras.training import restore_learner
@@ -135,11 +136,11 @@ def test_launchers_train_and_export_a_named_model(tmp_path):
                "--value_network=experiments.custom_model:value", "--total_steps=512",
                "--num_envs=4", "--eval_every=512", "--eval_episodes=2", "--quiet",
                f"--root_dir={root}", f"--export_dir={first}"]
-    run = launch("experiments.train", *command)
+    run = launchers.run("experiments.train", *command)
     assert run.returncode == 0, run.stderr[-2000:]
     assert _recorded(root) == ("experiments.custom_model:policy",
                                "experiments.custom_model:value")
-    run = launch("experiments.export", f"--root_dir={root}", f"--export_dir={second}")
+    run = launchers.run("experiments.export", f"--root_dir={root}", f"--export_dir={second}")
     assert run.returncode == 0, run.stderr[-2000:]
     a, b = tf.saved_model.load(str(first)), tf.saved_model.load(str(second))
     np.testing.assert_array_equal(a(OBSERVATIONS).numpy(), b(OBSERVATIONS).numpy())

@@ -11,13 +11,12 @@ import json
 import os
 import pickle
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import launchers
 import pg_keras
 from pg_keras.checkpoint import FORMAT_VERSION, Evaluation, LoopState
 from pg_keras.training import restore_learner
@@ -77,8 +76,7 @@ def test_restore_export_and_evaluate_never_unpickle_the_run_directory(tmp_path, 
     if layout != "format 1":  # the launcher reads what restore_learner reads
         return
     export = tmp_path / "export"
-    run = subprocess.run([sys.executable, "-m", "experiments.export", f"--root_dir={root}",
-                          f"--export_dir={export}"], capture_output=True, text=True, timeout=300)
+    run = launchers.run("experiments.export", f"--root_dir={root}", f"--export_dir={export}")
     assert run.returncode == 0, run.stderr[-2000:]
     assert not marker.exists()
     served = tf.saved_model.load(str(export))

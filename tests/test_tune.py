@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+import launchers
 import pg_keras
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -14,9 +15,8 @@ TINY = ["--flagfile=experiments/configs/cartpole.cfg", "--total_steps=800", "--e
         "--search=policy_learning_rate:1e-4:1e-2,hidden_sizes:16x16|32x32,normalize_returns"]
 
 
-def _tune(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "experiments.tune", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+def _tune(*args):
+    return launchers.run("experiments.tune", *args)
 
 
 def _parse_flagfile(path):
@@ -71,7 +71,10 @@ def test_a_study_of_another_setup_is_refused(tmp_path):
     study = optuna.create_study(study_name="cartpole", storage=f"sqlite:///{db}")
     study.set_user_attr("setup", {"flagfile": "x", "overrides": [], "search": [], "seeds": [0],
                                   "objective": "final"})
-    run = _tune(*TINY, "--trials=1", f"--study={db}", timeout=120)
+    # A process of its own: the contract is the launcher's exit code and its one line.
+    run = subprocess.run([sys.executable, "-m", "experiments.tune", *TINY, "--trials=1",
+                          f"--study={db}"], cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
     errors = [line for line in run.stderr.splitlines() if line.startswith("tune: ")]
     assert run.returncode == 2 and len(errors) == 1, run.stderr
     assert "was made with other flagfile, overrides, search" in errors[0]

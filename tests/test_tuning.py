@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import launchers
 import pg_keras
 from pg_keras import returns
 
@@ -209,10 +210,8 @@ def test_launcher_exports_the_best_policy_or_refuses_a_bad_choice(best_run, tmp_
     flags = [f"--{k}={v}" for k, v in (("num_envs", 4), ("steps_per_update", 32),
                                        ("total_steps", 3072), ("eval_every", 512),
                                        ("eval_episodes", 2), ("policy_learning_rate", 1e-2))]
-    run = subprocess.run([sys.executable, "-m", "experiments.train", *flags, "--quiet",
-                          f"--root_dir={root}", "--export=best",
-                          f"--export_dir={tmp_path / 'export'}"],
-                         capture_output=True, text=True, timeout=300)
+    run = launchers.run("experiments.train", *flags, "--quiet", f"--root_dir={root}",
+                        "--export=best", f"--export_dir={tmp_path / 'export'}")
     assert run.returncode == 0, run.stderr[-2000:]
     assert (f"the policy evaluated at {best.env_steps} env steps: {best.mean_return:.2f}"
             in run.stdout)
