@@ -1,22 +1,26 @@
-"""The results suite end to end (--quick, through the train launcher), and its report."""
+"""The results suite end to end (--quick, through the train launcher), and its report.
+
+The suite runs in this process (tests/launchers.py); its runs are train processes as always.
+"""
 
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+import launchers
 from experiments import flagfiles, suite_report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _suite(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "experiments.suite", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+def _suite(*args):
+    return launchers.run("experiments.suite", *args)
 
 
 def _records(root):
@@ -101,13 +105,15 @@ def test_a_failing_run_is_reported_and_the_others_go_on(quick_root, tmp_path):
     root = tmp_path / "results"
     shutil.copytree(quick_root, root)
     bad = tmp_path / "broken.cfg"
-    bad.write_text("# label: a broken task\n--env_id=NoSuchEnv-v0\n")
+    # Refused by the train launcher before TensorFlow starts: any failed run is alike here.
+    bad.write_text("# label: a broken task\n--num_envs=0\n")
     run = _suite("--quick", f"--tasks={bad},cartpole", "--seeds=0", f"--root={root}")
     assert run.returncode == 1
     assert "1 run(s) failed: broken seed 0" in run.stderr
     records = {(r["task"], r["seed"]): r for r in _records(root)}
     assert records[("broken", 0)]["status"] == "failed"
-    assert "NoSuchEnv" in records[("broken", 0)]["error"]
+    assert records[("broken", 0)]["error"] == (
+        "train: error: num_envs must be a positive integer; received num_envs=0")
     assert records[("cartpole", 0)]["status"] == "finished"
     assert "| CartPole-v1 |" in (root / "report.md").read_text()
 
@@ -118,9 +124,15 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
             (["--tasks=no_such_task"], "no flagfile"),
             (["--tasks=cartpole", "--seeds=1,x"], "seeds must be comma-separated integers"),
             (["--tasks=cartpole", f"--readme={tmp_path / 'none.md'}"], "cannot be read")]:
-        run = _suite(*args, f"--root={root}", timeout=120)
+        run = _suite(*args, f"--root={root}")
         assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
         assert expected in run.stderr
+    # And as a process of its own, the way a user meets it.
+    run = subprocess.run([sys.executable, "-m", "experiments.suite", "--tasks=no_such_task",
+                          f"--root={root}"], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 2 and run.stderr.startswith("suite: error: "), run.stderr
+    assert run.stderr.count("\n") == 1 and "no flagfile" in run.stderr
     assert not root.exists()
 
 
@@ -157,21 +169,11 @@ def test_flagfile_header_and_flag_lines(tmp_path):
 
 
 
-def test_after_a_signal_no_queued_run_starts():
-    # In a process of its own: the suite's flags would clash with other launchers'.
-    script = """
-import signal, subprocess
-from experiments import suite
-started = []
-subprocess.Popen = lambda *args, **kwargs: started.append(args)
-try:
-    suite._CHILDREN.stop(signal.SIGTERM, None)
-except SystemExit:
-    pass
-assert suite.run_one(None, 100, None) is None
-assert started == [], started
-print("ok")
-"""
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
-    assert done.stdout.strip().endswith("ok"), done.stderr
+def test_after_a_signal_no_queued_run_starts(monkeypatch):
+    started = []
+    monkeypatch.setattr(subprocess, "Popen", lambda *args, **kwargs: started.append(args))
+    with launchers.loaded("experiments.suite") as suite:
+        with pytest.raises(SystemExit):
+            suite["_CHILDREN"].stop(signal.SIGTERM, None)
+        assert suite["run_one"](None, 100, None) is None
+    assert started == []
