@@ -6,11 +6,14 @@ import os
 import random
 import subprocess
 import sys
+import textwrap
+import types
 
 import keras
 import numpy as np
 import pytest
 
+import launchers
 import pg_keras
 from pg_keras.config import FORMAT_VERSION, MAX_NUM_ENVS, check_num_envs
 
@@ -105,7 +108,7 @@ def _assert_one_line(run, name, message):
     return lines[0]
 
 
-@pytest.mark.parametrize("args, message", [
+BAD_FLAGS = [
     (["--gamma=abc"], "flag --gamma=abc: could not convert string to float: 'abc'"),
     (["--optimizer=sgdd"], "received optimizer='sgdd'"),
     (["--no_such_flag=1"], "Unknown command line flag 'no_such_flag'"),
@@ -123,24 +126,47 @@ def _assert_one_line(run, name, message):
     ([f"--export_dir={os.path.join(FIXTURES, 'cartpole-export')}"],
      "holds the policy of another config (eval_episodes: 2 -> 20, eval_every: 1000 -> 10000, "
      "hidden_sizes: [8] -> [64, 64], num_envs: 4 -> 8"),
-])
-def test_bad_flags_are_one_line_before_tensorflow_and_write_nothing(tmp_path, args, message):
-    # Run as the launcher's main module, then asked whether TensorFlow was imported.
-    probe = ("import runpy, sys\n"
-             f"sys.argv = ['train'] + {args!r}\n"
-             "try:\n"
-             "    runpy.run_module('experiments.train', run_name='__main__')\n"
-             "finally:\n"
-             "    print('tensorflow' in sys.modules)\n")
+]
+
+
+@pytest.fixture(scope="module")
+def bad_flag_runs(tmp_path_factory):
+    """Each of BAD_FLAGS given to the train launcher's main block, each from an empty
+    directory of its own, one after the other in one fresh interpreter (tests/launchers.py
+    keeps their flags apart): {"runs": [[exit code, stderr, files written]], "tensorflow":
+    whether any imported it}. The process itself must write nothing to stderr."""
+    base = tmp_path_factory.mktemp("bad_flags")
+    probe = textwrap.dedent(f"""
+        import json, os, sys
+        sys.path.insert(0, {os.path.join(ROOT, "tests")!r})
+        import launchers
+        runs = []
+        for i, args in enumerate({[args for args, _ in BAD_FLAGS]!r}):
+            directory = os.path.join({str(base)!r}, str(i))
+            os.mkdir(directory)
+            run = launchers.run("experiments.train", *args, cwd=directory)
+            runs.append([run.returncode, run.stderr, os.listdir(directory)])
+        print(json.dumps({{"runs": runs, "tensorflow": "tensorflow" in sys.modules}}))
+    """)
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         timeout=300, cwd=tmp_path, env=ENV)
-    _assert_one_line(run, "train", message)
-    assert run.stdout.strip() == "False"
-    assert os.listdir(tmp_path) == []
+                         timeout=300, cwd=base, env=ENV)
+    assert run.returncode == 0 and run.stderr == "", run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("case", range(len(BAD_FLAGS)),
+                         ids=[" ".join(args)[:40] for args, _ in BAD_FLAGS])
+def test_bad_flags_are_one_line_before_tensorflow_and_write_nothing(bad_flag_runs, case):
+    args, message = BAD_FLAGS[case]
+    code, stderr, written = bad_flag_runs["runs"][case]
+    _assert_one_line(types.SimpleNamespace(returncode=code, stderr=stderr), "train", message)
+    assert written == []
+    assert bad_flag_runs["tensorflow"] is False
 
 
 def test_an_env_id_of_a_package_not_imported_says_how_to_import_it(tmp_path):
-    run = _launch("experiments.train", "--env_id=MiniGrid-Empty-5x5-v0", cwd=tmp_path)
+    # In this process: that a refusal is one line from a process is checked above.
+    run = launchers.run("experiments.train", "--env_id=MiniGrid-Empty-5x5-v0", cwd=str(tmp_path))
     _assert_one_line(run, "train", "env_id 'MiniGrid-Empty-5x5-v0' is not a registered "
                      "gymnasium environment: Environment `MiniGrid-Empty-5x5` doesn't exist; "
                      "if a package registers it, --env_id=package:MiniGrid-Empty-5x5-v0 "
@@ -203,29 +229,18 @@ def test_tf_logs_shows_tensorflows_start_up_lines(tmp_path):
 
 
 def test_an_export_that_fails_at_the_end_names_the_command_that_exports_again(tmp_path):
-    script = f"""
-import sys
-from absl import flags
-import experiments.train as train
-from experiments import cli
-from pg_keras.training import restore_learner
+    from pg_keras.training import restore_learner
 
-flags.FLAGS(["train"])
-learner = restore_learner({os.path.join(FIXTURES, 'cartpole-run')!r})
-result = type("Result", (), {{"policy": learner.policy}})()
-open(sys.argv[1], "w").close()  # a file where the export directory should go
-try:
-    train._export(result, learner.config, "runs/r", sys.argv[1], False)
-except Exception as error:
-    print(type(error).__name__, error)
-"""
-    target = str(tmp_path / "export")
-    run = subprocess.run([sys.executable, "-c", script, target], capture_output=True,
-                         text=True, timeout=300, cwd=ROOT, env=ENV)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert run.stdout.startswith("TrainingError the export to export_dir"), run.stdout
+    learner = restore_learner(os.path.join(FIXTURES, "cartpole-run"))
+    result = type("Result", (), {"policy": learner.policy})()
+    target = tmp_path / "export"
+    target.write_text("")  # a file where the export directory should go
+    with launchers.loaded("experiments.train") as train:
+        with pytest.raises(pg_keras.TrainingError) as error:
+            train["_export"](result, learner.config, "runs/r", str(target), False)
+    assert str(error.value).startswith("the export to export_dir"), error.value
     assert (f"the run directory 'runs/r' is kept, and `python -m experiments.export "
-            f"--root_dir=runs/r --export_dir={target}` exports it again") in run.stdout
+            f"--root_dir=runs/r --export_dir={target}` exports it again") in str(error.value)
 
 
 # The library's side of the same inputs.
