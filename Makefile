@@ -19,8 +19,10 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 train: $(STAMP)
 	$(BIN)/python -m experiments.train --flagfile=experiments/configs/cartpole.cfg
 
+# --durations lists the slowest tests: the default suite is to stay under 10 minutes on 2
+# cores (long learning checks are marked slow; a module's tests share one launcher run).
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow" -q --durations=10
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q
