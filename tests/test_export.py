@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import launchers
 import pg_keras
 from pg_keras.export import export_policy, load_policy
 
@@ -463,10 +464,11 @@ def test_evaluate_command_writes_gifs(exported, env_dir, tmp_path):
     pytest.importorskip("PIL", reason="Pillow, which writes the GIFs, is not installed")
     path = exported["grid"][2]
     video_dir = tmp_path / "videos"
-    result = _run_python(EVALUATE, env_dir, f"--saved_model={path}", "--episodes=3",
-                         f"--video_dir={video_dir}", "--video_episodes=2")
+    # In this process (the command without pg_keras is the test above).
+    result = launchers.run("experiments.evaluate", f"--saved_model={path}", "--episodes=3",
+                           f"--video_dir={video_dir}", "--video_episodes=2")
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads(result.stdout.strip().splitlines()[-2])
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
     gifs = [os.path.join(video_dir, f"episode_00{i}.gif") for i in range(2)]
     assert summary["videos"] == gifs and summary["episodes"] == 3
     assert sorted(os.listdir(video_dir)) == ["episode_000.gif", "episode_001.gif"]
