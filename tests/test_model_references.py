@@ -28,11 +28,6 @@ CONFIG = pg_keras.Config(total_steps=512, num_envs=4, steps_per_update=32, eval_
 OBSERVATIONS = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
 
 
-def launch(module, *args):
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                          timeout=300, env=ENV)
-
-
 def _recorded(root):
     with open(os.path.join(root, "config.json")) as f:
         config = json.load(f)
@@ -79,15 +74,25 @@ def test_a_python_object_run_is_restored_from_python_and_refused_by_launchers(tm
     assert int(again.learner.updates.numpy()) == int(result.learner.updates.numpy())
 
     before = sorted(os.listdir(root))
-    for module, args in (("experiments.export", [f"--export_dir={tmp_path / 'export'}"]),
-                         ("experiments.train", ["--total_steps=512", "--num_envs=4",
-                                                "--eval_every=512", "--eval_episodes=2"])):
-        run = launch(module, f"--root_dir={root}", *args)
-        assert run.returncode == 2, run.stderr[-2000:]
+    # Both launchers, one after the other, in one fresh interpreter (tests/launchers.py keeps
+    # their flags apart): each answers in a line of its own, and nothing more reaches the
+    # process's stderr.
+    runs = [("experiments.export", [f"--root_dir={root}", f"--export_dir={tmp_path / 'export'}"]),
+            ("experiments.train", [f"--root_dir={root}", "--total_steps=512", "--num_envs=4",
+                                   "--eval_every=512", "--eval_episodes=2"])]
+    probe = ("import json, launchers\n"
+             f"runs = [launchers.run(module, *args) for module, args in {runs!r}]\n"
+             "print(json.dumps([[run.returncode, run.stderr] for run in runs]))\n")
+    process = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                             timeout=300, env=ENV)
+    assert process.returncode == 0, process.stderr[-2000:]
+    assert "Traceback" not in process.stderr and "WARNING:tensorflow" not in process.stderr
+    for (module, _), (code, stderr) in zip(runs, json.loads(process.stdout.splitlines()[-1])):
+        assert code == 2, stderr[-2000:]
         name = module.split(".")[1]
-        lines = [line for line in run.stderr.splitlines() if line.startswith(f"{name}: error:")]
+        lines = [line for line in stderr.splitlines() if line.startswith(f"{name}: error:")]
         assert len(lines) == 1 and needs in lines[0] and "restore_learner" in lines[0], lines
-        assert "Traceback" not in run.stderr and "WARNING:tensorflow" not in run.stderr
+        assert "Traceback" not in stderr and "WARNING:tensorflow" not in stderr
     assert sorted(os.listdir(root)) == before and not (tmp_path / "export").exists()
 
 
