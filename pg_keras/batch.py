@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NamedTuple
 
 import gymnasium as gym
-import numpy as np
 import tensorflow as tf
 
+from pg_keras import spaces
 from pg_keras.config import Config
 
 if TYPE_CHECKING:
@@ -19,7 +19,8 @@ class Batch(NamedTuple):
     """One update's experience, time-major. T = steps_per_update, B = num_envs.
 
     Attributes:
-        observations: [T, B, *obs_shape] the observation the action was taken in.
+        observations: [T, B, *obs_shape] the observation the action was taken in; for a
+            Dict or Tuple space, the dict ``{leaf name: [T, B, *shape]}`` (pg_keras.spaces).
         actions: [T, B, *raw_shape] raw actions (see heads.py).
         rewards: [T, B] float32.
         terminated: [T, B] bool, the episode ended in a terminal state at this step.
@@ -40,26 +41,23 @@ class Batch(NamedTuple):
     episode_steps: tf.Tensor
 
 
-def observation_dtype(space: gym.Space) -> tf.DType:
-    """dtype in which observations of ``space`` are stored and fed to the policy."""
-    return tf.int32 if isinstance(space, gym.spaces.Discrete) else tf.float32
+def observation_dtype(space: gym.Space):
+    """dtype in which observations of ``space`` are stored and fed to the policy (a dict
+    by leaf name for a Dict or Tuple space; see pg_keras.spaces)."""
+    return spaces.observation_dtype(space)
 
 
-def serving_dtype(space: gym.Space) -> tf.DType:
+def serving_dtype(space: gym.Space):
     """dtype of the observations an exported policy takes: the space's own for integer
     Box spaces (uint8 images), else :func:`observation_dtype`."""
-    dtype = getattr(space, "dtype", None)
-    if isinstance(space, gym.spaces.Box) and np.issubdtype(dtype, np.integer):
-        return tf.as_dtype(dtype)
-    return observation_dtype(space)
+    return spaces.serving_dtype(space)
 
 
 def batch_spec(config: Config, observation_space: gym.Space, head: "ActionHead") -> Batch:
     """The fixed ``tf.TensorSpec`` of every batch, so the train step traces once."""
     tb = (config.steps_per_update, config.num_envs)
-    obs_shape = tuple(observation_space.shape)
     return Batch(
-        observations=tf.TensorSpec(tb + obs_shape, observation_dtype(observation_space)),
+        observations=spaces.tensor_spec(observation_space, tb),
         actions=tf.TensorSpec(tb + tuple(head.raw_shape), head.raw_dtype),
         rewards=tf.TensorSpec(tb, tf.float32),
         terminated=tf.TensorSpec(tb, tf.bool),

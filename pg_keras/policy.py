@@ -10,17 +10,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pg_keras import networks
-from pg_keras.batch import observation_dtype, serving_dtype
+from pg_keras import spaces
 from pg_keras.heads import ActionHead
-from pg_keras.layers import EncodeObservations
+from pg_keras.layers import observation_encoder
 from pg_keras.normalization import RunningNormalization
 
 
 class Policy(tf.Module):
     """Observations in, actions out: encoding, normalization, network and head.
 
-    Every method takes a batch of raw observations ``[B, *obs_shape]`` (numpy or tensor).
+    Every method takes a batch of raw observations ``[B, *obs_shape]`` (numpy or tensor);
+    for a Dict or Tuple observation space, the dict ``{leaf name: [B, *shape]}`` (see
+    pg_keras.spaces), which :meth:`act` also accepts in the env's own nested form.
 
     Args:
         observation_space: The env's single observation space.
@@ -51,8 +52,7 @@ class Policy(tf.Module):
         self.normalizer = normalizer
         self.value_network = value_network
         self._return_scale = return_scale
-        obs_spec = tf.TensorSpec((None,) + tuple(observation_space.shape),
-                                 observation_dtype(observation_space))
+        obs_spec = spaces.tensor_spec(observation_space, (None,))
         self.greedy = tf.function(self._greedy, input_signature=[obs_spec], autograph=False)
         self.sample = tf.function(self._sample, input_signature=[
             obs_spec, tf.TensorSpec([2], tf.int32)], autograph=False)
@@ -61,7 +61,7 @@ class Policy(tf.Module):
 
     def features(self, observations) -> tf.Tensor:
         """Encoded and (if on) normalized observations, [B, *observation_shape]."""
-        x = networks.encode_observations(self.observation_space, observations)
+        x = spaces.encode(self.observation_space, observations)
         return x if self.normalizer is None else self.normalizer(x)
 
     def params(self, observations) -> tf.Tensor:
@@ -97,23 +97,23 @@ class Policy(tf.Module):
 
         It chains the observation encoding, the normalizer (statistics included), the
         policy network and the action head's parameters, sharing their weights with this
-        policy. It takes ``[B, *obs_shape]`` observations of :func:`serving_dtype` and
+        policy. It takes ``[B, *obs_shape]`` observations of ``spaces.serving_dtype`` (one
+        input per leaf, by leaf name, for a nested space) and
         returns what ``head.parameters`` does: ``{"logits"}`` or ``{"mean", "std"}``. It
         round-trips through ``model.save("policy.keras")`` and
         ``keras.models.load_model`` (with pg_keras imported: it registers the layers).
         """
         space = self.observation_space
-        inputs = keras.Input(tuple(space.shape), dtype=serving_dtype(space).name,
-                             name="observations")
-        if isinstance(space, gym.spaces.Discrete):
-            encode = EncodeObservations(int(space.n), int(space.start), name="encode")
+        inputs = spaces.keras_inputs(space)
+        if spaces.is_nested(space):
+            features = {name: observation_encoder(leaf, f"encode_{spaces.input_name(name)}")(
+                inputs[name]) for name, leaf in spaces.leaves(space).items()}
         else:
-            encode = EncodeObservations(name="encode")
-        features = encode(inputs)
+            features = observation_encoder(space)(inputs)
         if self.normalizer is not None:
             features = self.normalizer(features)
         outputs = self.head.keras_parameters(self.network(features))
-        return keras.Model(inputs, outputs, name="policy_parameters")
+        return spaces.functional_model(inputs, outputs, name="policy_parameters")
 
     def act(self, observations, greedy: bool = True, seed: int = 0) -> np.ndarray:
         """Env-ready actions for a batch of observations, as numpy.
@@ -123,8 +123,7 @@ class Policy(tf.Module):
             greedy: the most likely action; otherwise a sample drawn with ``seed``.
             seed: seeds the sample (ignored when greedy).
         """
-        observations = tf.convert_to_tensor(
-            np.asarray(observations), observation_dtype(self.observation_space))
+        observations = spaces.as_tensors(self.observation_space, observations)
         if greedy:
             return self.greedy(observations).numpy()
         return self.sample(observations, tf.constant([seed, 0], tf.int32))[1].numpy()
