@@ -54,7 +54,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import tensorflow as tf
 
-from pg_keras import convert
+from pg_keras import convert, spaces
 from pg_keras.config import InputError
 from pg_keras.batch import observation_dtype, serving_dtype
 from pg_keras.policy import Policy
@@ -224,32 +224,51 @@ def _move_into_place(temp_dir: str, export_dir: str, overwrite: bool) -> None:
 
 
 class _Inputs(NamedTuple):
-    """What the exported functions take as observations."""
+    """What the exported functions take as observations (of one leaf, for a nested space)."""
 
+    name: str  # the input's name: "observations", or the leaf's spaces.input_name
+    label: str  # how errors name it: "observations" or "observations[a/0]"
     shape: Tuple[int, ...]  # one observation's shape
     dtype: tf.DType  # the policy's own (float32, or int32 for Discrete spaces)
     signature_dtype: tf.DType  # the signatures' (the space's own for integer images)
     accepted: Tuple[tf.DType, ...]  # the Python callables'
 
 
-def _inputs(policy: Policy) -> _Inputs:
+def _inputs(policy: Policy):
+    """The :class:`_Inputs` of the policy's observations: one, or a dict by leaf name."""
     space = policy.observation_space
+    if spaces.is_nested(space):
+        return {name: _leaf_inputs(leaf, spaces.input_name(name), f"observations[{name}]")
+                for name, leaf in spaces.leaves(space).items()}
+    return _leaf_inputs(space, "observations", "observations")
+
+
+def _leaf_inputs(space, name: str, label: str) -> _Inputs:
     dtype = observation_dtype(space)
     accepted = list(_ACCEPTED_DTYPES[dtype])
     space_dtype = getattr(space, "dtype", None)
     if space_dtype is not None and tf.as_dtype(space_dtype) not in accepted:
         accepted.append(tf.as_dtype(space_dtype))
-    return _Inputs(tuple(int(d) for d in space.shape), dtype, serving_dtype(space),
+    return _Inputs(name, label, tuple(int(d) for d in space.shape), dtype, serving_dtype(space),
                    tuple(accepted))
 
 
-def _observation_check(inputs: _Inputs) -> Callable[[tf.Tensor], tf.Tensor]:
-    """The function every exported function starts with: observations of any shape in
-    the policy's dtype -> the batched shape, or an error that names the expected shape
-    (or the non-finite input)."""
+def _observation_check(inputs) -> Callable:
+    """The function every exported function starts with: observations (a dict of them
+    by leaf name for a nested space) of any shape in the policy's dtype -> the batched
+    shape, or an error that names the expected shape (or the non-finite input)."""
+    if not isinstance(inputs, dict):
+        return _leaf_check(inputs)
+    checks = {name: _leaf_check(leaf) for name, leaf in inputs.items()}
+    return lambda observations: {name: check(observations[name])
+                                 for name, check in checks.items()}
+
+
+def _leaf_check(inputs: _Inputs) -> Callable[[tf.Tensor], tf.Tensor]:
+    """:func:`_observation_check` of one input."""
     expected = "[" + ", ".join(["None"] + [str(d) for d in inputs.shape]) + "]"
     dtypes = ", ".join(d.name for d in inputs.accepted)
-    message = (f"observations must have shape {expected} (a batch; for one observation "
+    message = (f"{inputs.label} must have shape {expected} (a batch; for one observation "
                f"add a batch axis, obs[None]) and dtype {dtypes} for this policy; "
                f"received shape")
 
@@ -275,7 +294,7 @@ def _observation_check(inputs: _Inputs) -> Callable[[tf.Tensor], tf.Tensor]:
             # NaN logits would still give an argmax: a garbage observation must not
             # become a valid-looking action. (float64 beyond float32's range is inf here.)
             observations = tf.debugging.check_numerics(
-                observations, "observations must be finite (no NaN or inf)")
+                observations, f"{inputs.label} must be finite (no NaN or inf)")
         return observations
 
     return check
@@ -315,16 +334,26 @@ def _policy_functions(policy: Policy, check: Callable) -> Dict[str, Callable]:
     return functions
 
 
-def _traced(functions: Dict[str, Callable], inputs: _Inputs) -> Dict[str, Any]:
+def _specs(inputs, shape: Callable[[_Inputs], Any], dtype: Callable[[_Inputs], Any]):
+    """The TensorSpec (or dict of them) of ``inputs``, named by their input names."""
+    return spaces.nest_map(lambda i: tf.TensorSpec(shape(i), dtype(i), name=i.name), inputs)
+
+
+def _cast(observations, inputs):
+    """Observations (or a dict of them) cast to the policy's dtypes."""
+    return spaces.nest_map(lambda i, x: tf.cast(x, i.dtype), inputs, observations)
+
+
+def _traced(functions: Dict[str, Callable], inputs) -> Dict[str, Any]:
     """Each function traced once, on observations of any shape in the policy's dtype: the
     callables and signatures below cast to it and call these, so the graph is saved once."""
-    spec = tf.TensorSpec(None, inputs.dtype, name="observations")
+    spec = _specs(inputs, lambda i: None, lambda i: i.dtype)
     seed = tf.TensorSpec([2], tf.int32, name="seed")
     return {name: tf.function(fn, input_signature=[spec] + ([seed] if name == "sample" else []))
             for name, fn in functions.items()}
 
 
-def _callables(traced: Dict[str, Any], inputs: _Inputs):
+def _callables(traced: Dict[str, Any], inputs):
     """The Python callables (greedy actions, sampled actions, parameters, values) and
     their traces: any shape, so the check gives the error, not the dispatcher; each
     accepted dtype traced, so the loaded object dispatches on it."""
@@ -333,14 +362,14 @@ def _callables(traced: Dict[str, Any], inputs: _Inputs):
     def make(name):
         def call(observations, *seed):
             seed = [tf.cast(s, tf.int32) for s in seed]
-            outputs = traced[name](tf.cast(observations, inputs.dtype), *seed)
+            outputs = traced[name](_cast(observations, inputs), *seed)
             return outputs[keys[name]] if name in keys else outputs
         return tf.function(call)
 
     callables = {name: make(name) for name in traced}
     concrete: List[Any] = []
-    for dtype in inputs.accepted:
-        any_shape = tf.TensorSpec(None, dtype, name="observations")
+    for dtypes in _accepted_sets(inputs):
+        any_shape = _specs(inputs, lambda i: None, lambda i: dtypes[i.name])
         for name, fn in callables.items():
             seeds = [(tf.TensorSpec([2], d, name="seed"),) for d in _SEED_DTYPES]
             for extra in (seeds if name == "sample" else [()]):
@@ -348,15 +377,29 @@ def _callables(traced: Dict[str, Any], inputs: _Inputs):
     return callables, concrete
 
 
-def _signatures(traced: Dict[str, Any], inputs: _Inputs):
+def _accepted_sets(inputs) -> List[Dict[str, tf.DType]]:
+    """The dtypes (by input name) each Python callable is traced for: every accepted
+    dtype of a leaf space; for a nested one, every leaf in its policy dtype, in its
+    serving dtype, or in NumPy's default (float64, int64), not every mixture."""
+    if not isinstance(inputs, dict):
+        return [{inputs.name: dtype} for dtype in inputs.accepted]
+    leaves = list(inputs.values())
+    numpy_default = {tf.float32: tf.float64, tf.int32: tf.int64}
+    sets = [{i.name: i.dtype for i in leaves}, {i.name: i.signature_dtype for i in leaves},
+            {i.name: numpy_default.get(i.dtype, i.dtype) for i in leaves}]
+    return [dtypes for k, dtypes in enumerate(sets) if dtypes not in sets[:k]]
+
+
+def _signatures(traced: Dict[str, Any], inputs):
     """The batched static shape and the space's own dtype: what saved_model_cli, TF
-    Serving and the converters show and check."""
-    batch = tf.TensorSpec((None,) + inputs.shape, inputs.signature_dtype, name="observations")
+    Serving and the converters show and check (one input per leaf of a nested space,
+    named by ``spaces.input_name``)."""
+    batch = _specs(inputs, lambda i: (None,) + i.shape, lambda i: i.signature_dtype)
     seed = tf.TensorSpec([2], tf.int32, name="seed")
 
     def make(name):
         def call(observations, *seed):
-            return traced[name](tf.cast(observations, inputs.dtype), *seed)
+            return traced[name](_cast(observations, inputs), *seed)
         specs = [batch, seed] if name == "sample" else [batch]
         return tf.function(call, input_signature=specs).get_concrete_function()
 
