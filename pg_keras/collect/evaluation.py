@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from pg_keras.collect.gym_envs import make_vector_env
-from pg_keras.batch import observation_dtype
+from pg_keras import spaces
 from pg_keras.policy import Policy
 
 
@@ -28,11 +28,10 @@ def evaluate(policy: Policy, env_id: str, episodes: int, seed: int,
     envs = make_vector_env(env_id, episodes)
     try:
         obs, _ = envs.reset(seed=seed)
-        dtype = observation_dtype(envs.single_observation_space).as_numpy_dtype
         totals = np.zeros(episodes, np.float64)
         running = np.ones(episodes, bool)
         for t in range(max_steps):
-            obs = tf.convert_to_tensor(np.asarray(obs, dtype))
+            obs = spaces.as_tensors(envs.single_observation_space, obs)
             if greedy:
                 action = policy.greedy(obs)
             else:

@@ -26,7 +26,8 @@ import numpy as np
 import tensorflow as tf
 from gymnasium.vector import AutoresetMode
 
-from pg_keras.batch import Batch, observation_dtype
+from pg_keras import spaces
+from pg_keras.batch import Batch
 from pg_keras.collect.episode_stats import EpisodeStats
 from pg_keras.collect.nonfinite import NonFiniteGuard
 from pg_keras.collect.numpy_policy import NumpyPolicy
@@ -74,9 +75,13 @@ class Collector:
                              f"autoreset_mode={envs.metadata.get('autoreset_mode')!r}")
         self.envs, self.learner, self.config = envs, learner, config
         num = envs.num_envs
-        self._obs_dtype = observation_dtype(envs.single_observation_space).as_numpy_dtype
-        self._batch = Batch(**{name: np.zeros(s.shape, s.dtype.as_numpy_dtype)
-                               for name, s in learner.batch_spec._asdict().items()})
+        # A Dict or Tuple space's observations are kept as the flat dict {leaf name:
+        # array} (pg_keras.spaces), in the batch and between steps.
+        self._space = envs.single_observation_space
+        self._nested = spaces.is_nested(self._space)
+        self._batch = Batch(**{name: tf.nest.map_structure(
+            lambda s: np.zeros(s.shape, s.dtype.as_numpy_dtype), spec)
+            for name, spec in learner.batch_spec._asdict().items()})
         self._baseline = learner.has_baseline
         # The NumPy twin of the policy acts when it can: see NumpyPolicy. config.seed is
         # this worker's envs stream, from which its actor stream is derived.
@@ -123,8 +128,7 @@ class Collector:
         """V(s) for a batch of observations."""
         if self.numpy_policy is not None and self.numpy_policy.has_value:
             return self.numpy_policy.values(observations)
-        return self.learner.policy.value(
-            tf.convert_to_tensor(np.asarray(observations, self._obs_dtype))).numpy()
+        return self.learner.policy.value(spaces.as_tensors(self._space, observations)).numpy()
 
     def _begin(self) -> None:
         """Before the first step of a batch: the weights changed in the last update."""
@@ -138,8 +142,13 @@ class Collector:
         is checked in one cheap test, and the rare bad step takes a slow path.
         """
         batch = self._batch
-        row = batch.observations[t]
-        row[...] = observations  # stored in the batch's dtype, and what the policy sees
+        if self._nested:
+            row = {name: x[t] for name, x in batch.observations.items()}
+            for name, value in spaces.flatten(self._space, observations).items():
+                row[name][...] = value
+        else:
+            row = batch.observations[t]
+            row[...] = observations  # stored in the batch's dtype, and what the policy sees
         raw, env_action = self._act(row)
         batch.actions[t] = raw
         next_obs, reward, terminated, truncated, info = self.envs.step(env_action)
@@ -168,28 +177,32 @@ class Collector:
             batch.mask[start:t + 1, i] = 0.0
             # Zeroed as well as masked: NaN * 0 is NaN in any sum that forgets the mask.
             batch.rewards[start:t + 1, i] = 0.0
-            batch.observations[start:t + 1, i] = 0
+            for observations in tf.nest.flatten(batch.observations):
+                observations[start:t + 1, i] = 0
             batch.bootstrap[start:t + 1, i] = 0.0
             batch.terminated[t, i] = True
         self.dropped_episodes += int(dropped.sum())
         self.episodes.discard_current_step(dropped)
         reset_obs, _ = self.envs.reset(options={"reset_mask": dropped})
-        next_obs = np.where(dropped.reshape((-1,) + (1,) * (np.ndim(next_obs) - 1)),
-                            reset_obs, next_obs)
+        next_obs = spaces.nest_map(
+            lambda reset, old: np.where(dropped.reshape((-1,) + (1,) * (np.ndim(old) - 1)),
+                                        reset, old),
+            spaces.flatten(self._space, reset_obs), spaces.flatten(self._space, next_obs))
         return next_obs, terminated & ~dropped, truncated & ~dropped
 
     def _bootstrap_truncations(self, t: int, step: _Step) -> None:
         """Row ``t``'s time-limit truncations bootstrap from V(final observation)."""
         cut = step.truncated & ~step.terminated
         if self._baseline and cut.any():
-            final = np.stack([step.info["final_obs"][i] for i in np.flatnonzero(cut)])
+            final = spaces.stack(self._space,
+                                 [step.info["final_obs"][i] for i in np.flatnonzero(cut)])
             self._batch.bootstrap[t, cut] = self._values(final)
 
     def _bootstrap_last_row(self, still_open: np.ndarray, observations) -> None:
         """The episodes ``still_open`` after the last row bootstrap from V(s_T)."""
         if self._baseline and still_open.any():
-            self._batch.bootstrap[-1, still_open] = self._values(
-                np.asarray(observations)[still_open])
+            self._batch.bootstrap[-1, still_open] = self._values(spaces.nest_map(
+                lambda x: np.asarray(x)[still_open], spaces.flatten(self._space, observations)))
 
     def _finish(self, steps_taken: int, observations) -> Tuple[Batch, int]:
         """Keeps where the envs stand and returns (the batch, env steps taken)."""

@@ -7,13 +7,21 @@ from typing import Optional
 import gymnasium as gym
 import numpy as np
 
+from pg_keras import spaces
+
 
 class NonFiniteError(RuntimeError):
     """An environment returned NaN or inf (with ``on_nonfinite="stop"``)."""
 
 
 def _finite_rows(array, num: int) -> np.ndarray:
-    """[num] bool: whether each row of a batched array is finite (integers always are)."""
+    """[num] bool: whether each row of a batched array is finite (integers always are);
+    of every leaf, for the dict of a nested observation."""
+    if isinstance(array, dict):
+        rows = np.ones(num, bool)
+        for leaf in array.values():
+            rows &= _finite_rows(leaf, num)
+        return rows
     array = np.asarray(array)
     if not np.issubdtype(array.dtype, np.floating):
         return np.ones(num, bool)
@@ -34,8 +42,14 @@ class NonFiniteGuard:
     """
 
     def __init__(self, observation_space: gym.Space, num_envs: int, env_id: str, drop: bool):
-        float_obs = np.issubdtype(observation_space.dtype, np.floating)
-        self._finite_obs = (lambda x: np.isfinite(x).all()) if float_obs else (lambda x: True)
+        self._space = observation_space
+        if spaces.is_nested(observation_space):
+            self._finite_obs = lambda x: _finite_rows(
+                spaces.flatten(observation_space, x), num_envs).all()
+        elif np.issubdtype(observation_space.dtype, np.floating):
+            self._finite_obs = lambda x: np.isfinite(x).all()
+        else:
+            self._finite_obs = lambda x: True
         self.num_envs, self.env_id, self.drop = num_envs, env_id, drop
 
     def check(self, next_obs, reward, done, any_done: bool, info,
@@ -54,7 +68,8 @@ class NonFiniteGuard:
                 and not (any_done and self._bad_final_obs(info, done).any())):
             return None
         num = self.num_envs
-        fields = {"reward": ~np.isfinite(reward), "observation": ~_finite_rows(next_obs, num)}
+        fields = {"reward": ~np.isfinite(reward),
+                  "observation": ~_finite_rows(spaces.flatten(self._space, next_obs), num)}
         fields["final observation"] = self._bad_final_obs(info, done)
         bad = np.zeros(num, bool)
         for field, rows in fields.items():
@@ -72,5 +87,6 @@ class NonFiniteGuard:
         bad = np.zeros(self.num_envs, bool)
         if "final_obs" in info:
             for i in np.flatnonzero(done):
-                bad[i] = not _finite_rows(np.asarray(info["final_obs"][i])[None], 1)[0]
+                final = spaces.stack(self._space, [info["final_obs"][i]])
+                bad[i] = not _finite_rows(final, 1)[0]
         return bad

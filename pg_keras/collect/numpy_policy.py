@@ -123,8 +123,10 @@ class NumpyPolicy:
 
     @staticmethod
     def supports(policy: Policy) -> bool:
-        """Whether every layer of the policy network has a NumPy twin here."""
-        return _NumpyNetwork.supports(policy.network)
+        """Whether every layer of the policy network has a NumPy twin here, and the
+        observations are a Box's or a Discrete space's, the two it encodes."""
+        encodes = isinstance(policy.observation_space, (gym.spaces.Box, gym.spaces.Discrete))
+        return encodes and _NumpyNetwork.supports(policy.network)
 
     @property
     def has_value(self) -> bool:
