@@ -29,6 +29,8 @@ class Batch(NamedTuple):
             row where the episode goes on past the batch, 0 elsewhere.
         mask: [T, B] float32, 1 for steps to learn from, 0 for padding.
         episode_steps: [T, B] int32, the step's index within its episode.
+        action_masks: [T, B, W] bool, the actions legal at each step (all, where the env
+            gives no mask): W is the head's ``mask_size`` (0 for heads without masks).
     """
 
     observations: tf.Tensor
@@ -39,6 +41,7 @@ class Batch(NamedTuple):
     bootstrap: tf.Tensor
     mask: tf.Tensor
     episode_steps: tf.Tensor
+    action_masks: tf.Tensor
 
 
 def observation_dtype(space: gym.Space):
@@ -65,4 +68,5 @@ def batch_spec(config: Config, observation_space: gym.Space, head: "ActionHead")
         bootstrap=tf.TensorSpec(tb, tf.float32),
         mask=tf.TensorSpec(tb, tf.float32),
         episode_steps=tf.TensorSpec(tb, tf.int32),
+        action_masks=tf.TensorSpec(tb + (head.mask_size or 0,), tf.bool),
     )

@@ -447,9 +447,11 @@ def _require_an_action(mask: tf.Tensor, allowed: tf.Tensor) -> tf.Tensor:
         _numpy_require_an_action(mask.numpy(), allowed.numpy())
         return mask
     rows = tf.reduce_all(tf.reshape(allowed, [tf.shape(allowed)[0], -1]), axis=-1)
+    # The rows as a bool vector, not their indices: tf.where's dynamic shape would keep
+    # the graph from compiling with XLA.
     check = tf.debugging.Assert(
-        tf.reduce_all(rows), [f"{NO_ACTION} (every action is masked) in rows",
-                              tf.where(tf.logical_not(rows))[:, 0]], summarize=16)
+        tf.reduce_all(rows), [f"{NO_ACTION} (every action is masked); rows without one:",
+                              tf.logical_not(rows)], summarize=16)
     with tf.control_dependencies([check]):
         return tf.identity(mask)
 

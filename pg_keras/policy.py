@@ -58,6 +58,13 @@ class Policy(tf.Module):
             obs_spec, tf.TensorSpec([2], tf.int32)], autograph=False)
         if value_network is not None:
             self.value = tf.function(self._value, input_signature=[obs_spec], autograph=False)
+        if head.mask_size:
+            # The same with an action mask [B, mask_size] (see heads.py).
+            mask_spec = tf.TensorSpec([None, head.mask_size], tf.bool)
+            self.greedy_masked = tf.function(self._greedy, input_signature=[
+                obs_spec, mask_spec], autograph=False)
+            self.sample_masked = tf.function(self._sample, input_signature=[
+                obs_spec, tf.TensorSpec([2], tf.int32), mask_spec], autograph=False)
 
     def features(self, observations) -> tf.Tensor:
         """Encoded and (if on) normalized observations, [B, *observation_shape]."""
@@ -68,9 +75,10 @@ class Policy(tf.Module):
         """The policy network's output, [B, head.param_size]."""
         return tf.cast(self.network(self.features(observations)), tf.float32)
 
-    def distribution(self, observations):
-        """pi(.|s) as a ``tfp.distributions`` distribution with batch shape [B]."""
-        return self.head.distribution(self.params(observations))
+    def distribution(self, observations, mask=None):
+        """pi(.|s) as a ``tfp.distributions`` distribution with batch shape [B]; over the
+        actions ``mask`` allows, when given."""
+        return self.head.distribution(self.params(observations), mask)
 
     def normalized_value(self, observations) -> tf.Tensor:
         """The value network's output squeezed to [B]: V(s) in units of
@@ -82,11 +90,11 @@ class Policy(tf.Module):
         """The scalar the value network's output is multiplied by to be in return units."""
         return tf.ones([]) if self._return_scale is None else self._return_scale()
 
-    def _greedy(self, observations):
-        return self.head.to_env(self.head.greedy(self.params(observations)))
+    def _greedy(self, observations, mask=None):
+        return self.head.to_env(self.head.greedy(self.params(observations), mask))
 
-    def _sample(self, observations, seed):
-        raw = self.distribution(observations).sample(seed=seed)
+    def _sample(self, observations, seed, mask=None):
+        raw = self.distribution(observations, mask).sample(seed=seed)
         return raw, self.head.to_env(raw)
 
     def _value(self, observations):

@@ -154,3 +154,41 @@ class CuePositionEnv(gym.Env):
 
 
 gym.register("PgkCuePosition-v0", entry_point=CuePositionEnv)
+
+
+class MaskedChoiceEnv(gym.Env):
+    """A Dict observation with PettingZoo's ``action_mask`` key: 4 actions, of which a
+    random non-empty subset is legal at each step; a legal action earns 1, an illegal one
+    -1. Episodes last 6 steps. ``illegal_taken`` counts the illegal actions received."""
+
+    observation_space = gym.spaces.Dict({
+        "observation": gym.spaces.Box(-1.0, 1.0, (2,), np.float32),
+        "action_mask": gym.spaces.MultiBinary(4),
+    })
+    action_space = gym.spaces.Discrete(4)
+
+    def __init__(self):
+        self.t = 0
+        self.illegal_taken = 0
+        self._mask = None
+
+    def _draw(self):
+        mask = self.np_random.integers(0, 2, 4).astype(np.int8)
+        mask[self.np_random.integers(4)] = 1
+        self._mask = mask
+        return {"observation": self.np_random.uniform(-1, 1, 2).astype(np.float32),
+                "action_mask": mask.copy()}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._draw(), {}
+
+    def step(self, action):
+        legal = bool(self._mask[int(action)])
+        self.illegal_taken += not legal
+        self.t += 1
+        return self._draw(), 1.0 if legal else -1.0, self.t >= 6, False, {}
+
+
+gym.register("PgkMaskedChoice-v0", entry_point=MaskedChoiceEnv)

@@ -185,7 +185,9 @@ class CompiledCollector(tf.Module):
         batch = Batch(observations=tf.ensure_shape(obs, (steps, num) + obs_shape),
                       actions=raw, rewards=reward, terminated=terminated, truncated=truncated,
                       bootstrap=bootstrap, mask=tf.ones([steps, num]),
-                      episode_steps=episode_steps)
+                      episode_steps=episode_steps,
+                      action_masks=tf.ones([steps, num, self.learner.head.mask_size or 0],
+                                           tf.bool))
         return _Segment(batch, done, returns, episode_steps + 1)
 
     def _rollout_step(self, base, t, state, episode_return, episode_length, arrays):

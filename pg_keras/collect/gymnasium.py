@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 from gymnasium.vector import AutoresetMode
 
-from pg_keras import spaces
+from pg_keras import heads, spaces
 from pg_keras.batch import Batch
 from pg_keras.collect.episode_stats import EpisodeStats
 from pg_keras.collect.nonfinite import NonFiniteGuard
@@ -77,7 +77,7 @@ class Collector:
         num = envs.num_envs
         # A Dict or Tuple space's observations are kept as the flat dict {leaf name:
         # array} (pg_keras.spaces), in the batch and between steps.
-        self._space = envs.single_observation_space
+        self._space = learner.policy.observation_space  # without an action_mask key
         self._nested = spaces.is_nested(self._space)
         self._batch = Batch(**{name: tf.nest.map_structure(
             lambda s: np.zeros(s.shape, s.dtype.as_numpy_dtype), spec)
@@ -87,7 +87,14 @@ class Collector:
         # this worker's envs stream, from which its actor stream is derived.
         self.numpy_policy = (NumpyPolicy(learner.policy, SeedStreams(config.seed).actor)
                              if NumpyPolicy.supports(learner.policy) else None)
-        self._observations, _ = envs.reset(seed=config.seed)
+        # The legal actions of the observations at hand (see _read_masks).
+        self._masks = np.ones((num, learner.head.mask_size or 0), bool)
+        self._masked = False  # whether the env has given a mask yet
+        env_space = envs.single_observation_space
+        self._mask_in_obs = (isinstance(env_space, gym.spaces.Dict)
+                             and spaces.ACTION_MASK_KEY in env_space.spaces)
+        self._observations, info = envs.reset(seed=config.seed)
+        self._read_masks(self._observations, info, 0)
         envs.action_space.seed(config.seed)
         self.episodes = EpisodeStats(num)
         self._guard = NonFiniteGuard(envs.single_observation_space, num, config.env_id,
@@ -117,12 +124,46 @@ class Collector:
         """Returns and lengths of the episodes finished since the last call."""
         return self.episodes.pop()
 
-    def _act(self, observations: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """(raw actions, env actions) sampled by the NumPy twin, else by TensorFlow."""
+    def _act(self, observations, mask=None) -> Tuple[np.ndarray, np.ndarray]:
+        """(raw actions, env actions) sampled by the NumPy twin, else by TensorFlow; among
+        the actions ``mask`` [num_envs, W] allows, when given."""
         if self.numpy_policy is not None:
-            return self.numpy_policy(observations)
-        raw, env_action = self.learner.collect_step(observations)
+            return self.numpy_policy(observations, mask)
+        if mask is None:
+            raw, env_action = self.learner.collect_step(observations)
+        else:
+            raw, env_action = self.learner.collect_step_masked(observations, mask)
         return raw.numpy(), env_action.numpy()
+
+    def _read_masks(self, observations, info: dict, env_step: int) -> None:
+        """Keeps the action masks the env gave with ``observations``: its Dict's
+        ``action_mask`` key, or ``info["action_mask"]`` (Taxi's); every action is legal
+        where it gave none.
+
+        Raises:
+            InputError: for a mask of the wrong shape, or one allowing no action.
+        """
+        num, width = self._masks.shape
+        if not width:
+            return
+        if self._mask_in_obs:
+            mask = np.asarray(observations[spaces.ACTION_MASK_KEY])
+            if mask.shape != (num, width):
+                raise InputError(f"the observation's action_mask must have shape [{num}, "
+                                 f"{width}] (envs, actions); received shape {list(mask.shape)}")
+        else:
+            mask = heads.info_action_mask(info, num, width)
+        if mask is None:
+            self._masks[...] = True
+            return
+        self._masks[...] = mask
+        self._masked = True
+        empty = ~self._masks.any(axis=1)
+        if empty.any():
+            i = int(np.flatnonzero(empty)[0])
+            raise InputError(f"env step {env_step}: environment {i} of {self.config.env_id} "
+                             f"gave an action mask that allows no action; received "
+                             f"{np.asarray(mask)[i].astype(int).tolist()}")
 
     def _values(self, observations) -> np.ndarray:
         """V(s) for a batch of observations."""
@@ -149,7 +190,8 @@ class Collector:
         else:
             row = batch.observations[t]
             row[...] = observations  # stored in the batch's dtype, and what the policy sees
-        raw, env_action = self._act(row)
+        batch.action_masks[t] = self._masks
+        raw, env_action = self._act(row, self._masks if self._masked else None)
         batch.actions[t] = raw
         next_obs, reward, terminated, truncated, info = self.envs.step(env_action)
         batch.rewards[t] = reward
@@ -160,7 +202,9 @@ class Collector:
         any_done = done.any()
         env_step = self.total_steps + (t + 1) * self.envs.num_envs
         dropped = self._guard.check(next_obs, reward, done, any_done, info, env_step)
+        self._read_masks(next_obs, info, env_step)
         if dropped is not None:
+            self._masks[dropped] = True  # reset below; their new masks are not read
             next_obs, terminated, truncated = self._drop_episodes(
                 t, dropped, next_obs, terminated, truncated)
             reward = np.where(dropped, 0.0, reward)
@@ -223,6 +267,7 @@ class Collector:
             envs = None
         rng = self.numpy_policy.rng.bit_generator.state if self.numpy_policy else None
         return {"observations": self._observations, "envs": envs, "numpy_rng": rng,
+                "action_masks": (self._masks.copy(), self._masked),
                 "episode_return": self.episodes.episode_return.copy(),
                 "episode_length": self.episodes.episode_length.copy(),
                 "total_steps": self.total_steps}
@@ -240,10 +285,13 @@ class Collector:
         if state["envs"] is not None:
             self.envs.envs = pickle.loads(state["envs"])
             self._observations = state["observations"]
+            if "action_masks" in state:
+                self._masks[...], self._masked = state["action_masks"]
             self.episodes.episode_return[:] = state["episode_return"]
             self.episodes.episode_length[:] = state["episode_length"]
             return True
-        self._observations, _ = self.envs.reset(seed=self.config.seed + self.total_steps)
+        self._observations, info = self.envs.reset(seed=self.config.seed + self.total_steps)
+        self._read_masks(self._observations, info, self.total_steps)
         self.episodes.restart()
         return False
 
@@ -282,9 +330,10 @@ class EpisodesCollector(Collector):
 
     def collect(self) -> Tuple[Batch, int]:
         batch = self._batch
-        for array in batch:
+        for array in tf.nest.flatten(batch):
             array.fill(0)
-        self._observations, _ = self.envs.reset()
+        self._observations, info = self.envs.reset()
+        self._read_masks(self._observations, info, self.total_steps)
         self.episodes.restart()
         self._begin()
         first_episode = np.ones(self.envs.num_envs, bool)  # still in its first episode

@@ -152,9 +152,13 @@ class NumpyPolicy:
                                 normalizer.clip)
         self._sample = self.policy.head.numpy_sampler()
 
-    def __call__(self, observations: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """(raw actions, env actions) sampled for a batch of observations."""
-        return self._sample(self.params(observations), self.rng)
+    def __call__(self, observations: np.ndarray,
+                 mask: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """(raw actions, env actions) sampled for a batch of observations, among the
+        actions ``mask`` allows when given (see heads.py)."""
+        if mask is None:
+            return self._sample(self.params(observations), self.rng)
+        return self._sample(self.params(observations), self.rng, mask)
 
     def _features(self, observations) -> np.ndarray:
         if self._one_hot is not None:

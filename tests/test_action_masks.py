@@ -1,0 +1,66 @@
+"""Action masks end to end: from the env (info or a Dict key) to collection and update."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import pg_keras
+import toy_envs
+from pg_keras.collect import Collector, make_vector_env
+from pg_keras.config import InputError
+from pg_keras.learner import Learner
+
+
+@pytest.mark.parametrize("mode", ["steps", "episodes"])
+@pytest.mark.parametrize("numpy_actor", [True, False], ids=["numpy", "tensorflow"])
+def test_taxis_info_masks_are_stored_and_obeyed(mode, numpy_actor):
+    config = pg_keras.Config(env_id="Taxi-v4", num_envs=4, steps_per_update=40,
+                             collect_mode=mode)
+    envs = make_vector_env("Taxi-v4", 4)
+    learner = Learner(config, envs.single_observation_space, envs.single_action_space)
+    collector = Collector(envs, learner, config)
+    if not numpy_actor:
+        collector.numpy_policy = None
+    for _ in range(2):
+        batch, _ = collector.collect()
+        valid = batch.mask > 0
+        assert batch.action_masks.shape == (40, 4, 6)
+        legal = np.take_along_axis(batch.action_masks, batch.actions[..., None], -1)[..., 0]
+        assert legal[valid].all()
+        # Taxi's mask: the row's legal actions are what info said for that observation.
+        taxi = gym.make("Taxi-v4").unwrapped
+        for t, i in zip(*np.nonzero(valid)):
+            expected = taxi.action_mask(int(batch.observations[t, i])).astype(bool)
+            np.testing.assert_array_equal(batch.action_masks[t, i], expected)
+        metrics = learner.update(batch)
+        assert np.isfinite(float(metrics["loss"]))
+
+
+def test_a_dict_observations_action_mask_key_goes_to_the_head():
+    config = pg_keras.Config(env_id="PgkMaskedChoice-v0", num_envs=3, steps_per_update=12)
+    envs = make_vector_env("PgkMaskedChoice-v0", 3)
+    learner = Learner(config, envs.single_observation_space, envs.single_action_space)
+    assert list(learner.batch_spec.observations) == ["observation"]
+    collector = Collector(envs, learner, config)
+    for _ in range(3):
+        batch, _ = collector.collect()
+        assert np.all(batch.rewards == 1.0)  # never an illegal action
+        learner.update(batch)
+    assert sum(env.unwrapped.illegal_taken for env in envs.envs) == 0
+
+
+def test_a_mask_allowing_no_action_names_the_env_step():
+    class NoAction(toy_envs.MaskedChoiceEnv):
+        def step(self, action):
+            observation, *rest = super().step(action)
+            if self.t == 2:
+                observation["action_mask"][:] = 0
+            return (observation, *rest)
+
+    config = pg_keras.Config(num_envs=2, steps_per_update=8)
+    envs = toy_envs.vector_env([NoAction] * 2)
+    learner = Learner(config, envs.single_observation_space, envs.single_action_space)
+    collector = Collector(envs, learner, config)
+    with pytest.raises(InputError, match=r"env step 4: environment 0 of .* gave an action "
+                                         r"mask that allows no action; received \[0, 0, 0, 0\]"):
+        collector.collect()
