@@ -21,6 +21,13 @@ uint8 images, cast inside; int32 for a ``Discrete`` observation space):
                                                or {"mean", "std"}
     value            observations           -> {"values": [B]}   (with a value network)
 
+A Dict or Tuple observation space gives one input per leaf instead of ``observations``,
+named by ``pg_keras.spaces.input_name`` (``cue``, ``pair_0`` for the leaf ``pair/0``);
+the Python callables take the dict ``{leaf name: batch}``. A Discrete or MultiDiscrete
+action head adds ``greedy_masked``, ``sample_masked`` and ``distribution_masked``: the
+same with an ``action_mask`` input (bool [None, n], or [None, sum(nvec)]), over the legal
+actions only; a row allowing none fails with "action mask allows no action".
+
 ``sample`` draws with the head's portable sampler (noise hashed from the seed in ops that
 TFLite and ONNX run; see pg_keras.portable_random), so the converted models sample as the
 SavedModel does. Plain callables on the object ``tf.saved_model.load`` returns, for Python:
@@ -331,7 +338,38 @@ def _policy_functions(policy: Policy, check: Callable) -> Dict[str, Callable]:
     if getattr(policy, "value_network", None) is not None:
         functions["value"] = lambda observations: {
             "values": policy.value(check(observations))}
+    if head.mask_size:
+        functions.update(_masked_functions(policy, check))
     return functions
+
+
+def _masked_functions(policy: Policy, check: Callable) -> Dict[str, Callable]:
+    """greedy, sample and distribution over the actions an ``action_mask`` allows."""
+    head = policy.head
+
+    def greedy_masked(observations, action_mask):
+        params = policy.params(check(observations))
+        return {"actions": head.to_env(head.greedy(params, action_mask))}
+
+    def sample_masked(observations, seed, action_mask):
+        params = policy.params(check(observations))
+        raw = head.portable_sample(params, tf.cast(seed, tf.int32), action_mask)
+        return {"actions": head.to_env(raw),
+                "log_probs": head.portable_log_prob(params, raw, action_mask)}
+
+    def distribution_masked(observations, action_mask):
+        return dict(head.parameters(policy.params(check(observations)), action_mask))
+
+    return {"greedy_masked": greedy_masked, "sample_masked": sample_masked,
+            "distribution_masked": distribution_masked}
+
+
+def _extra_specs(name: str, width: int, seed_dtype=tf.int32) -> List[tf.TensorSpec]:
+    """The inputs a function takes after the observations: a seed, an action mask."""
+    specs = [tf.TensorSpec([2], seed_dtype, name="seed")] if "sample" in name else []
+    if name.endswith("_masked"):
+        specs.append(tf.TensorSpec([None, width], tf.bool, name="action_mask"))
+    return specs
 
 
 def _specs(inputs, shape: Callable[[_Inputs], Any], dtype: Callable[[_Inputs], Any]):
@@ -344,25 +382,25 @@ def _cast(observations, inputs):
     return spaces.nest_map(lambda i, x: tf.cast(x, i.dtype), inputs, observations)
 
 
-def _traced(functions: Dict[str, Callable], inputs) -> Dict[str, Any]:
+def _traced(functions: Dict[str, Callable], inputs, width: int) -> Dict[str, Any]:
     """Each function traced once, on observations of any shape in the policy's dtype: the
     callables and signatures below cast to it and call these, so the graph is saved once."""
     spec = _specs(inputs, lambda i: None, lambda i: i.dtype)
-    seed = tf.TensorSpec([2], tf.int32, name="seed")
-    return {name: tf.function(fn, input_signature=[spec] + ([seed] if name == "sample" else []))
+    return {name: tf.function(fn, input_signature=[spec] + _extra_specs(name, width))
             for name, fn in functions.items()}
 
 
-def _callables(traced: Dict[str, Any], inputs):
+def _callables(traced: Dict[str, Any], inputs, width: int):
     """The Python callables (greedy actions, sampled actions, parameters, values) and
     their traces: any shape, so the check gives the error, not the dispatcher; each
     accepted dtype traced, so the loaded object dispatches on it."""
-    keys = {"greedy": "actions", "sample": "actions", "value": "values"}
+    keys = {"greedy": "actions", "sample": "actions", "value": "values",
+            "greedy_masked": "actions", "sample_masked": "actions"}
 
     def make(name):
-        def call(observations, *seed):
-            seed = [tf.cast(s, tf.int32) for s in seed]
-            outputs = traced[name](_cast(observations, inputs), *seed)
+        def call(observations, *extra):
+            extra = [tf.cast(x, spec.dtype) for x, spec in zip(extra, _extra_specs(name, width))]
+            outputs = traced[name](_cast(observations, inputs), *extra)
             return outputs[keys[name]] if name in keys else outputs
         return tf.function(call)
 
@@ -371,9 +409,10 @@ def _callables(traced: Dict[str, Any], inputs):
     for dtypes in _accepted_sets(inputs):
         any_shape = _specs(inputs, lambda i: None, lambda i: dtypes[i.name])
         for name, fn in callables.items():
-            seeds = [(tf.TensorSpec([2], d, name="seed"),) for d in _SEED_DTYPES]
-            for extra in (seeds if name == "sample" else [()]):
-                concrete.append(fn.get_concrete_function(any_shape, *extra))
+            seed_dtypes = _SEED_DTYPES if "sample" in name else _SEED_DTYPES[:1]
+            for seed_dtype in seed_dtypes:
+                concrete.append(fn.get_concrete_function(
+                    any_shape, *_extra_specs(name, width, seed_dtype)))
     return callables, concrete
 
 
@@ -390,17 +429,16 @@ def _accepted_sets(inputs) -> List[Dict[str, tf.DType]]:
     return [dtypes for k, dtypes in enumerate(sets) if dtypes not in sets[:k]]
 
 
-def _signatures(traced: Dict[str, Any], inputs):
+def _signatures(traced: Dict[str, Any], inputs, width: int):
     """The batched static shape and the space's own dtype: what saved_model_cli, TF
     Serving and the converters show and check (one input per leaf of a nested space,
     named by ``spaces.input_name``)."""
     batch = _specs(inputs, lambda i: (None,) + i.shape, lambda i: i.signature_dtype)
-    seed = tf.TensorSpec([2], tf.int32, name="seed")
 
     def make(name):
-        def call(observations, *seed):
-            return traced[name](_cast(observations, inputs), *seed)
-        specs = [batch, seed] if name == "sample" else [batch]
+        def call(observations, *extra):
+            return traced[name](_cast(observations, inputs), *extra)
+        specs = [batch] + _extra_specs(name, width)
         return tf.function(call, input_signature=specs).get_concrete_function()
 
     return {("serving_default" if name == "greedy" else name): make(name) for name in traced}
@@ -412,10 +450,10 @@ def _build_module(policy: Policy):
     The policy itself is not saved (it holds Keras layers and Python objects a loader
     would have to rebuild); only the traced functions and the variables they read are.
     """
-    inputs = _inputs(policy)
-    traced = _traced(_policy_functions(policy, _observation_check(inputs)), inputs)
-    callables, concrete = _callables(traced, inputs)
-    signatures = _signatures(traced, inputs)
+    inputs, width = _inputs(policy), policy.head.mask_size or 0
+    traced = _traced(_policy_functions(policy, _observation_check(inputs)), inputs, width)
+    callables, concrete = _callables(traced, inputs, width)
+    signatures = _signatures(traced, inputs, width)
     module = tf.Module(name="exported_policy")
     for name, fn in callables.items():
         setattr(module, name, fn)

@@ -64,3 +64,31 @@ def test_a_mask_allowing_no_action_names_the_env_step():
     with pytest.raises(InputError, match=r"env step 4: environment 0 of .* gave an action "
                                          r"mask that allows no action; received \[0, 0, 0, 0\]"):
         collector.collect()
+
+
+def test_the_exported_policy_takes_an_optional_action_mask(tmp_path):
+    import tensorflow as tf
+    from pg_keras.export import export_policy, load_policy
+    space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+    learner = Learner(pg_keras.Config(hidden_sizes=(8,)), space, gym.spaces.Discrete(4, start=1))
+    for variable in learner.policy_variables:
+        variable.assign(np.random.default_rng(0).normal(size=variable.shape) * 2)
+    loaded = load_policy(export_policy(learner.policy, tmp_path / "model"))
+    rng = np.random.default_rng(1)
+    observations = rng.uniform(-1, 1, (500, 3)).astype(np.float32)
+    mask = rng.integers(0, 2, (500, 4)).astype(bool)
+    mask[np.arange(500), rng.integers(0, 4, 500)] = True
+    expected = learner.policy.greedy_masked(observations, mask).numpy()
+    np.testing.assert_array_equal(loaded.greedy_masked(observations, mask).numpy(), expected)
+    # As a TF Serving client would call it: one input per name.
+    serving = loaded.signatures["greedy_masked"]
+    assert sorted(serving.structured_input_signature[1]) == ["action_mask", "observations"]
+    actions = serving(observations=tf.constant(observations),
+                      action_mask=tf.constant(mask))["actions"].numpy()
+    np.testing.assert_array_equal(actions, expected)
+    assert mask[np.arange(500), expected - 1].all()
+    sampled = loaded.sample_masked(observations, tf.constant([3, 4]), mask).numpy()
+    assert mask[np.arange(500), sampled - 1].all()
+    assert not mask[np.arange(500), loaded.greedy(observations).numpy() - 1].all()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="action mask allows no action"):
+        loaded.greedy_masked(observations[:2], np.zeros((2, 4), bool))

@@ -115,8 +115,10 @@ def _runners(case):
 
 def test_each_format_holds_every_signature(converted):
     for name, (learner, saved, tflite, onnx_dir, _) in converted.items():
-        expected = ["distribution", "sample", "serving_default"] + (
-            ["value"] if learner.has_baseline else [])
+        masked = ["distribution_masked", "greedy_masked", "sample_masked"]
+        expected = sorted(["distribution", "sample", "serving_default"] + (
+            ["value"] if learner.has_baseline else []) + (
+            masked if learner.head.mask_size else []))
         assert sorted(Interpreter(model_path=tflite).get_signature_list()) == expected
         assert sorted(os.listdir(onnx_dir)) == [f"{s}.onnx" for s in expected]
 

@@ -280,10 +280,14 @@ def test_box_export_matches_the_policy_with_normalization_inside(exported, loade
 
 
 def test_signatures_value_only_with_a_value_network_and_config_json(exported, loaded):
-    assert loaded["cartpole"]["signatures"] == ["distribution", "sample", "serving_default",
-                                                "value"]
+    # Discrete actions: each also with an action_mask input.
+    assert loaded["cartpole"]["signatures"] == [
+        "distribution", "distribution_masked", "greedy_masked", "sample", "sample_masked",
+        "serving_default", "value"]
     assert loaded["cartpole"]["has_value"]
-    assert loaded["grid"]["signatures"] == ["distribution", "sample", "serving_default"]
+    assert loaded["grid"]["signatures"] == [
+        "distribution", "distribution_masked", "greedy_masked", "sample", "sample_masked",
+        "serving_default"]
     assert not loaded["grid"]["has_value"]
     assert loaded["grid"]["config_env_id"] == GRID_ID
     config, _, path, _ = exported["pendulum"]
