@@ -501,8 +501,10 @@ def _calls(model, observations, signatures=True):
              "value": lambda: model.value(observations)}
     for name, signature in (model.signatures.items() if signatures else ()):
         inputs = {"observations": tf.constant(observations)}
-        if name == "sample":
+        if name.startswith("sample"):
             inputs["seed"] = seed
+        if name.endswith("_masked"):
+            inputs["action_mask"] = tf.ones((len(observations), 2), tf.bool)
         calls[f"signature {name}"] = lambda s=signature, i=inputs: s(**i)
     return calls
 
