@@ -43,6 +43,7 @@ def _batch(learner, seed=0):
     fields["actions"] = rng.integers(0, 3, spec.actions.shape).astype(np.int32)
     fields["rewards"] = rng.normal(size=(steps, envs)).astype(np.float32)
     fields["mask"][:] = 1.0
+    fields["action_masks"][:] = True
     return pg_keras.Batch(**fields)
 
 

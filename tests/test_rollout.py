@@ -189,6 +189,7 @@ def reference_collect(envs, learner, config, policy, state):
     baseline = learner.has_baseline
     spec = learner.batch_spec
     b = {name: np.zeros(s.shape, s.dtype.as_numpy_dtype) for name, s in spec._asdict().items()}
+    b["action_masks"][:] = True  # the env gives no mask: every action is legal
     if not episodic:
         b["mask"][:] = 1.0
     else:

@@ -332,6 +332,7 @@ class EpisodesCollector(Collector):
         batch = self._batch
         for array in tf.nest.flatten(batch):
             array.fill(0)
+        batch.action_masks.fill(True)  # padding rows allow every action
         self._observations, info = self.envs.reset()
         self._read_masks(self._observations, info, self.total_steps)
         self.episodes.restart()
