@@ -174,7 +174,7 @@ def local_block(batch, local_replicas: int):
         per_replica = x.shape[1] // local_replicas
         x = tf.reshape(x, [x.shape[0], local_replicas, per_replica] + x.shape[2:])
         return tf.gather(x, index, axis=1)
-    return type(batch)(*(block(x) for x in batch))
+    return type(batch)(*(tf.nest.map_structure(block, x) for x in batch))
 
 
 def first_replica(strategy: tf.distribute.Strategy, values):

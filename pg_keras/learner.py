@@ -20,11 +20,11 @@ import gymnasium as gym
 import keras
 import tensorflow as tf
 
-from pg_keras import distributed, losses, networks, returns
-from pg_keras.batch import Batch, batch_spec, observation_dtype
+from pg_keras import distributed, losses, networks, returns, spaces
+from pg_keras.batch import Batch, batch_spec
 from pg_keras.config import Config, InputError
 from pg_keras.heads import make_head
-from pg_keras.normalization import RunningNormalization
+from pg_keras.normalization import NestedNormalization, RunningNormalization
 from pg_keras.policy import Policy
 from pg_keras.seeding import SeedStreams
 
@@ -96,8 +96,11 @@ class Learner(tf.Module):
         self._update_function = tf.function(self._update, input_signature=[self.batch_spec],
                                             jit_compile=config.jit_compile, autograph=False)
         self._update_graph = None
-        obs_spec = tf.TensorSpec((None,) + tuple(policy.observation_space.shape),
-                                 observation_dtype(policy.observation_space))
+        obs_spec = spaces.tensor_spec(policy.observation_space, (None,))
+        if policy.head.mask_size:
+            self.collect_step_masked = tf.function(self._collect_step, input_signature=[
+                obs_spec, tf.TensorSpec([None, policy.head.mask_size], tf.bool)],
+                autograph=False)
         self.collect_step = tf.function(self._collect_step, input_signature=[obs_spec],
                                         autograph=False)
 
@@ -115,7 +118,8 @@ class Learner(tf.Module):
         if self._update_graph is None:
             self._update_graph = self._update_function.get_concrete_function()
         return self._update_graph(Batch(*(
-            tf.constant(x, spec.dtype) for x, spec in zip(batch, self.batch_spec))))
+            tf.nest.map_structure(lambda x, spec: tf.constant(x, spec.dtype), x, spec)
+            for x, spec in zip(batch, self.batch_spec))))
 
     @property
     def trace_count(self) -> int:
@@ -147,10 +151,12 @@ class Learner(tf.Module):
             self.entropy_coef.assign(
                 cfg.entropy_coef * cfg.schedule_factor(cfg.entropy_schedule, env_steps))
 
-    def _collect_step(self, observations):
+    def _collect_step(self, observations, mask=None):
         """(raw action, env action) sampled from the policy with the learner's stream."""
         seed = tf.cast(self.rng.make_seeds(1)[:, 0], tf.int32)
-        return self.policy.sample(observations, seed)
+        if mask is None:
+            return self.policy.sample(observations, seed)
+        return self.policy.sample_masked(observations, seed, mask)
 
     def _loss_and_gradients(self, batch: Batch):
         """REINFORCE on this replica's rows: (gradients summed over replicas, metrics, rows).
@@ -160,9 +166,10 @@ class Learner(tf.Module):
         """
         cfg = self.config
         batch = distributed.local_block(batch, self.local_replicas)
-        observations, actions = _flatten(batch.observations), _flatten(batch.actions)
+        observations = tf.nest.map_structure(_flatten, batch.observations)
+        actions = _flatten(batch.actions)
         with tf.GradientTape() as tape:
-            pi = self.policy.distribution(observations)
+            pi = self.policy.distribution(observations, _action_masks(batch))
             log_probs = _unflatten(pi.log_prob(actions), batch)
             entropy = _unflatten(pi.entropy(), batch)
             values = (_unflatten(self.policy.normalized_value(observations), batch)
@@ -296,9 +303,9 @@ def _statistic_rows(policy: Policy, return_stats, flat_observations, mask,
     if policy.normalizer is None and return_stats is None:
         return None
     if policy.normalizer is None:
-        features = tf.zeros([flat_observations.shape[0], 0])
+        features = tf.zeros([mask.shape[0] * mask.shape[1], 0])
     else:
-        features = policy.normalizer.rows(networks.encode_observations(
+        features = policy.normalizer.rows(spaces.encode(
             policy.observation_space, flat_observations))
     return distributed.all_gather(StatisticRows(
         features, tf.reshape(mask, [-1]), tf.reshape(target_returns, [-1])))
@@ -307,6 +314,15 @@ def _statistic_rows(policy: Policy, return_stats, flat_observations, mask,
 def _flatten(x: tf.Tensor) -> tf.Tensor:
     """[T, B, ...] -> [T * B, ...]."""
     return tf.reshape(x, [x.shape[0] * x.shape[1]] + x.shape[2:])
+
+
+def _action_masks(batch: Batch) -> Optional[tf.Tensor]:
+    """[T * B, W] the legal actions, or None for a head without masks; padding rows
+    (mask 0) hold no mask and allow every action."""
+    if not batch.action_masks.shape[-1]:
+        return None
+    padding = tf.reshape(batch.mask <= 0, [-1, 1])
+    return _flatten(batch.action_masks) | padding
 
 
 def _unflatten(x: tf.Tensor, batch: Batch) -> tf.Tensor:
@@ -366,31 +382,54 @@ def build_learner(config: Config, observation_space: gym.Space, action_space: gy
                    strategy)
 
 
+def observation_normalizer(space: gym.Space, config: Config):
+    """The running normalization of observations, or None (``normalize_observations``
+    off, a lone image, or a nested space none of whose leaves takes it).
+
+    A leaf space's whole encoded observation is normalized; a Dict or Tuple space's
+    vector leaves only (not images, not one-hots), each with its own statistics.
+    """
+    if not config.normalize_observations:
+        return None
+    shapes = networks.observation_shape(space)
+    if not spaces.is_nested(space):
+        if spaces.is_image(space):
+            return None  # the CNN scales its input itself
+        normalizer = RunningNormalization(clip=config.clip_observations,
+                                          name="observation_normalizer")
+        normalizer.build((None,) + shapes)
+        return normalizer
+    names = [name for name, applies in spaces.normalizes(space).items() if applies]
+    if not names:
+        return None
+    normalizer = NestedNormalization(names, clip=config.clip_observations,
+                                     name="observation_normalizer")
+    normalizer.build({name: (None,) + shape for name, shape in shapes.items()})
+    return normalizer
+
+
 def _build_policy(config: Config, observation_space: gym.Space, action_space: gym.Space,
                   policy_network, value_network):
     """(the policy, the running return statistics or None), in the current scope."""
+    # A Dict observation's "action_mask" key goes to the head, not to the networks.
+    observation_space, _ = spaces.split_action_mask(observation_space)
     obs_shape = networks.observation_shape(observation_space)
     head = make_head(action_space, config.state_dependent_std, config.init_log_std,
                      config.action_bounds)
-    normalizer = None
-    if config.normalize_observations:
-        normalizer = RunningNormalization(clip=config.clip_observations,
-                                          name="observation_normalizer")
-        normalizer.build((None,) + obs_shape)
+    normalizer = observation_normalizer(observation_space, config)
     policy_network = networks.chosen_model(policy_network, config.policy_network, "policy")
     if policy_network is None:
-        policy_network = networks.mlp(obs_shape, head.param_size, config.hidden_sizes,
-                                      config.activation, output_gain=0.01,
-                                      seed=SeedStreams(config.seed).init, name="policy_mlp")
+        policy_network = networks.default_network(
+            observation_space, head.param_size, config.hidden_sizes, config.activation,
+            output_gain=0.01, seed=SeedStreams(config.seed).init, name="policy_mlp")
     policy_network = networks.resolve_model(policy_network, obs_shape, head.param_size,
                                             "policy")
     if config.baseline:
         value_network = networks.chosen_model(value_network, config.value_network, "value")
         if value_network is None:
-            value_network = networks.mlp(obs_shape, 1, config.value_hidden_sizes,
-                                         config.activation, output_gain=1.0,
-                                         seed=SeedStreams(config.seed).value_init,
-                                         name="value_mlp")
+            value_network = networks.default_network(
+                observation_space, 1, config.value_hidden_sizes, config.activation,
+                output_gain=1.0, seed=SeedStreams(config.seed).value_init, name="value_mlp")
         value_network = networks.resolve_model(value_network, obs_shape, 1, "value")
     else:
         value_network = None

@@ -8,7 +8,7 @@ import pg_keras
 import toy_envs
 from pg_keras.collect import Collector, make_vector_env
 from pg_keras.config import InputError
-from pg_keras.learner import Learner
+from pg_keras.learner import build_learner
 
 
 @pytest.mark.parametrize("mode", ["steps", "episodes"])
@@ -17,7 +17,7 @@ def test_taxis_info_masks_are_stored_and_obeyed(mode, numpy_actor):
     config = pg_keras.Config(env_id="Taxi-v4", num_envs=4, steps_per_update=40,
                              collect_mode=mode)
     envs = make_vector_env("Taxi-v4", 4)
-    learner = Learner(config, envs.single_observation_space, envs.single_action_space)
+    learner = build_learner(config, envs.single_observation_space, envs.single_action_space)
     collector = Collector(envs, learner, config)
     if not numpy_actor:
         collector.numpy_policy = None
@@ -39,7 +39,7 @@ def test_taxis_info_masks_are_stored_and_obeyed(mode, numpy_actor):
 def test_a_dict_observations_action_mask_key_goes_to_the_head():
     config = pg_keras.Config(env_id="PgkMaskedChoice-v0", num_envs=3, steps_per_update=12)
     envs = make_vector_env("PgkMaskedChoice-v0", 3)
-    learner = Learner(config, envs.single_observation_space, envs.single_action_space)
+    learner = build_learner(config, envs.single_observation_space, envs.single_action_space)
     assert list(learner.batch_spec.observations) == ["observation"]
     collector = Collector(envs, learner, config)
     for _ in range(3):
@@ -59,7 +59,7 @@ def test_a_mask_allowing_no_action_names_the_env_step():
 
     config = pg_keras.Config(num_envs=2, steps_per_update=8)
     envs = toy_envs.vector_env([NoAction] * 2)
-    learner = Learner(config, envs.single_observation_space, envs.single_action_space)
+    learner = build_learner(config, envs.single_observation_space, envs.single_action_space)
     collector = Collector(envs, learner, config)
     with pytest.raises(InputError, match=r"env step 4: environment 0 of .* gave an action "
                                          r"mask that allows no action; received \[0, 0, 0, 0\]"):
@@ -70,7 +70,8 @@ def test_the_exported_policy_takes_an_optional_action_mask(tmp_path):
     import tensorflow as tf
     from pg_keras.export import export_policy, load_policy
     space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
-    learner = Learner(pg_keras.Config(hidden_sizes=(8,)), space, gym.spaces.Discrete(4, start=1))
+    learner = build_learner(pg_keras.Config(hidden_sizes=(8,)), space,
+                            gym.spaces.Discrete(4, start=1))
     for variable in learner.policy_variables:
         variable.assign(np.random.default_rng(0).normal(size=variable.shape) * 2)
     loaded = load_policy(export_policy(learner.policy, tmp_path / "model"))

@@ -13,7 +13,7 @@ import pg_keras
 import toy_envs
 from pg_keras import spaces
 from pg_keras.export import export_policy, load_policy
-from pg_keras.learner import Learner
+from pg_keras.learner import build_learner
 
 SPACE = gym.spaces.Dict({
     "cue": gym.spaces.Discrete(2),
@@ -49,7 +49,7 @@ def _batch(learner, seed=0):
 
 @pytest.fixture(scope="module")
 def learner():
-    learner = Learner(CONFIG, SPACE, gym.spaces.Discrete(3))
+    learner = build_learner(CONFIG, SPACE, gym.spaces.Discrete(3))
     for seed in range(3):
         learner.update(_batch(learner, seed))
     return learner
@@ -65,7 +65,7 @@ def test_the_learner_updates_on_nested_batches_and_normalizes_vector_leaves(lear
 
 def test_checkpoint_round_trip_gives_the_same_policy(learner, tmp_path):
     path = tf.train.Checkpoint(learner=learner).write(str(tmp_path / "ckpt"))
-    restored = Learner(CONFIG, SPACE, gym.spaces.Discrete(3))
+    restored = build_learner(CONFIG, SPACE, gym.spaces.Discrete(3))
     tf.train.Checkpoint(learner=restored).read(path).assert_consumed()
     observations = _observations(16, seed=7)
     np.testing.assert_array_equal(restored.policy.act(observations),
@@ -137,7 +137,7 @@ def test_collectors_store_the_observation_each_action_was_taken_in(mode):
     config = pg_keras.Config(num_envs=3, steps_per_update=12, collect_mode=mode)
     # Episodes of 8 cut at 5 by a time limit: the cut ones bootstrap from V(final obs).
     envs = _cue_envs(3, max_steps=5)
-    learner = Learner(config, envs.single_observation_space, envs.single_action_space)
+    learner = build_learner(config, envs.single_observation_space, envs.single_action_space)
     collector = Collector(envs, learner, config)
     for _ in range(2):
         batch, _ = collector.collect()
