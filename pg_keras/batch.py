@@ -3,7 +3,7 @@ observations are stored in (by the collectors) and served in (by the exported po
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Optional
 
 import gymnasium as gym
 import tensorflow as tf
@@ -41,7 +41,7 @@ class Batch(NamedTuple):
     bootstrap: tf.Tensor
     mask: tf.Tensor
     episode_steps: tf.Tensor
-    action_masks: tf.Tensor
+    action_masks: Optional[tf.Tensor] = None  # None: every action legal
 
 
 def observation_dtype(space: gym.Space):

@@ -18,6 +18,7 @@ from typing import Dict, NamedTuple, Optional
 
 import gymnasium as gym
 import keras
+import numpy as np
 import tensorflow as tf
 
 from pg_keras import distributed, losses, networks, returns, spaces
@@ -117,6 +118,8 @@ class Learner(tf.Module):
             return self._update(batch)
         if self._update_graph is None:
             self._update_graph = self._update_function.get_concrete_function()
+        if batch.action_masks is None:
+            batch = batch._replace(action_masks=np.ones(self.batch_spec.action_masks.shape, bool))
         return self._update_graph(Batch(*(
             tf.nest.map_structure(lambda x, spec: tf.constant(x, spec.dtype), x, spec)
             for x, spec in zip(batch, self.batch_spec))))
