@@ -73,6 +73,7 @@ def test_iterations_log_every_finished_episode_once(xla_rollout):
     assert sum(lengths) + running.sum() == 4 * 48
 
 
+@pytest.mark.slow  # a learning check; the bit-identity tests cover the path
 def test_compiled_cartpole_policy_solves_gymnasium_cartpole_through_the_savedmodel(tmp_path):
     # experiments/configs/cartpole.cfg. With the rollout under XLA (the default), seeds 0-9
     # solved 9 of 10 within 50,000 steps (experiments.solve_rate); seed 1 at 10,000.

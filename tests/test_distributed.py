@@ -228,6 +228,7 @@ def _metrics_steps(root):
         return [json.loads(line)["env_steps"] for line in f]
 
 
+@pytest.mark.slow  # two TensorFlow workers for minutes; the group's lockstep tests stay in the default suite
 def test_a_signal_stops_the_group_a_killed_worker_breaks_it_and_it_resumes(tmp_path):
     """SIGTERM to one worker: the whole group checkpoints and exits 143. SIGKILL to one
     worker: the other stops within seconds with one line, exit 1. The same command then
@@ -286,6 +287,7 @@ def test_a_worker_that_never_comes_stops_the_others_after_the_start_timeout(tmp_
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # a benchmark launcher; two_workers_hold_the_same_weights covers the group
 def test_scaling_launcher_reports_each_group_size(tmp_path):
     run = _python("-m", "experiments.scaling", "--workers=2", "--num_envs=4",
                   "--total_steps=2048", "--train_flags=--steps_per_update=32", timeout=240)
