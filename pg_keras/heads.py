@@ -123,7 +123,28 @@ class ActionHead(keras.layers.Layer):
         return self.greedy(params)
 
 
-class CategoricalHead(ActionHead):
+class _LogitsHead(ActionHead):
+    """A head whose distribution is categorical over ``_logits(params, mask)``: the greedy
+    action, the parameters and the portable sampler are the same for one or several
+    sub-actions (the logits' last axis is the choice)."""
+
+    def _logits(self, params, mask=None) -> tf.Tensor:
+        raise NotImplementedError
+
+    def greedy(self, params, mask=None):
+        return tf.argmax(self._logits(params, mask), axis=-1, output_type=tf.int32)
+
+    def parameters(self, params, mask=None):
+        return {"logits": self._logits(params, mask)}
+
+    def portable_sample(self, params, seed, mask=None):
+        return _gumbel_max(self._logits(params, mask), seed)
+
+    def portable_log_prob(self, params, raw_action, mask=None):
+        return _categorical_log_prob(self._logits(params, mask), raw_action)
+
+
+class CategoricalHead(_LogitsHead):
     """``Discrete(n, start)``: softmax over n logits."""
 
     def __init__(self, space: gym.spaces.Discrete, **kwargs):
@@ -145,20 +166,8 @@ class CategoricalHead(ActionHead):
     def distribution(self, params, mask=None):
         return tfd.Categorical(logits=self._logits(params, mask), dtype=tf.int32)
 
-    def greedy(self, params, mask=None):
-        return tf.argmax(self._logits(params, mask), axis=-1, output_type=tf.int32)
-
     def to_env(self, raw_action):
         return tf.cast(raw_action + self._start, self._env_dtype)
-
-    def parameters(self, params, mask=None):
-        return {"logits": self._logits(params, mask)}
-
-    def portable_sample(self, params, seed, mask=None):
-        return _gumbel_max(self._logits(params, mask), seed)
-
-    def portable_log_prob(self, params, raw_action, mask=None):
-        return _categorical_log_prob(self._logits(params, mask), raw_action)
 
     def numpy_sampler(self):
         start, dtype, space = self._start, self.space.dtype, self.space
@@ -173,7 +182,7 @@ class CategoricalHead(ActionHead):
         return sample
 
 
-class MultiCategoricalHead(ActionHead):
+class MultiCategoricalHead(_LogitsHead):
     """``MultiDiscrete(nvec, start)``: independent softmaxes of different sizes.
 
     The logits of the k sub-actions are gathered into a [B, k, max(nvec)] array; entries
@@ -210,21 +219,9 @@ class MultiCategoricalHead(ActionHead):
             tfd.Categorical(logits=self._logits(params, mask), dtype=tf.int32),
             reinterpreted_batch_ndims=1)
 
-    def greedy(self, params, mask=None):
-        return tf.argmax(self._logits(params, mask), axis=-1, output_type=tf.int32)
-
     def to_env(self, raw_action):
         action = tf.reshape(raw_action + self._start, (-1,) + self._env_shape)
         return tf.cast(action, self._env_dtype)
-
-    def parameters(self, params, mask=None):
-        return {"logits": self._logits(params, mask)}
-
-    def portable_sample(self, params, seed, mask=None):
-        return _gumbel_max(self._logits(params, mask), seed)
-
-    def portable_log_prob(self, params, raw_action, mask=None):
-        return _categorical_log_prob(self._logits(params, mask), raw_action)
 
     def keras_parameters(self, params):
         return {"logits": layers.MaskedLogits(self._nvec, name="masked_logits")(params)}
