@@ -107,6 +107,12 @@ def main(argv):
         start = time.perf_counter()
         result = pg_keras.train(seed_config, target_return=target, verbose=FLAGS.verbose)
         wall = time.perf_counter() - start
+        if result.interrupted:
+            # A stopped run's last evaluation is not its final one: record nothing for it,
+            # and stop the sweep as the signal asked.
+            print(f"seed {seed_config.seed} stopped by {result.interrupted} at "
+                  f"{result.env_steps} env steps; not recorded", flush=True)
+            return 130 if result.interrupted == "SIGINT" else 143
         means = [e.mean_return for e in result.evaluations]
         row = {
             "seed": seed_config.seed,
