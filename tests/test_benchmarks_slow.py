@@ -1,5 +1,6 @@
 """The published bars, as slow tests (`make test-slow`); the default suite skips them."""
 
+import math
 import os
 
 import pytest
@@ -20,12 +21,15 @@ def _config_from_flagfile(name, **overrides):
 
 
 @pytest.mark.slow
-def test_cartpole_bar_four_of_five_seeds_solve_within_50k():
-    solved = []
-    for seed in range(5):
-        result = pg_keras.train(_config_from_flagfile("cartpole.cfg", seed=seed))
-        solved.append(result.solved_at)
-    assert sum(s is not None and s <= 50_000 for s in solved) >= 4, solved
+def test_cartpole_bar_every_seed_solves_and_stays_solved():
+    # The issue's bar: every seed ends its 50k-step run at >= 475, median first solve
+    # <= 15,000 (cartpole.cfg's header has the 20-seed measurement).
+    results = [pg_keras.train(_config_from_flagfile("cartpole.cfg", seed=seed))
+               for seed in range(5)]
+    finals = [r.evaluations[-1].mean_return for r in results]
+    solved = sorted(math.inf if r.solved_at is None else r.solved_at for r in results)
+    assert min(finals) >= 475, finals
+    assert solved[2] <= 15_000, solved
 
 
 @pytest.mark.slow

@@ -75,8 +75,9 @@ def test_iterations_log_every_finished_episode_once(xla_rollout):
 
 @pytest.mark.slow  # a learning check; the bit-identity tests cover the path
 def test_compiled_cartpole_policy_solves_gymnasium_cartpole_through_the_savedmodel(tmp_path):
-    # experiments/configs/cartpole.cfg. With the rollout under XLA (the default), seeds 0-9
-    # solved 9 of 10 within 50,000 steps (experiments.solve_rate); seed 1 at 10,000.
+    # An earlier cartpole.cfg (gamma 0.999, constant learning rates). With the rollout under
+    # XLA (the default), seeds 0-9 solved 9 of 10 within 50,000 steps (experiments.solve_rate);
+    # seed 1 at 10,000.
     config = pg_keras.Config(backend="compiled", seed=1, num_envs=8, steps_per_update=25,
                              total_steps=50_000, eval_every=10_000, eval_episodes=20,
                              normalize_observations=True, gamma=0.999,
