@@ -3,7 +3,7 @@ observations are stored in (by the collectors) and served in (by the exported po
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 
 import gymnasium as gym
 import tensorflow as tf
@@ -31,6 +31,10 @@ class Batch(NamedTuple):
         episode_steps: [T, B] int32, the step's index within its episode.
         action_masks: [T, B, W] bool, the actions legal at each step (all, where the env
             gives no mask): W is the head's ``mask_size`` (0 for heads without masks).
+        initial_state: For a recurrent policy, the state its models had entering row 0
+            (see ``Policy.state_spec``), each tensor with a leading axis of 1 (``[1, B,
+            n]``, ``reset`` [1, B]) so that it splits by environment like the rest; ``()``
+            for a feed-forward policy.
     """
 
     observations: tf.Tensor
@@ -42,6 +46,7 @@ class Batch(NamedTuple):
     mask: tf.Tensor
     episode_steps: tf.Tensor
     action_masks: Optional[tf.Tensor] = None  # None: every action legal
+    initial_state: Any = ()
 
 
 def observation_dtype(space: gym.Space):
@@ -56,8 +61,12 @@ def serving_dtype(space: gym.Space):
     return spaces.serving_dtype(space)
 
 
-def batch_spec(config: Config, observation_space: gym.Space, head: "ActionHead") -> Batch:
-    """The fixed ``tf.TensorSpec`` of every batch, so the train step traces once."""
+def batch_spec(config: Config, observation_space: gym.Space, head: "ActionHead",
+               state_spec: Any = ()) -> Batch:
+    """The fixed ``tf.TensorSpec`` of every batch, so the train step traces once.
+
+    ``state_spec`` is a recurrent policy's ``state_spec((1, num_envs))``, or ``()``.
+    """
     tb = (config.steps_per_update, config.num_envs)
     return Batch(
         observations=spaces.tensor_spec(observation_space, tb),
@@ -69,4 +78,5 @@ def batch_spec(config: Config, observation_space: gym.Space, head: "ActionHead")
         mask=tf.TensorSpec(tb, tf.float32),
         episode_steps=tf.TensorSpec(tb, tf.int32),
         action_masks=tf.TensorSpec(tb + (head.mask_size or 0,), tf.bool),
+        initial_state=state_spec,
     )

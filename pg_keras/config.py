@@ -20,6 +20,7 @@ COLLECT_MODES = ("auto", "steps", "episodes")
 ACTION_BOUNDS = ("clip", "tanh")
 ON_NONFINITE = ("stop", "drop")
 BACKENDS = ("gymnasium", "compiled")
+RECURRENT_CELLS = ("none", "lstm", "gru")
 SCHEDULES = ("constant", "linear")
 # A model factory importable by name; and the record of a model given as a Python object.
 MODEL_REFERENCE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
@@ -108,6 +109,11 @@ class Config:
             (see pg_keras.networks for the contract); empty: the default MLP.
         value_network: Your own value model, as ``module:factory`` (output units 1);
             empty: the default MLP.
+        recurrent_cell: ``none``, or ``lstm`` or ``gru``: the default policy and value
+            models end their torso in that recurrent cell (each its own), carry its state
+            across an episode's steps, and learn by backpropagation through each batch's
+            segment from the state they had when it was collected (pg_keras.networks).
+        recurrent_units: Units of that recurrent cell.
         state_dependent_std: Gaussian heads predict log-std from the state instead of
             learning one state-independent vector.
         init_log_std: Initial log standard deviation of Gaussian heads.
@@ -163,6 +169,8 @@ class Config:
     activation: str = "tanh"
     policy_network: str = ""
     value_network: str = ""
+    recurrent_cell: str = "none"
+    recurrent_units: int = 64
     state_dependent_std: bool = False
     init_log_std: float = 0.0
     action_bounds: str = "clip"
@@ -205,7 +213,7 @@ class Config:
             if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
                 fail(name, "a non-negative integer")
         for name in ("num_envs", "steps_per_update", "total_steps", "eval_episodes",
-                     "max_consecutive_skips"):
+                     "max_consecutive_skips", "recurrent_units"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 fail(name, "a positive integer")
         if not _is_int(self.eval_every) or self.eval_every < 0:
@@ -236,7 +244,8 @@ class Config:
         for name, choices in (("optimizer", OPTIMIZERS), ("activation", ACTIVATIONS),
                               ("collect_mode", COLLECT_MODES), ("action_bounds", ACTION_BOUNDS),
                               ("on_nonfinite", ON_NONFINITE), ("backend", BACKENDS),
-                              ("lr_schedule", SCHEDULES), ("entropy_schedule", SCHEDULES)):
+                              ("lr_schedule", SCHEDULES), ("entropy_schedule", SCHEDULES),
+                              ("recurrent_cell", RECURRENT_CELLS)):
             if getattr(self, name) not in choices:
                 fail(name, "one of " + ", ".join(repr(c) for c in choices))
         for name in ("hidden_sizes", "value_hidden_sizes"):
@@ -252,6 +261,11 @@ class Config:
                      "-> keras.Model that module defines), or empty for the default MLP")
 
     def _validate_combinations(self) -> None:
+        if self.recurrent_cell != "none" and self.backend == "compiled":
+            raise InputError(
+                "backend='compiled' does not carry a recurrent state yet; use "
+                "backend='gymnasium' with a recurrent policy; received "
+                f"backend='compiled', recurrent_cell={self.recurrent_cell!r}")
         if self.collect_mode == "steps" and not self.baseline:
             raise InputError(
                 "collect_mode='steps' cuts episodes at the segment end and needs a value "

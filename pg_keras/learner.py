@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pg_keras import distributed, losses, networks, returns, spaces
+from pg_keras import distributed, losses, networks, recurrent, returns, spaces
 from pg_keras.batch import Batch, batch_spec
 from pg_keras.config import Config, InputError
 from pg_keras.heads import make_head
@@ -91,7 +91,9 @@ class Learner(tf.Module):
                 self.entropy_coef = tf.Variable(config.entropy_coef, dtype=tf.float32,
                                                 trainable=False, name="entropy_coef")
         self.rng = rng
-        self.batch_spec = batch_spec(config, policy.observation_space, policy.head)
+        self.batch_spec = batch_spec(
+            config, policy.observation_space, policy.head,
+            policy.state_spec((1, config.num_envs)) if policy.recurrent else ())
         # autograph=False: the graph code is written with tf.cond (Python control flow
         # branches only on Python values), and converting it is slow to trace.
         self._update_function = tf.function(self._update, input_signature=[self.batch_spec],
@@ -104,6 +106,17 @@ class Learner(tf.Module):
                 autograph=False)
         self.collect_step = tf.function(self._collect_step, input_signature=[obs_spec],
                                         autograph=False)
+        if policy.recurrent:
+            state_spec = policy.state_spec()
+            self.collect_step_recurrent = tf.function(
+                self._collect_step_recurrent, input_signature=[obs_spec, state_spec],
+                autograph=False)
+            if policy.head.mask_size:
+                self.collect_step_recurrent_masked = tf.function(
+                    self._collect_step_recurrent, input_signature=[
+                        obs_spec, state_spec,
+                        tf.TensorSpec([None, policy.head.mask_size], tf.bool)],
+                    autograph=False)
 
     def update(self, batch: Batch) -> Dict[str, tf.Tensor]:
         """One REINFORCE update on ``batch`` (see the module docstring); its metrics.
@@ -161,6 +174,30 @@ class Learner(tf.Module):
             return self.policy.sample(observations, seed)
         return self.policy.sample_masked(observations, seed, mask)
 
+    def _collect_step_recurrent(self, observations, state, mask=None):
+        """(raw action, env action, next state) of a recurrent policy, sampled like
+        :meth:`_collect_step`."""
+        seed = tf.cast(self.rng.make_seeds(1)[:, 0], tf.int32)
+        if mask is None:
+            return self.policy.sample_step(observations, seed, state)
+        return self.policy.sample_step_masked(observations, seed, state, mask)
+
+    def _outputs(self, batch: Batch, observations):
+        """pi(.|s_t) over the [T * B] rows, and V(s_t) [T, B] (None without a baseline).
+
+        A recurrent policy replays each env's segment from ``batch.initial_state``, the
+        state it collected the segment with (truncated backpropagation through time).
+        """
+        if self.policy.recurrent:
+            params, values = self.policy.replay(batch.observations, batch.initial_state,
+                                                batch.terminated | batch.truncated)
+            pi = self.head.distribution(params, _action_masks(batch))
+        else:
+            pi = self.policy.distribution(observations, _action_masks(batch))
+            values = (self.policy.normalized_value(observations) if self.has_baseline
+                      else None)
+        return pi, None if values is None else _unflatten(values, batch)
+
     def _loss_and_gradients(self, batch: Batch):
         """REINFORCE on this replica's rows: (gradients summed over replicas, metrics, rows).
 
@@ -172,11 +209,9 @@ class Learner(tf.Module):
         observations = tf.nest.map_structure(_flatten, batch.observations)
         actions = _flatten(batch.actions)
         with tf.GradientTape() as tape:
-            pi = self.policy.distribution(observations, _action_masks(batch))
+            pi, values = self._outputs(batch, observations)
             log_probs = _unflatten(pi.log_prob(actions), batch)
             entropy = _unflatten(pi.entropy(), batch)
-            values = (_unflatten(self.policy.normalized_value(observations), batch)
-                      if self.has_baseline else None)
             psi = policy_gradient_weights(cfg, batch, values, self.policy.return_scale())
             info = losses.reinforce_loss(
                 log_probs, entropy, psi.weights, batch.mask,
@@ -422,17 +457,17 @@ def _build_policy(config: Config, observation_space: gym.Space, action_space: gy
     normalizer = observation_normalizer(observation_space, config)
     policy_network = networks.chosen_model(policy_network, config.policy_network, "policy")
     if policy_network is None:
-        policy_network = networks.default_network(
-            observation_space, head.param_size, config.hidden_sizes, config.activation,
-            output_gain=0.01, seed=SeedStreams(config.seed).init, name="policy_mlp")
+        policy_network = _default_network(config, observation_space, head.param_size,
+                                          config.hidden_sizes, 0.01, SeedStreams(config.seed).init,
+                                          "policy")
     policy_network = networks.resolve_model(policy_network, obs_shape, head.param_size,
                                             "policy")
     if config.baseline:
         value_network = networks.chosen_model(value_network, config.value_network, "value")
         if value_network is None:
-            value_network = networks.default_network(
-                observation_space, 1, config.value_hidden_sizes, config.activation,
-                output_gain=1.0, seed=SeedStreams(config.seed).value_init, name="value_mlp")
+            value_network = _default_network(config, observation_space, 1,
+                                             config.value_hidden_sizes, 1.0,
+                                             SeedStreams(config.seed).value_init, "value")
         value_network = networks.resolve_model(value_network, obs_shape, 1, "value")
     else:
         value_network = None
@@ -444,6 +479,17 @@ def _build_policy(config: Config, observation_space: gym.Space, action_space: gy
     policy = Policy(observation_space, head, policy_network, normalizer, value_network,
                     return_scale)
     return policy, return_stats
+
+
+def _default_network(config: Config, space: gym.Space, output_units: int, hidden_sizes,
+                     output_gain: float, seed: int, role: str) -> keras.Model:
+    """The default model of ``role``: the MLP, or with ``recurrent_cell`` the recurrent one."""
+    if config.recurrent_cell == "none":
+        return networks.default_network(space, output_units, hidden_sizes, config.activation,
+                                        output_gain=output_gain, seed=seed, name=f"{role}_mlp")
+    return recurrent.default_recurrent_network(
+        space, output_units, hidden_sizes, config.activation, config.recurrent_cell,
+        config.recurrent_units, output_gain, seed, name=f"{role}_{config.recurrent_cell}")
 
 
 def _std(stats: RunningNormalization) -> tf.Tensor:

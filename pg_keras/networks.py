@@ -12,7 +12,11 @@ The contract. Any ``keras.Model`` can be the policy or the value network if
 * the policy network returns ``[B, output_units]`` float32, ``output_units`` being what
   the action head needs (logits for discrete actions, the mean, or mean and log-std, for
   Box actions); the value network returns ``[B]`` or ``[B, 1]``;
-* it creates its weights on its first call (every Keras layer does).
+* it creates its weights on its first call (every Keras layer does);
+* it keeps no state across calls (no ``stateful=True`` layer).
+
+A recurrent model (one that declares ``state_sizes``) meets the contract of
+pg_keras.recurrent instead: it is called on whole sequences with a state and reset flags.
 
 Pass it to :func:`pg_keras.train` as the model itself, or as a factory
 ``(observation_shape, output_units) -> keras.Model``, which spares you the sizes. A factory
@@ -33,7 +37,7 @@ import gymnasium as gym
 import keras
 import tensorflow as tf
 
-from pg_keras import spaces
+from pg_keras import recurrent, spaces
 from pg_keras.config import PYTHON_OBJECT, Config, InputError
 
 SUPPORTED_OBSERVATION_SPACES = spaces.SUPPORTED
@@ -139,6 +143,10 @@ def resolve_model(model: ModelOrFactory, input_shape, output_units: int,
         if not isinstance(model, keras.Model):
             raise InputError(f"{role}_network factory must return a keras.Model; "
                              f"received {type(model).__name__}")
+    if hasattr(model, "state_sizes"):
+        return recurrent.resolve(model, input_shape, output_units, role)
+    recurrent.check_stateless(model, role)
+    recurrent.check_no_hidden_recurrence(model, input_shape, role)
     expected = [(2, output_units)] if role == "policy" else [(2,), (2, 1)]
     expected_text = " or ".join(_shape_text(e) for e in expected)
     inputs_text = _inputs_text(input_shape)

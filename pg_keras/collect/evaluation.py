@@ -30,9 +30,16 @@ def evaluate(policy: Policy, env_id: str, episodes: int, seed: int,
         obs, _ = envs.reset(seed=seed)
         totals = np.zeros(episodes, np.float64)
         running = np.ones(episodes, bool)
+        # A recurrent policy carries its state; each env runs one episode, so it never resets.
+        state = policy.initial_state(episodes) if policy.recurrent else None
         for t in range(max_steps):
             obs = spaces.as_tensors(envs.single_observation_space, obs)
-            if greedy:
+            if state is not None:
+                action, state = (policy.greedy_step(obs, state) if greedy else
+                                 policy.sample_step(obs, tf.constant([seed, t], tf.int32),
+                                                    state)[1:])
+                state = {**state, "reset": np.zeros(episodes, np.float32)}
+            elif greedy:
                 action = policy.greedy(obs)
             else:
                 action = policy.sample(obs, tf.constant([seed, t], tf.int32))[1]

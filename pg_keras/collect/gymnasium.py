@@ -14,6 +14,10 @@ Two ways to cut experience into batches, one class each:
 step itself (:meth:`Collector._step`: act, step the envs, write the batch's row, check for
 NaN and inf, count the episode), the bootstrap values and the checkpointed state. The
 vector env must run in same-step autoreset mode (see :mod:`pg_keras.collect.gym_envs`).
+
+A recurrent policy's state is carried across steps (and batches) for each env, with the
+reset flag set where the env's episode ended at the last step (the models zero their
+state there); each batch records the state it started from, which the update replays.
 """
 
 from __future__ import annotations
@@ -85,8 +89,13 @@ class Collector:
         self._baseline = learner.has_baseline
         # The NumPy twin of the policy acts when it can: see NumpyPolicy. config.seed is
         # this worker's envs stream, from which its actor stream is derived.
+        self._recurrent = learner.policy.recurrent
         self.numpy_policy = (NumpyPolicy(learner.policy, SeedStreams(config.seed).actor)
-                             if NumpyPolicy.supports(learner.policy) else None)
+                             if NumpyPolicy.supports(learner.policy) and not self._recurrent
+                             else None)
+        # A recurrent policy's state for the next step (Policy.state_spec), or None.
+        self._state = learner.policy.initial_state(num) if self._recurrent else None
+        self._next_state = None  # the models' state after the step being taken
         # The legal actions of the observations at hand (see _read_masks).
         self._masks = np.ones((num, learner.head.mask_size or 0), bool)
         self._masked = False  # whether the env has given a mask yet
@@ -129,6 +138,13 @@ class Collector:
         the actions ``mask`` [num_envs, W] allows, when given."""
         if self.numpy_policy is not None:
             return self.numpy_policy(observations, mask)
+        if self._recurrent:
+            args = (observations, self._state) + (() if mask is None else (mask,))
+            step = (self.learner.collect_step_recurrent if mask is None
+                    else self.learner.collect_step_recurrent_masked)
+            raw, env_action, next_state = step(*args)
+            self._next_state = tf.nest.map_structure(lambda x: x.numpy(), next_state)
+            return raw.numpy(), env_action.numpy()
         if mask is None:
             raw, env_action = self.learner.collect_step(observations)
         else:
@@ -165,10 +181,17 @@ class Collector:
                              f"gave an action mask that allows no action; received "
                              f"{np.asarray(mask)[i].astype(int).tolist()}")
 
-    def _values(self, observations) -> np.ndarray:
-        """V(s) for a batch of observations."""
+    def _values(self, observations, rows: np.ndarray) -> np.ndarray:
+        """V(s) for the observations of the envs ``rows`` selects ([num_envs] bool); a
+        recurrent value model continues those envs' episodes from the carried state."""
         if self.numpy_policy is not None and self.numpy_policy.has_value:
             return self.numpy_policy.values(observations)
+        if self._recurrent:
+            state = {"policy": tuple(s[rows] for s in self._state["policy"]),
+                     "value": tuple(s[rows] for s in self._state["value"]),
+                     "reset": np.zeros(int(rows.sum()), np.float32)}
+            return self.learner.policy.value_step(
+                spaces.as_tensors(self._space, observations), state).numpy()
         return self.learner.policy.value(spaces.as_tensors(self._space, observations)).numpy()
 
     def _begin(self) -> None:
@@ -211,6 +234,8 @@ class Collector:
             done = terminated | truncated
             any_done = done.any()
         self.episodes.add(reward)
+        if self._recurrent:
+            self._state = {**self._next_state, "reset": done.astype(np.float32)}
         return _Step(next_obs, terminated, truncated, done, any_done, info, dropped)
 
     def _drop_episodes(self, t, dropped, next_obs, terminated, truncated):
@@ -240,13 +265,20 @@ class Collector:
         if self._baseline and cut.any():
             final = spaces.stack(self._space,
                                  [step.info["final_obs"][i] for i in np.flatnonzero(cut)])
-            self._batch.bootstrap[t, cut] = self._values(final)
+            self._batch.bootstrap[t, cut] = self._values(final, cut)
 
     def _bootstrap_last_row(self, still_open: np.ndarray, observations) -> None:
         """The episodes ``still_open`` after the last row bootstrap from V(s_T)."""
         if self._baseline and still_open.any():
             self._batch.bootstrap[-1, still_open] = self._values(spaces.nest_map(
-                lambda x: np.asarray(x)[still_open], spaces.flatten(self._space, observations)))
+                lambda x: np.asarray(x)[still_open], spaces.flatten(self._space, observations)),
+                still_open)
+
+    def _record_initial_state(self) -> None:
+        """The batch keeps the state its first row starts from (a recurrent policy's)."""
+        if self._recurrent:
+            tf.nest.map_structure(lambda kept, now: kept.__setitem__(0, now),
+                                  self._batch.initial_state, self._state)
 
     def _finish(self, steps_taken: int, observations) -> Tuple[Batch, int]:
         """Keeps where the envs stand and returns (the batch, env steps taken)."""
@@ -270,7 +302,8 @@ class Collector:
                 "action_masks": (self._masks.copy(), self._masked),
                 "episode_return": self.episodes.episode_return.copy(),
                 "episode_length": self.episodes.episode_length.copy(),
-                "total_steps": self.total_steps}
+                "total_steps": self.total_steps,
+                "recurrent_state": tf.nest.map_structure(np.copy, self._state)}
 
     def restore(self, state: dict) -> bool:
         """Continues from a :meth:`state`.
@@ -289,10 +322,14 @@ class Collector:
                 self._masks[...], self._masked = state["action_masks"]
             self.episodes.episode_return[:] = state["episode_return"]
             self.episodes.episode_length[:] = state["episode_length"]
+            if self._recurrent and state.get("recurrent_state") is not None:
+                self._state = tf.nest.map_structure(np.copy, state["recurrent_state"])
             return True
         self._observations, info = self.envs.reset(seed=self.config.seed + self.total_steps)
         self._read_masks(self._observations, info, self.total_steps)
         self.episodes.restart()
+        if self._recurrent:
+            self._state = self.learner.policy.initial_state(self.envs.num_envs)
         return False
 
 
@@ -308,6 +345,7 @@ class StepsCollector(Collector):
         batch.mask.fill(1.0)
         batch.bootstrap.fill(0.0)
         self._begin()
+        self._record_initial_state()
         observations = self._observations
         for t in range(self._steps):
             step = self._step(t, observations)
@@ -336,7 +374,10 @@ class EpisodesCollector(Collector):
         self._observations, info = self.envs.reset()
         self._read_masks(self._observations, info, self.total_steps)
         self.episodes.restart()
+        if self._recurrent:
+            self._state = self.learner.policy.initial_state(self.envs.num_envs)
         self._begin()
+        self._record_initial_state()
         first_episode = np.ones(self.envs.num_envs, bool)  # still in its first episode
         observations, steps_taken = self._observations, 0
         for t in range(self._steps):

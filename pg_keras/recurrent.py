@@ -1,0 +1,241 @@
+"""Recurrent models: the contract a recurrent policy or value model meets, the default
+one (an MLP torso ending in an LSTM or GRU cell), and the check that refuses the rest.
+
+The contract. A recurrent model is a ``keras.Model`` with an attribute ``state_sizes``, a
+tuple of positive ints (one per state tensor: ``(units, units)`` for an LSTM's h and c,
+``(units,)`` for a GRU), called on one tuple ``(observations, state, reset)``:
+
+* ``observations``: float32 ``[B, T, *observation_shape]`` encoded observations (a dict
+  of them for a nested space), T steps of B environments;
+* ``state``: a tuple of float32 ``[B, n]`` tensors, one per ``state_sizes`` entry: the
+  state entering step 0;
+* ``reset``: float32 ``[B, T]``, 1.0 where the state entering step t must be zeroed first
+  (an episode starts there), 0.0 elsewhere;
+
+and returning ``(outputs, final_state)``: ``outputs`` float32 ``[B, T, output_units]``
+(``[B, T]`` or ``[B, T, 1]`` for a value model), ``final_state`` the tuple of state
+tensors after step T-1. Collection calls it with T = 1 once per env step and carries the
+state; the update calls it on the whole segment from the state collection started from,
+so the two must compute the same thing: the model keeps no state of its own (a Keras
+layer with ``stateful=True`` is refused).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pg_keras import spaces
+from pg_keras.config import InputError
+
+CELLS = {"lstm": keras.layers.LSTMCell, "gru": keras.layers.GRUCell}
+
+
+@keras.saving.register_keras_serializable(package="pg_keras")
+class ResetCell(keras.layers.Layer):
+    """A recurrent cell that zeroes its state where an episode starts, then steps ``cell``.
+
+    Its input at each step is the inner cell's input with the reset flag (1.0: an episode
+    starts at this step) appended as the last feature, so ``keras.layers.RNN`` runs it
+    over a segment that crosses episode boundaries.
+    """
+
+    def __init__(self, cell: keras.layers.Layer, **kwargs):
+        super().__init__(**kwargs)
+        self.cell = cell
+        self.state_size = cell.state_size
+        self.output_size = cell.output_size
+
+    def build(self, input_shape):
+        self.cell.build(tuple(input_shape[:-1]) + (input_shape[-1] - 1,))
+        self.built = True
+
+    def call(self, inputs, states, training=None):
+        inputs, reset = inputs[..., :-1], inputs[..., -1:]
+        # where, not a product: a zeroed state is exactly 0, and a kept one exactly itself.
+        states = [keras.ops.where(reset > 0.5, keras.ops.zeros_like(s), s)
+                  for s in tf.nest.flatten(states)]
+        return self.cell(inputs, states, training=training)
+
+    def get_config(self):
+        return {**super().get_config(), "cell": keras.saving.serialize_keras_object(self.cell)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["cell"] = keras.saving.deserialize_keras_object(config["cell"])
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="pg_keras")
+class RecurrentNetwork(keras.Model):
+    """The default recurrent model: MLP torso, then an LSTM or GRU cell, then a linear output.
+
+    Meets the contract of this module. Vector observations only (images and nested spaces
+    need a model of your own).
+
+    Args:
+        input_size: Width of one encoded observation.
+        output_units: Width of the linear output layer.
+        hidden_sizes: Widths of the torso's Dense layers before the cell.
+        activation: Their activation.
+        cell: ``"lstm"`` or ``"gru"``.
+        units: The cell's units.
+        output_gain: Gain of the output layer's orthogonal initializer.
+        seed: Seeds the initializers.
+    """
+
+    def __init__(self, input_size: int, output_units: int, hidden_sizes: Sequence[int] = (64,),
+                 activation: str = "tanh", cell: str = "lstm", units: int = 64,
+                 output_gain: float = 1.0, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self._args = dict(input_size=int(input_size), output_units=int(output_units),
+                          hidden_sizes=[int(h) for h in hidden_sizes], activation=activation,
+                          cell=cell, units=int(units), output_gain=float(output_gain),
+                          seed=int(seed))
+        self.torso = spaces.mlp_layers(hidden_sizes, activation, seed)
+        inner = CELLS[cell](units, seed=seed + 500, name=cell)
+        self.rnn = keras.layers.RNN(ResetCell(inner), return_sequences=True,
+                                    return_state=True, name="recurrent")
+        self.output_layer = keras.layers.Dense(
+            output_units, name="output",
+            kernel_initializer=keras.initializers.Orthogonal(output_gain, seed=seed + 1000))
+        self.state_sizes = (units, units) if cell == "lstm" else (units,)
+
+    def call(self, inputs):
+        observations, state, reset = inputs
+        x = observations
+        for layer in self.torso:
+            x = layer(x)
+        x = keras.ops.concatenate([x, keras.ops.cast(reset, x.dtype)[..., None]], axis=-1)
+        sequence, *final = self.rnn(x, initial_state=list(state))
+        return self.output_layer(sequence), tuple(final)
+
+    def get_config(self):
+        return {**super().get_config(), **self._args}
+
+
+def default_recurrent_network(space, output_units: int, hidden_sizes: Sequence[int],
+                              activation: str, cell: str, units: int, output_gain: float,
+                              seed: int, name: str) -> RecurrentNetwork:
+    """The default recurrent model for ``space`` (a vector observation space).
+
+    Raises:
+        InputError: for an image or nested observation space.
+    """
+    shape = spaces.encoded_shape(space)
+    if spaces.is_nested(space) or len(shape) != 1:
+        raise InputError(
+            f"recurrent_cell={cell!r} builds a default recurrent model for vector observations "
+            f"only; received observation shape {shape}: give your own recurrent model "
+            "(see pg_keras.recurrent for the contract)")
+    network = RecurrentNetwork(shape[0], output_units, hidden_sizes, activation, cell, units,
+                               output_gain, seed, name=name)
+    return network
+
+
+def state_sizes(model) -> Tuple[int, ...]:
+    """The model's ``state_sizes`` (``()`` for a feed-forward model)."""
+    return tuple(getattr(model, "state_sizes", ()) or ())
+
+
+def is_recurrent(model) -> bool:
+    """Whether ``model`` declares a recurrent state (see the module's contract)."""
+    return bool(state_sizes(model))
+
+
+def check_stateless(model: keras.Model, role: str) -> None:
+    """Refuses a model with a Keras layer that keeps its own state across calls.
+
+    Raises:
+        InputError: naming the first ``stateful=True`` layer.
+    """
+    for layer in _layers(model):
+        if getattr(layer, "stateful", False):
+            raise InputError(
+                f"{role}_network has a stateful layer {layer.name!r} (stateful=True), whose "
+                "state outlives its batch and is never reset at an episode's start; use "
+                "recurrent_cell=lstm|gru, or a model meeting the recurrent contract (see "
+                "pg_keras.recurrent)")
+
+
+def check_no_hidden_recurrence(model: keras.Model, input_shape, role: str) -> None:
+    """Refuses a feed-forward model holding a Keras RNN over a vector observation: it
+    would see sequences of one step, with no memory.
+
+    Raises:
+        InputError: naming the RNN layer.
+    """
+    if isinstance(input_shape, dict) or len(tuple(input_shape)) != 1:
+        return  # an RNN over an image's rows or a stacked-frame axis is legitimate
+    for layer in _layers(model):
+        if isinstance(layer, keras.layers.RNN):
+            raise InputError(
+                f"{role}_network has a recurrent layer {layer.name!r} but declares no "
+                "state_sizes: it would see each vector observation as a sequence of one "
+                "step and remember nothing; use recurrent_cell=lstm|gru, or meet the "
+                "recurrent contract (see pg_keras.recurrent)")
+
+
+def resolve(model: keras.Model, input_shape, output_units: int, role: str) -> keras.Model:
+    """Checks a recurrent model against the contract on a probe of 2 envs by 3 steps.
+
+    Raises:
+        InputError: for bad ``state_sizes``, a failing call, or outputs of the wrong shape.
+    """
+    sizes = getattr(model, "state_sizes", None)
+    if not isinstance(sizes, (tuple, list)) or not sizes or not all(
+            isinstance(n, (int, np.integer)) and n > 0 for n in sizes):
+        raise InputError(f"{role}_network.state_sizes must be a non-empty tuple of positive "
+                         f"integers; received state_sizes={sizes!r}")
+    check_stateless(model, role)
+    shapes = _shapes(input_shape)
+    probe = ({k: tf.zeros((2, 3) + v) for k, v in shapes.items()} if isinstance(shapes, dict)
+             else tf.zeros((2, 3) + shapes))
+    state = tuple(tf.zeros((2, int(n))) for n in sizes)
+    try:
+        result = model((probe, state, tf.zeros((2, 3))))
+    except (ValueError, TypeError, KeyError, tf.errors.InvalidArgumentError) as error:
+        raise InputError(
+            f"{role}_network (recurrent) must accept (observations [B, T, ...], state, reset "
+            f"[B, T]); calling it on a probe of 2 envs by 3 steps failed: "
+            f"{str(error).splitlines()[0]}") from error
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        raise InputError(f"{role}_network (recurrent) must return (outputs, final_state); "
+                         f"received {type(result).__name__}")
+    outputs, final = result
+    expected = [(2, 3, output_units)] if role == "policy" else [(2, 3), (2, 3, 1)]
+    shape = tuple(getattr(outputs, "shape", ()))
+    if shape not in expected:
+        raise InputError(
+            f"{role}_network (recurrent) must return outputs of shape "
+            f"{' or '.join(_text(e) for e in expected)}; received {_text(shape)}")
+    final_shapes = [tuple(getattr(s, "shape", ())) for s in tf.nest.flatten(final)]
+    if final_shapes != [(2, int(n)) for n in sizes]:
+        raise InputError(
+            f"{role}_network (recurrent) must return a final state of shapes "
+            f"{[_text((2, int(n))) for n in sizes]} (its state_sizes); received "
+            f"{[_text(s) for s in final_shapes]}")
+    return model
+
+
+def _shapes(input_shape):
+    if isinstance(input_shape, dict):
+        return {k: tuple(int(d) for d in v) for k, v in input_shape.items()}
+    return tuple(int(d) for d in input_shape)
+
+
+def _text(shape) -> str:
+    names = ["B", "T"]
+    return "[" + ", ".join(names[:min(2, len(shape))] + [str(d) for d in shape[2:]]) + "]"
+
+
+def _layers(model):
+    """Every layer inside ``model``, nested ones included."""
+    seen = getattr(model, "_flatten_layers", None)
+    if seen is not None:
+        return list(seen(include_self=False, recursive=True))
+    return list(getattr(model, "layers", []))
