@@ -212,13 +212,14 @@ def resolve(model: keras.Model, input_shape, output_units: int, role: str) -> ke
     if shape not in expected:
         raise InputError(
             f"{role}_network (recurrent) must return outputs of shape "
-            f"{' or '.join(_text(e) for e in expected)}; received {_text(shape)}")
+            f"{' or '.join(_text(e) for e in expected)}; received shape {list(shape)} on a "
+            "probe of B=2 envs by T=3 steps")
     final_shapes = [tuple(getattr(s, "shape", ())) for s in tf.nest.flatten(final)]
     if final_shapes != [(2, int(n)) for n in sizes]:
         raise InputError(
             f"{role}_network (recurrent) must return a final state of shapes "
-            f"{[_text((2, int(n))) for n in sizes]} (its state_sizes); received "
-            f"{[_text(s) for s in final_shapes]}")
+            f"{[_text((2, int(n))) for n in sizes]} (its state_sizes); received shapes "
+            f"{[list(s) for s in final_shapes]} on a probe of B=2 envs")
     return model
 
 
@@ -229,8 +230,9 @@ def _shapes(input_shape):
 
 
 def _text(shape) -> str:
-    names = ["B", "T"]
-    return "[" + ", ".join(names[:min(2, len(shape))] + [str(d) for d in shape[2:]]) + "]"
+    """An expected shape: (2, 3, 4) -> "[B, T, 4]"; a state's (2, 4) -> "[B, 4]"."""
+    names = ["B", "T"] if len(shape) > 2 or shape == (2, 3) else ["B"]
+    return "[" + ", ".join(names + [str(d) for d in shape[len(names):]]) + "]"
 
 
 def _layers(model):
