@@ -45,6 +45,9 @@ fails with an ``InvalidArgumentError`` that names the expected shape, not deep i
 kernel, and a NaN or inf observation fails with one that says observations must be
 finite, rather than becoming a valid-looking action.
 
+A recurrent policy's export takes and returns its state instead: see
+pg_keras.export_recurrent.
+
 Writing is atomic on a local filesystem: the model is written to a temporary directory
 next to ``export_dir`` and renamed into place, so a crash leaves either the previous
 export or none, never half of one.
@@ -61,7 +64,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import tensorflow as tf
 
-from pg_keras import convert, spaces
+from pg_keras import convert, export_recurrent, spaces
 from pg_keras.config import InputError
 from pg_keras.batch import observation_dtype, serving_dtype
 from pg_keras.policy import Policy
@@ -109,6 +112,9 @@ def export_policy(policy: Policy, export_dir: str | os.PathLike, *, config: Opti
         hint = " (pass result.policy)" if hasattr(policy, "policy") else ""
         raise InputError(f"policy must be a pg_keras.Policy{hint}; "
                          f"received {type(policy).__name__}")
+    if format != "saved_model" and export_recurrent.is_recurrent(policy):
+        raise InputError(f"format={format!r} is not available for a recurrent policy yet; "
+                         "export it with format='saved_model'")
     export_dir = os.path.abspath(os.fspath(export_dir))
     _check_target(export_dir, overwrite)
     config_text = None
@@ -451,6 +457,9 @@ def _build_module(policy: Policy):
     would have to rebuild); only the traced functions and the variables they read are.
     """
     inputs, width = _inputs(policy), policy.head.mask_size or 0
+    if export_recurrent.is_recurrent(policy):
+        return export_recurrent.build_module(policy, inputs, _observation_check(inputs), _cast,
+                                             _specs)
     traced = _traced(_policy_functions(policy, _observation_check(inputs)), inputs, width)
     callables, concrete = _callables(traced, inputs, width)
     signatures = _signatures(traced, inputs, width)

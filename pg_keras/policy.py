@@ -218,15 +218,31 @@ class Policy(tf.Module):
         outputs = self.head.keras_parameters(self.network(features))
         return spaces.functional_model(inputs, outputs, name="policy_parameters")
 
-    def act(self, observations, greedy: bool = True, seed: int = 0) -> np.ndarray:
+    def act(self, observations, greedy: bool = True, seed: int = 0, state=None):
         """Env-ready actions for a batch of observations, as numpy.
+
+        A recurrent policy returns ``(actions, state)``: pass the state back with the next
+        observations (None: every episode starts now; set ``state["reset"]`` to 1 for the
+        envs whose episode starts at the next call).
 
         Args:
             observations: [B, *obs_shape] raw observations.
             greedy: the most likely action; otherwise a sample drawn with ``seed``.
             seed: seeds the sample (ignored when greedy).
+            state: A recurrent policy's state (see :meth:`state_spec`), or None.
         """
         observations = spaces.as_tensors(self.observation_space, observations)
+        if self.recurrent:
+            if state is None:
+                state = self.initial_state(int(tf.nest.flatten(observations)[0].shape[0]))
+            if greedy:
+                actions, following = self.greedy_step(observations, state)
+            else:
+                _, actions, following = self.sample_step(
+                    observations, tf.constant([seed, 0], tf.int32), state)
+            following = tf.nest.map_structure(lambda x: x.numpy(), following)
+            reset = np.zeros_like(np.asarray(state["reset"], np.float32))
+            return actions.numpy(), {**following, "reset": reset}
         if greedy:
             return self.greedy(observations).numpy()
         return self.sample(observations, tf.constant([seed, 0], tf.int32))[1].numpy()

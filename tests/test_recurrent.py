@@ -341,3 +341,41 @@ def test_cartpole_without_velocities_is_cartpole_with_two_entries():
         np.testing.assert_array_equal(a, b[[0, 2]])
         assert (ra, ta) == (rb, tb)
     assert hidden.observation_space.shape == (2,) and hidden.spec.max_episode_steps == 500
+
+
+# --------------------------------------------------------------------------- export
+
+
+def test_the_exported_policy_carries_its_state_like_policy_act(tmp_path):
+    import experiments.envs  # noqa: F401  (registers CartPoleNoVelocity-v1)
+    from pg_keras.export import export_policy
+    config = _config(env_id="experiments.envs:CartPoleNoVelocity-v1", recurrent_units=6)
+    env = gym.make("CartPoleNoVelocity-v1")
+    learner = build_learner(config, env.observation_space, env.action_space)
+    policy = learner.policy
+    loaded = tf.saved_model.load(export_policy(policy, str(tmp_path / "export")))
+    assert set(loaded.signatures) == {"serving_default", "sample", "initial_state"}
+    serve, sample = loaded.signatures["serving_default"], loaded.signatures["sample"]
+    assert set(serve.structured_input_signature[1]) == {"observations", "state_0", "state_1"}
+    state = loaded.signatures["initial_state"](batch_size=tf.constant(1))
+    assert sorted(state) == ["state_0", "state_1"] and not np.any(state["state_0"])
+    observation, _ = env.reset(seed=0)
+    carried, steps, actions = None, 0, []
+    while True:
+        expected, carried = policy.act(observation[None], state=carried)
+        out = serve(observations=tf.constant(observation[None]), **state)
+        state = {name: out[name] for name in ("state_0", "state_1")}
+        np.testing.assert_array_equal(out["actions"], expected)
+        for name, kept in zip(("state_0", "state_1"), carried["policy"]):
+            np.testing.assert_allclose(state[name], kept, rtol=1e-6, atol=1e-7)
+        drawn = sample(observations=tf.constant(observation[None]), seed=tf.constant([1, steps]),
+                       **state)
+        assert drawn["actions"].shape == (1,) and drawn["log_probs"].shape == (1,)
+        actions.append(int(expected[0]))
+        observation, _, terminated, truncated, _ = env.step(int(expected[0]))
+        steps += 1
+        if terminated or truncated:
+            break
+    assert steps > 5 and np.abs(state["state_1"]).max() > 0
+    with pytest.raises(pg_keras.InputError, match="recurrent policy"):
+        export_policy(policy, str(tmp_path / "tflite"), format="tflite")
