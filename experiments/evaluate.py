@@ -154,9 +154,17 @@ def run_episodes(policy, env_id: str, episodes: int, seed: int, greedy: bool,
         frames = [[_render(envs.envs[i], env_id)] for i in range(record)]
         totals = np.zeros(episodes, np.float64)
         running = np.ones(episodes, bool)
+        # A recurrent export (pg_keras.export_recurrent) takes and returns its state; each
+        # env runs one episode, so the state never goes back to zeros.
+        state = policy.initial_state(episodes) if hasattr(policy, "initial_state") else None
         for t in range(max_steps):
             obs = np.asarray(obs)
-            if greedy:
+            if state is not None:
+                out = (policy.greedy(obs, state) if greedy else
+                       policy.sample(obs, tf.constant([seed, t], tf.int32), state))
+                actions = out["actions"].numpy()
+                state = {name: out[name] for name in state}
+            elif greedy:
                 actions = policy.greedy(obs).numpy()
             else:
                 actions = policy.sample(obs, tf.constant([seed, t], tf.int32)).numpy()

@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from pg_keras import recurrent, spaces
+from pg_keras.config import InputError
 from pg_keras.heads import ActionHead
 from pg_keras.layers import observation_encoder
 from pg_keras.normalization import RunningNormalization
@@ -167,7 +168,11 @@ class Policy(tf.Module):
         return x if self.normalizer is None else self.normalizer(x)
 
     def params(self, observations) -> tf.Tensor:
-        """The policy network's output, [B, head.param_size]."""
+        """The policy network's output, [B, head.param_size] (feed-forward networks)."""
+        if self.state_sizes["policy"]:
+            raise InputError("a recurrent policy acts with a state: use act(observations, "
+                             "state=...), greedy_step or sample_step; received a call "
+                             "without one")
         return tf.cast(self.network(self.features(observations)), tf.float32)
 
     def distribution(self, observations, mask=None):
@@ -206,6 +211,9 @@ class Policy(tf.Module):
         round-trips through ``model.save("policy.keras")`` and
         ``keras.models.load_model`` (with pg_keras imported: it registers the layers).
         """
+        if self.state_sizes["policy"]:
+            raise InputError("keras_model() is for feed-forward policies; a recurrent "
+                             "policy's network is policy.network (see pg_keras.recurrent)")
         space = self.observation_space
         inputs = spaces.keras_inputs(space)
         if spaces.is_nested(space):

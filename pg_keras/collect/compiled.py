@@ -75,6 +75,10 @@ class CompiledCollector(tf.Module):
                              "it needs baseline=True and collect_mode 'steps' or 'auto'; "
                              f"received baseline={config.baseline}, "
                              f"collect_mode={config.collect_mode!r}")
+        if learner.policy.recurrent:
+            raise InputError("backend='compiled' does not carry a recurrent state yet; use "
+                             "backend='gymnasium' with a recurrent model; received a model "
+                             f"with state_sizes {learner.policy.state_sizes}")
         self.env, self.learner, self.config = env, learner, config
         self.numpy_policy = None  # as the gymnasium collectors: no NumPy twin here
         self.dropped_episodes = 0
