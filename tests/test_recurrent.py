@@ -168,7 +168,8 @@ def _collector(config, delay=2):
     return learner, Collector(envs, learner, config)
 
 
-@pytest.mark.parametrize("cell, mode", [("lstm", "steps"), ("gru", "episodes")])
+@pytest.mark.parametrize("cell, mode", [
+    ("lstm", "steps"), pytest.param("gru", "episodes", marks=pytest.mark.slow)])
 def test_the_update_replays_the_log_probs_collection_computed(cell, mode):
     """Episodes of 3 steps in segments of 5: they start inside segments (autoreset) and
     cross from one segment into the next. Three batches in a row."""
@@ -379,3 +380,14 @@ def test_the_exported_policy_carries_its_state_like_policy_act(tmp_path):
     assert steps > 5 and np.abs(state["state_1"]).max() > 0
     with pytest.raises(pg_keras.InputError, match="recurrent policy"):
         export_policy(policy, str(tmp_path / "tflite"), format="tflite")
+
+
+def test_the_flagfile_gives_an_lstm_config():
+    from absl import flags
+    from experiments.config_flags import config_from_flags, define_config_flags
+    values = flags.FlagValues()
+    define_config_flags(values)
+    values(["prog", "--flagfile=experiments/configs/cartpole_novelocity_lstm.cfg"])
+    config = config_from_flags(values)
+    assert (config.recurrent_cell, config.env_id) == (
+        "lstm", "experiments.envs:CartPoleNoVelocity-v1")
