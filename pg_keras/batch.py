@@ -33,8 +33,8 @@ class Batch(NamedTuple):
             gives no mask): W is the head's ``mask_size`` (0 for heads without masks).
         initial_state: For a recurrent policy, the state its models had entering row 0
             (see ``Policy.state_spec``), each tensor with a leading axis of 1 (``[1, B,
-            n]``, ``reset`` [1, B]) so that it splits by environment like the rest; ``()``
-            for a feed-forward policy.
+            n]``, ``reset`` [1, B]) so that it splits by environment like the rest; for a
+            feed-forward policy, an empty float32 [1, B, 0].
     """
 
     observations: tf.Tensor
@@ -46,7 +46,7 @@ class Batch(NamedTuple):
     mask: tf.Tensor
     episode_steps: tf.Tensor
     action_masks: Optional[tf.Tensor] = None  # None: every action legal
-    initial_state: Any = ()
+    initial_state: Any = None  # None: a feed-forward policy's (no state)
 
 
 def observation_dtype(space: gym.Space):
@@ -62,10 +62,10 @@ def serving_dtype(space: gym.Space):
 
 
 def batch_spec(config: Config, observation_space: gym.Space, head: "ActionHead",
-               state_spec: Any = ()) -> Batch:
+               state_spec: Any = None) -> Batch:
     """The fixed ``tf.TensorSpec`` of every batch, so the train step traces once.
 
-    ``state_spec`` is a recurrent policy's ``state_spec((1, num_envs))``, or ``()``.
+    ``state_spec`` is a recurrent policy's ``state_spec((1, num_envs))``, or None.
     """
     tb = (config.steps_per_update, config.num_envs)
     return Batch(
@@ -78,5 +78,6 @@ def batch_spec(config: Config, observation_space: gym.Space, head: "ActionHead",
         mask=tf.TensorSpec(tb, tf.float32),
         episode_steps=tf.TensorSpec(tb, tf.int32),
         action_masks=tf.TensorSpec(tb + (head.mask_size or 0,), tf.bool),
-        initial_state=state_spec,
+        initial_state=(tf.TensorSpec((1, config.num_envs, 0), tf.float32)
+                       if state_spec is None else state_spec),
     )

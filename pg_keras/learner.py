@@ -93,7 +93,7 @@ class Learner(tf.Module):
         self.rng = rng
         self.batch_spec = batch_spec(
             config, policy.observation_space, policy.head,
-            policy.state_spec((1, config.num_envs)) if policy.recurrent else ())
+            policy.state_spec((1, config.num_envs)) if policy.recurrent else None)
         # autograph=False: the graph code is written with tf.cond (Python control flow
         # branches only on Python values), and converting it is slow to trace.
         self._update_function = tf.function(self._update, input_signature=[self.batch_spec],
@@ -133,6 +133,9 @@ class Learner(tf.Module):
             self._update_graph = self._update_function.get_concrete_function()
         if batch.action_masks is None:
             batch = batch._replace(action_masks=np.ones(self.batch_spec.action_masks.shape, bool))
+        if batch.initial_state is None and not self.policy.recurrent:
+            batch = batch._replace(initial_state=np.zeros(self.batch_spec.initial_state.shape,
+                                                          np.float32))
         return self._update_graph(Batch(*(
             tf.nest.map_structure(lambda x, spec: tf.constant(x, spec.dtype), x, spec)
             for x, spec in zip(batch, self.batch_spec))))

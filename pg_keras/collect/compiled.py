@@ -191,7 +191,8 @@ class CompiledCollector(tf.Module):
                       bootstrap=bootstrap, mask=tf.ones([steps, num]),
                       episode_steps=episode_steps,
                       action_masks=tf.ones([steps, num, self.learner.head.mask_size or 0],
-                                           tf.bool))
+                                           tf.bool),
+                      initial_state=tf.zeros([1, num, 0]))
         return _Segment(batch, done, returns, episode_steps + 1)
 
     def _rollout_step(self, base, t, state, episode_return, episode_length, arrays):
