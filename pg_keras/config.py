@@ -112,7 +112,7 @@ class Config:
         recurrent_cell: ``none``, or ``lstm`` or ``gru``: the default policy and value
             models end their torso in that recurrent cell (each its own), carry its state
             across an episode's steps, and learn by backpropagation through each batch's
-            segment from the state they had when it was collected (pg_keras.networks).
+            segment from the state they had when it was collected (pg_keras.recurrent).
         recurrent_units: Units of that recurrent cell.
         state_dependent_std: Gaussian heads predict log-std from the state instead of
             learning one state-independent vector.
