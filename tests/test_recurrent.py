@@ -391,3 +391,57 @@ def test_the_flagfile_gives_an_lstm_config():
     config = config_from_flags(values)
     assert (config.recurrent_cell, config.env_id) == (
         "lstm", "experiments.envs:CartPoleNoVelocity-v1")
+
+
+# --------------------------------------------------------------------------- distributed
+
+MIRRORED = '''
+import json
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+import numpy as np
+import pg_keras
+import tests.recurrent_envs
+
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+config = pg_keras.Config(env_id="PgkRecall-v0", recurrent_cell="lstm", recurrent_units=8,
+                         hidden_sizes=(8,), value_hidden_sizes=(8,), num_envs=4,
+                         steps_per_update=5, normalize_observations=True)
+envs = pg_keras.make_vector_env(config.env_id, config.num_envs, delay=2)
+space = (envs.single_observation_space, envs.single_action_space)
+keras.utils.set_random_seed(0)
+single = pg_keras.build_learner(config, *space)
+keras.utils.set_random_seed(0)
+mirrored = pg_keras.build_learner(config, *space, strategy=strategy)
+weights = lambda learner: [v.numpy() for v in learner.policy_variables + learner.value_variables]
+initial = weights(single)
+collector = pg_keras.Collector(envs, single, config)
+gaps, losses = [], []
+for _ in range(3):
+    batch, _ = collector.collect()
+    a, b = single.update(batch), mirrored.update(batch)
+    gaps.append(max(float(np.abs(x - y).max()) for x, y in zip(weights(single), weights(mirrored))))
+    losses.append([float(a["loss"]), float(b["loss"])])
+moved = max(float(np.abs(x - y).max()) for x, y in zip(weights(single), initial))
+print(json.dumps({"gaps": gaps, "losses": losses, "moved": moved}))
+'''
+
+
+@pytest.mark.slow
+def test_two_mirrored_replicas_replay_their_own_envs_states():
+    """Each replica replays its half of the environments from their own initial states;
+    the update equals the single-device one on the whole batch."""
+    import subprocess
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    run = subprocess.run([sys.executable, "-c", MIRRORED], capture_output=True, text=True,
+                         cwd=repo, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["moved"] > 1e-3
+    assert max(result["gaps"]) < 2e-5, result
+    for single, mirrored in result["losses"]:
+        assert mirrored == pytest.approx(single, rel=1e-4, abs=1e-5)
