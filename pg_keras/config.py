@@ -261,11 +261,6 @@ class Config:
                      "-> keras.Model that module defines), or empty for the default MLP")
 
     def _validate_combinations(self) -> None:
-        if self.recurrent_cell != "none" and self.backend == "compiled":
-            raise InputError(
-                "backend='compiled' does not carry a recurrent state yet; use "
-                "backend='gymnasium' with a recurrent policy; received "
-                f"backend='compiled', recurrent_cell={self.recurrent_cell!r}")
         if self.collect_mode == "steps" and not self.baseline:
             raise InputError(
                 "collect_mode='steps' cuts episodes at the segment end and needs a value "

@@ -44,7 +44,6 @@ def test_config_defaults_keep_older_files_equal():
 @pytest.mark.parametrize("changes, named", [
     ({"recurrent_cell": "rnn"}, "recurrent_cell='rnn'"),
     ({"recurrent_units": 0}, "recurrent_units=0"),
-    ({"recurrent_cell": "lstm", "backend": "compiled"}, "recurrent_cell='lstm'"),
 ])
 def test_bad_recurrent_settings_are_refused_in_one_line(changes, named):
     with pytest.raises(pg_keras.InputError) as error:
@@ -445,3 +444,43 @@ def test_two_mirrored_replicas_replay_their_own_envs_states():
     assert max(result["gaps"]) < 2e-5, result
     for single, mirrored in result["losses"]:
         assert mirrored == pytest.approx(single, rel=1e-4, abs=1e-5)
+
+
+# --------------------------------------------------------------------------- compiled
+
+
+@pytest.mark.slow
+def test_the_compiled_rollout_carries_the_state_the_replay_ends_with():
+    """Segments of 40 CartPole steps (episodes end inside them): each segment starts from
+    the state the replay of the one before ends with, and its V(s_T) bootstrap continues
+    from there too."""
+    from pg_keras.collect import CompiledCollector, make_compiled_env
+    config = pg_keras.Config(backend="compiled", recurrent_cell="gru", recurrent_units=6,
+                             hidden_sizes=(8,), value_hidden_sizes=(8,), num_envs=3,
+                             steps_per_update=40, xla_rollout=False)
+    env = make_compiled_env(config.env_id)
+    learner = build_learner(config, env.observation_space, env.action_space)
+    collector = CompiledCollector(env, learner, config)
+    policy = learner.policy
+    first, second = collector.collect()[0], collector.collect()[0]
+    done = first.terminated | first.truncated
+    assert done.numpy().any()
+    features = policy.features(tf.reshape(first.observations, [-1, 4]))
+    sequence = tf.transpose(tf.reshape(features, [40, 3, 4]), [1, 0, 2])
+    reset = tf.transpose(tf.concat([first.initial_state["reset"],
+                                    tf.cast(done[:-1], tf.float32)], 0))
+    for role, network in (("policy", policy.network), ("value", policy.value_network)):
+        _, final = network((sequence, tuple(s[0] for s in first.initial_state[role]), reset))
+        for kept, replayed in zip(second.initial_state[role], final):
+            np.testing.assert_allclose(kept[0], replayed, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(second.initial_state["reset"][0],
+                                  tf.cast(done[-1], tf.float32))
+    state = tf.nest.map_structure(lambda x: x[0], second.initial_state)
+    open_ = ~done[-1].numpy()
+    expected = policy.value_step(second.observations[0], state).numpy()
+    np.testing.assert_allclose(first.bootstrap[-1].numpy()[open_], expected[open_], rtol=1e-5)
+    restored = CompiledCollector(env, learner, config)
+    restored.restore(collector.state())
+    for a, b in zip(tf.nest.flatten(restored._recurrent_state),
+                    tf.nest.flatten(collector._recurrent_state)):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -75,10 +75,6 @@ class CompiledCollector(tf.Module):
                              "it needs baseline=True and collect_mode 'steps' or 'auto'; "
                              f"received baseline={config.baseline}, "
                              f"collect_mode={config.collect_mode!r}")
-        if learner.policy.recurrent:
-            raise InputError("backend='compiled' does not carry a recurrent state yet; use "
-                             "backend='gymnasium' with a recurrent model; received a model "
-                             f"with state_sizes {learner.policy.state_sizes}")
         self.env, self.learner, self.config = env, learner, config
         self.numpy_policy = None  # as the gymnasium collectors: no NumPy twin here
         self.dropped_episodes = 0
@@ -91,6 +87,13 @@ class CompiledCollector(tf.Module):
         self._episode_length = tf.Variable(tf.zeros([num], tf.int32), trainable=False,
                                            name="ep_length")
         self._steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="steps")
+        # A recurrent policy's state for the next step (Policy.state_spec), carried across
+        # segments as the envs' states are; None for a feed-forward policy.
+        self._recurrent_state = None
+        if learner.policy.recurrent:
+            self._recurrent_state = tf.nest.map_structure(
+                lambda x: tf.Variable(x, trainable=False, name="recurrent_state"),
+                learner.policy.initial_state(num))
         self.total_steps = 0
         self._episodes = _EpisodeLog()
         # With jit_compile the whole iteration is one XLA program. Without it (and with
@@ -143,7 +146,7 @@ class CompiledCollector(tf.Module):
 
     def _variables(self):
         return [self._physics, self._elapsed, self._episode_return, self._episode_length,
-                self._steps]
+                self._steps] + tf.nest.flatten(self._recurrent_state)
 
     def _log(self, done, returns, lengths) -> int:
         """Records the segment's finished episodes; returns the env steps it took."""
@@ -168,16 +171,19 @@ class CompiledCollector(tf.Module):
                   tf.float32, tf.int32, tf.float32)
         arrays = [tf.TensorArray(d, size=steps, element_shape=None) for d in dtypes]
         state = EnvState(tf.identity(self._physics), tf.identity(self._elapsed))
-        _, state, episode_return, episode_length, arrays = tf.while_loop(
+        recurrent = self._recurrent_state is not None
+        # () for a feed-forward policy: a loop variable that holds nothing.
+        initial = tf.nest.map_structure(tf.identity, self._recurrent_state) if recurrent else ()
+        _, state, episode_return, episode_length, arrays, carried = tf.while_loop(
             lambda t, *_: t < steps, lambda *loop: self._rollout_step(base, *loop),
             (tf.constant(0), state, tf.identity(self._episode_return),
-             tf.identity(self._episode_length), arrays))
+             tf.identity(self._episode_length), arrays, initial))
         (obs, raw, reward, terminated, truncated, bootstrap, episode_steps,
          returns) = [a.stack() for a in arrays]
         done = terminated | truncated
         if self.learner.has_baseline:
             # The cut at the end of the segment bootstraps from V(s_T).
-            value = self.learner.policy.value(self.env.observe(state))
+            value = self._value(self.env.observe(state), carried if recurrent else None)
             last = tf.where(~done[-1], value, bootstrap[-1])
             bootstrap = tf.concat([bootstrap[:-1], last[None]], axis=0)
         self._physics.assign(state.physics)
@@ -185,6 +191,8 @@ class CompiledCollector(tf.Module):
         self._episode_return.assign(episode_return)
         self._episode_length.assign(episode_length)
         self._steps.assign_add(1)
+        if recurrent:
+            tf.nest.map_structure(lambda v, x: v.assign(x), self._recurrent_state, carried)
         obs_shape = tuple(self.env.observation_space.shape)
         batch = Batch(observations=tf.ensure_shape(obs, (steps, num) + obs_shape),
                       actions=raw, rewards=reward, terminated=terminated, truncated=truncated,
@@ -192,22 +200,40 @@ class CompiledCollector(tf.Module):
                       episode_steps=episode_steps,
                       action_masks=tf.ones([steps, num, self.learner.head.mask_size or 0],
                                            tf.bool),
-                      initial_state=tf.zeros([1, num, 0]))
+                      initial_state=(tf.nest.map_structure(lambda x: x[None], initial)
+                                     if recurrent else tf.zeros([1, num, 0])))
         return _Segment(batch, done, returns, episode_steps + 1)
 
-    def _rollout_step(self, base, t, state, episode_return, episode_length, arrays):
-        """The while loop's body: act, step with autoreset, write row ``t``."""
+    def _value(self, observations, carried):
+        """V(s) in return units; a recurrent value model continues from ``carried``."""
+        if carried is None:
+            return self.learner.policy.value(observations)
+        return self.learner.policy.value_step(observations, carried)
+
+    def _rollout_step(self, base, t, state, episode_return, episode_length, arrays, carried):
+        """The while loop's body: act, step with autoreset, write row ``t``; a recurrent
+        policy's state is ``carried`` (reset where the last step ended an episode)."""
         env, policy, num = self.env, self.learner.policy, self.config.num_envs
         obs = env.observe(state)
-        raw, env_action = policy.sample(obs, tf.random.experimental.stateless_fold_in(base, 2 * t))
+        seed = tf.random.experimental.stateless_fold_in(base, 2 * t)
+        recurrent = self._recurrent_state is not None
+        if not recurrent:
+            raw, env_action = policy.sample(obs, seed)
+        else:
+            raw, env_action, following = policy.sample_step(obs, seed, carried)
+            # The loop and the batch keep static shapes: [num_envs, ...].
+            raw, env_action, following = tf.nest.map_structure(
+                lambda x: tf.reshape(x, [num] + x.shape[1:]), (raw, env_action, following))
         state, _, reward, terminated, truncated, final_obs = autoreset_step(
             env, state, env_action, tf.random.experimental.stateless_fold_in(base, 2 * t + 1))
         done = terminated | truncated
         cut = truncated & ~terminated
         bootstrap = tf.zeros([num])
         if self.learner.has_baseline:
+            # A truncated episode continues at its final observation: no reset.
+            after = {**following, "reset": tf.zeros([num])} if recurrent else None
             bootstrap = tf.cond(tf.reduce_any(cut),
-                                lambda: tf.where(cut, policy.value(final_obs), 0.0),
+                                lambda: tf.where(cut, self._value(final_obs, after), 0.0),
                                 lambda: tf.zeros([num]))
         episode_steps = episode_length
         episode_return += reward
@@ -217,4 +243,6 @@ class CompiledCollector(tf.Module):
         arrays = [a.write(t, x) for a, x in zip(arrays, row)]
         episode_return = tf.where(done, 0.0, episode_return)
         episode_length = tf.where(done, 0, episode_length)
-        return t + 1, state, episode_return, episode_length, arrays
+        if recurrent:
+            carried = {**following, "reset": tf.cast(done, tf.float32)}
+        return t + 1, state, episode_return, episode_length, arrays, carried
