@@ -146,7 +146,8 @@ class CompiledCollector(tf.Module):
 
     def _variables(self):
         return [self._physics, self._elapsed, self._episode_return, self._episode_length,
-                self._steps] + tf.nest.flatten(self._recurrent_state)
+                self._steps] + ([] if self._recurrent_state is None
+                                else tf.nest.flatten(self._recurrent_state))
 
     def _log(self, done, returns, lengths) -> int:
         """Records the segment's finished episodes; returns the env steps it took."""
