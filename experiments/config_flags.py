@@ -59,7 +59,9 @@ def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> Config:
     values = {}
     for field in dataclasses.fields(Config):
         value = flag_values[field.name].value
-        if typing.get_origin(hints[field.name]) is tuple:
+        if hints[field.name] == typing.Tuple[str, ...]:
+            value = tuple(value)
+        elif typing.get_origin(hints[field.name]) is tuple:
             try:
                 value = tuple(int(v) for v in value)
             except ValueError:

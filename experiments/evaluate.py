@@ -13,8 +13,14 @@ people and one JSON line for programs:
 
 This program deliberately imports neither pg_keras nor tensorflow_probability: it is the
 proof that an exported policy runs on TensorFlow alone. ``--env`` defaults to the
-``env_id`` of the ``config.json`` exported with the model. ``--env=module:Env-v0`` imports
-``module`` first, for environments a package of your own registers. ``--video_dir``
+``env_id`` of the ``config.json`` exported with the model, and the env is made as the run
+made it: that file's ``env_kwargs`` go to ``gym.make`` and its ``env_wrappers`` wrap each
+env (``--env_kwargs`` and ``--env_wrappers`` replace them). Where the env gives an action
+mask (``info["action_mask"]`` or a Dict observation's ``action_mask`` key) and the run
+used it, the policy acts among the legal actions (its ``greedy_masked`` and
+``sample_masked`` functions). Dict and Tuple observations go to the model as the dict of
+their leaves (keys joined with ``/``). ``--env=module:Env-v0`` imports ``module`` first,
+for environments a package of your own registers. ``--video_dir``
 records the first ``--video_episodes`` episodes as GIF files; it needs Pillow, and the
 env's ``rgb_array`` rendering (pygame for the classic-control envs).
 """
@@ -25,7 +31,7 @@ import importlib
 import json
 import math
 import os
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Rendering to frames needs no display or sound device.
@@ -39,6 +45,10 @@ from experiments import cli  # noqa: E402
 flags.DEFINE_string("saved_model", None, "Directory of the exported policy (a SavedModel).")
 flags.DEFINE_string("env", None, "Gymnasium env id; 'module:Env-v0' imports module first. "
                     "Default: env_id in the model's config.json.")
+flags.DEFINE_string("env_wrappers", None, "Comma-separated module:name wrappers applied in "
+                    "order to each env. Default: env_wrappers in the model's config.json.")
+flags.DEFINE_string("env_kwargs", None, "gym.make keyword arguments as a JSON object. "
+                    "Default: env_kwargs in the model's config.json.")
 flags.DEFINE_integer("episodes", 10, "Episodes to run (one per env copy).", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seeds the env resets (env i gets seed + i) and the sampling.",
                      lower_bound=0)
@@ -63,11 +73,11 @@ class EvaluationError(Exception):
     """A problem with the model, the env or the installation, reported in one line."""
 
 
-def default_env_id(saved_model: str) -> Optional[str]:
-    """``env_id`` from the model's ``config.json``, or None without one."""
+def stored_config(saved_model: str) -> dict:
+    """The model's ``config.json`` (empty without one)."""
     path = os.path.join(saved_model, CONFIG_FILENAME)
     if not os.path.exists(path):
-        return None
+        return {}
     try:
         with open(path) as f:
             stored = json.load(f)
@@ -78,7 +88,39 @@ def default_env_id(saved_model: str) -> Optional[str]:
         raise EvaluationError(f"{path} was written by a later version of pg_keras "
                               f"(format_version {version!r}; this version reads up to "
                               f"{FORMAT_VERSION}): upgrade pg_keras to use it")
-    return stored.get("env_id")
+    return stored
+
+
+def env_options(stored: dict) -> Tuple[dict, list]:
+    """(``gym.make`` kwargs, wrappers) from the flags, else from the stored config.
+
+    Raises:
+        EvaluationError: for kwargs that are not a JSON object, or a wrapper that cannot
+            be imported.
+    """
+    text = FLAGS.env_kwargs if FLAGS.env_kwargs is not None else stored.get("env_kwargs", "{}")
+    try:
+        kwargs = json.loads(text or "{}")
+    except ValueError as error:
+        kwargs = error
+    if not isinstance(kwargs, dict):
+        raise EvaluationError(f"--env_kwargs must be a JSON object; received "
+                              f"--env_kwargs={text}")
+    entries = (FLAGS.env_wrappers.split(",") if FLAGS.env_wrappers is not None
+               else stored.get("env_wrappers", []))
+    return kwargs, [_wrapper(entry.strip()) for entry in entries if entry.strip()]
+
+
+def _wrapper(entry: str):
+    """The wrapper (a class or a function of the env) a ``module:name`` entry names."""
+    module_name, _, name = entry.partition(":")
+    try:
+        value = importlib.import_module(module_name)
+        for part in name.split("."):
+            value = getattr(value, part)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise EvaluationError(f"cannot load the env wrapper {entry!r}: {error}") from None
+    return value
 
 
 def resolve_env_id(env_id: str) -> str:
@@ -113,66 +155,44 @@ def write_gif(path: str, frames: List, fps: float) -> None:
 
 
 def run_episodes(policy, env_id: str, episodes: int, seed: int, greedy: bool,
-                 record: int = 0, max_steps: int = 100_000):
+                 record: int = 0, max_steps: int = 100_000, env_kwargs: Optional[dict] = None,
+                 wrappers: Tuple = (), use_action_mask: bool = True):
     """Runs one episode in each of ``episodes`` env copies, stepped together.
 
     Args:
-        policy: The loaded SavedModel (its ``greedy`` and ``sample`` callables).
+        policy: The loaded SavedModel (its ``greedy`` and ``sample`` callables, and
+            ``greedy_masked`` and ``sample_masked`` for the masks of an env that has them).
         env_id: A bare gymnasium id (see :func:`resolve_env_id`).
         episodes: Env copies, hence episodes.
         seed: Env i is reset with ``seed + i``; sampling uses ``[seed, step]``.
         greedy: Greedy actions, or samples.
         record: The first ``record`` envs render ``rgb_array`` frames.
         max_steps: Episodes still running after this many steps are cut.
+        env_kwargs: ``gym.make`` keyword arguments.
+        wrappers: Applied in order to each env.
+        use_action_mask: Act among the legal actions where the env gives a mask.
 
     Returns:
         (returns [episodes] as a list of floats, frames: one list per recorded episode,
         frames per second to play them at).
     """
-    import gymnasium as gym
     import numpy as np
-    import tensorflow as tf
 
-    def make(i):
-        return lambda: gym.make(env_id, render_mode="rgb_array" if i < record else None)
-
-    # The default next-step autoreset: the step that ends an episode leaves the env in its
-    # final state, so the recorded episode's last frame is its true end, and we stop
-    # counting an env at its first episode's end anyway.
+    envs = _vector_env(env_id, episodes, record, env_kwargs or {}, wrappers)
     try:
-        envs = gym.vector.SyncVectorEnv([make(i) for i in range(episodes)])
-    except gym.error.Error as error:  # an unknown id, a missing dependency of the env
-        raise EvaluationError(f"cannot make --env={env_id}: {error}") from None
-    try:
-        model_shape = _model_observation_shape(policy)
-        env_shape = tuple(envs.single_observation_space.shape)
-        if model_shape is not None and env_shape != model_shape:
-            raise EvaluationError(
-                f"the env's observations have shape {list(env_shape)} but the model takes "
-                f"[B, {', '.join(map(str, model_shape))}]; received --env={env_id}")
-        obs, _ = envs.reset(seed=seed)
+        _check_observation_shape(policy, envs, env_id)
+        act = _actor(policy, greedy, seed, use_action_mask, episodes)
+        obs, info = envs.reset(seed=seed)
         frames = [[_render(envs.envs[i], env_id)] for i in range(record)]
         totals = np.zeros(episodes, np.float64)
         running = np.ones(episodes, bool)
-        # A recurrent export (pg_keras.export_recurrent) takes and returns its state; each
-        # env runs one episode, so the state never goes back to zeros.
-        state = policy.initial_state(episodes) if hasattr(policy, "initial_state") else None
         for t in range(max_steps):
-            obs = np.asarray(obs)
-            if state is not None:
-                out = (policy.greedy(obs, state) if greedy else
-                       policy.sample(obs, tf.constant([seed, t], tf.int32), state))
-                actions = out["actions"].numpy()
-                state = {name: out[name] for name in state}
-            elif greedy:
-                actions = policy.greedy(obs).numpy()
-            else:
-                actions = policy.sample(obs, tf.constant([seed, t], tf.int32)).numpy()
+            actions = act(obs, info, t)
             if t == 0 and not envs.single_action_space.contains(actions[0]):
                 raise EvaluationError(
                     f"the model's action {actions[0]!r} is not in the env's action space "
                     f"{envs.single_action_space}; received --env={env_id}")
-            obs, reward, terminated, truncated, _ = envs.step(actions)
+            obs, reward, terminated, truncated, info = envs.step(actions)
             totals += np.where(running, reward, 0.0)
             for i in range(record):
                 if running[i]:
@@ -184,6 +204,98 @@ def run_episodes(policy, env_id: str, episodes: int, seed: int, greedy: bool,
         return [float(r) for r in totals], frames, float(fps)
     finally:
         envs.close()
+
+
+def _vector_env(env_id: str, episodes: int, record: int, kwargs: dict, wrappers):
+    import gymnasium as gym
+
+    def make(i):
+        def env():
+            single = gym.make(env_id, render_mode="rgb_array" if i < record else None,
+                              **kwargs)
+            for wrapper in wrappers:
+                single = wrapper(single)
+            return single
+        return env
+
+    # The default next-step autoreset: the step that ends an episode leaves the env in its
+    # final state, so the recorded episode's last frame is its true end, and we stop
+    # counting an env at its first episode's end anyway.
+    try:
+        return gym.vector.SyncVectorEnv([make(i) for i in range(episodes)])
+    except (gym.error.Error, TypeError, ValueError) as error:
+        # an unknown id, a missing dependency, kwargs the env refuses, a failing wrapper
+        raise EvaluationError(f"cannot make --env={env_id} (env_kwargs {kwargs}): "
+                              f"{type(error).__name__}: {error}") from None
+
+
+def _check_observation_shape(policy, envs, env_id: str) -> None:
+    model_shape = _model_observation_shape(policy)
+    if model_shape is None or not hasattr(envs.single_observation_space, "shape"):
+        return
+    env_shape = tuple(envs.single_observation_space.shape or ())
+    if env_shape != model_shape:
+        raise EvaluationError(
+            f"the env's observations have shape {list(env_shape)} but the model takes "
+            f"[B, {', '.join(map(str, model_shape))}]; received --env={env_id}")
+
+
+MASK_KEY = "action_mask"
+
+
+def _actor(policy, greedy: bool, seed: int, use_action_mask: bool, episodes: int):
+    """``act(observations, info, t)`` -> env actions: the model's greedy or sampled
+    actions, among the legal ones where the env gives a mask and the model takes one."""
+    import numpy as np
+    import tensorflow as tf
+
+    masked = use_action_mask and hasattr(policy, "greedy_masked")
+    # A recurrent export (pg_keras.export_recurrent) takes and returns its state; each
+    # env runs one episode, so the state never goes back to zeros.
+    state = policy.initial_state(episodes) if hasattr(policy, "initial_state") else None
+
+    def act(observations, info, t):
+        mask = None
+        if isinstance(observations, dict) and MASK_KEY in observations:
+            mask = np.asarray(observations[MASK_KEY], bool)
+            observations = {k: v for k, v in observations.items() if k != MASK_KEY}
+        elif MASK_KEY in info:
+            present = np.asarray(info.get("_" + MASK_KEY, True), bool)
+            mask = np.where(np.reshape(present, (-1, 1)), np.asarray(info[MASK_KEY], bool), True)
+        observations = _leaves(observations)
+        if state is not None:
+            return recurrent(observations, t)
+        if not masked or mask is None:
+            return (policy.greedy(observations) if greedy else policy.sample(
+                observations, tf.constant([seed, t], tf.int32))).numpy()
+        if greedy:
+            return policy.greedy_masked(observations, mask).numpy()
+        return policy.sample_masked(observations, tf.constant([seed, t], tf.int32),
+                                    mask).numpy()
+    def recurrent(observations, t):
+        nonlocal state
+        out = (policy.greedy(observations, state) if greedy else
+               policy.sample(observations, tf.constant([seed, t], tf.int32), state))
+        state = {name: out[name] for name in state}
+        return out["actions"].numpy()
+    return act
+
+
+def _leaves(observations, prefix: str = ""):
+    """A batch of Dict or Tuple observations as the model takes it: {leaf name: array},
+    a leaf named by its keys (a Tuple's by positions) joined with ``/``; else the array."""
+    import numpy as np
+
+    if isinstance(observations, dict):
+        items = [(str(k), v) for k, v in observations.items()]
+    elif isinstance(observations, tuple):
+        items = [(str(i), v) for i, v in enumerate(observations)]
+    else:
+        return {prefix: np.asarray(observations)} if prefix else np.asarray(observations)
+    flat = {}
+    for key, value in items:
+        flat.update(_leaves(value, f"{prefix}/{key}" if prefix else key))
+    return flat
 
 
 def _model_observation_shape(policy):
@@ -225,7 +337,8 @@ def evaluate_from_flags() -> dict:
     if not os.path.isdir(saved_model):
         raise EvaluationError(f"--saved_model must be a directory written by export_policy; "
                               f"received --saved_model={saved_model}")
-    env_arg = FLAGS.env or default_env_id(saved_model)
+    stored = stored_config(saved_model)
+    env_arg = FLAGS.env or stored.get("env_id")
     if not env_arg:
         raise EvaluationError(f"--env is required: {saved_model} has no {CONFIG_FILENAME} "
                               f"naming its env")
@@ -233,6 +346,7 @@ def evaluate_from_flags() -> dict:
     if record:
         gif_writer()  # Fails before the slow part when Pillow is missing.
     env_id = resolve_env_id(env_arg)
+    env_kwargs, wrappers = env_options(stored)
 
     cli.start_tensorflow(FLAGS.tf_logs)  # Late: its import is slow, bad flags fail fast.
     import tensorflow as tf
@@ -244,7 +358,8 @@ def evaluate_from_flags() -> dict:
         raise EvaluationError(f"cannot load a SavedModel from --saved_model={saved_model}: "
                               f"{first_line}") from None
     returns, frames, fps = run_episodes(policy, env_id, FLAGS.episodes, FLAGS.seed,
-                                        FLAGS.greedy, record, FLAGS.max_steps)
+                                        FLAGS.greedy, record, FLAGS.max_steps, env_kwargs,
+                                        wrappers, stored.get("use_action_mask", True))
     videos = []
     if record:
         os.makedirs(FLAGS.video_dir, exist_ok=True)

@@ -57,6 +57,15 @@ class Config:
 
     Attributes:
         env_id: Gymnasium environment id (``"module:Env-v0"`` imports ``module`` first).
+        env_wrappers: Gymnasium wrappers applied in order to every env of the run
+            (training, evaluation, export, resume), before vectorization: ``module:name``
+            entries, each a wrapper class or a function taking the env and returning it
+            wrapped (``module`` is imported); the flag takes them comma-separated.
+        env_kwargs: Keyword arguments of ``gym.make`` for every env of the run, as a JSON
+            object (``'{"max_episode_steps": 100}'``); a dict is accepted in Python.
+        use_action_mask: Obey the action mask the env gives (``info["action_mask"]``, or
+            a Dict observation's ``action_mask`` key) when sampling, in the update and in
+            evaluations; False hides it, so every action is legal to the policy.
         seed: Fixes the environments, the initial weights and the action sampling.
         num_envs: Environments stepped together in one gymnasium vector env.
         steps_per_update: Steps taken in each environment between two updates. In
@@ -142,6 +151,9 @@ class Config:
     """
 
     env_id: str = "CartPole-v1"
+    env_wrappers: Tuple[str, ...] = ()
+    env_kwargs: str = "{}"
+    use_action_mask: bool = True
     seed: int = 0
     num_envs: int = 8
     steps_per_update: int = 32
@@ -194,11 +206,14 @@ class Config:
                     value, (list, tuple)):
                 value = tuple(_python_scalar(v) for v in value)
             object.__setattr__(self, field.name, _python_scalar(value))
+        object.__setattr__(self, "env_wrappers", _wrapper_names(self.env_wrappers))
+        object.__setattr__(self, "env_kwargs", _canonical_json(self.env_kwargs))
         self._validate()
 
     def _validate(self) -> None:
         self._validate_numbers()
         self._validate_choices()
+        self._validate_env_options()
         self._validate_combinations()
 
     def _fail(self, name: str, requirement: str) -> None:
@@ -236,9 +251,9 @@ class Config:
 
     def _validate_choices(self) -> None:
         fail = self._fail
-        for name in ("baseline", "normalize_advantages", "normalize_returns", "gamma_weighting",
-                     "normalize_observations", "state_dependent_std", "deterministic",
-                     "jit_compile", "xla_rollout"):
+        for name in ("use_action_mask", "baseline", "normalize_advantages",
+                     "normalize_returns", "gamma_weighting", "normalize_observations",
+                     "state_dependent_std", "deterministic", "jit_compile", "xla_rollout"):
             if not isinstance(getattr(self, name), bool):
                 fail(name, "True or False")
         for name, choices in (("optimizer", OPTIMIZERS), ("activation", ACTIVATIONS),
@@ -260,7 +275,32 @@ class Config:
                 fail(name, "'module:factory' (a callable (observation_shape, output_units) "
                      "-> keras.Model that module defines), or empty for the default MLP")
 
+    def _validate_env_options(self) -> None:
+        wrappers = self.env_wrappers
+        if not isinstance(wrappers, tuple) or not all(
+                isinstance(w, str) and MODEL_REFERENCE.fullmatch(w) for w in wrappers):
+            shown = ",".join(map(str, wrappers)) if isinstance(wrappers, tuple) else wrappers
+            raise InputError(
+                "env_wrappers must be comma-separated 'module:name' entries (a gymnasium "
+                "wrapper class, or a function taking the env and returning it wrapped); "
+                f"received env_wrappers={shown!r}")
+        try:
+            kwargs = json.loads(self.env_kwargs) if isinstance(self.env_kwargs, str) else None
+        except ValueError as error:
+            kwargs = error
+        if not isinstance(kwargs, dict):
+            reason = f" ({kwargs})" if isinstance(kwargs, ValueError) else ""
+            raise InputError(
+                "env_kwargs must be a JSON object of gym.make keyword arguments, e.g. "
+                f"'{{\"max_episode_steps\": 100}}'{reason}; received env_kwargs="
+                f"{self.env_kwargs!r}")
+
     def _validate_combinations(self) -> None:
+        if self.backend == "compiled" and (self.env_wrappers or self.make_kwargs):
+            raise InputError(
+                "backend='compiled' steps pg_keras's own graph-native env, which takes no "
+                "env_wrappers or env_kwargs; use backend='gymnasium'; received "
+                f"env_wrappers={','.join(self.env_wrappers)!r}, env_kwargs={self.env_kwargs!r}")
         if self.collect_mode == "steps" and not self.baseline:
             raise InputError(
                 "collect_mode='steps' cuts episodes at the segment end and needs a value "
@@ -271,6 +311,11 @@ class Config:
                 "total_steps must be at least one update's worth of steps (num_envs * "
                 f"steps_per_update = {self.steps_per_iteration}); received "
                 f"total_steps={self.total_steps}")
+
+    @property
+    def make_kwargs(self) -> dict:
+        """``env_kwargs`` as the dict ``gym.make`` receives."""
+        return json.loads(self.env_kwargs)
 
     @property
     def resolved_collect_mode(self) -> str:
@@ -414,6 +459,30 @@ def _stored_version(values: dict, source: str) -> int:
                          f"{version}; this version reads up to {FORMAT_VERSION}): upgrade "
                          "pg_keras to use it")
     return version
+
+
+def _wrapper_names(value):
+    """``env_wrappers`` as a tuple of stripped names: a comma-separated string (a flag's
+    text) or a list (JSON) is accepted; anything else is left for validation to refuse."""
+    if isinstance(value, str):
+        value = value.split(",")
+    if isinstance(value, (list, tuple)):
+        return tuple(v.strip() if isinstance(v, str) else v for v in value
+                     if not (isinstance(v, str) and not v.strip()))
+    return value
+
+
+def _canonical_json(value):
+    """``env_kwargs`` as canonical JSON text (sorted keys), so that two spellings of the
+    same arguments compare equal; a dict is accepted, "" means none, and text that is not
+    JSON is left for validation to refuse."""
+    if isinstance(value, str) and not value.strip():
+        return "{}"
+    try:
+        decoded = json.loads(value) if isinstance(value, str) else value
+        return json.dumps(decoded, sort_keys=True) if isinstance(decoded, dict) else value
+    except (TypeError, ValueError):
+        return value
 
 
 def _python_scalar(value):

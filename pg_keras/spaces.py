@@ -51,6 +51,7 @@ import numpy as np
 import tensorflow as tf
 
 from pg_keras.config import InputError
+from pg_keras.wrappers import ACTION_MASK_KEY, is_text_space
 
 SUPPORTED = ("Box", "Discrete", "MultiDiscrete", "MultiBinary", "Dict", "Tuple")
 IMAGE_CHANNELS = (1, 3, 4)
@@ -110,8 +111,11 @@ def check_leaf(space: gym.Space, name: str = "") -> gym.Space:
         ok = np.issubdtype(space.dtype, np.number) and space.dtype != np.bool_
     if not ok:
         where = f" at observation key {name!r}" if name else ""
+        # A Dict's text entry (MiniGrid's mission) is usually dropped, not encoded.
+        remedy = ("; to drop a Dict's text keys: --env_wrappers=pg_keras.wrappers:DropTextKeys"
+                  if name and is_text_space(space) else "")
         raise InputError(f"unsupported observation space {space!r}{where}; supported: "
-                         + ", ".join(SUPPORTED))
+                         + ", ".join(SUPPORTED) + remedy)
     return space
 
 
@@ -433,9 +437,6 @@ def keras_inputs(space: gym.Space) -> Nest:
     return {name: keras.Input(tuple(int(d) for d in leaf.shape),
                               dtype=_leaf_serving_dtype(leaf).name, name=input_name(name))
             for name, leaf in leaves(space).items()}
-
-
-ACTION_MASK_KEY = "action_mask"
 
 
 def split_action_mask(space: gym.Space) -> Tuple[gym.Space, bool]:

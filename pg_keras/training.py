@@ -54,8 +54,9 @@ from pg_keras.config import Config, InputError, TrainingError
 from pg_keras.learner import Learner, build_learner
 from pg_keras.policy import Policy
 from pg_keras.networks import ModelOrFactory
-from pg_keras.collect import (Collector, CollectorProtocol, CompiledCollector, NonFiniteError,
-                              evaluate, make_compiled_env, make_vector_env, split_env_id)
+from pg_keras.collect import (Collector, CollectorProtocol, CompiledCollector, EnvOptions,
+                              NonFiniteError, check_env, evaluate, make_compiled_env,
+                              make_vector_env, split_env_id)
 from pg_keras.seeding import SeedStreams
 
 RUN_FILES = ("config.json", "metrics.jsonl", "evaluations.jsonl", "summary.json", "checkpoints",
@@ -186,6 +187,8 @@ def _checked(config, policy_network, value_network, target_return, stop_when_sol
     warns of episodes longer than a segment, and makes TensorFlow's ops deterministic if
     the config asks."""
     spec = gym.spec(split_env_id(config.env_id))  # an unknown env id fails here, first
+    if config.backend == "gymnasium":
+        check_env(config)  # then wrappers and env kwargs, on one env
     config = networks.record_models(config, policy_network, value_network)
     if target_return is None:
         target_return = spec.reward_threshold
@@ -194,7 +197,7 @@ def _checked(config, policy_network, value_network, target_return, stop_when_sol
             "stop_when_solved needs evaluations (eval_every > 0) and a target return (the "
             f"env registers none: pass target_return); received eval_every={config.eval_every}, "
             f"target_return={target_return}")
-    time_limit = spec.max_episode_steps
+    time_limit = config.make_kwargs.get("max_episode_steps", spec.max_episode_steps)
     if (config.resolved_collect_mode == "episodes" and time_limit
             and time_limit > config.steps_per_update):
         warnings.warn(
@@ -212,7 +215,7 @@ def _build(config, streams, strategy, policy_network, value_network, cleanup):
     compiled = config.backend == "compiled"
     if compiled:
         graph_env = make_compiled_env(config.env_id)
-    envs = make_vector_env(config.env_id, 1 if compiled else config.num_envs)
+    envs = make_vector_env(EnvOptions.of(config), 1 if compiled else config.num_envs)
     cleanup.callback(envs.close)
     with _global_streams_seeded(streams.init):
         learner = build_learner(config, envs.single_observation_space,
@@ -377,7 +380,8 @@ class _Loop:
         """The chief's greedy evaluation: logged, kept as the best if it is, and checked
         against the target."""
         loop, target = self.state, self.options.target_return
-        returns = evaluate(self.learner.policy, self.config.env_id, self.config.eval_episodes,
+        returns = evaluate(self.learner.policy, EnvOptions.of(self.config),
+                           self.config.eval_episodes,
                            seed=self.streams.evaluation_seed(len(loop.evaluations)))
         evaluation = Evaluation(loop.env_steps, float(np.mean(returns)),
                                 float(np.std(returns)))
@@ -490,7 +494,7 @@ def restore_learner(root_dir: str, policy_network: Optional[ModelOrFactory] = No
         recorded = getattr(config, f"{role}_network")
         if given is None and networks.is_python_object(recorded):
             raise InputError(networks.python_object_message(root_dir, role, recorded))
-    envs = make_vector_env(config.env_id, 1)
+    envs = make_vector_env(EnvOptions.of(config), 1)
     try:
         learner = build_learner(config, envs.single_observation_space,
                                 envs.single_action_space, policy_network, value_network)

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+from typing import Optional, Union
+
 import numpy as np
 import tensorflow as tf
 
-from pg_keras.collect.gym_envs import make_vector_env
-from pg_keras import spaces
+from pg_keras import heads, spaces
+from pg_keras.collect.gym_envs import EnvOptions, make_vector_env
+from pg_keras.config import Config, InputError
 from pg_keras.policy import Policy
 
 
-def evaluate(policy: Policy, env_id: str, episodes: int, seed: int,
+def evaluate(policy: Policy, env: Union[str, Config, EnvOptions], episodes: int, seed: int,
              max_steps: int = 100_000, greedy: bool = True) -> np.ndarray:
     """Runs ``episodes`` episodes in parallel, one per environment, and returns their returns.
 
+    Where the env gives an action mask (and the options use it), the policy acts among the
+    legal actions, as it did in training.
+
     Args:
         policy: The policy to act with.
-        env_id: Gymnasium env id.
+        env: Gymnasium env id, or the options (or Config) of a run: its wrappers, env
+            kwargs and use of action masks.
         episodes: Number of episodes (and of environments).
         seed: Seeds the environments' resets (and the sampling when not greedy).
         max_steps: Give up on episodes still running after this many steps.
@@ -25,25 +32,24 @@ def evaluate(policy: Policy, env_id: str, episodes: int, seed: int,
     Returns:
         [episodes] float64 undiscounted returns.
     """
-    envs = make_vector_env(env_id, episodes)
+    envs = make_vector_env(env, episodes)
     try:
-        obs, _ = envs.reset(seed=seed)
+        obs, info = envs.reset(seed=seed)
         totals = np.zeros(episodes, np.float64)
         running = np.ones(episodes, bool)
         # A recurrent policy carries its state; each env runs one episode, so it never resets.
         state = policy.initial_state(episodes) if policy.recurrent else None
         for t in range(max_steps):
-            obs = spaces.as_tensors(envs.single_observation_space, obs)
+            mask = _action_mask(policy, obs, info, episodes)
+            obs = spaces.as_tensors(policy.observation_space, _without_mask(obs))
+            step_seed = tf.constant([seed, t], tf.int32)
             if state is not None:
                 action, state = (policy.greedy_step(obs, state) if greedy else
-                                 policy.sample_step(obs, tf.constant([seed, t], tf.int32),
-                                                    state)[1:])
+                                 policy.sample_step(obs, step_seed, state)[1:])
                 state = {**state, "reset": np.zeros(episodes, np.float32)}
-            elif greedy:
-                action = policy.greedy(obs)
             else:
-                action = policy.sample(obs, tf.constant([seed, t], tf.int32))[1]
-            obs, reward, terminated, truncated, _ = envs.step(action.numpy())
+                action = _act(policy, obs, mask, greedy, step_seed)
+            obs, reward, terminated, truncated, info = envs.step(action.numpy())
             totals += np.where(running, reward, 0.0)
             running &= ~(terminated | truncated)
             if not running.any():
@@ -51,3 +57,35 @@ def evaluate(policy: Policy, env_id: str, episodes: int, seed: int,
         return totals
     finally:
         envs.close()
+
+
+def _act(policy: Policy, observations, mask: Optional[np.ndarray], greedy: bool,
+         seed: tf.Tensor) -> tf.Tensor:
+    """A feed-forward policy's env actions, among those ``mask`` allows when given."""
+    if greedy:
+        return policy.greedy(observations) if mask is None else policy.greedy_masked(
+            observations, mask)
+    return (policy.sample(observations, seed) if mask is None
+            else policy.sample_masked(observations, seed, mask))[1]
+
+
+def _without_mask(observations):
+    if isinstance(observations, dict) and spaces.ACTION_MASK_KEY in observations:
+        return {key: value for key, value in observations.items()
+                if key != spaces.ACTION_MASK_KEY}
+    return observations
+
+
+def _action_mask(policy: Policy, observations, info: dict, num: int) -> Optional[np.ndarray]:
+    """The [num, W] mask of the legal actions the env gave (a Dict observation's
+    ``action_mask`` key, or ``info["action_mask"]``), or None where it gave none."""
+    width = policy.head.mask_size or 0
+    if not width:
+        return None
+    if isinstance(observations, dict) and spaces.ACTION_MASK_KEY in observations:
+        mask = np.asarray(observations[spaces.ACTION_MASK_KEY])
+        if mask.shape != (num, width):
+            raise InputError(f"the observation's action_mask must have shape [{num}, "
+                             f"{width}] (envs, actions); received shape {list(mask.shape)}")
+        return mask.astype(bool)
+    return heads.info_action_mask(info, num, width)

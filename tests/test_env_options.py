@@ -1,0 +1,226 @@
+"""Env wrappers, env kwargs and the action-mask switch: every env a run makes gets them.
+
+The options are Config fields (``--env_wrappers``, ``--env_kwargs``, ``--use_action_mask``),
+recorded in config.json; training, evaluation, resume, the export's restore and the
+evaluate command all make their envs with them. Bad options are one line, before any work.
+"""
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+from absl import flags
+
+import launchers
+import pg_keras
+import toy_envs  # noqa: F401  (registers PgkMaskedChoice-v0)
+import wrapped_envs
+from experiments.config_flags import config_from_flags, define_config_flags
+from pg_keras.collect import Collector, EnvOptions, make_vector_env
+from pg_keras.config import InputError
+from pg_keras.learner import build_learner
+
+WRAPPERS = "wrapped_envs:CountingWrapper,wrapped_envs:scale_reward"
+LIMIT = 20  # max_episode_steps through env_kwargs; CartPole's own limit is 500
+
+
+def test_the_fields_parse_from_flags_and_round_trip_through_config_json():
+    values = flags.FlagValues()
+    define_config_flags(values)
+    values(["train", f"--env_wrappers={WRAPPERS}", '--env_kwargs={"b": [1, 2], "a": 1}',
+            "--nouse_action_mask"])
+    config = config_from_flags(values)
+    assert config.env_wrappers == ("wrapped_envs:CountingWrapper", "wrapped_envs:scale_reward")
+    assert config.make_kwargs == {"a": 1, "b": [1, 2]} and not config.use_action_mask
+    stored = json.loads(json.dumps(config.to_stored()))
+    assert pg_keras.Config.from_dict(stored) == config and config.differences(stored) == []
+    # Another spelling of the same kwargs, and a dict in Python, are the same config.
+    assert config.replace(env_kwargs='{"a":1,"b":[1,2]}') == config
+    assert config.replace(env_kwargs={"b": [1, 2], "a": 1}) == config
+    assert config.differences({**stored, "env_kwargs": "{}"}) == [
+        "env_kwargs: '{}' -> '{\"a\": 1, \"b\": [1, 2]}'"]
+
+
+def test_a_config_written_before_the_fields_equals_one_with_them_at_their_defaults():
+    old = {k: v for k, v in pg_keras.Config().to_dict().items()
+           if k not in ("env_wrappers", "env_kwargs", "use_action_mask")}
+    old = json.loads(json.dumps(old))
+    assert pg_keras.Config.from_dict(old) == pg_keras.Config()
+    assert pg_keras.Config(env_kwargs="", env_wrappers="").differences(old) == []
+    assert pg_keras.Config(env_wrappers=("a:B",)).differences(old) == [
+        "env_wrappers: [] -> ['a:B']"]
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(env_wrappers="no_colon"), r"env_wrappers must be comma-separated 'module:name' "
+     r"entries .*; received env_wrappers='no_colon'"),
+    (dict(env_kwargs="{max: 1}"), r"env_kwargs must be a JSON object .*\(Expecting property "
+     r"name .*\); received env_kwargs='\{max: 1\}'"),
+    (dict(env_kwargs="[1, 2]"), r"env_kwargs must be a JSON object .*; received "
+     r"env_kwargs='\[1, 2\]'"),
+    (dict(backend="compiled", env_kwargs='{"max_episode_steps": 9}'),
+     r"backend='compiled' .* takes no env_wrappers or env_kwargs"),
+])
+def test_malformed_options_are_refused_by_the_config(changes, message):
+    with pytest.raises(InputError, match=message):
+        pg_keras.Config(**changes)
+
+
+def _train_flags(tmp_path, *extra):
+    return ("--env_id=CartPole-v1", "--total_steps=512", "--num_envs=4",
+            "--steps_per_update=32", "--eval_every=256", "--eval_episodes=3", "--quiet",
+            f"--root_dir={tmp_path / 'run'}", f"--export_dir={tmp_path / 'model'}", *extra)
+
+
+BAD_OPTIONS = {
+    "module": ("--env_wrappers=no_such_module_xyz:Wrapper",
+               "train: error: env_wrappers entry 'no_such_module_xyz:Wrapper' names module "
+               "'no_such_module_xyz', which cannot be imported: No module named "
+               "'no_such_module_xyz'"),
+    "attribute": ("--env_wrappers=wrapped_envs:Missing",
+                  "train: error: env_wrappers entry 'wrapped_envs:Missing': module "
+                  "'wrapped_envs' has no attribute 'Missing'"),
+    "not callable": ("--env_wrappers=wrapped_envs:NOT_A_WRAPPER",
+                     "train: error: env_wrappers entry 'wrapped_envs:NOT_A_WRAPPER' is not a "
+                     "wrapper class or a function of the env; received 3"),
+    "failing": ("--env_wrappers=wrapped_envs:failing",
+                "train: error: env_wrappers entry 'wrapped_envs:failing' failed to wrap "
+                "CartPole-v1: RuntimeError: this wrapper refuses every env"),
+    "not json": ("--env_kwargs={'a': 1}", "train: error: env_kwargs must be a JSON object"),
+    "not an object": ('--env_kwargs=[1]', "train: error: env_kwargs must be a JSON object"),
+    "refused": ('--env_kwargs={"gravity": 1.0}',
+                'train: error: env_kwargs {"gravity": 1.0} are refused by CartPole-v1: '
+                "TypeError: CartPoleEnv.__init__() got an unexpected keyword argument "
+                "'gravity'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_OPTIONS))
+def test_bad_options_are_one_line_exit_2_and_nothing_is_written(tmp_path, case):
+    flag, expected = BAD_OPTIONS[case]
+    run = launchers.run("experiments.train", *_train_flags(tmp_path, flag))
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.count("\n") == 1 and run.stderr.startswith(expected), run.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def _episode_returns(root):
+    with open(os.path.join(root, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    return [r[k] for r in records for k in ("return_min", "return_max")
+            if r.get(k) is not None]
+
+
+def _assert_scaled_and_cut(returns):
+    """Returns of CartPole episodes with rewards x10 (scale_reward) cut at LIMIT steps."""
+    returns = np.asarray(returns, np.float64)
+    assert returns.size and np.all(returns % 10 == 0), returns
+    assert returns.max() <= 10 * LIMIT and returns.min() > LIMIT, returns
+
+
+def test_the_options_reach_training_evaluation_the_export_and_the_evaluate_command(tmp_path):
+    made = wrapped_envs.CountingWrapper.made
+    before = made.get("CartPole-v1", 0)
+    run = launchers.run("experiments.train", *_train_flags(
+        tmp_path, f"--env_wrappers={WRAPPERS}", f'--env_kwargs={{"max_episode_steps": {LIMIT}}}'))
+    assert run.returncode == 0, run.stderr[-2000:]
+    # The check's env, the 4 training envs, two evaluations of 3 envs each.
+    assert made["CartPole-v1"] - before == 1 + 4 + 2 * 3
+    root = tmp_path / "run"
+    _assert_scaled_and_cut(_episode_returns(root))
+    with open(root / "evaluations.jsonl") as f:
+        _assert_scaled_and_cut([json.loads(line)["mean_return"] for line in f])
+    for path in (root / "config.json", tmp_path / "model" / "config.json"):
+        stored = json.loads(path.read_text())
+        assert stored["env_wrappers"] == WRAPPERS.split(",")
+        assert json.loads(stored["env_kwargs"]) == {"max_episode_steps": LIMIT}
+
+    count = made["CartPole-v1"]
+    run = launchers.run("experiments.export", f"--root_dir={root}",
+                        f"--export_dir={tmp_path / 'again'}")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert made["CartPole-v1"] == count + 1  # the restored learner's env
+
+    run = launchers.run("experiments.evaluate", f"--saved_model={tmp_path / 'model'}",
+                        "--episodes=4", "--seed=3")
+    assert run.returncode == 0, run.stderr[-2000:]
+    returns = json.loads(run.stdout.strip().splitlines()[-1])["returns"]
+    _assert_scaled_and_cut(returns)
+    config = pg_keras.Config.from_dict(json.loads((root / "config.json").read_text()))
+    policy = pg_keras.training.restore_learner(str(root)).policy
+    np.testing.assert_array_equal(returns, pg_keras.evaluate(policy, config, 4, seed=3))
+
+
+def test_a_resumed_run_keeps_its_options_and_a_run_without_them_is_refused(tmp_path, capsys):
+    root = str(tmp_path / "run")
+    config = pg_keras.Config(env_id="CartPole-v1", total_steps=640, num_envs=4,
+                             steps_per_update=32, eval_every=0, eval_episodes=2,
+                             env_wrappers=WRAPPERS, env_kwargs={"max_episode_steps": LIMIT})
+    first = []
+
+    def interrupt_after_the_second(record):
+        first.append(record)
+        if len(first) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    interrupted = pg_keras.train(config, root_dir=root, on_update=interrupt_after_the_second)
+    assert interrupted.interrupted == "SIGTERM"
+    with pytest.raises(InputError, match=r"holds a run with a different config \(env_kwargs: "
+                                         r".*, env_wrappers: .* -> \[\]\)"):
+        pg_keras.train(config.replace(env_wrappers=(), env_kwargs={}), root_dir=root)
+    made = wrapped_envs.CountingWrapper.made["CartPole-v1"]
+    resumed = pg_keras.train(config, root_dir=root)
+    # The check's env, the 4 training envs (restored from the checkpoint's pickled ones,
+    # which were wrapped), the final evaluation's 2.
+    assert wrapped_envs.CountingWrapper.made["CartPole-v1"] == made + 1 + 4 + 2
+    assert "could not be saved" not in capsys.readouterr().out
+    assert len(resumed.history) == 5 and resumed.history[:3] == first
+    _assert_scaled_and_cut([r[k] for r in resumed.history[3:]
+                            for k in ("return_min", "return_max")
+                            if r.get(k) is not None])
+
+
+@pytest.mark.parametrize("env_id", ["Taxi-v4", "PgkMaskedChoice-v0"])
+def test_use_action_mask_false_hides_the_mask_from_collection_and_evaluation(env_id):
+    """Taxi's info mask and a Dict observation's mask key alike: the policy then takes
+    illegal actions too (its untrained choices are near uniform)."""
+    config = pg_keras.Config(env_id=env_id, num_envs=4, steps_per_update=50,
+                             use_action_mask=False)
+    envs = make_vector_env(config, 4)
+    assert "action_mask" not in getattr(envs.single_observation_space, "spaces", {})
+    learner = build_learner(config, envs.single_observation_space, envs.single_action_space)
+    batch, _ = Collector(envs, learner, config).collect()
+    assert batch.action_masks.all()
+    masked = make_vector_env(config.replace(use_action_mask=True), 4)
+    masked_batch, _ = Collector(masked, learner, config).collect()
+    assert not masked_batch.action_masks.all()
+
+
+def test_evaluation_obeys_the_mask_unless_the_run_hides_it():
+    """PgkMaskedChoice pays 1 per legal action, -1 per illegal one, over 6 steps."""
+    config = pg_keras.Config(env_id="PgkMaskedChoice-v0")
+    envs = make_vector_env(config, 1)
+    learner = build_learner(config, envs.single_observation_space, envs.single_action_space)
+    np.testing.assert_array_equal(pg_keras.evaluate(learner.policy, config, 20, seed=0), 6.0)
+    sampled = pg_keras.evaluate(learner.policy, config, 20, seed=0, greedy=False)
+    np.testing.assert_array_equal(sampled, 6.0)
+    hidden = pg_keras.evaluate(learner.policy, config.replace(use_action_mask=False), 20, seed=0)
+    assert hidden.min() < 6.0
+
+
+def test_a_text_key_is_refused_naming_the_key_and_the_wrapper_that_drops_it():
+    config = pg_keras.Config(env_id="PgkTextKey-v0", num_envs=2, steps_per_update=4)
+    envs = make_vector_env(config, 2)
+    with pytest.raises(InputError, match=r"unsupported observation space Text\(.*\) at "
+                                         r"observation key 'mission'; .*; to drop a Dict's "
+                                         r"text keys: --env_wrappers=pg_keras.wrappers:"
+                                         r"DropTextKeys"):
+        build_learner(config, envs.single_observation_space, envs.single_action_space)
+    config = config.replace(env_wrappers="pg_keras.wrappers:DropTextKeys")
+    envs = make_vector_env(EnvOptions.of(config), 2)
+    learner = build_learner(config, envs.single_observation_space, envs.single_action_space)
+    assert sorted(learner.batch_spec.observations) == ["cue", "nested/x"]
+    batch, _ = Collector(envs, learner, config).collect()
+    assert set(np.unique(batch.observations["cue"])) <= {0, 1}
