@@ -1,6 +1,7 @@
 """What a new user meets first: stored configs of older versions, the launchers' start-up
 and their one-line refusals of bad input, made before TensorFlow or training starts."""
 
+import importlib.util
 import json
 import os
 import random
@@ -167,9 +168,11 @@ def test_bad_flags_are_one_line_before_tensorflow_and_write_nothing(bad_flag_run
 def test_an_env_id_of_a_package_not_imported_says_how_to_import_it(tmp_path):
     # In this process: that a refusal is one line from a process is checked above.
     run = launchers.run("experiments.train", "--env_id=MiniGrid-Empty-5x5-v0", cwd=str(tmp_path))
+    # The hint names the package when it is installed (minigrid is in the experiments extra).
+    package = "minigrid" if importlib.util.find_spec("minigrid") else "package"
     _assert_one_line(run, "train", "env_id 'MiniGrid-Empty-5x5-v0' is not a registered "
                      "gymnasium environment: Environment `MiniGrid-Empty-5x5` doesn't exist; "
-                     "if a package registers it, --env_id=package:MiniGrid-Empty-5x5-v0 "
+                     f"if a package registers it, --env_id={package}:MiniGrid-Empty-5x5-v0 "
                      "imports that package first")
     assert os.listdir(tmp_path) == []
     # A near miss of a registered id gets gymnasium's suggestion, not the package hint.
