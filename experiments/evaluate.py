@@ -211,8 +211,9 @@ def _vector_env(env_id: str, episodes: int, record: int, kwargs: dict, wrappers)
 
     def make(i):
         def env():
-            single = gym.make(env_id, render_mode="rgb_array" if i < record else None,
-                              **kwargs)
+            # render_mode only where frames are recorded: not every env takes it
+            rendering = {"render_mode": "rgb_array"} if i < record else {}
+            single = gym.make(env_id, **rendering, **kwargs)
             for wrapper in wrappers:
                 single = wrapper(single)
             return single

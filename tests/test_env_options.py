@@ -224,3 +224,17 @@ def test_a_text_key_is_refused_naming_the_key_and_the_wrapper_that_drops_it():
     assert sorted(learner.batch_spec.observations) == ["cue", "nested/x"]
     batch, _ = Collector(envs, learner, config).collect()
     assert set(np.unique(batch.observations["cue"])) <= {0, 1}
+
+
+@pytest.mark.parametrize("use_action_mask", [True, False])
+def test_the_evaluate_command_takes_dict_observations_and_obeys_the_mask_the_run_used(
+        tmp_path, use_action_mask):
+    config = pg_keras.Config(env_id="PgkMaskedChoice-v0", use_action_mask=use_action_mask)
+    envs = make_vector_env(config.replace(use_action_mask=True), 1)
+    learner = build_learner(config, envs.single_observation_space, envs.single_action_space)
+    path = pg_keras.export_policy(learner.policy, tmp_path / "model", config=config)
+    run = launchers.run("experiments.evaluate", f"--saved_model={path}", "--episodes=10")
+    assert run.returncode == 0, run.stderr[-2000:]
+    returns = json.loads(run.stdout.strip().splitlines()[-1])["returns"]
+    np.testing.assert_array_equal(returns, pg_keras.evaluate(learner.policy, config, 10, seed=0))
+    assert (min(returns) == 6.0) == use_action_mask  # 6 legal steps: 6
