@@ -254,6 +254,7 @@ def _actor(policy, greedy: bool, seed: int, use_action_mask: bool, episodes: int
     # A recurrent export (pg_keras.export_recurrent) takes and returns its state; each
     # env runs one episode, so the state never goes back to zeros.
     state = policy.initial_state(episodes) if hasattr(policy, "initial_state") else None
+    dtypes = _input_dtypes(policy)
 
     def act(observations, info, t):
         mask = None
@@ -264,6 +265,9 @@ def _actor(policy, greedy: bool, seed: int, use_action_mask: bool, episodes: int
             present = np.asarray(info.get("_" + MASK_KEY, True), bool)
             mask = np.where(np.reshape(present, (-1, 1)), np.asarray(info[MASK_KEY], bool), True)
         observations = _leaves(observations)
+        if isinstance(observations, dict):  # each leaf in its input's dtype
+            observations = {name: value.astype(dtypes.get(_input_name(name), value.dtype))
+                            for name, value in observations.items()}
         if state is not None:
             return recurrent(observations, t)
         if not masked or mask is None:
@@ -273,6 +277,7 @@ def _actor(policy, greedy: bool, seed: int, use_action_mask: bool, episodes: int
             return policy.greedy_masked(observations, mask).numpy()
         return policy.sample_masked(observations, tf.constant([seed, t], tf.int32),
                                     mask).numpy()
+
     def recurrent(observations, t):
         nonlocal state
         out = (policy.greedy(observations, state) if greedy else
@@ -297,6 +302,21 @@ def _leaves(observations, prefix: str = ""):
     for key, value in items:
         flat.update(_leaves(value, f"{prefix}/{key}" if prefix else key))
     return flat
+
+
+def _input_name(leaf_name: str) -> str:
+    """A leaf's input name in the signatures (pg_keras.spaces.input_name's rule)."""
+    name = "".join(c if c.isalnum() else "_" for c in leaf_name) or "observations"
+    return name if name[0].isalpha() else "arg_" + name
+
+
+def _input_dtypes(policy) -> dict:
+    """Input name -> numpy dtype, from the serving signature (empty if it has none)."""
+    signature = getattr(policy, "signatures", {}).get("serving_default")
+    if signature is None:
+        return {}
+    return {name: spec.dtype.as_numpy_dtype
+            for name, spec in signature.structured_input_signature[1].items()}
 
 
 def _model_observation_shape(policy):
