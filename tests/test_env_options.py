@@ -252,3 +252,21 @@ def test_the_evaluate_command_casts_each_dict_leaf_to_its_inputs_dtype(tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     returns = json.loads(run.stdout.strip().splitlines()[-1])["returns"]
     np.testing.assert_array_equal(returns, pg_keras.evaluate(learner.policy, config, 5, seed=2))
+
+
+@pytest.mark.parametrize("task, inputs", [("minigrid_empty8x8_img", ["image"]),
+                                          ("minigrid_empty8x8_dict", ["direction", "image"])])
+def test_the_minigrid_flagfiles_make_their_envs_and_models(task, inputs):
+    pytest.importorskip("minigrid", reason="minigrid (the experiments extra) is not installed")
+    values = flags.FlagValues()
+    define_config_flags(values)
+    values(["train", f"--flagfile=experiments/configs/{task}.cfg"])
+    config = config_from_flags(values).replace(num_envs=2, steps_per_update=8)
+    envs = make_vector_env(config, 2)
+    learner = build_learner(config, envs.single_observation_space, envs.single_action_space)
+    observations = learner.batch_spec.observations
+    shapes = ({name: observations[name].shape[2:] for name in sorted(observations)}
+              if isinstance(observations, dict) else {"image": observations.shape[2:]})
+    assert list(shapes) == inputs and shapes["image"] == (7, 7, 3)
+    batch, _ = Collector(envs, learner, config).collect()
+    assert batch.actions.shape == (8, 2)
