@@ -107,14 +107,7 @@ def export_policy(policy: Policy, export_dir: str | os.PathLike, *, config: Opti
             directory, if ``policy`` is not a ``Policy``, or if ``format`` is unknown or
             its packages are not installed.
     """
-    convert.check_format(format)
-    if not isinstance(policy, Policy):
-        hint = " (pass result.policy)" if hasattr(policy, "policy") else ""
-        raise InputError(f"policy must be a pg_keras.Policy{hint}; "
-                         f"received {type(policy).__name__}")
-    if format != "saved_model" and export_recurrent.is_recurrent(policy):
-        raise InputError(f"format={format!r} is not available for a recurrent policy yet; "
-                         "export it with format='saved_model'")
+    _check_policy(policy, format)
     export_dir = os.path.abspath(os.fspath(export_dir))
     _check_target(export_dir, overwrite)
     config_text = None
@@ -133,10 +126,7 @@ def export_policy(policy: Policy, export_dir: str | os.PathLike, *, config: Opti
                                 dir=parent)
     try:
         _write(module, signatures, temp_dir, format)
-        # mkdtemp makes the directory private (0700); an export is for others to read.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp_dir, 0o777 & ~umask)
+        _make_readable(temp_dir)
         if config_text is not None:
             with open(os.path.join(temp_dir, CONFIG_FILENAME), "w") as f:
                 f.write(config_text)
@@ -145,6 +135,25 @@ def export_policy(policy: Policy, export_dir: str | os.PathLike, *, config: Opti
         shutil.rmtree(temp_dir, ignore_errors=True)
         raise
     return export_dir
+
+
+def _check_policy(policy, format: str) -> None:
+    """Refuses what is not a Policy, and a format the policy cannot be converted to."""
+    convert.check_format(format)
+    if not isinstance(policy, Policy):
+        hint = " (pass result.policy)" if hasattr(policy, "policy") else ""
+        raise InputError(f"policy must be a pg_keras.Policy{hint}; "
+                         f"received {type(policy).__name__}")
+    if format != "saved_model" and export_recurrent.is_recurrent(policy):
+        raise InputError(f"format={format!r} is not available for a recurrent policy yet; "
+                         "export it with format='saved_model'")
+
+
+def _make_readable(directory: str) -> None:
+    """mkdtemp makes a directory private (0700); an export is for others to read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(directory, 0o777 & ~umask)
 
 
 def _write(module: tf.Module, signatures, directory: str, format: str) -> None:
