@@ -165,26 +165,32 @@ def _finish(processes, timeout=240):
 GROUP_FLAGS = ["--num_envs=4", "--steps_per_update=32", "--eval_episodes=2"]
 
 
-def test_two_workers_hold_the_same_weights_after_every_update_and_the_chief_exports(tmp_path):
-    flags = GROUP_FLAGS + ["--total_steps=2048", "--eval_every=1024"]
-    results = _finish(_start_group(tmp_path, flags, "lockstep", record=True))
+@pytest.fixture(scope="module")
+def solved_group(tmp_path_factory):
+    """One group run that both tests below read: two recording workers that stop when
+    solved. Every CartPole episode lasts at least 8 steps, so the chief's first evaluation
+    (512 steps, 2 updates of 2 workers x 4 envs x 32 steps) solves, and the group ends
+    after the next update: 3 updates, each of which the lockstep test checks."""
+    tmp_path = tmp_path_factory.mktemp("group")
+    flags = GROUP_FLAGS + ["--total_steps=4096", "--eval_every=512", "--target_return=8",
+                           "--stop_when_solved"]
+    return tmp_path, _finish(_start_group(tmp_path, flags, "solved", record=True))
+
+
+def test_two_workers_hold_the_same_weights_after_every_update_and_the_chief_exports(
+        solved_group):
+    tmp_path, results = solved_group
     for code, out, err in results:
         assert code == 0, err[-3000:]
-    chief, other = (json.load(open(tmp_path / f"lockstep-record{i}.json")) for i in range(2))
-    # 2048 steps = 8 updates of 2 workers x 4 envs x 32 steps.
-    assert [r["updates"] for r in chief] == list(range(1, 9))
+    chief, other = (json.load(open(tmp_path / f"solved-record{i}.json")) for i in range(2))
+    assert [r["updates"] for r in chief] == [1, 2, 3]
     assert [r["weights"] for r in chief] == [r["weights"] for r in other]
-    assert len({r["weights"] for r in chief}) == 8  # every update changed them
+    assert len({r["weights"] for r in chief}) == 3  # every update changed them
     assert all(a["batch"] != b["batch"] for a, b in zip(chief, other))  # own episodes
-    assert "worker 1 of 2: done at 2048 env steps" in results[1][1]
 
     # Only the chief wrote the run directory; the other worker's scratch is gone.
-    with open(tmp_path / "run" / "metrics.jsonl") as f:
-        steps = [json.loads(line)["env_steps"] for line in f]
-    assert steps == [256 * (i + 1) for i in range(8)]
+    assert _metrics_steps(tmp_path / "run") == [256, 512, 768]
     assert os.listdir(tmp_path / "tmp1") == []
-    with open(tmp_path / "run" / "summary.json") as f:
-        assert json.load(f)["env_steps"] == 2048
 
     loaded = tf.saved_model.load(str(tmp_path / "export"))
     env = gym.make("CartPole-v1")
@@ -197,11 +203,8 @@ def test_two_workers_hold_the_same_weights_after_every_update_and_the_chief_expo
             break
 
 
-def test_a_group_that_stops_when_solved_ends_together_after_the_next_update(tmp_path):
-    # Every CartPole episode lasts at least 8 steps: the chief's first evaluation solves.
-    flags = GROUP_FLAGS + ["--total_steps=4096", "--eval_every=512", "--target_return=8",
-                           "--stop_when_solved"]
-    results = _finish(_start_group(tmp_path, flags, "solved"))
+def test_a_group_that_stops_when_solved_ends_together_after_the_next_update(solved_group):
+    tmp_path, results = solved_group
     for code, out, err in results:
         assert code == 0, err[-3000:]
     # Solved at 512 steps (2 updates of 256); the others learn it at the next sync.
