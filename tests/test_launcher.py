@@ -10,6 +10,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import launchers
@@ -30,6 +31,9 @@ def _final_variables(root_dir):
     return {n: reader.get_tensor(n) for n in names}
 
 
+# tests/test_reliability.py's random kills (default suite) kill the same launcher after a
+# checkpoint, resume it, and compare every variable with an uninterrupted run.
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_final_weights(tmp_path):
     reference = launchers.run("experiments.train", f"--root_dir={tmp_path / 'reference'}",
                               *FLAGS)
@@ -88,9 +92,16 @@ def test_plot_groups_seeds_and_writes_a_png(tmp_path):
 
 def test_train_exports_and_export_launcher_reexports_the_same_policy(tmp_path):
     root, first, second = tmp_path / "run", tmp_path / "export_a", tmp_path / "export_b"
+    # Models named by flags: the run records them, and the export launcher rebuilds them.
     run = launchers.run("experiments.train", "--total_steps=1024", "--eval_episodes=2",
+                        "--policy_network=experiments.custom_model:policy",
+                        "--value_network=experiments.custom_model:value",
                         "--quiet", f"--root_dir={root}", f"--export_dir={first}")
     assert run.returncode == 0, run.stderr[-2000:]
+    with open(root / "config.json") as f:
+        recorded = json.load(f)
+    assert (recorded["policy_network"], recorded["value_network"]) == (
+        "experiments.custom_model:policy", "experiments.custom_model:value")
     run = launchers.run("experiments.export", f"--root_dir={root}", f"--export_dir={second}")
     assert run.returncode == 0, run.stderr[-2000:]
     observations = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)

@@ -7,12 +7,14 @@ import random
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import launchers
 import pg_keras
 import run_files
 import toy_envs  # noqa: F401  (registers the Pgk* envs)
@@ -26,7 +28,7 @@ def launch(*args, env=None, module="experiments.train"):
                           timeout=300, env=env or ENV)
 
 
-@pytest.mark.parametrize("args, message", [
+BAD_INPUT = [
     (["--policy_learning_rate=-1"], "policy_learning_rate must be a positive finite number; "
                                     "received policy_learning_rate=-1.0"),
     (["--num_envs=abc"], "flag --num_envs=abc"),
@@ -36,15 +38,43 @@ def launch(*args, env=None, module="experiments.train"):
     (["--env_id=toy_envs:PgkDictAction-v0"], "unsupported action space Dict"),
     (["--policy_network=toy_models:wrong_output"], "policy_network must map [B, 4] to [B, 2]; "
                                                    "received output shape [B, 3]"),
-])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
-    root = tmp_path / "run"
-    run = launch(*args, f"--root_dir={root}", f"--export_dir={tmp_path / 'export'}")
-    assert run.returncode == 2, run.stderr[-2000:]
-    lines = [line for line in run.stderr.splitlines() if line.startswith("train: error:")]
-    assert len(lines) == 1 and message in lines[0], run.stderr[-2000:]
-    assert "Traceback" not in run.stderr
-    assert not root.exists() and not (tmp_path / "export").exists()
+]
+
+
+@pytest.fixture(scope="module")
+def bad_input_runs(tmp_path_factory):
+    """Each of BAD_INPUT given to the train launcher's main block, each with a run and an
+    export directory of its own, one after the other in one fresh interpreter
+    (tests/launchers.py keeps their flags apart): [[exit code, stderr, whether the run or
+    the export directory exists]]. The process itself must write nothing to stderr."""
+    base = tmp_path_factory.mktemp("bad_input")
+    probe = textwrap.dedent(f"""
+        import json, os
+        import launchers
+        runs = []
+        for i, args in enumerate({[args for args, _ in BAD_INPUT]!r}):
+            root, export = (os.path.join({str(base)!r}, f"{{name}}{{i}}") for name in ("run", "export"))
+            run = launchers.run("experiments.train", *args, f"--root_dir={{root}}",
+                                f"--export_dir={{export}}")
+            runs.append([run.returncode, run.stderr, os.path.exists(root) or os.path.exists(export)])
+        print(json.dumps(runs))
+    """)
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=300, env=ENV)
+    assert run.returncode == 0 and run.stderr == "", run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("case", range(len(BAD_INPUT)),
+                         ids=[" ".join(args)[:40] for args, _ in BAD_INPUT])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(bad_input_runs, case):
+    message = BAD_INPUT[case][1]
+    code, stderr, written = bad_input_runs[case]
+    assert code == 2, stderr[-2000:]
+    lines = [line for line in stderr.splitlines() if line.startswith("train: error:")]
+    assert len(lines) == 1 and message in lines[0], stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert not written
 
 
 def test_keras_backend_other_than_tensorflow_is_refused():
@@ -76,7 +106,8 @@ def test_root_dir_in_use_by_a_live_run_is_refused(tmp_path):
 
 def test_a_different_config_on_the_command_line_names_the_fields(tmp_path):
     root = tmp_path / "run"
-    first = launch("--total_steps=512", "--eval_episodes=2", "--noexport", f"--root_dir={root}")
+    first = launchers.run("experiments.train", "--total_steps=512", "--eval_episodes=2",
+                          "--noexport", f"--root_dir={root}")
     assert first.returncode == 0, first.stderr[-2000:]
     before = {p: os.path.getmtime(root / p) for p in os.listdir(root)}
     run = launch("--total_steps=512", "--eval_episodes=2", "--gamma=0.5", "--noexport",
@@ -140,7 +171,10 @@ RUN_FLAGS = ["--total_steps=8192", "--num_envs=4", "--steps_per_update=32", "--e
 def test_random_kills_never_lose_the_run_or_the_export(tmp_path):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     export = tmp_path / "export"
-    run = launch(*RUN_FLAGS, f"--root_dir={reference}", f"--export_dir={tmp_path / 'ref_export'}")
+    # The uninterrupted reference and the last resume run in this process: the kills are
+    # of train processes.
+    run = launchers.run("experiments.train", *RUN_FLAGS, f"--root_dir={reference}",
+                        f"--export_dir={tmp_path / 'ref_export'}")
     assert run.returncode == 0, run.stderr[-2000:]
     # A previous export of this config that every later kill must leave loadable.
     shutil_copy = subprocess.run(["cp", "-r", str(tmp_path / "ref_export"), str(export)])
@@ -172,7 +206,8 @@ def test_random_kills_never_lose_the_run_or_the_export(tmp_path):
         loaded = tf.saved_model.load(str(export))
         assert loaded(np.zeros((1, 4), np.float32)).shape == (1,)
     assert kills >= 1
-    run = launch(*RUN_FLAGS, f"--root_dir={killed}", f"--export_dir={export}")
+    run = launchers.run("experiments.train", *RUN_FLAGS, f"--root_dir={killed}",
+                        f"--export_dir={export}")
     assert run.returncode == 0, run.stderr[-2000:]
     expected, actual = _final_variables(reference), _final_variables(killed)
     for name in expected:
@@ -182,20 +217,35 @@ def test_random_kills_never_lose_the_run_or_the_export(tmp_path):
         assert [json.loads(line)["env_steps"] for line in f] == [128 * (i + 1) for i in range(64)]
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_sigterm_and_sigint_save_a_checkpoint_and_the_summary(tmp_path, signum, code):
-    root = tmp_path / "run"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "experiments.train", "--total_steps=400000", "--eval_every=0",
-         "--noexport", "--nouse_progress_bar", f"--root_dir={root}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+@pytest.fixture(scope="module")
+def signalled_runs(tmp_path_factory):
+    """signal -> (run directory, exit code, stdout, stderr) of a long train process that
+    got the signal once it had written its first records. The two processes run at once."""
+    base = tmp_path_factory.mktemp("signalled")
+    runs = {}
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        root = base / signum.name
+        runs[signum] = root, subprocess.Popen(
+            [sys.executable, "-m", "experiments.train", "--total_steps=400000",
+             "--eval_every=0", "--noexport", "--nouse_progress_bar", f"--root_dir={root}"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     deadline = time.time() + 120
-    while not (root / "metrics.jsonl").exists() and time.time() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.5)
-    process.send_signal(signum)
-    out, err = process.communicate(timeout=120)
-    assert process.returncode == code, err[-2000:]
+    for signum, (root, process) in runs.items():
+        while not (root / "metrics.jsonl").exists() and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        process.send_signal(signum)
+    results = {}
+    for signum, (root, process) in runs.items():
+        out, err = process.communicate(timeout=120)
+        results[signum] = root, process.returncode, out, err
+    return results
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_and_sigint_save_a_checkpoint_and_the_summary(signalled_runs, signum, code):
+    root, returncode, out, err = signalled_runs[signum]
+    assert returncode == code, err[-2000:]
     assert "Traceback" not in err
     assert f"interrupted by {signal.Signals(signum).name}" in out
     with open(root / "summary.json") as f:
