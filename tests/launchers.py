@@ -20,6 +20,7 @@ import io
 import os
 import runpy
 import signal
+import subprocess
 import sys
 import warnings
 
@@ -52,6 +53,16 @@ def run(module: str, *args: str, cwd: str = REPO) -> Completed:
             code = _exit_status(stop.code, err)
     return Completed([sys.executable, "-m", module, *args], code, out.getvalue(),
                      err.getvalue())
+
+
+def run_processes(*commands: list, timeout: float = 300, **popen_kwargs) -> list:
+    """Runs independent commands as processes at once (a test's processes that neither
+    read what another writes): each one's ``subprocess.CompletedProcess``, in order."""
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, **popen_kwargs) for command in commands]
+    outputs = [process.communicate(timeout=timeout) for process in processes]
+    return [subprocess.CompletedProcess(process.args, process.returncode, out, err)
+            for process, (out, err) in zip(processes, outputs)]
 
 
 @contextlib.contextmanager

@@ -7,12 +7,12 @@ still resume the run, re-export it, and evaluate the export, through the launche
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
+
+import launchers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
@@ -26,8 +26,9 @@ TRAIN_FLAGS = ["--env_id=CartPole-v1", "--seed=0", "--num_envs=4", "--steps_per_
 
 
 def _launch(module, *args):
-    run = subprocess.run([sys.executable, "-m", f"experiments.{module}", *args], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+    """The launcher run in this process (tests/launchers.py); the export launcher's run of
+    the fixture is a process of its own (tests/conftest.py)."""
+    run = launchers.run(f"experiments.{module}", *args)
     assert run.returncode == 0, run.stderr[-3000:]
     return run.stdout
 
@@ -57,10 +58,10 @@ def test_interrupted_fixture_run_resumes_to_the_end(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def reexport(tmp_path_factory):
-    """The fixture run exported by today's export launcher."""
-    export_dir = tmp_path_factory.mktemp("reexport") / "export"
-    _launch("export", f"--root_dir={RUN}", f"--export_dir={export_dir}")
+def reexport(fixture_run_exported):
+    """The fixture run exported by today's export launcher (tests/conftest.py)."""
+    run, export_dir = fixture_run_exported
+    assert run.returncode == 0, run.stderr[-3000:]
     return export_dir
 
 

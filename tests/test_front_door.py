@@ -181,13 +181,8 @@ def test_an_env_id_of_a_package_not_imported_says_how_to_import_it(tmp_path):
     assert "Did you mean" in str(error.value) and "package:" not in str(error.value)
 
 
-def test_the_launchers_print_none_of_tensorflows_start_up_lines(tmp_path):
-    run = subprocess.run(
-        [sys.executable, "-m", "experiments.export",
-         f"--root_dir={os.path.join(FIXTURES, 'cartpole-run')}",
-         f"--export_dir={tmp_path / 'export'}"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
-        env={k: v for k, v in ENV.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
+def test_the_launchers_print_none_of_tensorflows_start_up_lines(fixture_run_exported):
+    run, _ = fixture_run_exported  # the export launcher, without TF_CPP_MIN_LOG_LEVEL
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stderr == ""
     assert run.stdout.startswith("exported the policy of")
@@ -221,13 +216,11 @@ def test_tf_logs_shows_tensorflows_start_up_lines(tmp_path):
               "from experiments import cli\n"
               "cli.start_tensorflow(show_logs=bool(int(sys.argv[1])))\n"
               "os.write(2, b'after\\n')\n")
-    quiet, loud = (subprocess.run([sys.executable, "-c", script, flag], capture_output=True,
-                                  text=True, timeout=300, cwd=ROOT, env=ENV)
-                   for flag in ("0", "1"))
+    quiet, loud, raw = launchers.run_processes(
+        [sys.executable, "-c", script, "0"], [sys.executable, "-c", script, "1"],
+        [sys.executable, "-c", "import tensorflow as tf; tf.config.list_physical_devices()"],
+        cwd=ROOT, env=ENV)
     assert quiet.stderr == "after\n"
-    raw = subprocess.run([sys.executable, "-c", "import tensorflow as tf; "
-                          "tf.config.list_physical_devices()"], capture_output=True, text=True,
-                         timeout=300, cwd=ROOT, env=ENV)
     assert len(loud.stderr.splitlines()) == len(raw.stderr.splitlines()) + 1
 
 
