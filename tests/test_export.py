@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -85,14 +86,19 @@ BLOCK_IMPORTS = textwrap.dedent('''
 ''')
 
 
-def _run_python(code, env_dir, *args, block=()):
-    """Runs ``code`` in a fresh interpreter where pg_keras, tfp and ``block`` cannot be
+def _python_environ(env_dir, block=()):
+    """The environment of a fresh interpreter where pg_keras, tfp and ``block`` cannot be
     imported, with the test env module and the repository on its path."""
     path = [env_dir, REPO] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    environ = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.pathsep.join(path),
-                   PGK_TEST_BLOCK=",".join(block))
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.pathsep.join(path),
+                PGK_TEST_BLOCK=",".join(block))
+
+
+def _run_python(code, env_dir, *args, block=()):
+    """Runs ``code`` in such a fresh interpreter (``_python_environ``)."""
     return subprocess.run([sys.executable, "-c", BLOCK_IMPORTS + code, *args], cwd=REPO,
-                          env=environ, capture_output=True, text=True, timeout=300)
+                          env=_python_environ(env_dir, block), capture_output=True, text=True,
+                          timeout=300)
 
 
 def _randomize(learner, seed, scale=1.0):
@@ -211,10 +217,22 @@ LOADER = textwrap.dedent('''
 
 
 @pytest.fixture(scope="module")
-def loaded(exported, env_dir):
-    """What a fresh interpreter without pg_keras computes with the three exports."""
+def fresh_interpreters(exported, env_dir):
+    """The LOADER script on the three exports and the evaluate command on the grid export,
+    each in a fresh interpreter without pg_keras, the two at once: name -> completed
+    process."""
     root = os.path.dirname(exported["cartpole"][2])
-    result = _run_python(LOADER, env_dir, root)
+    loader, evaluate = launchers.run_processes(
+        [sys.executable, "-c", BLOCK_IMPORTS + LOADER, root],
+        [sys.executable, "-c", BLOCK_IMPORTS + EVALUATE, f"--saved_model={exported['grid'][2]}",
+         "--episodes=4", "--seed=5"], cwd=REPO, env=_python_environ(env_dir))
+    return {"loader": loader, "evaluate": evaluate}
+
+
+@pytest.fixture(scope="module")
+def loaded(fresh_interpreters):
+    """What a fresh interpreter without pg_keras computes with the three exports."""
+    result = fresh_interpreters["loader"]
     assert result.returncode == 0, result.stderr[-3000:]
     line = [l for l in result.stdout.splitlines() if l.startswith("RESULT ")][-1]
     return json.loads(line[len("RESULT "):])
@@ -306,47 +324,49 @@ def test_wrong_observation_shape_is_named_in_the_error(loaded, name, expected):
 def test_saved_model_cli_lists_signatures_and_runs_serving_default(exported):
     _, learner, path, _ = exported["cartpole"]
     environ = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    show = subprocess.run([SAVED_MODEL_CLI, "show", "--dir", path, "--all"], env=environ,
-                          capture_output=True, text=True, timeout=300)
+    show, run = launchers.run_processes(
+        [SAVED_MODEL_CLI, "show", "--dir", path, "--all"],
+        [SAVED_MODEL_CLI, "run", "--dir", path, "--tag_set", "serve", "--signature_def",
+         "serving_default", "--input_exprs", "observations=[[0.,0.,0.,0.]]"], env=environ)
     assert show.returncode == 0, show.stderr[-2000:]
     for name in ("serving_default", "sample", "distribution", "value"):
         assert f"signature_def['{name}']" in show.stdout
     assert "inputs['observations']" in show.stdout
     assert "inputs['seed']" in show.stdout
-    run = subprocess.run([SAVED_MODEL_CLI, "run", "--dir", path, "--tag_set", "serve",
-                          "--signature_def", "serving_default",
-                          "--input_exprs", "observations=[[0.,0.,0.,0.]]"], env=environ,
-                         capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "Result for output key actions" in run.stdout
     expected = int(learner.policy.act(np.zeros((1, 4), np.float32))[0])
     assert run.stdout.strip().splitlines()[-1].strip() == f"[{expected}]"
 
 
-def test_existing_dir_is_refused_then_replaced_with_overwrite(env_dir, tmp_path):
-    _, learner = _grid_learner(seed=10)
+def _previous_export(exported, target):
+    """The fixture's grid export copied to ``target``, as an earlier export_policy left it:
+    (its learner, observations and the actions it takes on them)."""
+    _, learner, path, _ = exported["grid"]
+    shutil.copytree(path, target)
     observations = np.arange(6, dtype=np.int32)
+    return learner, observations, learner.policy.act(observations)
+
+
+def test_existing_dir_is_refused_then_replaced_with_overwrite(exported, tmp_path):
     target = tmp_path / "model"
-    export_policy(learner.policy, target)
+    learner, observations, previous = _previous_export(exported, target)
     with pytest.raises(ValueError, match="already exists.*overwrite=True") as error:
         export_policy(learner.policy, target)
     assert str(target) in str(error.value) and "\n" not in str(error.value)
 
     _, replacement = _grid_learner(seed=11)
     expected = replacement.policy.act(observations)
-    assert not np.array_equal(expected, learner.policy.act(observations))
+    assert not np.array_equal(expected, previous)
     assert export_policy(replacement.policy, target, overwrite=True) == str(target)
     model = load_policy(target)  # kept: its functions need the object alive
     np.testing.assert_array_equal(model.greedy(observations).numpy(), expected)
     assert sorted(os.listdir(tmp_path)) == ["model"]
 
 
-def test_crash_while_saving_keeps_the_previous_export(env_dir, tmp_path, monkeypatch):
-    _, learner = _grid_learner(seed=12)
-    observations = np.arange(6, dtype=np.int32)
+def test_crash_while_saving_keeps_the_previous_export(exported, tmp_path, monkeypatch):
     target = tmp_path / "model"
-    export_policy(learner.policy, target)
-    expected = learner.policy.act(observations)
+    learner, observations, expected = _previous_export(exported, target)
 
     def crash(*args, **kwargs):
         os.makedirs(os.path.join(args[1], "variables"))  # a half-written model
@@ -379,10 +399,10 @@ def test_a_killed_exports_temp_dir_is_removed_by_the_next_export(env_dir, tmp_pa
     assert sorted(os.listdir(tmp_path)) == sorted(["model", live.name, other.name])
 
 
-def test_failed_rename_puts_the_previous_export_back(env_dir, tmp_path, monkeypatch):
-    _, learner = _grid_learner(seed=13)
+def test_failed_rename_puts_the_previous_export_back(exported, tmp_path, monkeypatch):
     target = tmp_path / "model"
-    export_policy(learner.policy, target)
+    _previous_export(exported, target)
+    _, learner = _grid_learner(seed=13)
     before = sorted(os.listdir(target))
     real_rename, calls = os.rename, []
 
@@ -447,11 +467,10 @@ EVALUATE = textwrap.dedent('''
 ''')
 
 
-def test_evaluate_command_prints_mean_and_std_without_pg_keras(exported, env_dir):
+def test_evaluate_command_prints_mean_and_std_without_pg_keras(exported, fresh_interpreters):
     config, learner, path, _ = exported["grid"]
     # --env defaults to the config.json's "pgk_export_envs:PgkGrid-v0", a module:Env id.
-    result = _run_python(EVALUATE, env_dir, f"--saved_model={path}", "--episodes=4",
-                         "--seed=5")
+    result = fresh_interpreters["evaluate"]
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
     assert lines[-1].strip() == "IMPORTED"  # nothing of pg_keras or tfp
@@ -509,9 +528,15 @@ def _calls(model, observations, signatures=True):
     return calls
 
 
+@pytest.fixture(scope="module")
+def cartpole_model(exported):
+    """The CartPole export loaded once: these tests only call it."""
+    return tf.saved_model.load(exported["cartpole"][2])
+
+
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
-def test_non_finite_observations_are_refused_by_every_function(exported, value):
-    model = tf.saved_model.load(exported["cartpole"][2])
+def test_non_finite_observations_are_refused_by_every_function(cartpole_model, value):
+    model = cartpole_model
     observations = np.zeros((4, 4), np.float32)
     for name, call in _calls(model, observations).items():
         call()  # finite: served
@@ -523,8 +548,8 @@ def test_non_finite_observations_are_refused_by_every_function(exported, value):
             pytest.fail(f"{name} acted on a non-finite observation")
 
 
-def test_float64_beyond_float32_range_is_refused(exported):
-    model = tf.saved_model.load(exported["cartpole"][2])
+def test_float64_beyond_float32_range_is_refused(cartpole_model):
+    model = cartpole_model
     observations = np.zeros((2, 4), np.float64)
     observations[1, 0] = 1e300  # inf once cast to the policy's float32
     for name, call in _calls(model, observations, signatures=False).items():
@@ -532,8 +557,8 @@ def test_float64_beyond_float32_range_is_refused(exported):
             call()
 
 
-def test_an_unbatched_observation_to_a_signature_names_the_expected_shape(exported):
-    model = tf.saved_model.load(exported["cartpole"][2])
+def test_an_unbatched_observation_to_a_signature_names_the_expected_shape(cartpole_model):
+    model = cartpole_model
     calls = _calls(model, np.zeros(4, np.float32))
     assert len(calls) == 12  # 5 functions, 4 signatures, 3 masked signatures
     for name, call in calls.items():
