@@ -74,8 +74,14 @@ def test_checkpoint_round_trip_gives_the_same_policy(learner, tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
-def test_exported_policy_takes_one_input_per_leaf_and_equals_act(learner, tmp_path):
-    export_dir = export_policy(learner.policy, tmp_path / "model")
+@pytest.fixture(scope="module")
+def export_dir(learner, tmp_path_factory):
+    """The learner's policy exported (read only by the tests)."""
+    return export_policy(learner.policy, tmp_path_factory.mktemp("nested") / "model")
+
+
+def test_exported_policy_takes_one_input_per_leaf_and_equals_act(learner, export_dir,
+                                                                 tmp_path):
     observations = _observations(16, seed=9)
     expected = learner.policy.act(observations)
     flat = spaces.as_numpy(SPACE, observations)
@@ -107,8 +113,8 @@ def test_exported_policy_takes_one_input_per_leaf_and_equals_act(learner, tmp_pa
                                atol=1e-5)
 
 
-def test_exported_policy_names_the_leaf_of_a_bad_observation(learner, tmp_path):
-    loaded = load_policy(export_policy(learner.policy, tmp_path / "model"))
+def test_exported_policy_names_the_leaf_of_a_bad_observation(export_dir):
+    loaded = load_policy(export_dir)
     flat = spaces.as_numpy(SPACE, _observations(4))
     flat["pair/0"][1, 0] = np.nan
     with pytest.raises(tf.errors.InvalidArgumentError,
