@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -25,8 +26,22 @@ class Crash(Exception):
     pass
 
 
-def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path):
-    uninterrupted = pg_keras.train(CONFIG, root_dir=str(tmp_path / "a"))
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """(run directory, result) of CONFIG trained to the end; tests that write to a run
+    directory write to a copy."""
+    root = tmp_path_factory.mktemp("finished") / "run"
+    return str(root), pg_keras.train(CONFIG, root_dir=str(root))
+
+
+def _copy(finished, tmp_path):
+    root = str(tmp_path / "run")
+    shutil.copytree(finished[0], root)
+    return root
+
+
+def test_resume_after_a_crash_matches_an_uninterrupted_run(finished, tmp_path):
+    _, uninterrupted = finished
 
     updates = []
 
@@ -50,9 +65,8 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path):
     assert [r["loss"] for r in resumed.history] == a_losses
 
 
-def test_run_directory_files(tmp_path):
-    root = str(tmp_path / "run")
-    result = pg_keras.train(CONFIG, root_dir=root)
+def test_run_directory_files(finished):
+    root, result = finished
     with open(os.path.join(root, "config.json")) as f:
         assert pg_keras.Config.from_dict(json.load(f)) == CONFIG
     with open(os.path.join(root, "metrics.jsonl")) as f:
@@ -84,10 +98,9 @@ def test_run_directory_files(tmp_path):
     assert [e["env_steps"] for e in loop["evaluations"]] == [1024, 2048, 3072]
 
 
-def test_a_finished_run_resumes_without_training_more(tmp_path):
-    root = str(tmp_path / "run")
-    first = pg_keras.train(CONFIG, root_dir=root)
-    again = pg_keras.train(CONFIG, root_dir=root)
+def test_a_finished_run_resumes_without_training_more(finished, tmp_path):
+    _, first = finished
+    again = pg_keras.train(CONFIG, root_dir=_copy(finished, tmp_path))
     assert int(again.learner.updates.numpy()) == 24
     for a, b in zip(_state(first), _state(again)):
         np.testing.assert_array_equal(a, b)
@@ -109,9 +122,8 @@ def test_a_gaussian_policy_run_resumes_and_restores(tmp_path, state_dependent_st
         np.testing.assert_array_equal(a, c)
 
 
-def test_a_different_config_is_refused_and_named(tmp_path):
-    root = str(tmp_path / "run")
-    pg_keras.train(CONFIG, root_dir=root)
+def test_a_different_config_is_refused_and_named(finished, tmp_path):
+    root = _copy(finished, tmp_path)
     before = sorted(os.listdir(root))
     with pytest.raises(ValueError, match=r"different config \(gamma: 0\.99 -> 0\.9\)"):
         pg_keras.train(CONFIG.replace(gamma=0.9), root_dir=root)
