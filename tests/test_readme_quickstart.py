@@ -1,8 +1,10 @@
 """The README's quickstart commands, run as written, in a copy of the checkout.
 
 The commands are read from README.md itself (train, resume, export, evaluate), so the
-README cannot drift from what works. The fast test appends flags that shorten the run;
-the slow one runs them verbatim, with the committed model in place as on a fresh clone.
+README cannot drift from what works. The fast test appends flags that shorten the run,
+and runs the first command as a process of the copy, the others in this process from the
+copy's directory (tests/launchers.py); the slow one runs them all verbatim as processes,
+with the committed model in place as on a fresh clone.
 """
 
 import json
@@ -13,6 +15,8 @@ import subprocess
 import sys
 
 import pytest
+
+import launchers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHORT = ["--total_steps=2000", "--eval_every=1000", "--eval_episodes=2"]
@@ -60,6 +64,13 @@ def _run(command, cwd):
     return run.stdout
 
 
+def _run_here(command, cwd):
+    """``command`` (``python -m module args``) run in this process, from ``cwd``."""
+    run = launchers.run(command[2], *command[3:], cwd=cwd)
+    assert run.returncode == 0, (command, run.stdout[-2000:], run.stderr[-3000:])
+    return run.stdout
+
+
 def test_quickstart_commands_are_read_from_the_readme():
     train, resume, export, evaluate = _the_four(quickstart_commands())
     assert "--flagfile=experiments/configs/cartpole.cfg" in train
@@ -74,11 +85,11 @@ def test_quickstart_runs_as_written_on_a_short_run(tmp_path):
     train, resume, export, evaluate = _the_four(quickstart_commands())
     out = _run(train + SHORT, tree)
     assert "2000 env steps" in out and "SavedModel: saved_models/cartpole-v1" in out, out
-    again = _run(resume + SHORT, tree)
+    again = _run_here(resume + SHORT, tree)
     assert "2000 env steps" in again, again
-    _run(export, tree)
+    _run_here(export, tree)
     assert os.path.exists(os.path.join(tree, "saved_models", "cp", "saved_model.pb"))
-    result = json.loads(_run(evaluate, tree).strip().splitlines()[-1])
+    result = json.loads(_run_here(evaluate, tree).strip().splitlines()[-1])
     assert result["episodes"] == 20 and result["env"] == "CartPole-v1"
     assert os.path.exists(os.path.join(tree, "videos", "episode_000.gif"))
 

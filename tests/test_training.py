@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 
+import launchers
 import pg_keras
 import run_files
 from toy_envs import BanditEnv
@@ -144,10 +145,10 @@ def test_stop_when_solved_ends_at_the_solving_evaluation_and_stays_ended(tmp_pat
 
 
 def test_launcher_prints_the_final_evaluation(tmp_path):
-    run = subprocess.run(
-        [sys.executable, "-m", "experiments.train", "--total_steps=2048", "--eval_episodes=2",
-         "--quiet", f"--root_dir={tmp_path}/run",
-         f"--export_dir={tmp_path}/export"], capture_output=True, text=True, timeout=300)
+    # In this process (tests/launchers.py): the train process is the quickstart test's.
+    run = launchers.run("experiments.train", "--total_steps=2048", "--eval_episodes=2",
+                        "--quiet", f"--root_dir={tmp_path}/run",
+                        f"--export_dir={tmp_path}/export")
     assert run.returncode == 0, run.stderr[-2000:]
     assert "final evaluation return over 2 episodes" in run.stdout
 
