@@ -135,6 +135,9 @@ def test_a_model_given_twice_differently_is_refused():
                        policy_network=lambda shape, units: toy_models.small(shape, units))
 
 
+# tests/test_launcher.py's train-and-re-export test (default suite) trains the same named
+# models through the launcher, checks the record and compares the two exports.
+@pytest.mark.slow
 def test_launchers_train_and_export_a_named_model(tmp_path):
     root, first, second = tmp_path / "run", tmp_path / "export_a", tmp_path / "export_b"
     command = ["--policy_network=experiments.custom_model:policy",
