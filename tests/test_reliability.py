@@ -53,10 +53,12 @@ def bad_input_runs(tmp_path_factory):
         import launchers
         runs = []
         for i, args in enumerate({[args for args, _ in BAD_INPUT]!r}):
-            root, export = (os.path.join({str(base)!r}, f"{{name}}{{i}}") for name in ("run", "export"))
+            root, export = (os.path.join({str(base)!r}, f"{{name}}{{i}}")
+                            for name in ("run", "export"))
             run = launchers.run("experiments.train", *args, f"--root_dir={{root}}",
                                 f"--export_dir={{export}}")
-            runs.append([run.returncode, run.stderr, os.path.exists(root) or os.path.exists(export)])
+            written = os.path.exists(root) or os.path.exists(export)
+            runs.append([run.returncode, run.stderr, written])
         print(json.dumps(runs))
     """)
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
