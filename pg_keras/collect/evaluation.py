@@ -21,7 +21,8 @@ def evaluate(policy: Policy, env: Union[str, Config, EnvOptions], episodes: int,
     legal actions, as it did in training.
 
     Args:
-        policy: The policy to act with.
+        policy: The policy to act with: a Policy, or anything with its ``greedy`` (and
+            ``sample`` when not greedy), such as a loaded feed-forward SavedModel.
         env: Gymnasium env id, or the options (or Config) of a run: its wrappers, env
             kwargs and use of action masks.
         episodes: Number of episodes (and of environments).
@@ -38,10 +39,11 @@ def evaluate(policy: Policy, env: Union[str, Config, EnvOptions], episodes: int,
         totals = np.zeros(episodes, np.float64)
         running = np.ones(episodes, bool)
         # A recurrent policy carries its state; each env runs one episode, so it never resets.
-        state = policy.initial_state(episodes) if policy.recurrent else None
+        state = policy.initial_state(episodes) if getattr(policy, "recurrent", False) else None
+        space = getattr(policy, "observation_space", envs.single_observation_space)
         for t in range(max_steps):
             mask = _action_mask(policy, obs, info, episodes)
-            obs = spaces.as_tensors(policy.observation_space, _without_mask(obs))
+            obs = spaces.as_tensors(space, _without_mask(obs))
             step_seed = tf.constant([seed, t], tf.int32)
             if state is not None:
                 action, state = (policy.greedy_step(obs, state) if greedy else
@@ -79,7 +81,7 @@ def _without_mask(observations):
 def _action_mask(policy: Policy, observations, info: dict, num: int) -> Optional[np.ndarray]:
     """The [num, W] mask of the legal actions the env gave (a Dict observation's
     ``action_mask`` key, or ``info["action_mask"]``), or None where it gave none."""
-    width = policy.head.mask_size or 0
+    width = getattr(getattr(policy, "head", None), "mask_size", None) or 0
     if not width:
         return None
     if isinstance(observations, dict) and spaces.ACTION_MASK_KEY in observations:
