@@ -28,6 +28,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 import gymnasium as gym
 import numpy as np
 import tensorflow as tf
+from gymnasium.utils import EzPickle
 from gymnasium.vector import AutoresetMode
 
 from pg_keras import heads, spaces
@@ -293,8 +294,9 @@ class Collector:
         The environments themselves are pickled when they can be (classic-control and
         most Python envs); otherwise ``envs`` is None and a restored collector resets them.
         """
+        envs = getattr(self.envs, "envs", None)
         try:
-            envs = pickle.dumps(self.envs.envs) if hasattr(self.envs, "envs") else None
+            envs = pickle.dumps(envs) if envs is not None and _pickled_faithfully(envs) else None
         except Exception:  # an env holding a handle that cannot be pickled
             envs = None
         rng = self.numpy_policy.rng.bit_generator.state if self.numpy_policy else None
@@ -315,8 +317,9 @@ class Collector:
         self.total_steps = state["total_steps"]
         if self.numpy_policy is not None and state.get("numpy_rng") is not None:
             self.numpy_policy.rng.bit_generator.state = state["numpy_rng"]
-        if state["envs"] is not None:
-            self.envs.envs = pickle.loads(state["envs"])
+        envs = None if state["envs"] is None else pickle.loads(state["envs"])
+        if envs is not None and _pickled_faithfully(envs):
+            self.envs.envs = envs
             self._observations = state["observations"]
             if "action_masks" in state:
                 self._masks[...], self._masked = state["action_masks"]
@@ -399,3 +402,13 @@ class EpisodesCollector(Collector):
             self.episodes.finish(capped)
             self._bootstrap_last_row(capped, observations)
         return self._finish(steps_taken, observations)
+
+
+def _pickled_faithfully(envs: List[gym.Env]) -> bool:
+    """Whether pickling ``envs`` keeps their running state.
+
+    An ``EzPickle`` env (Box2D's, MuJoCo's) pickles only its constructor's arguments:
+    unpickled, it is a new env that was never reset (LunarLander's first step then fails),
+    not the episode that was running.
+    """
+    return not any(isinstance(env.unwrapped, EzPickle) for env in envs)
