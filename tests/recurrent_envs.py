@@ -19,13 +19,16 @@ class RecallEnv(gym.Env):
     observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
     action_space = gym.spaces.Discrete(2)
 
-    def __init__(self, delay: int = 3):
+    def __init__(self, delay: int = 3, nan_at: int = 0):
         self.delay = delay
+        self.nan_at = nan_at  # > 0: the first episode's step nan_at pays NaN
+        self.episodes = 0
         self.t = 0
         self.cue = 0
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
+        self.episodes += 1
         self.t = 0
         self.cue = int(self.np_random.integers(2))
         return np.array([2.0 * self.cue - 1.0], np.float32), {}
@@ -33,6 +36,8 @@ class RecallEnv(gym.Env):
     def step(self, action):
         reward = float(self.t > 0 and int(action) == self.cue)
         self.t += 1
+        if self.episodes == 1 and self.t == self.nan_at:
+            reward = float("nan")
         return np.zeros(1, np.float32), reward, self.t > self.delay, False, {}
 
 

@@ -192,6 +192,26 @@ def test_the_update_replays_the_log_probs_collection_computed(cell, mode):
                                    rtol=1e-5, atol=1e-6)
 
 
+def test_a_dropped_episode_resets_the_state_as_the_replay_does():
+    """Each env's first episode pays NaN at its 2nd step and is dropped (on_nonfinite=drop);
+    the next episode must start from a zero state in collection as in the replay."""
+    config = _config(num_envs=2, steps_per_update=6, on_nonfinite="drop")
+    envs = make_vector_env(RECALL, 2, delay=3, nan_at=2)
+    learner = build_learner(config, envs.single_observation_space, envs.single_action_space)
+    collector = Collector(envs, learner, config)
+    recorder = _Recorder(learner)
+    batch, _ = collector.collect()
+    assert batch.mask[:2].sum() == 0 and batch.mask[2:].all()
+    params, _ = learner.policy.replay(
+        tf.constant(batch.observations), tf.nest.map_structure(tf.constant, batch.initial_state),
+        tf.constant(batch.terminated | batch.truncated))
+    log_probs = learner.policy.head.distribution(params).log_prob(
+        tf.reshape(batch.actions, [-1])).numpy().reshape(batch.rewards.shape)
+    collected = np.stack([r["log_prob"] for r in recorder.rows])
+    np.testing.assert_allclose(log_probs[2:], collected[2:], rtol=1e-5, atol=1e-6)
+    assert [r["state"]["reset"].tolist() for r in recorder.rows[:3]] == [[1, 1], [0, 0], [1, 1]]
+
+
 def test_states_reset_exactly_where_episodes_start():
     config = _config(num_envs=2, steps_per_update=4)
     learner, collector = _collector(config)  # episodes of 3 steps
@@ -484,3 +504,17 @@ def test_the_compiled_rollout_carries_the_state_the_replay_ends_with():
     for a, b in zip(tf.nest.flatten(restored._recurrent_state),
                     tf.nest.flatten(collector._recurrent_state)):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_evaluation_acts_among_the_legal_actions(greedy):
+    """Taxi's info["action_mask"]: a policy whose logits all but force drop-off (illegal
+    without the passenger, -10) must still take only legal actions (-1 a step)."""
+    config = _config(env_id="Taxi-v4", hidden_sizes=(8,))
+    envs = make_vector_env(config.env_id, 1)
+    learner = build_learner(config, envs.single_observation_space, envs.single_action_space)
+    kernel, bias = [v for v in learner.policy_variables if v.shape[-1] == 6][-2:]
+    kernel.assign(tf.zeros_like(kernel))
+    bias.assign([0.0, 0.0, 0.0, 0.0, 0.0, 20.0])
+    returns = evaluate(learner.policy, config.env_id, 4, seed=3, max_steps=30, greedy=greedy)
+    assert (returns >= -30).all(), returns  # no -10: drop-off was never taken illegally

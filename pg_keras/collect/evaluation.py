@@ -46,8 +46,7 @@ def evaluate(policy: Policy, env: Union[str, Config, EnvOptions], episodes: int,
             obs = spaces.as_tensors(space, _without_mask(obs))
             step_seed = tf.constant([seed, t], tf.int32)
             if state is not None:
-                action, state = (policy.greedy_step(obs, state) if greedy else
-                                 policy.sample_step(obs, step_seed, state)[1:])
+                action, state = _act_recurrent(policy, obs, state, mask, greedy, step_seed)
                 state = {**state, "reset": np.zeros(episodes, np.float32)}
             else:
                 action = _act(policy, obs, mask, greedy, step_seed)
@@ -69,6 +68,17 @@ def _act(policy: Policy, observations, mask: Optional[np.ndarray], greedy: bool,
             observations, mask)
     return (policy.sample(observations, seed) if mask is None
             else policy.sample_masked(observations, seed, mask))[1]
+
+
+def _act_recurrent(policy: Policy, observations, state, mask: Optional[np.ndarray],
+                   greedy: bool, seed: tf.Tensor):
+    """A recurrent policy's (env actions, next state), among the actions ``mask`` allows."""
+    masked = () if mask is None else (mask,)
+    if greedy:
+        step = policy.greedy_step if mask is None else policy.greedy_step_masked
+        return step(observations, state, *masked)
+    step = policy.sample_step if mask is None else policy.sample_step_masked
+    return step(observations, seed, state, *masked)[1:]
 
 
 def _without_mask(observations):

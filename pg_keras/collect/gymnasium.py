@@ -236,7 +236,9 @@ class Collector:
             any_done = done.any()
         self.episodes.add(reward)
         if self._recurrent:
-            self._state = {**self._next_state, "reset": done.astype(np.float32)}
+            # A dropped episode ends too (the batch marks it terminated): its state goes.
+            ended = done if dropped is None else done | dropped
+            self._state = {**self._next_state, "reset": ended.astype(np.float32)}
         return _Step(next_obs, terminated, truncated, done, any_done, info, dropped)
 
     def _drop_episodes(self, t, dropped, next_obs, terminated, truncated):
