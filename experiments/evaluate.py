@@ -216,6 +216,9 @@ def _vector_env(env_id: str, episodes: int, record: int, kwargs: dict, wrappers)
             single = gym.make(env_id, **rendering, **kwargs)
             for wrapper in wrappers:
                 single = wrapper(single)
+                if not isinstance(single, gym.Env):
+                    raise TypeError(f"the wrapper {wrapper!r} returned a "
+                                    f"{type(single).__name__}, not a gymnasium Env")
             return single
         return env
 
@@ -224,7 +227,7 @@ def _vector_env(env_id: str, episodes: int, record: int, kwargs: dict, wrappers)
     # counting an env at its first episode's end anyway.
     try:
         return gym.vector.SyncVectorEnv([make(i) for i in range(episodes)])
-    except (gym.error.Error, TypeError, ValueError) as error:
+    except Exception as error:  # noqa: BLE001  (the env's and the wrappers' own code)
         # an unknown id, a missing dependency, kwargs the env refuses, a failing wrapper
         raise EvaluationError(f"cannot make --env={env_id} (env_kwargs {kwargs}): "
                               f"{type(error).__name__}: {error}") from None

@@ -350,7 +350,10 @@ def _policy_functions(policy: Policy, check: Callable) -> Dict[str, Callable]:
         return dict(head.parameters(policy.params(check(observations))))
 
     functions = {"greedy": greedy, "sample": sample, "distribution": distribution}
-    if getattr(policy, "value_network", None) is not None:
+    # A recurrent value model beside a feed-forward policy needs a state the feed-forward
+    # signatures do not carry: such an export has no value signature.
+    value_state = getattr(policy, "state_sizes", {}).get("value")
+    if getattr(policy, "value_network", None) is not None and not value_state:
         functions["value"] = lambda observations: {
             "values": policy.value(check(observations))}
     if head.mask_size:

@@ -151,6 +151,11 @@ def test_the_options_reach_training_evaluation_the_export_and_the_evaluate_comma
     config = pg_keras.Config.from_dict(json.loads((root / "config.json").read_text()))
     policy = pg_keras.training.restore_learner(str(root)).policy
     np.testing.assert_array_equal(returns, pg_keras.evaluate(policy, config, 4, seed=3))
+    # A wrapper that does not give back an env: one line, as in training.
+    run = launchers.run("experiments.evaluate", f"--saved_model={tmp_path / 'model'}",
+                        "--episodes=2", "--env_wrappers=builtins:id")
+    assert run.returncode == 2 and "returned a int, not a gymnasium Env" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
 
 
 def test_a_resumed_run_keeps_its_options_and_a_run_without_them_is_refused(tmp_path, capsys):

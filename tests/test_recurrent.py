@@ -518,3 +518,21 @@ def test_evaluation_acts_among_the_legal_actions(greedy):
     bias.assign([0.0, 0.0, 0.0, 0.0, 0.0, 20.0])
     returns = evaluate(learner.policy, config.env_id, 4, seed=3, max_steps=30, greedy=greedy)
     assert (returns >= -30).all(), returns  # no -10: drop-off was never taken illegally
+
+
+def test_a_feed_forward_policy_with_a_recurrent_value_model_exports(tmp_path):
+    def dense_policy(observation_shape, output_units):
+        inputs = keras.Input(observation_shape)
+        return keras.Model(inputs, keras.layers.Dense(output_units)(inputs))
+
+    config = pg_keras.Config(env_id="CartPole-v1", recurrent_cell="lstm", recurrent_units=4,
+                             hidden_sizes=(4,), value_hidden_sizes=(4,), num_envs=2,
+                             steps_per_update=4, total_steps=8, eval_every=0)
+    result = pg_keras.train(config, policy_network=dense_policy)
+    assert result.policy.state_sizes["value"] and not result.policy.state_sizes["policy"]
+    pg_keras.export_policy(result.policy, tmp_path / "policy")
+    loaded = tf.saved_model.load(str(tmp_path / "policy"))
+    observations = np.zeros((3, 4), np.float32)
+    np.testing.assert_array_equal(loaded.signatures["serving_default"](
+        observations=observations)["actions"].numpy(), result.policy.greedy(observations))
+    assert "value" not in loaded.signatures
