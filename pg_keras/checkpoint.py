@@ -287,7 +287,9 @@ def restore_best(directory: str, learner: tf.Module) -> Optional[dict]:
     with open(pointer) as f:
         evaluation = json.load(f)
     prefix = os.path.join(directory, BEST, evaluation.pop("checkpoint"))
-    tf.train.Checkpoint(learner=learner).read(prefix).assert_existing_objects_matched()
+    # The file also holds the loop's save counter, which a learner has no use for.
+    tf.train.Checkpoint(learner=learner).read(prefix).assert_existing_objects_matched() \
+        .expect_partial()
     return evaluation
 
 
