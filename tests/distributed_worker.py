@@ -14,6 +14,7 @@ import runpy
 import sys
 
 import numpy as np
+import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # experiments
 
@@ -42,7 +43,7 @@ def recording_build_learner(*args, **kwargs):
         variables = (learner.policy_variables + learner.value_variables
                      + learner.policy_optimizer.variables + learner.value_optimizer.variables)
         records.append({"weights": _digest(v.numpy() for v in variables),
-                        "batch": _digest(np.asarray(x) for x in batch),
+                        "batch": _digest(np.asarray(x) for x in tf.nest.flatten(batch)),
                         "updates": int(learner.updates.numpy())})
         return metrics
     learner.update = recorded_update

@@ -203,6 +203,21 @@ def test_two_workers_hold_the_same_weights_after_every_update_and_the_chief_expo
             break
 
 
+@pytest.mark.slow  # two TensorFlow workers; the feed-forward group tests cover the lockstep
+def test_two_workers_train_a_recurrent_policy_in_lockstep_each_with_its_own_states(tmp_path):
+    flags = GROUP_FLAGS + ["--total_steps=768", "--eval_every=0", "--recurrent_cell=lstm",
+                           "--recurrent_units=8", "--hidden_sizes=8", "--value_hidden_sizes=8"]
+    for code, out, err in _finish(_start_group(tmp_path, flags, "lstm", record=True)):
+        assert code == 0, err[-3000:]
+    chief, other = (json.load(open(tmp_path / f"lstm-record{i}.json")) for i in range(2))
+    assert [r["updates"] for r in chief] == [1, 2, 3]
+    assert [r["weights"] for r in chief] == [r["weights"] for r in other]
+    # Each worker's batches, initial states included, are its own environments'.
+    assert all(a["batch"] != b["batch"] for a, b in zip(chief, other))
+    loaded = tf.saved_model.load(str(tmp_path / "export"))
+    assert {"initial_state", "serving_default"} <= set(loaded.signatures)
+
+
 def test_a_group_that_stops_when_solved_ends_together_after_the_next_update(solved_group):
     tmp_path, results = solved_group
     for code, out, err in results:
