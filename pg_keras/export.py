@@ -470,16 +470,17 @@ def _build_module(policy: Policy):
     """
     inputs, width = _inputs(policy), policy.head.mask_size or 0
     if export_recurrent.is_recurrent(policy):
-        return export_recurrent.build_module(policy, inputs, _observation_check(inputs), _cast,
-                                             _specs)
-    traced = _traced(_policy_functions(policy, _observation_check(inputs)), inputs, width)
-    callables, concrete = _callables(traced, inputs, width)
-    signatures = _signatures(traced, inputs, width)
-    module = tf.Module(name="exported_policy")
-    for name, fn in callables.items():
-        setattr(module, name, fn)
-    # The loader gives the restored object a __call__ when the saved one has one.
-    module.__call__ = callables["greedy"]
+        module, signatures, concrete = export_recurrent.build_module(
+            policy, inputs, _observation_check(inputs), _cast, _specs)
+    else:
+        traced = _traced(_policy_functions(policy, _observation_check(inputs)), inputs, width)
+        callables, concrete = _callables(traced, inputs, width)
+        signatures = _signatures(traced, inputs, width)
+        module = tf.Module(name="exported_policy")
+        for name, fn in callables.items():
+            setattr(module, name, fn)
+        # The loader gives the restored object a __call__ when the saved one has one.
+        module.__call__ = callables["greedy"]
     # Every variable the functions read must be tracked by the saved object, or saving
     # refuses; collecting them from the traces also catches variables a user's model or
     # the return scale keeps outside the Keras models.

@@ -37,7 +37,8 @@ def state_names(policy: Policy) -> List[str]:
 
 
 def build_module(policy: Policy, inputs, check, cast, specs):
-    """The tf.Module to save and its signatures (see the module docstring).
+    """The tf.Module to save, its signatures and its traced callables (see the module
+    docstring); pg_keras.export makes the module track the variables they read.
 
     Args:
         policy: A recurrent policy.
@@ -82,8 +83,7 @@ def build_module(policy: Policy, inputs, check, cast, specs):
         "initial_state": module.initial_state.get_concrete_function(),
     }
     concrete = [module.greedy.get_concrete_function(), module.sample.get_concrete_function()]
-    module.policy_variables = _variables(concrete + list(signatures.values()))
-    return module, signatures
+    return module, signatures, concrete
 
 
 def _flat_signature(step, batch, state_specs, seed):
@@ -97,13 +97,3 @@ def _flat_signature(step, batch, state_specs, seed):
 
     specs = [batch] + extra + [state_specs[name] for name in names]
     return tf.function(call, input_signature=specs).get_concrete_function()
-
-
-def _variables(concrete_functions) -> List[tf.Variable]:
-    seen, variables = set(), []
-    for fn in concrete_functions:
-        for variable in fn.variables:
-            if id(variable) not in seen:
-                seen.add(id(variable))
-                variables.append(variable)
-    return variables
