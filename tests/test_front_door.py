@@ -10,6 +10,7 @@ import sys
 import textwrap
 import types
 
+import gymnasium as gym
 import keras
 import numpy as np
 import pytest
@@ -165,8 +166,11 @@ def test_bad_flags_are_one_line_before_tensorflow_and_write_nothing(bad_flag_run
     assert bad_flag_runs["tensorflow"] is False
 
 
-def test_an_env_id_of_a_package_not_imported_says_how_to_import_it(tmp_path):
-    # In this process: that a refusal is one line from a process is checked above.
+def test_an_env_id_of_a_package_not_imported_says_how_to_import_it(tmp_path, monkeypatch):
+    # In this process: that a refusal is one line from a process is checked above. An
+    # earlier test may have imported minigrid here: its ids are set aside for this one.
+    for env_id in [k for k in gym.registry if k.startswith("MiniGrid-")]:
+        monkeypatch.delitem(gym.registry, env_id)
     run = launchers.run("experiments.train", "--env_id=MiniGrid-Empty-5x5-v0", cwd=str(tmp_path))
     # The hint names the package when it is installed (minigrid is in the experiments extra).
     package = "minigrid" if importlib.util.find_spec("minigrid") else "package"
