@@ -40,6 +40,7 @@ from pg_keras import layers, portable_random
 from pg_keras.config import InputError
 from pg_keras.layers import LOG_STD_MAX as _LOG_STD_MAX
 from pg_keras.layers import LOG_STD_MIN as _LOG_STD_MIN
+from pg_keras.wrappers import ACTION_MASK_KEY
 
 tfd = tfp.distributions
 
@@ -493,6 +494,25 @@ def info_action_mask(info: dict, num_envs: int, mask_size: int,
                          f"(envs, actions); received shape {list(mask.shape)}")
     present = np.asarray(info.get("_" + key, np.ones(num_envs, bool)), bool)
     return np.where(present[:, None], mask.astype(bool), True)
+
+
+def env_action_mask(observations, info: dict, num_envs: int,
+                    mask_size: int) -> Optional[np.ndarray]:
+    """The [num_envs, mask_size] bool mask of the legal actions an env gave with a step:
+    its Dict observation's ``action_mask`` key (PettingZoo's way), else
+    ``info["action_mask"]`` (Taxi's, see :func:`info_action_mask`); None where it gave none.
+
+    Raises:
+        InputError: for a mask of the wrong shape.
+    """
+    if isinstance(observations, dict) and ACTION_MASK_KEY in observations:
+        mask = np.asarray(observations[ACTION_MASK_KEY])
+        if mask.shape != (num_envs, mask_size):
+            raise InputError(f"the observation's action_mask must have shape [{num_envs}, "
+                             f"{mask_size}] (envs, actions); received shape "
+                             f"{list(mask.shape)}")
+        return mask.astype(bool)
+    return info_action_mask(info, num_envs, mask_size)
 
 
 def make_head(space: gym.Space, state_dependent_std: bool = False, init_log_std: float = 0.0,

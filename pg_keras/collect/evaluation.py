@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from pg_keras import heads, spaces
 from pg_keras.collect.gym_envs import EnvOptions, make_vector_env
-from pg_keras.config import Config, InputError
+from pg_keras.config import Config
 from pg_keras.policy import Policy
 
 
@@ -94,10 +94,4 @@ def _action_mask(policy: Policy, observations, info: dict, num: int) -> Optional
     width = getattr(getattr(policy, "head", None), "mask_size", None) or 0
     if not width:
         return None
-    if isinstance(observations, dict) and spaces.ACTION_MASK_KEY in observations:
-        mask = np.asarray(observations[spaces.ACTION_MASK_KEY])
-        if mask.shape != (num, width):
-            raise InputError(f"the observation's action_mask must have shape [{num}, "
-                             f"{width}] (envs, actions); received shape {list(mask.shape)}")
-        return mask.astype(bool)
-    return heads.info_action_mask(info, num, width)
+    return heads.env_action_mask(observations, info, num, width)

@@ -100,9 +100,6 @@ class Collector:
         # The legal actions of the observations at hand (see _read_masks).
         self._masks = np.ones((num, learner.head.mask_size or 0), bool)
         self._masked = False  # whether the env has given a mask yet
-        env_space = envs.single_observation_space
-        self._mask_in_obs = (isinstance(env_space, gym.spaces.Dict)
-                             and spaces.ACTION_MASK_KEY in env_space.spaces)
         self._observations, info = envs.reset(seed=config.seed)
         self._read_masks(self._observations, info, 0)
         envs.action_space.seed(config.seed)
@@ -163,13 +160,7 @@ class Collector:
         num, width = self._masks.shape
         if not width:
             return
-        if self._mask_in_obs:
-            mask = np.asarray(observations[spaces.ACTION_MASK_KEY])
-            if mask.shape != (num, width):
-                raise InputError(f"the observation's action_mask must have shape [{num}, "
-                                 f"{width}] (envs, actions); received shape {list(mask.shape)}")
-        else:
-            mask = heads.info_action_mask(info, num, width)
+        mask = heads.env_action_mask(observations, info, num, width)
         if mask is None:
             self._masks[...] = True
             return
