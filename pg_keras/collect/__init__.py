@@ -7,6 +7,9 @@ Modules:
     gymnasium      the gymnasium collectors, :class:`StepsCollector` and
                    :class:`EpisodesCollector` (``Collector(envs, learner, config)`` picks)
     compiled       :class:`CompiledCollector`, a graph-native env in a ``tf.while_loop``
+    actor          :class:`~.actor.Actor`, the gymnasium collectors' policy side: the NumPy
+                   twin or TensorFlow acts, a recurrent policy's carried state
+    masks          :class:`~.masks.ActionMasks`, an env's action masks between steps
     numpy_policy   :class:`NumpyPolicy`, the optional fast actor of the gymnasium path
     episode_stats  running and finished episodes' returns and lengths
     nonfinite      the per-step check for NaN and inf (stop or drop)

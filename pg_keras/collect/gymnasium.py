@@ -15,9 +15,10 @@ step itself (:meth:`Collector._step`: act, step the envs, write the batch's row,
 NaN and inf, count the episode), the bootstrap values and the checkpointed state. The
 vector env must run in same-step autoreset mode (see :mod:`pg_keras.collect.gym_envs`).
 
-A recurrent policy's state is carried across steps (and batches) for each env, with the
-reset flag set where the env's episode ended at the last step (the models zero their
-state there); each batch records the state it started from, which the update replays.
+The policy side (the NumPy twin, a recurrent policy's carried state) is an
+:class:`~pg_keras.collect.actor.Actor`; the env's action masks are
+:class:`~pg_keras.collect.masks.ActionMasks`. Each batch records the recurrent state it
+started from, which the update replays.
 """
 
 from __future__ import annotations
@@ -31,14 +32,15 @@ import tensorflow as tf
 from gymnasium.utils import EzPickle
 from gymnasium.vector import AutoresetMode
 
-from pg_keras import heads, spaces
+from pg_keras import spaces
 from pg_keras.batch import Batch
+from pg_keras.collect.actor import Actor
 from pg_keras.collect.episode_stats import EpisodeStats
+from pg_keras.collect.masks import ActionMasks
 from pg_keras.collect.nonfinite import NonFiniteGuard
 from pg_keras.collect.numpy_policy import NumpyPolicy
 from pg_keras.config import Config, InputError
 from pg_keras.learner import Learner
-from pg_keras.seeding import SeedStreams
 
 
 class _Step(NamedTuple):
@@ -88,20 +90,11 @@ class Collector:
             lambda s: np.zeros(s.shape, s.dtype.as_numpy_dtype), spec)
             for name, spec in learner.batch_spec._asdict().items()})
         self._baseline = learner.has_baseline
-        # The NumPy twin of the policy acts when it can: see NumpyPolicy. config.seed is
-        # this worker's envs stream, from which its actor stream is derived.
-        self._recurrent = learner.policy.recurrent
-        self.numpy_policy = (NumpyPolicy(learner.policy, SeedStreams(config.seed).actor)
-                             if NumpyPolicy.supports(learner.policy) and not self._recurrent
-                             else None)
-        # A recurrent policy's state for the next step (Policy.state_spec), or None.
-        self._state = learner.policy.initial_state(num) if self._recurrent else None
-        self._next_state = None  # the models' state after the step being taken
-        # The legal actions of the observations at hand (see _read_masks).
-        self._masks = np.ones((num, learner.head.mask_size or 0), bool)
-        self._masked = False  # whether the env has given a mask yet
+        # config.seed is this worker's envs stream, from which the actor's is derived.
+        self.actor = Actor(learner, num, config.seed)
+        self._masks = ActionMasks(num, learner.head.mask_size or 0, config.env_id)
         self._observations, info = envs.reset(seed=config.seed)
-        self._read_masks(self._observations, info, 0)
+        self._masks.read(self._observations, info, 0)
         envs.action_space.seed(config.seed)
         self.episodes = EpisodeStats(num)
         self._guard = NonFiniteGuard(envs.single_observation_space, num, config.env_id,
@@ -131,65 +124,14 @@ class Collector:
         """Returns and lengths of the episodes finished since the last call."""
         return self.episodes.pop()
 
-    def _act(self, observations, mask=None) -> Tuple[np.ndarray, np.ndarray]:
-        """(raw actions, env actions) sampled by the NumPy twin, else by TensorFlow; among
-        the actions ``mask`` [num_envs, W] allows, when given."""
-        if self.numpy_policy is not None:
-            return self.numpy_policy(observations, mask)
-        if self._recurrent:
-            args = (observations, self._state) + (() if mask is None else (mask,))
-            step = (self.learner.collect_step_recurrent if mask is None
-                    else self.learner.collect_step_recurrent_masked)
-            raw, env_action, next_state = step(*args)
-            self._next_state = tf.nest.map_structure(lambda x: x.numpy(), next_state)
-            return raw.numpy(), env_action.numpy()
-        if mask is None:
-            raw, env_action = self.learner.collect_step(observations)
-        else:
-            raw, env_action = self.learner.collect_step_masked(observations, mask)
-        return raw.numpy(), env_action.numpy()
+    @property
+    def numpy_policy(self) -> Optional[NumpyPolicy]:
+        """The NumPy twin that acts (see :class:`Actor`), or None: TensorFlow acts."""
+        return self.actor.numpy_policy
 
-    def _read_masks(self, observations, info: dict, env_step: int) -> None:
-        """Keeps the action masks the env gave with ``observations``: its Dict's
-        ``action_mask`` key, or ``info["action_mask"]`` (Taxi's); every action is legal
-        where it gave none.
-
-        Raises:
-            InputError: for a mask of the wrong shape, or one allowing no action.
-        """
-        num, width = self._masks.shape
-        if not width:
-            return
-        mask = heads.env_action_mask(observations, info, num, width)
-        if mask is None:
-            self._masks[...] = True
-            return
-        self._masks[...] = mask
-        self._masked = True
-        empty = ~self._masks.any(axis=1)
-        if empty.any():
-            i = int(np.flatnonzero(empty)[0])
-            raise InputError(f"env step {env_step}: environment {i} of {self.config.env_id} "
-                             f"gave an action mask that allows no action; received "
-                             f"{np.asarray(mask)[i].astype(int).tolist()}")
-
-    def _values(self, observations, rows: np.ndarray) -> np.ndarray:
-        """V(s) for the observations of the envs ``rows`` selects ([num_envs] bool); a
-        recurrent value model continues those envs' episodes from the carried state."""
-        if self.numpy_policy is not None and self.numpy_policy.has_value:
-            return self.numpy_policy.values(observations)
-        if self._recurrent:
-            state = {"policy": tuple(s[rows] for s in self._state["policy"]),
-                     "value": tuple(s[rows] for s in self._state["value"]),
-                     "reset": np.zeros(int(rows.sum()), np.float32)}
-            return self.learner.policy.value_step(
-                spaces.as_tensors(self._space, observations), state).numpy()
-        return self.learner.policy.value(spaces.as_tensors(self._space, observations)).numpy()
-
-    def _begin(self) -> None:
-        """Before the first step of a batch: the weights changed in the last update."""
-        if self.numpy_policy is not None:
-            self.numpy_policy.refresh()
+    @numpy_policy.setter
+    def numpy_policy(self, policy: Optional[NumpyPolicy]) -> None:
+        self.actor.numpy_policy = policy
 
     def _step(self, t: int, observations: np.ndarray) -> _Step:
         """Acts on ``observations``, steps the envs and writes row ``t`` of the batch.
@@ -205,8 +147,8 @@ class Collector:
         else:
             row = batch.observations[t]
             row[...] = observations  # stored in the batch's dtype, and what the policy sees
-        batch.action_masks[t] = self._masks
-        raw, env_action = self._act(row, self._masks if self._masked else None)
+        batch.action_masks[t] = self._masks.current
+        raw, env_action = self.actor.act(row, self._masks.for_policy)
         batch.actions[t] = raw
         next_obs, reward, terminated, truncated, info = self.envs.step(env_action)
         batch.rewards[t] = reward
@@ -217,33 +159,22 @@ class Collector:
         any_done = done.any()
         env_step = self.total_steps + (t + 1) * self.envs.num_envs
         dropped = self._guard.check(next_obs, reward, done, any_done, info, env_step)
-        self._read_masks(next_obs, info, env_step)
+        self._masks.read(next_obs, info, env_step)
         if dropped is not None:
-            self._masks[dropped] = True  # reset below; their new masks are not read
+            self._masks.allow(dropped)  # reset below; their new masks are not read
             next_obs, terminated, truncated = self._drop_episodes(
                 t, dropped, next_obs, terminated, truncated)
             reward = np.where(dropped, 0.0, reward)
             done = terminated | truncated
             any_done = done.any()
         self.episodes.add(reward)
-        if self._recurrent:
-            # A dropped episode ends too (the batch marks it terminated): its state goes.
-            ended = done if dropped is None else done | dropped
-            self._state = {**self._next_state, "reset": ended.astype(np.float32)}
+        # A dropped episode ends too (the batch marks it terminated): its state goes.
+        self.actor.end_step(done if dropped is None else done | dropped)
         return _Step(next_obs, terminated, truncated, done, any_done, info, dropped)
 
     def _drop_episodes(self, t, dropped, next_obs, terminated, truncated):
         """Masks out the current episode of each ``dropped`` env and resets those envs."""
-        batch = self._batch
-        for i in np.flatnonzero(dropped):
-            start = max(0, t - int(self.episodes.episode_length[i]))
-            batch.mask[start:t + 1, i] = 0.0
-            # Zeroed as well as masked: NaN * 0 is NaN in any sum that forgets the mask.
-            batch.rewards[start:t + 1, i] = 0.0
-            for observations in tf.nest.flatten(batch.observations):
-                observations[start:t + 1, i] = 0
-            batch.bootstrap[start:t + 1, i] = 0.0
-            batch.terminated[t, i] = True
+        _mask_out_episodes(self._batch, t, dropped, self.episodes.episode_length)
         self.dropped_episodes += int(dropped.sum())
         self.episodes.discard_current_step(dropped)
         reset_obs, _ = self.envs.reset(options={"reset_mask": dropped})
@@ -259,20 +190,20 @@ class Collector:
         if self._baseline and cut.any():
             final = spaces.stack(self._space,
                                  [step.info["final_obs"][i] for i in np.flatnonzero(cut)])
-            self._batch.bootstrap[t, cut] = self._values(final, cut)
+            self._batch.bootstrap[t, cut] = self.actor.values(final, cut)
 
     def _bootstrap_last_row(self, still_open: np.ndarray, observations) -> None:
         """The episodes ``still_open`` after the last row bootstrap from V(s_T)."""
         if self._baseline and still_open.any():
-            self._batch.bootstrap[-1, still_open] = self._values(spaces.nest_map(
+            self._batch.bootstrap[-1, still_open] = self.actor.values(spaces.nest_map(
                 lambda x: np.asarray(x)[still_open], spaces.flatten(self._space, observations)),
                 still_open)
 
-    def _record_initial_state(self) -> None:
-        """The batch keeps the state its first row starts from (a recurrent policy's)."""
-        if self._recurrent:
-            tf.nest.map_structure(lambda kept, now: kept.__setitem__(0, now),
-                                  self._batch.initial_state, self._state)
+    def _begin(self) -> None:
+        """Before the first step of a batch: the actor reads the weights of the last
+        update, and the batch keeps the recurrent state its first row starts from."""
+        self.actor.begin_batch()
+        self.actor.record_initial_state(self._batch.initial_state)
 
     def _finish(self, steps_taken: int, observations) -> Tuple[Batch, int]:
         """Keeps where the envs stand and returns (the batch, env steps taken)."""
@@ -287,18 +218,12 @@ class Collector:
         The environments themselves are pickled when they can be (classic-control and
         most Python envs); otherwise ``envs`` is None and a restored collector resets them.
         """
-        envs = getattr(self.envs, "envs", None)
-        try:
-            envs = pickle.dumps(envs) if envs is not None and _pickled_faithfully(envs) else None
-        except Exception:  # an env holding a handle that cannot be pickled
-            envs = None
-        rng = self.numpy_policy.rng.bit_generator.state if self.numpy_policy else None
-        return {"observations": self._observations, "envs": envs, "numpy_rng": rng,
-                "action_masks": (self._masks.copy(), self._masked),
+        return {"observations": self._observations, "envs": _pickle_envs(self.envs),
+                "numpy_rng": self.actor.rng_state(), "action_masks": self._masks.state(),
                 "episode_return": self.episodes.episode_return.copy(),
                 "episode_length": self.episodes.episode_length.copy(),
                 "total_steps": self.total_steps,
-                "recurrent_state": tf.nest.map_structure(np.copy, self._state)}
+                "recurrent_state": self.actor.saved_state()}
 
     def restore(self, state: dict) -> bool:
         """Continues from a :meth:`state`.
@@ -308,24 +233,21 @@ class Collector:
             (then the run is not bit-identical to an uninterrupted one).
         """
         self.total_steps = state["total_steps"]
-        if self.numpy_policy is not None and state.get("numpy_rng") is not None:
-            self.numpy_policy.rng.bit_generator.state = state["numpy_rng"]
-        envs = None if state["envs"] is None else pickle.loads(state["envs"])
-        if envs is not None and _pickled_faithfully(envs):
+        self.actor.restore_rng(state.get("numpy_rng"))
+        envs = _unpickle_envs(state["envs"])
+        if envs is not None:
             self.envs.envs = envs
             self._observations = state["observations"]
             if "action_masks" in state:
-                self._masks[...], self._masked = state["action_masks"]
+                self._masks.restore(state["action_masks"])
             self.episodes.episode_return[:] = state["episode_return"]
             self.episodes.episode_length[:] = state["episode_length"]
-            if self._recurrent and state.get("recurrent_state") is not None:
-                self._state = tf.nest.map_structure(np.copy, state["recurrent_state"])
+            self.actor.restore_state(state.get("recurrent_state"))
             return True
         self._observations, info = self.envs.reset(seed=self.config.seed + self.total_steps)
-        self._read_masks(self._observations, info, self.total_steps)
+        self._masks.read(self._observations, info, self.total_steps)
         self.episodes.restart()
-        if self._recurrent:
-            self._state = self.learner.policy.initial_state(self.envs.num_envs)
+        self.actor.reset_state()
         return False
 
 
@@ -341,7 +263,6 @@ class StepsCollector(Collector):
         batch.mask.fill(1.0)
         batch.bootstrap.fill(0.0)
         self._begin()
-        self._record_initial_state()
         observations = self._observations
         for t in range(self._steps):
             step = self._step(t, observations)
@@ -368,12 +289,10 @@ class EpisodesCollector(Collector):
             array.fill(0)
         batch.action_masks.fill(True)  # padding rows allow every action
         self._observations, info = self.envs.reset()
-        self._read_masks(self._observations, info, self.total_steps)
+        self._masks.read(self._observations, info, self.total_steps)
         self.episodes.restart()
-        if self._recurrent:
-            self._state = self.learner.policy.initial_state(self.envs.num_envs)
+        self.actor.reset_state()
         self._begin()
-        self._record_initial_state()
         first_episode = np.ones(self.envs.num_envs, bool)  # still in its first episode
         observations, steps_taken = self._observations, 0
         for t in range(self._steps):
@@ -395,6 +314,36 @@ class EpisodesCollector(Collector):
             self.episodes.finish(capped)
             self._bootstrap_last_row(capped, observations)
         return self._finish(steps_taken, observations)
+
+
+def _mask_out_episodes(batch: Batch, t: int, dropped: np.ndarray,
+                       episode_length: np.ndarray) -> None:
+    """Masks out, in the rows up to ``t``, the running episode of each ``dropped`` env
+    (``episode_length`` steps long before row ``t``), which ends at row ``t``."""
+    for i in np.flatnonzero(dropped):
+        start = max(0, t - int(episode_length[i]))
+        batch.mask[start:t + 1, i] = 0.0
+        # Zeroed as well as masked: NaN * 0 is NaN in any sum that forgets the mask.
+        batch.rewards[start:t + 1, i] = 0.0
+        for observations in tf.nest.flatten(batch.observations):
+            observations[start:t + 1, i] = 0
+        batch.bootstrap[start:t + 1, i] = 0.0
+        batch.terminated[t, i] = True
+
+
+def _pickle_envs(vector_env: gym.vector.VectorEnv) -> Optional[bytes]:
+    """The sub-envs of ``vector_env`` pickled, or None where pickling would not keep them."""
+    envs = getattr(vector_env, "envs", None)
+    try:
+        return pickle.dumps(envs) if envs is not None and _pickled_faithfully(envs) else None
+    except Exception:  # an env holding a handle that cannot be pickled
+        return None
+
+
+def _unpickle_envs(data: Optional[bytes]) -> Optional[List[gym.Env]]:
+    """The envs :func:`_pickle_envs` kept, or None where there are none to continue."""
+    envs = None if data is None else pickle.loads(data)
+    return envs if envs is not None and _pickled_faithfully(envs) else None
 
 
 def _pickled_faithfully(envs: List[gym.Env]) -> bool:

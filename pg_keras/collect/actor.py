@@ -1,0 +1,129 @@
+"""The policy side of the gymnasium collectors: who draws the actions and the values.
+
+:class:`Actor` owns what acting needs between env steps:
+
+* the NumPy twin of the policy (:class:`~pg_keras.collect.numpy_policy.NumpyPolicy`),
+  when the policy is built of layers the twin supports and is not recurrent. It exists
+  for speed: one TensorFlow call per env step costs more than many steps of a small env
+  such as CartPole, so the twin samples in NumPy and reads the weights once per batch;
+  otherwise the learner's compiled TensorFlow steps act;
+* a recurrent policy's state, carried across steps (and batches) for each env, with the
+  reset flag set where the env's episode ended at the last step (the models zero their
+  state there).
+
+Its part of a collector's checkpoint is the twin's random generator and the recurrent
+state.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from pg_keras import spaces
+from pg_keras.collect.numpy_policy import NumpyPolicy
+from pg_keras.learner import Learner
+from pg_keras.seeding import SeedStreams
+
+
+class Actor:
+    """Samples actions and computes values for a collector's ``num_envs`` envs.
+
+    Args:
+        learner: Supplies the policy, the value model and their compiled steps.
+        num_envs: The envs acted for, one row each.
+        seed: This worker's envs seed stream, from which the twin's actor stream derives.
+
+    Attributes:
+        numpy_policy: The NumPy twin that acts, or None (TensorFlow acts).
+        state: A recurrent policy's state for the next step (``Policy.state_spec``), or
+            None for a feed-forward one.
+    """
+
+    def __init__(self, learner: Learner, num_envs: int, seed: int):
+        self.learner = learner
+        self.recurrent = learner.policy.recurrent
+        self._space = learner.policy.observation_space
+        self._num_envs = num_envs
+        self.numpy_policy: Optional[NumpyPolicy] = (
+            NumpyPolicy(learner.policy, SeedStreams(seed).actor)
+            if NumpyPolicy.supports(learner.policy) and not self.recurrent else None)
+        self.state = None
+        self.reset_state()
+        self._next_state = None  # the models' state after the step being taken
+
+    def reset_state(self) -> None:
+        """Every env starts a new episode: a recurrent policy's state is the initial one."""
+        if self.recurrent:
+            self.state = self.learner.policy.initial_state(self._num_envs)
+
+    def begin_batch(self) -> None:
+        """Before the first step of a batch: the weights changed in the last update."""
+        if self.numpy_policy is not None:
+            self.numpy_policy.refresh()
+
+    def act(self, observations, mask: Optional[np.ndarray] = None
+            ) -> Tuple[np.ndarray, np.ndarray]:
+        """(raw actions, env actions) sampled by the NumPy twin, else by TensorFlow; among
+        the actions ``mask`` [num_envs, W] allows, when given."""
+        if self.numpy_policy is not None:
+            return self.numpy_policy(observations, mask)
+        learner = self.learner
+        if self.recurrent:
+            args = (observations, self.state) + (() if mask is None else (mask,))
+            step = (learner.collect_step_recurrent if mask is None
+                    else learner.collect_step_recurrent_masked)
+            raw, env_action, next_state = step(*args)
+            self._next_state = tf.nest.map_structure(lambda x: x.numpy(), next_state)
+            return raw.numpy(), env_action.numpy()
+        if mask is None:
+            raw, env_action = learner.collect_step(observations)
+        else:
+            raw, env_action = learner.collect_step_masked(observations, mask)
+        return raw.numpy(), env_action.numpy()
+
+    def end_step(self, ended: np.ndarray) -> None:
+        """After the envs stepped: a recurrent policy carries the state :meth:`act` left,
+        reset where the episode ``ended`` ([num_envs] bool)."""
+        if self.recurrent:
+            self.state = {**self._next_state, "reset": ended.astype(np.float32)}
+
+    def values(self, observations, rows: np.ndarray) -> np.ndarray:
+        """V(s) for the observations of the envs ``rows`` selects ([num_envs] bool); a
+        recurrent value model continues those envs' episodes from the carried state."""
+        if self.numpy_policy is not None and self.numpy_policy.has_value:
+            return self.numpy_policy.values(observations)
+        policy = self.learner.policy
+        if self.recurrent:
+            state = {"policy": tuple(s[rows] for s in self.state["policy"]),
+                     "value": tuple(s[rows] for s in self.state["value"]),
+                     "reset": np.zeros(int(rows.sum()), np.float32)}
+            return policy.value_step(spaces.as_tensors(self._space, observations),
+                                     state).numpy()
+        return policy.value(spaces.as_tensors(self._space, observations)).numpy()
+
+    def record_initial_state(self, kept) -> None:
+        """Writes the state a batch starts from into row 0 of ``kept`` (the batch's
+        ``initial_state``), for a recurrent policy; the update replays from it."""
+        if self.recurrent:
+            tf.nest.map_structure(lambda k, now: k.__setitem__(0, now), kept, self.state)
+
+    def rng_state(self) -> Optional[dict]:
+        """The twin's random generator state (the checkpoint's ``numpy_rng``), or None."""
+        return self.numpy_policy.rng.bit_generator.state if self.numpy_policy else None
+
+    def restore_rng(self, rng_state: Optional[dict]) -> None:
+        """Continues the twin's random generator from an :meth:`rng_state`."""
+        if self.numpy_policy is not None and rng_state is not None:
+            self.numpy_policy.rng.bit_generator.state = rng_state
+
+    def saved_state(self):
+        """A copy of the recurrent state (the checkpoint's ``recurrent_state``), or None."""
+        return tf.nest.map_structure(np.copy, self.state)
+
+    def restore_state(self, saved) -> None:
+        """Continues a recurrent policy from a :meth:`saved_state` (when there is one)."""
+        if self.recurrent and saved is not None:
+            self.state = tf.nest.map_structure(np.copy, saved)
