@@ -1,5 +1,7 @@
 """Action masks end to end: from the env (info or a Dict key) to collection and update."""
 
+import pickle
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -34,6 +36,23 @@ def test_taxis_info_masks_are_stored_and_obeyed(mode, numpy_actor):
             np.testing.assert_array_equal(batch.action_masks[t, i], expected)
         metrics = learner.update(batch)
         assert np.isfinite(float(metrics["loss"]))
+
+
+def test_a_restored_collector_continues_with_the_envs_masks_and_the_same_draws():
+    config = pg_keras.Config(env_id="Taxi-v4", num_envs=4, steps_per_update=40)
+    envs = make_vector_env("Taxi-v4", 4)
+    learner = build_learner(config, envs.single_observation_space, envs.single_action_space)
+    collector = Collector(envs, learner, config)
+    collector.collect()
+    state = pickle.loads(pickle.dumps(collector.state()))
+    expected, _ = collector.collect()
+    fresh, _ = Collector(make_vector_env("Taxi-v4", 4), learner, config).collect()
+    assert not np.array_equal(fresh.action_masks[0], expected.action_masks[0])
+    restored = Collector(make_vector_env("Taxi-v4", 4), learner, config)
+    assert restored.restore(state)
+    batch, _ = restored.collect()  # the batch's arrays are the collector's own buffers
+    for name in ("observations", "action_masks", "actions", "rewards", "terminated"):
+        np.testing.assert_array_equal(getattr(batch, name), getattr(expected, name))
 
 
 def test_a_dict_observations_action_mask_key_goes_to_the_head():
