@@ -29,6 +29,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 from typing import Any, List, Optional, Tuple
 
 import tensorflow as tf
@@ -161,7 +162,11 @@ class Checkpointer:
         _write_atomically(os.path.join(directory, "evaluation.json"),
                           json.dumps({**evaluation, "checkpoint": name}).encode())
         for path in glob.glob(os.path.join(directory, "ckpt-*")):
-            if not os.path.basename(path).startswith(name + "."):
+            if os.path.basename(path).startswith(name + "."):
+                continue
+            if os.path.isdir(path):  # the temporary directory of a write that was killed
+                shutil.rmtree(path)
+            else:
                 os.remove(path)
         return prefix
 

@@ -132,3 +132,15 @@ def test_a_different_config_is_refused_and_named(finished, tmp_path):
     assert int(result.learner.updates.numpy()) == 24  # started over, not resumed
     with open(os.path.join(root, "config.json")) as f:
         assert json.load(f)["gamma"] == 0.9
+
+
+def test_a_new_best_clears_an_earlier_write_that_was_killed(finished, tmp_path):
+    # A kill during a checkpoint write leaves TensorFlow's temporary directory behind.
+    checkpointer = pg_keras.checkpoint.Checkpointer(str(tmp_path), finished[1].learner)
+    best = tmp_path / pg_keras.checkpoint.BEST
+    (best / "ckpt-1024_temp").mkdir(parents=True)
+    (best / "ckpt-1024_temp" / "part-00000-of-00001.index").write_bytes(b"")
+    evaluation = {"env_steps": 2048, "mean_return": 1.0, "std_return": 0.0}
+    checkpointer.save_best(evaluation)
+    assert sorted(p.name for p in best.iterdir()) == [
+        "ckpt-2048.data-00000-of-00001", "ckpt-2048.index", "evaluation.json"]
