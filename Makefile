@@ -21,8 +21,11 @@ train: $(STAMP)
 
 # --durations lists the slowest tests: the default suite is to stay under 10 minutes on 2
 # cores (long learning checks are marked slow; a module's tests share one launcher run).
+# Most of a test's time is single-threaded (imports, tracing, env steps), so the tests run
+# in one worker per core, at most 4 (each worker holds its own TensorFlow); a module's
+# tests stay in one worker, where they share their module's fixtures.
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" -q --durations=10
+	$(BIN)/python -m pytest -m "not slow" -q --durations=10 -n auto --maxprocesses=4 --dist loadfile
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q
