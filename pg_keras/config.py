@@ -29,8 +29,13 @@ STRATEGIES = ("default", "mirrored", "multi_worker")
 
 # Version of the config.json files pg_keras writes (in a run directory and in an export).
 # 1: no "format_version" field (pg_keras 0.1.0); fields added to Config since a file was
-# written read as their defaults. 2: the field. A file of a later version is refused.
+# written read as their defaults (or as _WHEN_ABSENT says). 2: the field. A file of a later
+# version is refused.
 FORMAT_VERSION = 2
+
+# The value a stored config without the field was run with, where the field's default has
+# changed since: such a file keeps the meaning it had when it was written.
+_WHEN_ABSENT = {"advantage_std_floor": 0.0, "lr_schedule": "constant"}
 
 
 class InputError(ValueError):
@@ -162,17 +167,17 @@ class Config:
     gamma: float = 0.99
     gae_lambda: float = 1.0
     baseline: bool = True
-    policy_learning_rate: float = 3e-3
-    value_learning_rate: float = 3e-3
+    policy_learning_rate: float = 1e-3
+    value_learning_rate: float = 1e-2
     optimizer: str = "adam"
-    lr_schedule: str = "constant"
+    lr_schedule: str = "linear"
     entropy_coef: float = 0.0
     entropy_schedule: str = "constant"
     max_grad_norm: float = 0.0
     value_max_grad_norm: float = -1.0
     normalize_advantages: bool = True
-    advantage_std_floor: float = 0.0
-    normalize_returns: bool = False
+    advantage_std_floor: float = 0.2
+    normalize_returns: bool = True
     gamma_weighting: bool = False
     normalize_observations: bool = False
     clip_observations: float = 10.0
@@ -358,19 +363,21 @@ class Config:
 
     @classmethod
     def completed(cls, values: dict) -> dict:
-        """``values`` (a saved config) with each field it lacks set to its default.
+        """``values`` (a saved config) with each field it lacks filled in.
 
-        A field missing from a saved config was added later, with a default that keeps
-        the earlier behaviour: the saved run had that default.
+        A field missing from a saved config was added after the file was written, and the
+        saved run had the field's value of that time: its default, or the earlier default
+        where it has changed since (``_WHEN_ABSENT``).
         """
-        return {**{f.name: f.default for f in dataclasses.fields(cls)}, **values}
+        defaults = {f.name: _WHEN_ABSENT.get(f.name, f.default) for f in dataclasses.fields(cls)}
+        return {**defaults, **values}
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> "Config":
         """The Config of ``values``, a :meth:`to_dict` or a stored config.json.
 
-        Fields missing from ``values`` take their defaults (a file written before they
-        existed); ``source`` names the file in messages.
+        Fields missing from ``values`` are filled as :meth:`completed` does (a file written
+        before they existed); ``source`` names the file in messages.
 
         Raises:
             InputError: for an unknown field, an invalid value, or a file written by a
@@ -383,13 +390,13 @@ class Config:
         if unknown:
             raise InputError(f"unknown Config field(s) {unknown} in {source}; known fields: "
                              f"{sorted(names)}")
-        return cls(**values)
+        return cls(**cls.completed(values))
 
     def differences(self, stored: dict, source: str = "config") -> List[str]:
         """The fields where a stored config.json differs from this config.
 
         The one rule for run directories and exports: a field missing from ``stored`` (a
-        file written before the field existed) counts as its default.
+        file written before the field existed) counts as :meth:`completed` fills it.
 
         Returns:
             ``"field: stored -> this"`` for each differing field, sorted by name.

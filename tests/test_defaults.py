@@ -1,10 +1,11 @@
-"""What was written under Config's earlier defaults keeps its meaning.
+"""Config's defaults changed; what was written under the earlier ones keeps its meaning.
 
-Every shipped flagfile names the fields whose default changed, so it gives the Config it
-always gave.
+Stored configs (run directories, exports) lacking a field read as the value their run had;
+every shipped flagfile names the changed fields, so it gives the Config it always gave.
 """
 
 import glob
+import json
 import os
 
 import pytest
@@ -14,11 +15,46 @@ import pg_keras
 from experiments.config_flags import config_from_flags, define_config_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURE_CONFIG = os.path.join(ROOT, "tests", "fixtures", "cartpole-run", "config.json")
 FLAGFILES = sorted(glob.glob(os.path.join(ROOT, "experiments", "configs", "*.cfg")))
 # The defaults of the fields whose default changed, before the change.
 EARLIER_DEFAULTS = {"policy_learning_rate": 3e-3, "value_learning_rate": 3e-3,
                     "normalize_returns": False, "advantage_std_floor": 0.0,
                     "lr_schedule": "constant"}
+
+
+def test_the_defaults_differ_from_the_earlier_ones_in_every_listed_field():
+    config = pg_keras.Config()
+    assert {name: getattr(config, name) for name in EARLIER_DEFAULTS} == {
+        "policy_learning_rate": 1e-3, "value_learning_rate": 1e-2, "normalize_returns": True,
+        "advantage_std_floor": 0.2, "lr_schedule": "linear"}
+
+
+def test_a_version_1_config_reads_as_the_run_it_stored():
+    with open(FIXTURE_CONFIG) as f:
+        stored = json.load(f)
+    assert "format_version" not in stored
+    assert "advantage_std_floor" not in stored and "lr_schedule" not in stored
+    config = pg_keras.Config.from_dict(stored)
+    assert {name: getattr(config, name) for name in EARLIER_DEFAULTS} == EARLIER_DEFAULTS
+    assert pg_keras.Config.completed(stored)["advantage_std_floor"] == 0.0
+    assert pg_keras.Config.completed(stored)["lr_schedule"] == "constant"
+    assert config.differences(stored) == []
+    # The same run asked for with today's defaults is another config, and says where.
+    today = pg_keras.Config.from_dict({**stored, "advantage_std_floor": 0.2,
+                                       "lr_schedule": "linear"})
+    assert today.differences(stored) == ["advantage_std_floor: 0.0 -> 0.2",
+                                          "lr_schedule: 'constant' -> 'linear'"]
+
+
+def test_a_later_stored_config_without_the_fields_reads_them_as_before():
+    stored = pg_keras.Config(advantage_std_floor=0.0, lr_schedule="constant").to_stored()
+    del stored["advantage_std_floor"], stored["lr_schedule"]
+    config = pg_keras.Config.from_dict(stored)
+    assert (config.advantage_std_floor, config.lr_schedule) == (0.0, "constant")
+    assert config.differences(stored) == []
+    assert pg_keras.Config().differences(stored) == ["advantage_std_floor: 0.0 -> 0.2",
+                                                     "lr_schedule: 'constant' -> 'linear'"]
 
 
 def _parse(path, defaults):

@@ -125,7 +125,11 @@ BAD_FLAGS = [
                                "created in '/proc'"),
     (["--export_dir=/proc/x/sm"], "export_dir '/proc/x/sm' cannot be written: a directory "
                                   "cannot be created in '/proc'"),
-    ([f"--export_dir={os.path.join(FIXTURES, 'cartpole-export')}"],
+    # The fixture export's learning settings (today's defaults differ), so that the message
+    # names the differences in size and budget alone.
+    ([f"--export_dir={os.path.join(FIXTURES, 'cartpole-export')}", "--policy_learning_rate=3e-3",
+      "--value_learning_rate=3e-3", "--nonormalize_returns", "--advantage_std_floor=0",
+      "--lr_schedule=constant"],
      "holds the policy of another config (eval_episodes: 2 -> 20, eval_every: 1000 -> 10000, "
      "hidden_sizes: [8] -> [64, 64], num_envs: 4 -> 8"),
 ]
