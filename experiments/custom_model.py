@@ -82,7 +82,8 @@ def main(argv):
     config = pg_keras.Config(env_id=FLAGS.env_id, total_steps=FLAGS.total_steps, seed=FLAGS.seed,
                              normalize_observations=True, gamma=0.999,
                              policy_learning_rate=7e-4, value_learning_rate=3e-2,
-                             num_envs=8, steps_per_update=25)
+                             normalize_returns=False, advantage_std_floor=0.0,
+                             lr_schedule="constant", num_envs=8, steps_per_update=25)
     result = pg_keras.train(config, policy_network=policy, value_network=value, verbose=True)
     print(f"final evaluation return: {result.final_return:.2f}")
     if FLAGS.export_dir:
