@@ -82,7 +82,9 @@ def test_each_update_uses_the_rates_and_bonus_of_the_steps_before_its_batch(back
 
 def test_constant_schedules_leave_the_metrics_and_rates_alone():
     records = []
-    result = pg_keras.train(pg_keras.Config(**SMALL), on_update=records.append)
+    config = pg_keras.Config(**SMALL, lr_schedule="constant", entropy_schedule="constant",
+                             policy_learning_rate=3e-3)
+    result = pg_keras.train(config, on_update=records.append)
     assert "policy_learning_rate" not in records[0]
     assert float(result.learner.policy_optimizer.learning_rate) == pytest.approx(3e-3)
 
@@ -173,8 +175,10 @@ def test_bad_tuning_values_are_named(field, value, message):
 
 
 # Reaches 500 at its fifth evaluation and falls back at the sixth: the best is not the last.
-BEST_RUN = pg_keras.Config(num_envs=4, steps_per_update=32, total_steps=3072, eval_every=512,
-                           eval_episodes=2, policy_learning_rate=1e-2)
+BEST_FLAGS = dict(num_envs=4, steps_per_update=32, total_steps=3072, eval_every=512,
+                  eval_episodes=2, policy_learning_rate=1e-2, value_learning_rate=3e-3,
+                  normalize_returns=False, advantage_std_floor=0.0, lr_schedule="constant")
+BEST_RUN = pg_keras.Config(**BEST_FLAGS)
 
 
 @pytest.fixture(scope="module")
@@ -207,9 +211,7 @@ def test_the_best_evaluation_is_kept_apart_and_restores_that_policy(best_run):
 def test_launcher_exports_the_best_policy_or_refuses_a_bad_choice(best_run, tmp_path):
     root, result = best_run
     best = max(result.evaluations, key=lambda e: e.mean_return)
-    flags = [f"--{k}={v}" for k, v in (("num_envs", 4), ("steps_per_update", 32),
-                                       ("total_steps", 3072), ("eval_every", 512),
-                                       ("eval_episodes", 2), ("policy_learning_rate", 1e-2))]
+    flags = [f"--{k}={v}" for k, v in BEST_FLAGS.items()]
     run = launchers.run("experiments.train", *flags, "--quiet", f"--root_dir={root}",
                         "--export=best", f"--export_dir={tmp_path / 'export'}")
     assert run.returncode == 0, run.stderr[-2000:]
