@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 import pg_keras
+from earlier_defaults import with_earlier_defaults
 from pg_keras import envs
 from pg_keras.collect import CollectorProtocol, CompiledCollector, make_compiled_env
 
@@ -78,10 +79,10 @@ def test_compiled_cartpole_policy_solves_gymnasium_cartpole_through_the_savedmod
     # An earlier cartpole.cfg (gamma 0.999, constant learning rates). With the rollout under
     # XLA (the default), seeds 0-9 solved 9 of 10 within 50,000 steps (experiments.solve_rate);
     # seed 1 at 10,000.
-    config = pg_keras.Config(backend="compiled", seed=1, num_envs=8, steps_per_update=25,
-                             total_steps=50_000, eval_every=10_000, eval_episodes=20,
-                             normalize_observations=True, gamma=0.999,
-                             policy_learning_rate=7e-4, value_learning_rate=3e-2)
+    config = pg_keras.Config(**with_earlier_defaults(
+        backend="compiled", seed=1, num_envs=8, steps_per_update=25, total_steps=50_000,
+        eval_every=10_000, eval_episodes=20, normalize_observations=True, gamma=0.999,
+        policy_learning_rate=7e-4, value_learning_rate=3e-2))
     result = pg_keras.train(config, stop_when_solved=True)
     assert result.solved_at is not None, result.evaluations  # evaluated in gymnasium
     assert result.env_steps == result.solved_at

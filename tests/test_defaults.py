@@ -12,15 +12,12 @@ import pytest
 from absl import flags
 
 import pg_keras
+from earlier_defaults import EARLIER_DEFAULTS
 from experiments.config_flags import config_from_flags, define_config_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE_CONFIG = os.path.join(ROOT, "tests", "fixtures", "cartpole-run", "config.json")
 FLAGFILES = sorted(glob.glob(os.path.join(ROOT, "experiments", "configs", "*.cfg")))
-# The defaults of the fields whose default changed, before the change.
-EARLIER_DEFAULTS = {"policy_learning_rate": 3e-3, "value_learning_rate": 3e-3,
-                    "normalize_returns": False, "advantage_std_floor": 0.0,
-                    "lr_schedule": "constant"}
 
 
 def test_the_defaults_differ_from_the_earlier_ones_in_every_listed_field():

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 import pg_keras
+from earlier_defaults import with_earlier_defaults
 import toy_envs
 from pg_keras import spaces
 from pg_keras.export import export_policy, load_policy
@@ -180,9 +181,9 @@ def test_a_policy_reading_both_keys_learns_the_cue_position_task():
     from pg_keras.collect import evaluate
     # gamma 0: each step's reward depends on that step's action alone, and the later
     # rewards would only add noise to its return.
-    config = pg_keras.Config(env_id="PgkCuePosition-v0", total_steps=60_000, num_envs=8,
-                             steps_per_update=16, eval_every=0, hidden_sizes=(64,),
-                             value_hidden_sizes=(64,), activation="relu", gamma=0.0,
-                             policy_learning_rate=1e-2, seed=0)
+    config = pg_keras.Config(**with_earlier_defaults(
+        env_id="PgkCuePosition-v0", total_steps=60_000, num_envs=8, steps_per_update=16,
+        eval_every=0, hidden_sizes=(64,), value_hidden_sizes=(64,), activation="relu",
+        gamma=0.0, policy_learning_rate=1e-2, seed=0))
     result = pg_keras.train(config)
     assert evaluate(result.policy, "PgkCuePosition-v0", episodes=50, seed=123).mean() >= 7.0

@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 import pg_keras
+from earlier_defaults import with_earlier_defaults
 from pg_keras import networks, recurrent
 from pg_keras.collect import Collector, evaluate, make_vector_env
 from pg_keras.learner import build_learner
@@ -324,10 +325,10 @@ def test_resume_after_a_crash_is_bit_identical(tmp_path):
 
 
 def _recall_config(cell):
-    return pg_keras.Config(
+    return pg_keras.Config(**with_earlier_defaults(
         env_id=RECALL, recurrent_cell=cell, recurrent_units=16, hidden_sizes=(16,),
         num_envs=16, steps_per_update=4, total_steps=6400, eval_every=0,
-        collect_mode="episodes", baseline=False, gamma=1.0, policy_learning_rate=1e-2)
+        collect_mode="episodes", baseline=False, gamma=1.0, policy_learning_rate=1e-2))
 
 
 def test_an_lstm_policy_remembers_a_cue_seen_three_steps_earlier():

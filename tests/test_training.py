@@ -11,6 +11,7 @@ import pytest
 
 import launchers
 import pg_keras
+from earlier_defaults import with_earlier_defaults
 import run_files
 from toy_envs import BanditEnv
 
@@ -35,8 +36,8 @@ def test_two_updates_move_the_greedy_action_to_the_rewarded_one(rewarded):
 
 @pytest.mark.slow
 def test_cartpole_reaches_195_with_baseline():
-    config = pg_keras.Config(env_id="CartPole-v1", seed=1, total_steps=30_000, eval_every=5_000,
-                             eval_episodes=10)
+    config = pg_keras.Config(**with_earlier_defaults(
+        env_id="CartPole-v1", seed=1, total_steps=30_000, eval_every=5_000, eval_episodes=10))
     result = pg_keras.train(config)
     best = max(e.mean_return for e in result.evaluations)
     assert best >= 195, [e.mean_return for e in result.evaluations]
@@ -45,9 +46,9 @@ def test_cartpole_reaches_195_with_baseline():
 @pytest.mark.slow
 def test_cartpole_learns_without_baseline():
     """Textbook REINFORCE: whole episodes, return-to-go, no critic."""
-    config = pg_keras.Config(env_id="CartPole-v1", seed=0, baseline=False, num_envs=8,
-                             steps_per_update=500, total_steps=40_000, eval_every=10_000,
-                             eval_episodes=10, policy_learning_rate=0.01)
+    config = pg_keras.Config(**with_earlier_defaults(
+        env_id="CartPole-v1", seed=0, baseline=False, num_envs=8, steps_per_update=500,
+        total_steps=40_000, eval_every=10_000, eval_episodes=10, policy_learning_rate=0.01))
     assert config.resolved_collect_mode == "episodes"
     result = pg_keras.train(config)
     first_returns = [r["return_mean"] for r in result.history[:3]]
@@ -72,8 +73,9 @@ class TwoTower(keras.Model):
 
 def _train_two_towers(total_steps, eval_every):
     policy = TwoTower(2)
-    config = pg_keras.Config(env_id="CartPole-v1", seed=0, total_steps=total_steps,
-                             eval_every=eval_every, eval_episodes=10)
+    config = pg_keras.Config(**with_earlier_defaults(
+        env_id="CartPole-v1", seed=0, total_steps=total_steps, eval_every=eval_every,
+        eval_episodes=10))
     result = pg_keras.train(config, policy_network=policy,
                             value_network=lambda shape, units: TwoTower(units))
     assert result.policy.network is policy  # the user's own object was trained
