@@ -1,7 +1,8 @@
 """Config's defaults changed; what was written under the earlier ones keeps its meaning.
 
 Stored configs (run directories, exports) lacking a field read as the value their run had;
-every shipped flagfile names the changed fields, so it gives the Config it always gave.
+every shipped flagfile names the changed fields, so it gives the Config it always gave,
+but the ``*_defaults.cfg`` ones, which show what Config's defaults do and follow them.
 """
 
 import glob
@@ -18,6 +19,8 @@ from experiments.config_flags import config_from_flags, define_config_flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE_CONFIG = os.path.join(ROOT, "tests", "fixtures", "cartpole-run", "config.json")
 FLAGFILES = sorted(glob.glob(os.path.join(ROOT, "experiments", "configs", "*.cfg")))
+FOLLOWING_DEFAULTS = [p for p in FLAGFILES if p.endswith("_defaults.cfg")]
+TUNED = [p for p in FLAGFILES if p not in FOLLOWING_DEFAULTS]
 
 
 def test_the_defaults_differ_from_the_earlier_ones_in_every_listed_field():
@@ -64,9 +67,16 @@ def _parse(path, defaults):
     return config_from_flags(values)
 
 
-@pytest.mark.parametrize("path", FLAGFILES, ids=lambda p: os.path.basename(p))
-def test_each_flagfile_gives_the_config_it_gave_under_the_earlier_defaults(path):
+@pytest.mark.parametrize("path", TUNED, ids=lambda p: os.path.basename(p))
+def test_each_tuned_flagfile_gives_the_config_it_gave_under_the_earlier_defaults(path):
     assert _parse(path, EARLIER_DEFAULTS) == _parse(path, {})
+
+
+@pytest.mark.parametrize("path", FOLLOWING_DEFAULTS, ids=lambda p: os.path.basename(p))
+def test_each_defaults_flagfile_follows_the_defaults(path):
+    config = _parse(path, {})
+    assert {name: getattr(config, name) for name in EARLIER_DEFAULTS} == {
+        name: getattr(pg_keras.Config(), name) for name in EARLIER_DEFAULTS}
 
 
 def test_the_parse_fills_a_silent_flagfile_with_the_defaults_it_is_given(tmp_path):
@@ -74,4 +84,4 @@ def test_the_parse_fills_a_silent_flagfile_with_the_defaults_it_is_given(tmp_pat
     path.write_text("--seed=3\n")
     assert _parse(path, EARLIER_DEFAULTS) == pg_keras.Config(seed=3, **EARLIER_DEFAULTS)
     assert _parse(path, {}) == pg_keras.Config(seed=3)
-    assert os.path.join(ROOT, "experiments", "configs", "cartpole.cfg") in FLAGFILES
+    assert os.path.join(ROOT, "experiments", "configs", "cartpole.cfg") in TUNED
