@@ -104,7 +104,9 @@ class Config:
             units: the return's, or the running return std with ``normalize_returns``).
             0 always divides by the batch's. A floor keeps a batch of near-identical
             returns (a solved task whose every episode reaches the time limit) from being
-            scaled up into full-size steps of noise.
+            scaled up into full-size steps of noise. Small batches and long horizons
+            (gamma near 1) give small spreads in running-return units, which the floor
+            then damps from the start: lower it, or set 0, there.
         normalize_returns: Divide rewards by a running estimate of the returns' standard
             deviation, so value targets stay near unit scale.
         gamma_weighting: Multiply each step's term by gamma^t, t counted from the
