@@ -36,7 +36,7 @@ from typing import Dict, List, Optional, Sequence
 
 from absl import flags
 
-from experiments import cli, flagfiles, suite_report
+from experiments import cli, config_flags, flagfiles, suite_report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK_FLAGS = ("--total_steps=4000", "--eval_every=2000", "--eval_episodes=3")
@@ -164,6 +164,8 @@ def run_all(plan: dict, records: Dict[tuple, dict]) -> List[str]:
     """Runs what is not finished; records each run as it ends. Returns the failed runs."""
     jobs = [(ff, seed) for ff in plan["files"] for seed in plan["seeds"]
             if not _is_done(records.get((ff.name, seed)), ff.digest(plan["extra"]))]
+    if not FLAGS.overwrite:
+        _refuse_other_configs(jobs, plan)
     skipped = len(plan["files"]) * len(plan["seeds"]) - len(jobs)
     print(f"suite: {len(jobs)} run(s) to do, {skipped} already finished; root {plan['root']}",
           flush=True)
@@ -184,6 +186,46 @@ def run_all(plan: dict, records: Dict[tuple, dict]) -> List[str]:
     return failures
 
 
+def _refuse_other_configs(jobs, plan: dict) -> None:
+    """Raises BadInput, before any run starts, if a run directory to be resumed holds a run
+    of another config: the train launcher would refuse it only when its turn came."""
+    stale = []
+    for ff, seed in jobs:
+        stored_path = os.path.join(_run_dir(plan, ff, seed), "config.json")
+        try:
+            with open(stored_path) as f:
+                stored = json.load(f)
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as error:
+            raise BadInput(f"{stored_path} cannot be read: {error}") from None
+        differing = _config_of(ff, seed, plan["extra"]).differences(stored, stored_path)
+        if differing:
+            stale.append(f"{ff.name} seed {seed} ({', '.join(differing)})")
+    if stale:
+        one = len(stale) == 1
+        raise BadInput(f"{len(stale)} run director{'y' if one else 'ies'} under {plan['root']} "
+                       f"hold{'s' if one else ''} a run of another config: {'; '.join(stale)}; "
+                       f"pass --overwrite to start {'it' if one else 'them'} over, or choose "
+                       "another --root")
+
+
+def _config_of(ff: flagfiles.Flagfile, seed: int, extra: Sequence[str]):
+    """The Config the train launcher builds from ``ff`` with ``extra`` and ``seed``."""
+    values = flags.FlagValues()
+    config_flags.define_config_flags(values)
+    # known_only: a flagfile may also set the launcher's own flags (--target_return).
+    try:
+        values(["train", f"--flagfile={ff.path}", *extra, f"--seed={seed}"], known_only=True)
+        return config_flags.config_from_flags(values)
+    except (flags.Error, ValueError) as error:
+        raise BadInput(f"{ff.path}: {error}") from None
+
+
+def _run_dir(plan: dict, ff: flagfiles.Flagfile, seed: int) -> str:
+    return os.path.join(plan["root"], ff.name, f"seed{seed}")
+
+
 def _is_done(record: Optional[dict], digest: str) -> bool:
     return bool(record and record["status"] == "finished" and record["flags_sha256"] == digest)
 
@@ -192,7 +234,7 @@ def run_one(ff: flagfiles.Flagfile, seed: int, plan: dict) -> Optional[dict]:
     """Trains one (task, seed) through the train launcher; its record (None if interrupted)."""
     if _CHILDREN.stopping:  # the pool still hands out queued runs after a signal
         return None
-    run_dir = os.path.join(plan["root"], ff.name, f"seed{seed}")
+    run_dir = _run_dir(plan, ff, seed)
     log = os.path.join(plan["root"], "logs", f"{ff.name}-seed{seed}.log")
     os.makedirs(os.path.dirname(log), exist_ok=True)
     command = [sys.executable, "-m", "experiments.train", f"--flagfile={ff.path}",

@@ -177,3 +177,24 @@ def test_after_a_signal_no_queued_run_starts(monkeypatch):
             suite["_CHILDREN"].stop(signal.SIGTERM, None)
         assert suite["run_one"](None, 100, None) is None
     assert started == []
+
+
+def test_a_run_directory_of_another_config_is_refused_before_anything_runs(quick_root,
+                                                                          tmp_path):
+    root = tmp_path / "results"
+    shutil.copytree(quick_root, root)
+    os.remove(root / "runs.jsonl")  # both runs are to be resumed, not skipped
+    stored = root / "cartpole" / "seed1" / "config.json"
+    config = json.loads(stored.read_text())
+    config["gamma"] = 0.9
+    stored.write_text(json.dumps(config))
+    logs = sorted(os.listdir(root / "logs"))
+    stamps = [os.stat(root / "logs" / name).st_mtime_ns for name in logs]
+    run = _suite("--quick", f"--root={root}")
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert "1 run directory under" in run.stderr
+    assert "cartpole seed 1 (gamma: 0.9 -> 0.99)" in run.stderr
+    assert "--overwrite" in run.stderr
+    # Nothing ran: no log was rewritten, no record written.
+    assert [os.stat(root / "logs" / name).st_mtime_ns for name in logs] == stamps
+    assert not (root / "runs.jsonl").exists()
