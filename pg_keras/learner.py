@@ -99,7 +99,9 @@ class Learner(tf.Module):
         self._update_function = tf.function(self._update, input_signature=[self.batch_spec],
                                             jit_compile=config.jit_compile, autograph=False)
         self._update_graph = None
-        self._assign_schedules = None
+        # Sets what follows a schedule in one graph call (three eager assignments cost more).
+        self._assign_schedules = tf.function(self._assign_scheduled, input_signature=[
+            tf.TensorSpec([3], tf.float32)], autograph=False).get_concrete_function()
         obs_spec = spaces.tensor_spec(policy.observation_space, (None,))
         if policy.head.mask_size:
             self.collect_step_masked = tf.function(self._collect_step, input_signature=[
@@ -161,21 +163,13 @@ class Learner(tf.Module):
         A pure function of ``env_steps`` (the env steps of all workers taken before the
         update's batch), which the loop checkpoints: a resumed run applies the same values.
         """
-        if not self.scheduled:
-            return
-        cfg = self.config
-        lr_factor = cfg.schedule_factor(cfg.lr_schedule, env_steps)
-        values = np.array([cfg.policy_learning_rate * lr_factor,
-                           cfg.value_learning_rate * lr_factor,
-                           cfg.entropy_coef * cfg.schedule_factor(cfg.entropy_schedule,
-                                                                  env_steps)], np.float32)
-        if self._assign_schedules is None:
-            self._assign_schedules = tf.function(
-                self._assign_scheduled, input_signature=[tf.TensorSpec([3], tf.float32)],
-                autograph=False).get_concrete_function()
-        # One graph call rather than three eager assignments: each eager op dispatches
-        # separately, at a cost close to a whole call's.
-        self._assign_schedules(tf.constant(values))
+        if self.scheduled:
+            cfg = self.config
+            lr = cfg.schedule_factor(cfg.lr_schedule, env_steps)
+            self._assign_schedules(tf.constant([
+                cfg.policy_learning_rate * lr, cfg.value_learning_rate * lr,
+                cfg.entropy_coef * cfg.schedule_factor(cfg.entropy_schedule, env_steps)],
+                tf.float32))
 
     def _assign_scheduled(self, values: tf.Tensor) -> None:
         """Assigns (policy lr, value lr, entropy bonus) to what follows a schedule."""
