@@ -12,3 +12,7 @@ EARLIER_DEFAULTS = {"policy_learning_rate": 3e-3, "value_learning_rate": 3e-3,
 def with_earlier_defaults(**fields) -> dict:
     """``fields`` with the earlier defaults of the changed fields it does not set."""
     return {**EARLIER_DEFAULTS, **fields}
+
+
+# The same values as the train launcher's flags.
+EARLIER_DEFAULT_FLAGS = [f"--{name}={value}" for name, value in EARLIER_DEFAULTS.items()]

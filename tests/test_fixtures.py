@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 import launchers
+from earlier_defaults import EARLIER_DEFAULT_FLAGS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
@@ -22,9 +23,8 @@ EXPORT = os.path.join(FIXTURES, "cartpole-export")
 # run with where today's defaults differ (a user resuming it names them the same way).
 TRAIN_FLAGS = ["--env_id=CartPole-v1", "--seed=0", "--num_envs=4", "--steps_per_update=25",
                "--total_steps=2000", "--eval_every=1000", "--eval_episodes=2",
-               "--hidden_sizes=8", "--value_hidden_sizes=8", "--policy_learning_rate=3e-3",
-               "--value_learning_rate=3e-3", "--nonormalize_returns", "--advantage_std_floor=0",
-               "--lr_schedule=constant", "--checkpoint_every=500", "--quiet"]
+               "--hidden_sizes=8", "--value_hidden_sizes=8", *EARLIER_DEFAULT_FLAGS,
+               "--checkpoint_every=500", "--quiet"]
 
 
 def _launch(module, *args):

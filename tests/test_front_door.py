@@ -17,6 +17,7 @@ import pytest
 
 import launchers
 import pg_keras
+from earlier_defaults import EARLIER_DEFAULT_FLAGS
 from pg_keras.config import FORMAT_VERSION, MAX_NUM_ENVS, check_num_envs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -127,9 +128,7 @@ BAD_FLAGS = [
                                   "cannot be created in '/proc'"),
     # The fixture export's learning settings (today's defaults differ), so that the message
     # names the differences in size and budget alone.
-    ([f"--export_dir={os.path.join(FIXTURES, 'cartpole-export')}", "--policy_learning_rate=3e-3",
-      "--value_learning_rate=3e-3", "--nonormalize_returns", "--advantage_std_floor=0",
-      "--lr_schedule=constant"],
+    ([f"--export_dir={os.path.join(FIXTURES, 'cartpole-export')}", *EARLIER_DEFAULT_FLAGS],
      "holds the policy of another config (eval_episodes: 2 -> 20, eval_every: 1000 -> 10000, "
      "hidden_sizes: [8] -> [64, 64], num_envs: 4 -> 8"),
 ]

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 import launchers
 import pg_keras
+from earlier_defaults import with_earlier_defaults
 from pg_keras import returns
 
 SMALL = dict(num_envs=4, steps_per_update=16, total_steps=1024, eval_every=0, eval_episodes=2)
@@ -175,9 +176,8 @@ def test_bad_tuning_values_are_named(field, value, message):
 
 
 # Reaches 500 at its fifth evaluation and falls back at the sixth: the best is not the last.
-BEST_FLAGS = dict(num_envs=4, steps_per_update=32, total_steps=3072, eval_every=512,
-                  eval_episodes=2, policy_learning_rate=1e-2, value_learning_rate=3e-3,
-                  normalize_returns=False, advantage_std_floor=0.0, lr_schedule="constant")
+BEST_FLAGS = with_earlier_defaults(num_envs=4, steps_per_update=32, total_steps=3072,
+                                   eval_every=512, eval_episodes=2, policy_learning_rate=1e-2)
 BEST_RUN = pg_keras.Config(**BEST_FLAGS)
 
 
