@@ -336,17 +336,6 @@ class Config:
         """The value model's clipping norm: ``value_max_grad_norm``, -1 resolved."""
         return self.max_grad_norm if self.value_max_grad_norm == -1 else self.value_max_grad_norm
 
-    def schedule_factor(self, schedule: str, env_steps: int) -> float:
-        """The factor a scheduled quantity's initial value is multiplied by.
-
-        Args:
-            schedule: ``lr_schedule`` or ``entropy_schedule``'s value.
-            env_steps: Env steps taken (all workers) before the update's batch.
-        """
-        if schedule == "constant":
-            return 1.0
-        return max(0.0, 1.0 - env_steps / self.total_steps)
-
     @property
     def steps_per_iteration(self) -> int:
         """Environment steps in one update's batch (at most, in episodes mode)."""

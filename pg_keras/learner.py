@@ -84,8 +84,8 @@ class Learner(tf.Module):
             self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="updates")
             self.skipped_updates = tf.Variable(0, dtype=tf.int64, trainable=False,
                                                name="skipped_updates")
-            # Set before each update by apply_schedules; a constant bonus stays a Python
-            # float in the graph.
+            # Set at the start of each update (_apply_schedules); a constant bonus stays
+            # a Python float in the graph.
             self.entropy_coef = None
             if config.entropy_schedule != "constant":
                 self.entropy_coef = tf.Variable(config.entropy_coef, dtype=tf.float32,
@@ -96,12 +96,10 @@ class Learner(tf.Module):
             policy.state_spec((1, config.num_envs)) if policy.recurrent else None)
         # autograph=False: the graph code is written with tf.cond (Python control flow
         # branches only on Python values), and converting it is slow to trace.
-        self._update_function = tf.function(self._update, input_signature=[self.batch_spec],
-                                            jit_compile=config.jit_compile, autograph=False)
+        self._update_function = tf.function(
+            self._update, input_signature=[self.batch_spec, tf.TensorSpec([], tf.int64)],
+            jit_compile=config.jit_compile, autograph=False)
         self._update_graph = None
-        # Sets what follows a schedule in one graph call (three eager assignments cost more).
-        self._assign_schedules = tf.function(self._assign_scheduled, input_signature=[
-            tf.TensorSpec([3], tf.float32)], autograph=False).get_concrete_function()
         obs_spec = spaces.tensor_spec(policy.observation_space, (None,))
         if policy.head.mask_size:
             self.collect_step_masked = tf.function(self._collect_step, input_signature=[
@@ -121,17 +119,23 @@ class Learner(tf.Module):
                         tf.TensorSpec([None, policy.head.mask_size], tf.bool)],
                     autograph=False)
 
-    def update(self, batch: Batch) -> Dict[str, tf.Tensor]:
+    def update(self, batch: Batch, env_steps=0) -> Dict[str, tf.Tensor]:
         """One REINFORCE update on ``batch`` (see the module docstring); its metrics.
 
-        Called eagerly, it runs the update's traced graph on a batch of numpy arrays or
-        tensors (each field converted once, the graph called directly: the loop's hot path
-        skips the ``tf.function``'s argument binding).
-        Called while another ``tf.function`` is traced (the compiled path fuses rollout
-        and update), it adds the update to that graph.
+        Args:
+            batch: Numpy arrays or tensors matching :attr:`batch_spec`.
+            env_steps: Env steps of all workers taken before the batch: with
+                ``lr_schedule`` or ``entropy_schedule``, the update's learning rates and
+                bonus follow from it (:meth:`scheduled_values`). The loop checkpoints it,
+                so a resumed run applies the same values.
+
+        Called eagerly, it runs the update's traced graph, each field converted once and
+        the graph called directly (the loop's hot path skips the ``tf.function``'s
+        argument binding). Called while another ``tf.function`` is traced (the compiled
+        path fuses rollout and update), it adds the update to that graph.
         """
         if tf.inside_function():
-            return self._update(batch)
+            return self._update(batch, env_steps)
         if self._update_graph is None:
             self._update_graph = self._update_function.get_concrete_function()
         if batch.action_masks is None:
@@ -139,9 +143,8 @@ class Learner(tf.Module):
         if batch.initial_state is None and not self.policy.recurrent:
             batch = batch._replace(initial_state=np.zeros(self.batch_spec.initial_state.shape,
                                                           np.float32))
-        return self._update_graph(Batch(*(
-            tf.nest.map_structure(lambda x, spec: tf.constant(x, spec.dtype), x, spec)
-            for x, spec in zip(batch, self.batch_spec))))
+        return self._update_graph(Batch(*map(_as_tensor, batch, self.batch_spec)),
+                                  tf.constant(env_steps, tf.int64))
 
     @property
     def trace_count(self) -> int:
@@ -157,22 +160,26 @@ class Learner(tf.Module):
         """Whether a learning rate or the entropy bonus follows a schedule."""
         return "linear" in (self.config.lr_schedule, self.config.entropy_schedule)
 
-    def apply_schedules(self, env_steps: int) -> None:
-        """Sets the scheduled learning rates and entropy bonus for the next update.
+    def scheduled_values(self, env_steps) -> tf.Tensor:
+        """(policy lr, value lr, entropy bonus) for an update after ``env_steps`` env steps
+        (all workers'): each initial value times its schedule's factor, 1 for ``constant``
+        and ``max(0, 1 - env_steps / total_steps)`` for ``linear``."""
+        cfg = self.config
 
-        A pure function of ``env_steps`` (the env steps of all workers taken before the
-        update's batch), which the loop checkpoints: a resumed run applies the same values.
-        """
-        if self.scheduled:
-            cfg = self.config
-            lr = cfg.schedule_factor(cfg.lr_schedule, env_steps)
-            self._assign_schedules(tf.constant([
-                cfg.policy_learning_rate * lr, cfg.value_learning_rate * lr,
-                cfg.entropy_coef * cfg.schedule_factor(cfg.entropy_schedule, env_steps)],
-                tf.float32))
+        def factor(schedule):
+            if schedule == "constant":
+                return tf.constant(1.0, tf.float64)
+            done = tf.cast(env_steps, tf.float64) / cfg.total_steps
+            return tf.maximum(tf.constant(0.0, tf.float64), 1.0 - done)
 
-    def _assign_scheduled(self, values: tf.Tensor) -> None:
-        """Assigns (policy lr, value lr, entropy bonus) to what follows a schedule."""
+        lr = factor(cfg.lr_schedule)
+        return tf.cast(tf.stack([cfg.policy_learning_rate * lr, cfg.value_learning_rate * lr,
+                                 cfg.entropy_coef * factor(cfg.entropy_schedule)]), tf.float32)
+
+    def _apply_schedules(self, env_steps) -> None:
+        """Assigns the scheduled values (:meth:`scheduled_values`) to what follows a
+        schedule, before the update reads them."""
+        values = self.scheduled_values(env_steps)
         if self.config.lr_schedule != "constant":
             self.policy_optimizer.learning_rate.assign(values[0])
             if self.value_optimizer is not None:
@@ -243,9 +250,12 @@ class Learner(tf.Module):
                                psi.returns)
         return gradients, metrics, rows
 
-    def _update(self, batch: Batch) -> Dict[str, tf.Tensor]:
-        """One REINFORCE update as one graph: gradients, clip, apply or skip, statistics."""
+    def _update(self, batch: Batch, env_steps) -> Dict[str, tf.Tensor]:
+        """One REINFORCE update as one graph: schedules, gradients, clip, apply or skip,
+        statistics."""
         cfg = self.config
+        if self.scheduled:
+            self._apply_schedules(env_steps)
         gradients, metrics, rows = distributed.first_replica(
             self.strategy, self.strategy.run(self._loss_and_gradients, args=(batch,)))
         # Every replica holds the same sums now: the update is applied once, in
@@ -503,6 +513,13 @@ def _default_network(config: Config, space: gym.Space, output_units: int, hidden
     return recurrent.default_recurrent_network(
         space, output_units, hidden_sizes, config.activation, config.recurrent_cell,
         config.recurrent_units, output_gain, seed, name=f"{role}_{config.recurrent_cell}")
+
+
+def _as_tensor(x, spec):
+    """A batch field as tensors of its spec's dtypes (a nested field leaf by leaf)."""
+    if isinstance(spec, tf.TensorSpec):
+        return tf.constant(x, spec.dtype)
+    return tf.nest.map_structure(lambda leaf, s: tf.constant(leaf, s.dtype), x, spec)
 
 
 def _std(stats: RunningNormalization) -> tf.Tensor:

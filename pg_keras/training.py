@@ -348,9 +348,8 @@ class _Loop:
 
     def _collect_and_learn(self) -> Tuple[Dict[str, tf.Tensor], int]:
         """One batch and the update on it: (the update's metrics, env steps collected)."""
-        self.learner.apply_schedules(self.state.env_steps)
         try:
-            return self.collector.iterate()
+            return self.collector.iterate(self.state.env_steps)
         except NonFiniteError as error:
             raise TrainingError(f"{error}; the run stopped, its last checkpoint is intact "
                                 "(set on_nonfinite='drop' to drop such episodes "

@@ -38,8 +38,8 @@ def recording_build_learner(*args, **kwargs):
     learner = _build_learner(*args, **kwargs)
     update = learner.update
 
-    def recorded_update(batch):
-        metrics = update(batch)
+    def recorded_update(batch, env_steps=0):
+        metrics = update(batch, env_steps)
         variables = (learner.policy_variables + learner.value_variables
                      + learner.policy_optimizer.variables + learner.value_optimizer.variables)
         records.append({"weights": _digest(v.numpy() for v in variables),

@@ -70,11 +70,9 @@ MIRRORED = textwrap.dedent('''
         record = {"weights": [], "metrics": [], "valid_per_replica": []}
         for step in range(3):
             batch, _ = collector.collect()
-            single.apply_schedules(step * 20_000)
-            mirrored.apply_schedules(step * 20_000)
             record["valid_per_replica"].append(
                 [float(batch.mask[:, :2].sum()), float(batch.mask[:, 2:].sum())])
-            a, b = single.update(batch), mirrored.update(batch)
+            a, b = single.update(batch, step * 20_000), mirrored.update(batch, step * 20_000)
             record["weights"].append(max(float(np.max(np.abs(x - y)))
                                          for x, y in zip(state(single), state(mirrored))))
             record["metrics"].append({k: [float(a[k]), float(b[k])] for k in a})

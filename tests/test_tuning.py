@@ -42,8 +42,7 @@ def test_sgd_step_is_the_scheduled_rate_times_the_gradient(env_steps):
     gradients = [np.asarray(g, np.float64) for g in learner._loss_and_gradients(
         pg_keras.batch.Batch(*(tf.constant(x) for x in batch)))[0]]
     before = _weights(learner.policy_variables + learner.value_variables)
-    learner.apply_schedules(env_steps)
-    learner.update(batch)
+    learner.update(batch, env_steps)
     after = _weights(learner.policy_variables + learner.value_variables)
     factor = 1.0 - env_steps / config.total_steps
     rates = ([0.1 * factor] * len(learner.policy_variables)

@@ -104,8 +104,9 @@ class CompiledCollector(tf.Module):
         self._rollout_fn = tf.function(self._rollout, autograph=False,
                                        jit_compile=xla_rollout or config.jit_compile)
         self._rollout_in_graph = self._rollout_fn if xla_rollout else self._rollout
-        self._iterate_fn = tf.function(self._rollout_and_update, autograph=False,
-                                       jit_compile=config.jit_compile)
+        self._iterate_fn = tf.function(
+            self._rollout_and_update, input_signature=[tf.TensorSpec([], tf.int64)],
+            autograph=False, jit_compile=config.jit_compile)
 
     def collect(self) -> Tuple[Batch, int]:
         """Collects one segment (the rollout alone, in one compiled call).
@@ -116,13 +117,16 @@ class CompiledCollector(tf.Module):
         segment = self._rollout_fn()
         return segment.batch, self._log(segment.done, segment.returns, segment.lengths)
 
-    def iterate(self) -> Tuple[Dict[str, tf.Tensor], int]:
+    def iterate(self, env_steps: int = 0) -> Tuple[Dict[str, tf.Tensor], int]:
         """Collects one segment and updates the learner on it, in one compiled call.
+
+        Args:
+            env_steps: Env steps of all workers before this segment (``Learner.update``).
 
         Returns:
             (the update's metrics, env steps taken).
         """
-        metrics, done, returns, lengths = self._iterate_fn()
+        metrics, done, returns, lengths = self._iterate_fn(tf.constant(env_steps, tf.int64))
         return metrics, self._log(done, returns, lengths)
 
     def pop_episodes(self) -> Tuple[List[float], List[int]]:
@@ -158,9 +162,9 @@ class CompiledCollector(tf.Module):
         self.total_steps += env_steps
         return env_steps
 
-    def _rollout_and_update(self):
+    def _rollout_and_update(self, env_steps):
         segment = self._rollout_in_graph()
-        metrics = self.learner.update(segment.batch)
+        metrics = self.learner.update(segment.batch, env_steps)
         return metrics, segment.done, segment.returns, segment.lengths
 
     def _rollout(self) -> _Segment:

@@ -102,6 +102,7 @@ class Collector:
         self.dropped_episodes = 0
         self.total_steps = 0
         self._steps = config.steps_per_update
+        self._weights_read = False  # whether the actor holds the latest update's weights
 
     def collect(self) -> Tuple[Batch, int]:
         """Collects one batch.
@@ -111,14 +112,22 @@ class Collector:
         """
         raise NotImplementedError
 
-    def iterate(self) -> Tuple[Dict[str, tf.Tensor], int]:
+    def iterate(self, env_steps: int = 0) -> Tuple[Dict[str, tf.Tensor], int]:
         """Collects one batch and updates the learner on it.
+
+        Args:
+            env_steps: Env steps of all workers before this batch (``Learner.update``).
 
         Returns:
             (the update's metrics, env steps taken).
         """
-        batch, env_steps = self.collect()
-        return self.learner.update(batch), env_steps
+        batch, taken = self.collect()
+        metrics = self.learner.update(batch, env_steps)
+        # The actor reads the new weights now, while TensorFlow's threads are still awake
+        # from the update: after a batch of env steps the same call costs more.
+        self.actor.begin_batch()
+        self._weights_read = True
+        return metrics, taken
 
     def pop_episodes(self) -> Tuple[List[float], List[int]]:
         """Returns and lengths of the episodes finished since the last call."""
@@ -201,8 +210,11 @@ class Collector:
 
     def _begin(self) -> None:
         """Before the first step of a batch: the actor reads the weights of the last
-        update, and the batch keeps the recurrent state its first row starts from."""
-        self.actor.begin_batch()
+        update (unless :meth:`iterate` just did), and the batch keeps the recurrent state
+        its first row starts from."""
+        if not self._weights_read:
+            self.actor.begin_batch()
+        self._weights_read = False
         self.actor.record_initial_state(self._batch.initial_state)
 
     def _finish(self, steps_taken: int, observations) -> Tuple[Batch, int]:
@@ -233,6 +245,7 @@ class Collector:
             (then the run is not bit-identical to an uninterrupted one).
         """
         self.total_steps = state["total_steps"]
+        self._weights_read = False  # a restore comes with the checkpoint's weights
         self.actor.restore_rng(state.get("numpy_rng"))
         envs = _unpickle_envs(state["envs"])
         if envs is not None:

@@ -30,10 +30,11 @@ class CollectorProtocol(Protocol):
     def collect(self) -> Tuple[Batch, int]:
         """One batch, matching the learner's ``batch_spec``, and the env steps taken."""
 
-    def iterate(self) -> Tuple[Dict[str, tf.Tensor], int]:
+    def iterate(self, env_steps: int = 0) -> Tuple[Dict[str, tf.Tensor], int]:
         """:meth:`collect`, then the learner's ``update`` on the batch: (metrics, env steps).
 
-        The compiled collector runs both in one compiled call.
+        ``env_steps`` (all workers', before this batch) sets the update's scheduled values
+        (``Learner.update``). The compiled collector runs both in one compiled call.
         """
 
     def pop_episodes(self) -> Tuple[List[float], List[int]]:
