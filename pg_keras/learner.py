@@ -2,8 +2,9 @@
 
 Reading order: :meth:`Learner._loss_and_gradients` is the algorithm (log-probabilities,
 policy-gradient weights, surrogate, value loss, entropy, tape); :meth:`Learner._update`
-clips each model's gradient to a global norm, applies it (or skips an update that is not
-finite) and then moves the running statistics. :func:`build_learner` makes the parts the
+sets the scheduled learning rates and bonus, clips each model's gradient to a global
+norm, applies it (or skips an update that is not finite) and then moves the running
+statistics. :func:`build_learner` makes the parts the
 learner holds: networks, normalizers, optimizers, the sampling stream.
 
 Under a ``tf.distribute`` strategy each replica runs :meth:`Learner._loss_and_gradients`
@@ -126,7 +127,7 @@ class Learner(tf.Module):
             batch: Numpy arrays or tensors matching :attr:`batch_spec`.
             env_steps: Env steps of all workers taken before the batch: with
                 ``lr_schedule`` or ``entropy_schedule``, the update's learning rates and
-                bonus follow from it (:meth:`scheduled_values`). The loop checkpoints it,
+                bonus follow from it (:func:`scheduled_values`). The loop checkpoints it,
                 so a resumed run applies the same values.
 
         Called eagerly, it runs the update's traced graph, each field converted once and
@@ -160,26 +161,10 @@ class Learner(tf.Module):
         """Whether a learning rate or the entropy bonus follows a schedule."""
         return "linear" in (self.config.lr_schedule, self.config.entropy_schedule)
 
-    def scheduled_values(self, env_steps) -> tf.Tensor:
-        """(policy lr, value lr, entropy bonus) for an update after ``env_steps`` env steps
-        (all workers'): each initial value times its schedule's factor, 1 for ``constant``
-        and ``max(0, 1 - env_steps / total_steps)`` for ``linear``."""
-        cfg = self.config
-
-        def factor(schedule):
-            if schedule == "constant":
-                return tf.constant(1.0, tf.float64)
-            done = tf.cast(env_steps, tf.float64) / cfg.total_steps
-            return tf.maximum(tf.constant(0.0, tf.float64), 1.0 - done)
-
-        lr = factor(cfg.lr_schedule)
-        return tf.cast(tf.stack([cfg.policy_learning_rate * lr, cfg.value_learning_rate * lr,
-                                 cfg.entropy_coef * factor(cfg.entropy_schedule)]), tf.float32)
-
     def _apply_schedules(self, env_steps) -> None:
-        """Assigns the scheduled values (:meth:`scheduled_values`) to what follows a
+        """Assigns the scheduled values (:func:`scheduled_values`) to what follows a
         schedule, before the update reads them."""
-        values = self.scheduled_values(env_steps)
+        values = scheduled_values(self.config, env_steps)
         if self.config.lr_schedule != "constant":
             self.policy_optimizer.learning_rate.assign(values[0])
             if self.value_optimizer is not None:
@@ -288,7 +273,7 @@ class Learner(tf.Module):
                 self._update_statistics(rows)
         metrics.update(policy_grad_norm=policy_norm, value_grad_norm=value_norm, skipped=skipped)
         if self.scheduled:
-            metrics.update(self._scheduled_values())
+            metrics.update(self._schedule_metrics())
         return metrics
 
     def _update_statistics(self, rows: StatisticRows) -> None:
@@ -297,7 +282,7 @@ class Learner(tf.Module):
         if self.return_stats is not None:
             self.return_stats.update(rows.returns, rows.mask)
 
-    def _scheduled_values(self) -> Dict[str, tf.Tensor]:
+    def _schedule_metrics(self) -> Dict[str, tf.Tensor]:
         """The learning rates and entropy bonus this update used."""
         values = {"policy_learning_rate": tf.identity(self.policy_optimizer.learning_rate)}
         if self.value_optimizer is not None:
@@ -305,6 +290,23 @@ class Learner(tf.Module):
         values["entropy_coef"] = (tf.identity(self.entropy_coef) if self.entropy_coef is not None
                                   else tf.constant(self.config.entropy_coef, tf.float32))
         return values
+
+
+def scheduled_values(config: Config, env_steps) -> tf.Tensor:
+    """[3] float32 (policy lr, value lr, entropy bonus) for an update after ``env_steps``
+    env steps (all workers'): each initial value times its schedule's factor, 1 for
+    ``constant`` and ``max(0, 1 - env_steps / total_steps)`` for ``linear``."""
+
+    def factor(schedule):
+        if schedule == "constant":
+            return tf.constant(1.0, tf.float64)
+        done = tf.cast(env_steps, tf.float64) / config.total_steps
+        return tf.maximum(tf.constant(0.0, tf.float64), 1.0 - done)
+
+    lr = factor(config.lr_schedule)
+    return tf.cast(tf.stack([config.policy_learning_rate * lr, config.value_learning_rate * lr,
+                             config.entropy_coef * factor(config.entropy_schedule)]),
+                   tf.float32)
 
 
 class Weights(NamedTuple):
