@@ -102,7 +102,6 @@ class Collector:
         self.dropped_episodes = 0
         self.total_steps = 0
         self._steps = config.steps_per_update
-        self._weights_read = False  # whether the actor holds the latest update's weights
 
     def collect(self) -> Tuple[Batch, int]:
         """Collects one batch.
@@ -122,12 +121,7 @@ class Collector:
             (the update's metrics, env steps taken).
         """
         batch, taken = self.collect()
-        metrics = self.learner.update(batch, env_steps)
-        # The actor reads the new weights now, while TensorFlow's threads are still awake
-        # from the update: after a batch of env steps the same call costs more.
-        self.actor.begin_batch()
-        self._weights_read = True
-        return metrics, taken
+        return self.learner.update(batch, env_steps), taken
 
     def pop_episodes(self) -> Tuple[List[float], List[int]]:
         """Returns and lengths of the episodes finished since the last call."""
@@ -210,11 +204,8 @@ class Collector:
 
     def _begin(self) -> None:
         """Before the first step of a batch: the actor reads the weights of the last
-        update (unless :meth:`iterate` just did), and the batch keeps the recurrent state
-        its first row starts from."""
-        if not self._weights_read:
-            self.actor.begin_batch()
-        self._weights_read = False
+        update, and the batch keeps the recurrent state its first row starts from."""
+        self.actor.begin_batch()
         self.actor.record_initial_state(self._batch.initial_state)
 
     def _finish(self, steps_taken: int, observations) -> Tuple[Batch, int]:
@@ -245,7 +236,6 @@ class Collector:
             (then the run is not bit-identical to an uninterrupted one).
         """
         self.total_steps = state["total_steps"]
-        self._weights_read = False  # a restore comes with the checkpoint's weights
         self.actor.restore_rng(state.get("numpy_rng"))
         envs = _unpickle_envs(state["envs"])
         if envs is not None:
