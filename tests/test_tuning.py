@@ -80,6 +80,17 @@ def test_each_update_uses_the_rates_and_bonus_of_the_steps_before_its_batch(back
     assert records[-1]["policy_learning_rate"] == pytest.approx(1e-3 / 16, rel=1e-6)
 
 
+@pytest.mark.parametrize("env_steps", [0, 1, 333, 49_999, 50_000, 70_000])
+def test_scheduled_values_are_the_float64_schedule_rounded_once(env_steps):
+    config = pg_keras.Config(total_steps=50_000, policy_learning_rate=3e-3,
+                             value_learning_rate=7e-3, entropy_coef=0.02,
+                             lr_schedule="linear", entropy_schedule="constant")
+    factor = max(0.0, 1.0 - env_steps / 50_000)  # Python floats: float64
+    expected = np.array([3e-3 * factor, 7e-3 * factor, 0.02], np.float32)
+    values = pg_keras.learner.scheduled_values(config, tf.constant(env_steps, tf.int64))
+    np.testing.assert_array_equal(values.numpy(), expected)
+
+
 def test_constant_schedules_leave_the_metrics_and_rates_alone():
     records = []
     config = pg_keras.Config(**SMALL, lr_schedule="constant", entropy_schedule="constant",
