@@ -4,8 +4,8 @@ Reading order: :meth:`Learner._loss_and_gradients` is the algorithm (log-probabi
 policy-gradient weights, surrogate, value loss, entropy, tape); :meth:`Learner._update`
 sets the scheduled learning rates and bonus, clips each model's gradient to a global
 norm, applies it (or skips an update that is not finite) and then moves the running
-statistics. :func:`build_learner` makes the parts the
-learner holds: networks, normalizers, optimizers, the sampling stream.
+statistics. :func:`build_learner` makes the parts the learner holds: networks,
+normalizers, optimizers, the sampling stream.
 
 Under a ``tf.distribute`` strategy each replica runs :meth:`Learner._loss_and_gradients`
 on its own rows; every statistic that spans replicas (the valid-step count, advantage
