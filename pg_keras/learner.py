@@ -127,8 +127,9 @@ class Learner(tf.Module):
             batch: Numpy arrays or tensors matching :attr:`batch_spec`.
             env_steps: Env steps of all workers taken before the batch: with
                 ``lr_schedule`` or ``entropy_schedule``, the update's learning rates and
-                bonus follow from it (:func:`scheduled_values`). The loop checkpoints it,
-                so a resumed run applies the same values.
+                bonus follow from it (:func:`scheduled_values`; 0, the default, is the
+                schedules' start). The loop checkpoints it, so a resumed run applies the
+                same values.
 
         Called eagerly, it runs the update's traced graph, each field converted once and
         the graph called directly (the loop's hot path skips the ``tf.function``'s
