@@ -12,7 +12,9 @@ over seeds of the final greedy evaluation (``--objective=final``) or of every ev
 reported to a median pruner, which stops a trial whose curve is below the median of the
 earlier trials at the same evaluation. The study lives in a local SQLite file: run the
 same command again and it goes on where it stopped, up to ``--trials`` finished (complete
-or pruned) trials. One process per study at a time.
+or pruned) trials. ``--parallel=N`` runs N processes of the command on the study, each
+one trial at a time; run one command per study at a time (a second one would take the
+first one's running trials for trials a stopped process left behind).
 
 A ``--search`` entry is a Config field with its default range (``DEFAULT_SPACE``), or
 ``name:low:high`` (the default scale: log for learning rates, entropy and clipping),
@@ -26,11 +28,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
+import subprocess
 import sys
 from typing import List, Optional, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
 from experiments import cli, flagfiles  # noqa: E402
@@ -60,6 +64,9 @@ flags.DEFINE_integer("prune_after_trials", 5, "Finished trials before any prunin
 flags.DEFINE_integer("prune_warmup_evals", 2, "Evaluations of a trial's first seed before "
                      "it can be pruned.")
 flags.DEFINE_string("out", None, "Also write the best flagfile here.")
+flags.DEFINE_integer("parallel", 1, "Processes that run trials of the study at once.")
+flags.DEFINE_integer("worker", 0, "Set by --parallel: this process's index among them (0, "
+                     "the one started by hand, also reports the best trial).")
 FLAGS = flags.FLAGS
 
 def flagfile_argument(argv: Sequence[str]) -> str:
@@ -92,6 +99,7 @@ def objective_fn(base: pg_keras.Config, space: List[Param], seeds: List[int]):
 
     def objective(trial) -> float:
         config = base.replace(**{p.name: p.suggest(trial) for p in space})
+        trial.set_user_attr("worker", FLAGS.worker)
         scores = []
         for index, seed in enumerate(seeds):
             means = []
@@ -125,13 +133,15 @@ def setup_of(ff: flagfiles.Flagfile, space, seeds, overrides) -> dict:
 
 
 def open_study(ff, setup):
-    """Creates or loads the study; fails trials a killed process left running."""
+    """Creates or loads the study; fails trials a killed process left running (in worker
+    0, before the other workers of ``--parallel`` start)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = study_url(FLAGS.study)
     name = FLAGS.study_name or ff.name
-    storage = optuna.storages.RDBStorage(url)
+    # Workers write to the one file: wait for its lock rather than fail at once.
+    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
                                 load_if_exists=True)
     saved = study.user_attrs.get("setup")
@@ -143,6 +153,20 @@ def open_study(ff, setup):
             f"study {name!r} in {url} was made with other {', '.join(differs)} (the flagfile's "
             "flag lines, the Config flags given here, --search, --seeds, --objective); use "
             "another --study or --study_name")
+    if FLAGS.worker == 0:
+        _fail_left_running(study, storage, name)
+    study.sampler = optuna.samplers.TPESampler(
+        seed=sampler_seed(FLAGS.sampler_seed, len(study.trials), FLAGS.worker),
+        n_startup_trials=FLAGS.random_trials)
+    study.pruner = (optuna.pruners.MedianPruner(
+        n_startup_trials=FLAGS.prune_after_trials, n_warmup_steps=FLAGS.prune_warmup_evals)
+        if FLAGS.prune else optuna.pruners.NopPruner())
+    return study
+
+
+def _fail_left_running(study, storage, name: str) -> None:
+    import optuna
+
     study_id = storage.get_study_id_from_name(name)
     for trial in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
         storage.set_trial_state_values(
@@ -150,12 +174,12 @@ def open_study(ff, setup):
             optuna.trial.TrialState.FAIL)
         print(f"tune: trial {trial.number} was left running by a stopped process; "
               "marked failed", flush=True)
-    study.sampler = optuna.samplers.TPESampler(
-        seed=FLAGS.sampler_seed + len(study.trials), n_startup_trials=FLAGS.random_trials)
-    study.pruner = (optuna.pruners.MedianPruner(
-        n_startup_trials=FLAGS.prune_after_trials, n_warmup_steps=FLAGS.prune_warmup_evals)
-        if FLAGS.prune else optuna.pruners.NopPruner())
-    return study
+
+
+def sampler_seed(seed: int, trials: int, worker: int) -> int:
+    """The TPE sampler's seed in a process: a resumed study, or another worker of
+    ``--parallel``, draws new trials rather than the ones drawn before or beside it."""
+    return int(np.random.SeedSequence([seed, trials, worker]).generate_state(1)[0])
 
 
 def finished(study) -> int:
@@ -215,9 +239,22 @@ def main(argv):
                                   "--eval_every=0")
     if FLAGS.trials < 1:
         raise pg_keras.InputError(f"trials must be >= 1; received --trials={FLAGS.trials}")
+    if FLAGS.parallel < 1:
+        raise pg_keras.InputError(f"parallel must be >= 1; received --parallel={FLAGS.parallel}")
     overrides = _config_overrides(sys.argv[1:])
     study = open_study(ff, setup_of(ff, space, seeds, overrides))
-    _run(study, base, space, seeds)
+    if FLAGS.worker:
+        _run(study, base, space, seeds)  # one of --parallel's; worker 0 reports
+        return
+    workers = start_workers(min(FLAGS.parallel, FLAGS.trials - finished(study)) - 1)
+    try:
+        _run(study, base, space, seeds)
+    except BaseException:
+        for process in workers:  # stopped (Ctrl-C) or failed: so are they
+            process.terminate()
+            process.wait()
+        raise
+    failed = [i for i, process in enumerate(workers, 1) if process.wait()]
     if not any(t.state.name == "COMPLETE" for t in study.trials):
         raise pg_keras.TrainingError("no trial completed (all pruned or failed)")
     text = best_flagfile(study, ff, space, base, seeds, "python -m experiments.tune " +
@@ -227,17 +264,33 @@ def main(argv):
         with open(FLAGS.out, "w") as f:
             f.write(text)
         print(f"tune: wrote {FLAGS.out}", flush=True)
+    if failed:
+        raise pg_keras.TrainingError(f"worker(s) {failed} of --parallel stopped with an "
+                                     "error (above); the study keeps their finished trials")
+
+
+def start_workers(count: int) -> List[subprocess.Popen]:
+    """Workers 1..count of --parallel: this command again, in processes of their own."""
+    return [subprocess.Popen([sys.executable, "-m", "experiments.tune", *sys.argv[1:],
+                              "--parallel=1", f"--worker={i}"]) for i in range(1, count + 1)]
 
 
 def _run(study, base, space, seeds) -> None:
+    import optuna
+
     remaining = FLAGS.trials - finished(study)
-    print(f"tune: study {study.study_name}: {finished(study)} finished trial(s), "
-          f"{max(remaining, 0)} to run", flush=True)
+    if FLAGS.worker == 0:
+        print(f"tune: study {study.study_name}: {finished(study)} finished trial(s), "
+              f"{max(remaining, 0)} to run", flush=True)
     if remaining > 0:
         # A trial whose sampled config is refused fails and the study goes on; it does not
-        # count as finished, so the next invocation tops the study up.
+        # count as finished, so the next invocation tops the study up. The trials other
+        # workers are running count toward --trials already.
+        full = optuna.study.MaxTrialsCallback(FLAGS.trials, states=(
+            optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
+            optuna.trial.TrialState.RUNNING))
         study.optimize(objective_fn(base, space, seeds), n_trials=remaining,
-                       catch=(pg_keras.InputError,), callbacks=[print_trial])
+                       catch=(pg_keras.InputError,), callbacks=[print_trial, full])
 
 
 def _config_overrides(argv: Sequence[str]) -> List[str]:

@@ -64,6 +64,23 @@ def test_a_study_resumes_and_writes_a_flagfile_train_accepts(tmp_path):
     assert text in second.stdout
 
 
+def test_parallel_workers_share_one_study_up_to_its_trials(tmp_path):
+    import optuna
+
+    db = tmp_path / "study.db"
+    out = tmp_path / "best.cfg"
+    run = _tune(*TINY, "--trials=4", "--parallel=2", f"--study={db}", f"--out={out}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    study = optuna.load_study(study_name="cartpole", storage=f"sqlite:///{db}")
+    assert [t.state.name in ("COMPLETE", "PRUNED") for t in study.trials] == [True] * 4
+    # Both processes ran trials, none marked another's running trial failed, and each
+    # drew its own: no learning rate twice.
+    assert {t.user_attrs["worker"] for t in study.trials} == {0, 1}
+    rates = [t.params["policy_learning_rate"] for t in study.trials]
+    assert len(set(rates)) == 4
+    assert f"Best: trial {study.best_trial.number}" in out.read_text()
+
+
 def test_a_study_of_another_setup_is_refused(tmp_path):
     db = tmp_path / "study.db"
     import optuna
