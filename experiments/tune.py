@@ -265,8 +265,9 @@ def main(argv):
             f.write(text)
         print(f"tune: wrote {FLAGS.out}", flush=True)
     if failed:
-        raise pg_keras.TrainingError(f"worker(s) {failed} of --parallel stopped with an "
-                                     "error (above); the study keeps their finished trials")
+        raise pg_keras.TrainingError(
+            f"--parallel's worker(s) {', '.join(map(str, failed))} stopped with an error "
+            "(above); the study keeps their finished trials")
 
 
 def start_workers(count: int) -> List[subprocess.Popen]:
