@@ -5,7 +5,8 @@ policy-gradient weights, surrogate, value loss, entropy, tape); :meth:`Learner._
 sets the scheduled learning rates and bonus, clips each model's gradient to a global
 norm, applies it (or skips an update that is not finite) and then moves the running
 statistics. :func:`build_learner` makes the parts the learner holds: networks,
-normalizers, optimizers, the sampling stream.
+normalizers, optimizers, and the sampling stream that TensorFlow acting draws its seeds from
+(collect/actor.py; it is checkpointed with the learner).
 
 Under a ``tf.distribute`` strategy each replica runs :meth:`Learner._loss_and_gradients`
 on its own rows; every statistic that spans replicas (the valid-step count, advantage
@@ -60,7 +61,8 @@ class Learner(tf.Module):
         policy_optimizer: Its optimizer, built on ``policy_variables``.
         value_optimizer: The value network's optimizer, or None without a baseline.
         return_stats: Running statistics of the returns, or None.
-        rng: The stream :attr:`collect_step` samples actions from (checkpointed).
+        rng: The stream TensorFlow's acting steps draw their seeds from, when the
+            NumPy twin does not act (``collect.actor``); checkpointed here.
         strategy: The ``tf.distribute.Strategy`` whose scope holds the variables.
     """
 
@@ -101,24 +103,6 @@ class Learner(tf.Module):
             self._update, input_signature=[self.batch_spec, tf.TensorSpec([], tf.int64)],
             jit_compile=config.jit_compile, autograph=False)
         self._update_graph = None
-        obs_spec = spaces.tensor_spec(policy.observation_space, (None,))
-        if policy.head.mask_size:
-            self.collect_step_masked = tf.function(self._collect_step, input_signature=[
-                obs_spec, tf.TensorSpec([None, policy.head.mask_size], tf.bool)],
-                autograph=False)
-        self.collect_step = tf.function(self._collect_step, input_signature=[obs_spec],
-                                        autograph=False)
-        if policy.recurrent:
-            state_spec = policy.state_spec()
-            self.collect_step_recurrent = tf.function(
-                self._collect_step_recurrent, input_signature=[obs_spec, state_spec],
-                autograph=False)
-            if policy.head.mask_size:
-                self.collect_step_recurrent_masked = tf.function(
-                    self._collect_step_recurrent, input_signature=[
-                        obs_spec, state_spec,
-                        tf.TensorSpec([None, policy.head.mask_size], tf.bool)],
-                    autograph=False)
 
     def update(self, batch: Batch, env_steps=0) -> Dict[str, tf.Tensor]:
         """One REINFORCE update on ``batch`` (see the module docstring); its metrics.
@@ -172,21 +156,6 @@ class Learner(tf.Module):
                 self.value_optimizer.learning_rate.assign(values[1])
         if self.entropy_coef is not None:
             self.entropy_coef.assign(values[2])
-
-    def _collect_step(self, observations, mask=None):
-        """(raw action, env action) sampled from the policy with the learner's stream."""
-        seed = tf.cast(self.rng.make_seeds(1)[:, 0], tf.int32)
-        if mask is None:
-            return self.policy.sample(observations, seed)
-        return self.policy.sample_masked(observations, seed, mask)
-
-    def _collect_step_recurrent(self, observations, state, mask=None):
-        """(raw action, env action, next state) of a recurrent policy, sampled like
-        :meth:`_collect_step`."""
-        seed = tf.cast(self.rng.make_seeds(1)[:, 0], tf.int32)
-        if mask is None:
-            return self.policy.sample_step(observations, seed, state)
-        return self.policy.sample_step_masked(observations, seed, state, mask)
 
     def _outputs(self, batch: Batch, observations):
         """pi(.|s_t) over the [T * B] rows, and V(s_t) [T, B] (None without a baseline).

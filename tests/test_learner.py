@@ -79,7 +79,7 @@ def test_update_traces_once():
     for _ in range(4):
         learner.update(collector.collect()[0])
     assert learner.trace_count == 1
-    assert learner.collect_step.experimental_get_tracing_count() <= 1
+    assert collector.actor.steps.step.experimental_get_tracing_count() <= 1
     assert int(learner.updates.numpy()) == 4
 
 

@@ -143,17 +143,18 @@ def test_a_segment_equals_its_steps_with_resets(cell):
 
 
 class _Recorder:
-    """Wraps the learner's recurrent collect step; records, per step, the state given,
+    """Wraps the collector's recurrent acting step; records, per step, the state given,
     the log-probability of the sampled action and the value, as collection computed them."""
 
-    def __init__(self, learner):
-        self.learner, self.step = learner, learner.collect_step_recurrent
+    def __init__(self, collector):
+        self.steps, self.step = collector.actor.steps, collector.actor.steps.recurrent
+        self.policy = collector.learner.policy
         self.rows = []
-        learner.collect_step_recurrent = self
+        self.steps.recurrent = self
 
     def __call__(self, observations, state):
         raw, env_action, next_state = self.step(observations, state)
-        policy = self.learner.policy
+        policy = self.policy
         params, values, _ = policy._step_outputs(observations, state, value=True)
         self.rows.append(dict(
             state=tf.nest.map_structure(np.copy, state),
@@ -177,9 +178,9 @@ def test_the_update_replays_the_log_probs_collection_computed(cell, mode):
     learner, collector = _collector(config)
     policy = learner.policy
     for _ in range(3):
-        recorder = _Recorder(learner)
+        recorder = _Recorder(collector)
         batch, _ = collector.collect()
-        learner.collect_step_recurrent = recorder.step
+        recorder.steps.recurrent = recorder.step
         params, values = policy.replay(
             tf.constant(batch.observations), tf.nest.map_structure(tf.constant, batch.initial_state),
             tf.constant(batch.terminated | batch.truncated))
@@ -200,7 +201,7 @@ def test_a_dropped_episode_resets_the_state_as_the_replay_does():
     envs = make_vector_env(RECALL, 2, delay=3, nan_at=2)
     learner = build_learner(config, envs.single_observation_space, envs.single_action_space)
     collector = Collector(envs, learner, config)
-    recorder = _Recorder(learner)
+    recorder = _Recorder(collector)
     batch, _ = collector.collect()
     assert batch.mask[:2].sum() == 0 and batch.mask[2:].all()
     params, _ = learner.policy.replay(
@@ -216,7 +217,7 @@ def test_a_dropped_episode_resets_the_state_as_the_replay_does():
 def test_states_reset_exactly_where_episodes_start():
     config = _config(num_envs=2, steps_per_update=4)
     learner, collector = _collector(config)  # episodes of 3 steps
-    recorder = _Recorder(learner)
+    recorder = _Recorder(collector)
     # Copies: the collector refills the same arrays.
     batches = [tf.nest.map_structure(np.copy, collector.collect()[0]) for _ in range(3)]
     done = np.concatenate([b.terminated | b.truncated for b in batches])  # [12, 2]
@@ -249,7 +250,7 @@ def test_truncations_bootstrap_from_the_carried_value_state():
     envs = make_vector_env(RECALL, 2, delay=3, max_episode_steps=2)
     learner = build_learner(config, envs.single_observation_space, envs.single_action_space)
     collector = Collector(envs, learner, config)
-    recorder = _Recorder(learner)
+    recorder = _Recorder(collector)
     batch, _ = collector.collect()
     policy = learner.policy
     assert batch.truncated[1].all() and batch.truncated[3].all()

@@ -6,7 +6,8 @@
   when the policy is built of layers the twin supports and is not recurrent. It exists
   for speed: one TensorFlow call per env step costs more than many steps of a small env
   such as CartPole, so the twin samples in NumPy and reads the weights once per batch;
-  otherwise the learner's compiled TensorFlow steps act;
+  otherwise compiled TensorFlow steps act (:class:`TensorFlowSteps`), drawing their seeds
+  from the learner's checkpointed stream;
 * a recurrent policy's state, carried across steps (and batches) for each env, with the
   reset flag set where the env's episode ended at the last step (the models zero their
   state there).
@@ -25,6 +26,7 @@ import tensorflow as tf
 from pg_keras import spaces
 from pg_keras.collect.numpy_policy import NumpyPolicy
 from pg_keras.learner import Learner
+from pg_keras.policy import Policy
 from pg_keras.seeding import SeedStreams
 
 
@@ -50,6 +52,7 @@ class Actor:
         self.numpy_policy: Optional[NumpyPolicy] = (
             NumpyPolicy(learner.policy, SeedStreams(seed).actor)
             if NumpyPolicy.supports(learner.policy) and not self.recurrent else None)
+        self.steps = TensorFlowSteps(learner.policy, learner.rng)
         self.state = None
         self.reset_state()
         self._next_state = None  # the models' state after the step being taken
@@ -70,18 +73,17 @@ class Actor:
         the actions ``mask`` [num_envs, W] allows, when given."""
         if self.numpy_policy is not None:
             return self.numpy_policy(observations, mask)
-        learner = self.learner
+        steps = self.steps
         if self.recurrent:
             args = (observations, self.state) + (() if mask is None else (mask,))
-            step = (learner.collect_step_recurrent if mask is None
-                    else learner.collect_step_recurrent_masked)
+            step = steps.recurrent if mask is None else steps.recurrent_masked
             raw, env_action, next_state = step(*args)
             self._next_state = tf.nest.map_structure(lambda x: x.numpy(), next_state)
             return raw.numpy(), env_action.numpy()
         if mask is None:
-            raw, env_action = learner.collect_step(observations)
+            raw, env_action = steps.step(observations)
         else:
-            raw, env_action = learner.collect_step_masked(observations, mask)
+            raw, env_action = steps.step_masked(observations, mask)
         return raw.numpy(), env_action.numpy()
 
     def end_step(self, ended: np.ndarray) -> None:
@@ -127,3 +129,53 @@ class Actor:
         """Continues a recurrent policy from a :meth:`saved_state` (when there is one)."""
         if self.recurrent and saved is not None:
             self.state = tf.nest.map_structure(np.copy, saved)
+
+
+class TensorFlowSteps:
+    """The policy's sampling steps as compiled functions, for when TensorFlow acts.
+
+    Each call draws a fresh seed from ``rng`` (the learner's checkpointed stream), so a
+    resumed run samples what the uninterrupted one would. A step of a policy with action
+    masks also exists masked; a recurrent policy's steps take and return its state.
+
+    Args:
+        policy: The policy sampled from.
+        rng: The stream the seeds come from.
+
+    Attributes:
+        step: ``(observations) -> (raw action, env action)``.
+        step_masked: ``(observations, mask [B, W] bool) -> ...``, or None without masks.
+        recurrent: ``(observations, state) -> (raw action, env action, next state)`` of a
+            recurrent policy, else None.
+        recurrent_masked: The same with a mask, or None.
+    """
+
+    def __init__(self, policy: Policy, rng: tf.random.Generator):
+        self.policy, self.rng = policy, rng
+        observation = spaces.tensor_spec(policy.observation_space, (None,))
+        width = policy.head.mask_size
+        mask = tf.TensorSpec([None, width], tf.bool) if width else None
+
+        def compiled(function, *specs):
+            if None in specs:
+                return None
+            return tf.function(function, input_signature=list(specs), autograph=False)
+
+        self.step = compiled(self._step, observation)
+        self.step_masked = compiled(self._step, observation, mask)
+        state = policy.state_spec() if policy.recurrent else None
+        self.recurrent = compiled(self._recurrent, observation, state)
+        self.recurrent_masked = compiled(self._recurrent, observation, state, mask)
+
+    def _seed(self) -> tf.Tensor:
+        return tf.cast(self.rng.make_seeds(1)[:, 0], tf.int32)
+
+    def _step(self, observations, mask=None):
+        if mask is None:
+            return self.policy.sample(observations, self._seed())
+        return self.policy.sample_masked(observations, self._seed(), mask)
+
+    def _recurrent(self, observations, state, mask=None):
+        if mask is None:
+            return self.policy.sample_step(observations, self._seed(), state)
+        return self.policy.sample_step_masked(observations, self._seed(), state, mask)
