@@ -5,8 +5,8 @@ policy-gradient weights, surrogate, value loss, entropy, tape); :meth:`Learner._
 sets the scheduled learning rates and bonus, clips each model's gradient to a global
 norm, applies it (or skips an update that is not finite) and then moves the running
 statistics. :func:`build_learner` makes the parts the learner holds: networks,
-normalizers, optimizers, and the sampling stream that TensorFlow acting draws its seeds from
-(collect/actor.py; it is checkpointed with the learner).
+normalizers, optimizers, and the sampling stream (checkpointed here) from which
+TensorFlow's acting steps in collect/actor.py draw their seeds.
 
 Under a ``tf.distribute`` strategy each replica runs :meth:`Learner._loss_and_gradients`
 on its own rows; every statistic that spans replicas (the valid-step count, advantage
