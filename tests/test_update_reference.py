@@ -1,0 +1,36 @@
+"""Today's update, with the sample-reuse options at their defaults, reaches the weights the
+REINFORCE update of the reference commit reached from the same seed.
+
+The reference (fixtures/update_reference/weights.npz) was written by that directory's
+make_reference.py from the code before the update gained epochs, minibatches and the clip;
+the runs cover both collection paths, episodes mode, normalization with a schedule, and a
+recurrent policy.
+"""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "update_reference")
+sys.path.insert(0, FIXTURE)
+
+import make_reference  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def reference():
+    with np.load(os.path.join(FIXTURE, "weights.npz")) as arrays:
+        return dict(arrays)
+
+
+@pytest.mark.filterwarnings("ignore:collect_mode='episodes'")
+@pytest.mark.parametrize("name", sorted(make_reference.RUNS))
+def test_the_default_update_reproduces_the_reference_weights(reference, name):
+    weights = make_reference.weights(name, make_reference.RUNS[name])
+    assert sorted(weights) == sorted(k for k in reference if k.startswith(name + "/"))
+    for key, value in weights.items():
+        # Same arithmetic on the same kind of CPU is exact; another CPU's kernels may
+        # round differently in the last bits, which a changed update would far exceed.
+        np.testing.assert_allclose(value, reference[key], rtol=1e-5, atol=1e-6, err_msg=key)
