@@ -79,11 +79,8 @@ def value(observation_shape, output_units: int) -> keras.Model:
 
 def main(argv):
     logging.set_verbosity(logging.WARNING)
-    config = pg_keras.Config(env_id=FLAGS.env_id, total_steps=FLAGS.total_steps, seed=FLAGS.seed,
-                             normalize_observations=True, gamma=0.999,
-                             policy_learning_rate=7e-4, value_learning_rate=3e-2,
-                             normalize_returns=False, advantage_std_floor=0.0,
-                             lr_schedule="constant", num_envs=8, steps_per_update=25)
+    # Config's defaults for everything else: the residual model is the only change.
+    config = pg_keras.Config(env_id=FLAGS.env_id, total_steps=FLAGS.total_steps, seed=FLAGS.seed)
     result = pg_keras.train(config, policy_network=policy, value_network=value, verbose=True)
     print(f"final evaluation return: {result.final_return:.2f}")
     if FLAGS.export_dir:
