@@ -47,6 +47,8 @@ def define_config_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
         elif kind is str:
             flags.DEFINE_string(field.name, default, text, flag_values=flag_values)
         elif typing.get_origin(kind) is tuple:
+            if kind != typing.Tuple[str, ...]:
+                text += f" ({NO_LAYERS}: no hidden layer, a linear model)"
             flags.DEFINE_list(field.name, [str(v) for v in default], text + " (comma-separated)",
                               flag_values=flag_values)
         else:  # pragma: no cover - a new field type must be taught here.
@@ -62,13 +64,33 @@ def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> Config:
         if hints[field.name] == typing.Tuple[str, ...]:
             value = tuple(value)
         elif typing.get_origin(hints[field.name]) is tuple:
-            try:
-                value = tuple(int(v) for v in value)
-            except ValueError:
-                raise InputError(f"{field.name} must be a tuple of positive integers; "
-                                 f"received {field.name}={','.join(value)!r}") from None
+            value = _layer_sizes(field.name, value)
         values[field.name] = value
     return Config(**values)
+
+
+# What a layer-sizes flag says for no hidden layer (a linear model): an empty flag is
+# more often an empty shell variable than a wish for one.
+NO_LAYERS = "none"
+
+
+def _layer_sizes(name: str, value) -> tuple:
+    """A layer-sizes flag's entries as a tuple of ints; ``none`` for no hidden layer.
+
+    Raises:
+        InputError: for an empty flag, or entries that are not integers.
+    """
+    if not value:
+        raise InputError(f"{name} must list the hidden layers' units (e.g. --{name}=64,64), "
+                         f"or be --{name}={NO_LAYERS} for no hidden layer (a linear model); "
+                         f"received an empty --{name}=")
+    if [v.strip().lower() for v in value] == [NO_LAYERS]:
+        return ()
+    try:
+        return tuple(int(v) for v in value)
+    except ValueError:
+        raise InputError(f"{name} must be a tuple of positive integers; "
+                         f"received {name}={','.join(value)!r}") from None
 
 
 def markdown_table() -> str:

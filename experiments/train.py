@@ -27,7 +27,7 @@ cli.require_tensorflow_backend("train")
 
 import pg_keras  # noqa: E402  (TensorFlow is imported once the flags are checked)
 from experiments.config_flags import config_from_flags, define_config_flags  # noqa: E402
-from pg_keras.config import STRATEGIES, check_num_envs  # noqa: E402
+from pg_keras.config import STRATEGIES, check_num_envs, check_run_options  # noqa: E402
 from pg_keras.paths import check_writable  # noqa: E402
 
 define_config_flags()
@@ -117,6 +117,7 @@ def _check_dirs(config) -> bool:
 def check() -> None:
     """Everything about the flags that can be refused before TensorFlow is imported."""
     config = config_from_flags()
+    check_run_options(FLAGS.checkpoint_every, FLAGS.target_return)
     if config.backend == "gymnasium":
         check_num_envs(config.num_envs)
     if FLAGS.strategy != "multi_worker":  # else only the chief writes; it checks in main

@@ -11,10 +11,18 @@ kept by a ``tf.train.CheckpointManager``. Beside checkpoint ``N`` lie
 both written before the TF checkpoint that makes them current, so that a checkpoint is
 only ever visible together with them.
 
+Checkpoints are found by listing these files, not through TensorFlow's pointer file
+(``checkpoint``), which may be missing or stale. Resuming takes the newest checkpoint that
+restores completely (TF checkpoint readable to its last byte, its update count that of
+its name, loop state valid, environments unpickled); each newer one is named in one line
+on stderr and moved, whole, to ``damaged/ckpt-N/``, so that nothing is lost and the
+rotation never deletes a checkpoint newer than the one resumed from. When none restores,
+the error says so and the directory is left as it was. A directory of another checkpoint
+format is refused in one line: there is one format before pg_keras 1.0.
+
 Reading a run directory to restore its weights (export, evaluation) loads the TF
 checkpoint and JSON alone; nothing in it is executed. Resuming unpickles the environments:
-resuming a run directory trusts it as much as running its code. A checkpoint of format 1
-(``loop-N.pkl`` holding the loop state and the environments together) still resumes.
+resuming a run directory trusts it as much as running its code.
 
 ``best/`` keeps the learner of the best evaluation so far, apart from the rotation: its
 checkpoint and ``evaluation.json`` (that evaluation, and the checkpoint's name), replaced
@@ -35,6 +43,7 @@ from typing import Any, List, Optional, Tuple
 import tensorflow as tf
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
+from pg_keras import strict_json
 from pg_keras.config import InputError
 
 FORMAT_VERSION = 2
@@ -42,11 +51,25 @@ FORMAT_VERSION = 2
 
 @dataclasses.dataclass
 class Evaluation:
-    """Greedy evaluation at one point of training."""
+    """An evaluation at one point of training (greedy or sampled, as ``eval_mode`` says).
+
+    Attributes:
+        env_steps: Env steps trained when it ran.
+        mean_return: Mean return of its episodes whose return is finite; NaN (``null``
+            in JSON files) when none is.
+        std_return: Their standard deviation (NaN likewise).
+        nonfinite_episodes: Episodes left out because their return was NaN or inf.
+    """
 
     env_steps: int
     mean_return: float
     std_return: float
+    nonfinite_episodes: int = 0
+
+    def __post_init__(self):
+        # A JSON file holds null for NaN (see pg_keras.strict_json).
+        self.mean_return = float("nan") if self.mean_return is None else self.mean_return
+        self.std_return = float("nan") if self.std_return is None else self.std_return
 
 
 @dataclasses.dataclass
@@ -77,27 +100,65 @@ class LoopState:
         return {"format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
 
     @classmethod
-    def from_dict(cls, values: dict, source: str) -> "LoopState":
-        """The state of :meth:`to_dict`; ``source`` names the file in errors."""
+    def from_dict(cls, values: Any, source: str) -> "LoopState":
+        """The state of :meth:`to_dict`; ``source`` names the file in errors.
+
+        Raises:
+            InputError: if ``values`` is of another checkpoint format.
+            DamagedCheckpoint: if ``values`` is not a loop state of this format.
+        """
+        if not isinstance(values, dict):
+            raise DamagedCheckpoint(f"{source} holds {_shown(values)}, not a loop state")
         version = values.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise InputError(f"{source} has checkpoint format {version!r}; this version of "
-                             f"pg_keras reads formats up to {FORMAT_VERSION}: upgrade pg_keras")
+        if not _is_count(version):
+            raise DamagedCheckpoint(f"{source} holds format_version={_shown(version)}")
+        if version != FORMAT_VERSION:
+            raise InputError(other_format_message(source, version))
         names = {f.name for f in dataclasses.fields(cls)}
         fields = {k: v for k, v in values.items() if k in names}
-        fields["evaluations"] = [Evaluation(**e) for e in fields.get("evaluations", [])]
-        return cls(**fields)
+        try:
+            fields["evaluations"] = [Evaluation(**e) for e in fields.get("evaluations", [])]
+            state = cls(**fields)
+        except TypeError as error:
+            raise DamagedCheckpoint(f"{source} is not a loop state ({error})") from None
+        state._check(source)
+        return state
 
-    @classmethod
-    def from_format_1(cls, saved: dict) -> "LoopState":
-        """The state held by a format-1 ``loop-N.pkl`` (``{"loop": ..., "collector": ...}``)."""
-        loop, collector_steps = saved["loop"], saved["collector"]["total_steps"]
-        return cls(env_steps=loop.get("env_steps", collector_steps),
-                   collector_steps=collector_steps, next_eval=loop["next_eval"],
-                   next_checkpoint=loop.get("next_checkpoint", 0),
-                   evaluations=[Evaluation(**e) for e in loop["evaluations"]],
-                   solved_at=loop["solved_at"], wall_seconds=loop["wall_seconds"],
-                   consecutive_skips=loop.get("consecutive_skips", 0))
+    def _check(self, source: str) -> None:
+        """Refuses fields of the wrong type (a file damaged into other valid JSON)."""
+        counts = ("env_steps", "collector_steps", "next_eval", "next_checkpoint",
+                  "consecutive_skips")
+        for name in counts:
+            value = getattr(self, name)
+            if not _is_count(value):
+                raise DamagedCheckpoint(f"{source} holds {name}={_shown(value)}, not a count "
+                                        "of steps")
+        if not (self.solved_at is None or _is_count(self.solved_at)):
+            raise DamagedCheckpoint(f"{source} holds solved_at={_shown(self.solved_at)}")
+        if not all(_is_count(e.env_steps) for e in self.evaluations):
+            raise DamagedCheckpoint(f"{source} holds an evaluation without its env steps")
+
+
+class DamagedCheckpoint(Exception):
+    """A checkpoint that does not restore completely (a file missing, cut short or altered)."""
+
+
+def other_format_message(source: str, version: Any) -> str:
+    """The one line that refuses a checkpoint of another format than this version's."""
+    return (f"{source} holds a checkpoint of format {_shown(version)}; this version of "
+            f"pg_keras reads format {FORMAT_VERSION} only: train again in a new root_dir "
+            "(or pass --overwrite to replace this run), or resume it with the pg_keras "
+            "release that wrote it")
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _shown(value: Any) -> str:
+    """A value for a one-line message, cut short."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class Checkpointer:
@@ -137,7 +198,7 @@ class Checkpointer:
         _write_atomically(_path(self.save_directory, "environments", number, "pkl"),
                           pickle.dumps(environments))
         _write_atomically(_path(self.save_directory, "loop", number, "json"),
-                          json.dumps(loop.to_dict(), indent=1).encode())
+                          strict_json.dumps(loop.to_dict(), indent=1).encode())
         prefix = self.manager.save(checkpoint_number=number)
         kept = {_number(p) for p in self.manager.checkpoints}
         for pattern in ("loop-*.json", "environments-*.pkl", "loop-*.pkl"):

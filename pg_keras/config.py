@@ -22,10 +22,13 @@ ON_NONFINITE = ("stop", "drop")
 BACKENDS = ("gymnasium", "compiled")
 RECURRENT_CELLS = ("none", "lstm", "gru")
 SCHEDULES = ("constant", "linear")
+ADVANTAGE_NORMALIZATIONS = ("batch", "minibatch")
 # A model factory importable by name; and the record of a model given as a Python object.
 MODEL_REFERENCE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 PYTHON_OBJECT = re.compile(r"<python object .*>")
 STRATEGIES = ("default", "mirrored", "multi_worker")
+EVAL_MODES = ("greedy", "sample")
+VECTORIZATIONS = ("sync", "async")
 
 # Version of the config.json files pg_keras writes (in a run directory and in an export).
 # 1: no "format_version" field (pg_keras 0.1.0); fields added to Config since a file was
@@ -73,6 +76,11 @@ class Config:
             evaluations; False hides it, so every action is legal to the policy.
         seed: Fixes the environments, the initial weights and the action sampling.
         num_envs: Environments stepped together in one gymnasium vector env.
+        vectorization: How that vector env steps them: ``sync`` (one after the other, in
+            this process) or ``async`` (each in a subprocess of its own: for envs whose
+            step costs more than passing its data between processes, on as many cores).
+            An async run's checkpoints do not hold the envs' state: a resumed run resets
+            them.
         steps_per_update: Steps taken in each environment between two updates. In
             ``episodes`` collect mode it is the longest episode an update waits for.
         total_steps: Environment steps to train for, summed over the environments.
@@ -107,6 +115,23 @@ class Config:
             scaled up into full-size steps of noise. Small batches and long horizons
             (gamma near 1) give small spreads in running-return units, which the floor
             then damps from the start: lower it, or set 0, there.
+        update_epochs: Passes over each batch (sample reuse). 1, with ``minibatches`` 1
+            and no clips, is the REINFORCE update, bit for bit; more passes need
+            ``clip_ratio`` to keep each step near the policy that collected the batch
+            (the clipped surrogate of PPO; docs/reinforce.md).
+        minibatches: Gradient steps per pass, each on an equal share of the batch's rows
+            in a fresh random order (a recurrent policy's: whole environments' sequences,
+            replayed from their initial state). Must divide the rows (``num_envs *
+            steps_per_update``; ``num_envs`` for a recurrent policy) of each device.
+        clip_ratio: eps of the clipped surrogate -min(r Psi, clip(r, 1 - eps, 1 + eps) Psi),
+            r = pi / pi_old; 0 keeps the plain surrogate.
+        value_clip: PPO's clipped value loss: the value model moves at most this far from
+            its prediction at collection (in return-scale units) where that helps; 0 off.
+        target_kl: Stop an update's remaining gradient steps once the approximate KL
+            divergence from the collecting policy exceeds this; 0 off.
+        advantage_normalization: With ``normalize_advantages``, standardize Psi over the
+            whole ``batch`` (the default: the same scale for every minibatch, and the
+            floor applies to the batch's spread) or over each ``minibatch``.
         normalize_returns: Divide rewards by a running estimate of the returns' standard
             deviation, so value targets stay near unit scale.
         gamma_weighting: Multiply each step's term by gamma^t, t counted from the
@@ -135,8 +160,11 @@ class Config:
         init_log_std: Initial log standard deviation of Gaussian heads.
         action_bounds: How Box actions reach the env: ``clip`` (sample is clipped) or
             ``tanh`` (sample is squashed into the bounds).
-        eval_every: Evaluate the greedy policy every this many env steps; 0 disables.
+        eval_every: Evaluate the policy (as ``eval_mode`` says) every this many env steps;
+            0 disables.
         eval_episodes: Episodes per evaluation.
+        eval_mode: How evaluations act: ``greedy`` (the most likely action) or ``sample``
+            (drawn from pi(.|s), as in training: for a policy whose greedy action loops).
         on_nonfinite: What a NaN or inf in an env's reward or observation does: ``stop``
             the run with an error naming the env step and the field (the last checkpoint
             stays intact), or ``drop`` the episode (its steps are masked out, the env is
@@ -163,6 +191,7 @@ class Config:
     use_action_mask: bool = True
     seed: int = 0
     num_envs: int = 8
+    vectorization: str = "sync"
     steps_per_update: int = 32
     total_steps: int = 50_000
     collect_mode: str = "auto"
@@ -179,6 +208,12 @@ class Config:
     value_max_grad_norm: float = -1.0
     normalize_advantages: bool = True
     advantage_std_floor: float = 0.2
+    update_epochs: int = 1
+    minibatches: int = 1
+    clip_ratio: float = 0.0
+    value_clip: float = 0.0
+    target_kl: float = 0.0
+    advantage_normalization: str = "batch"
     normalize_returns: bool = True
     gamma_weighting: bool = False
     normalize_observations: bool = False
@@ -195,6 +230,7 @@ class Config:
     action_bounds: str = "clip"
     eval_every: int = 10_000
     eval_episodes: int = 20
+    eval_mode: str = "greedy"
     on_nonfinite: str = "stop"
     max_consecutive_skips: int = 10
     backend: str = "gymnasium"
@@ -235,7 +271,8 @@ class Config:
             if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
                 fail(name, "a non-negative integer")
         for name in ("num_envs", "steps_per_update", "total_steps", "eval_episodes",
-                     "max_consecutive_skips", "recurrent_units"):
+                     "max_consecutive_skips", "recurrent_units", "update_epochs",
+                     "minibatches"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 fail(name, "a positive integer")
         if not _is_int(self.eval_every) or self.eval_every < 0:
@@ -247,12 +284,14 @@ class Config:
             if not _is_real(getattr(self, name)) or not getattr(self, name) > 0:
                 fail(name, "a positive finite number")
         for name in ("entropy_coef", "max_grad_norm", "clip_observations",
-                     "advantage_std_floor"):
+                     "advantage_std_floor", "value_clip", "target_kl"):
             if not _is_real(getattr(self, name)) or getattr(self, name) < 0:
                 fail(name, "a non-negative finite number")
         if not _is_real(self.value_max_grad_norm) or not (
                 self.value_max_grad_norm >= 0 or self.value_max_grad_norm == -1):
             fail("value_max_grad_norm", "a non-negative finite number, or -1 for max_grad_norm")
+        if not _is_real(self.clip_ratio) or not 0.0 <= self.clip_ratio < 1.0:
+            fail("clip_ratio", "in [0, 1) (0 keeps the plain surrogate)")
         if not _is_real(self.init_log_std):
             fail("init_log_std", "a finite number")
 
@@ -267,7 +306,9 @@ class Config:
                               ("collect_mode", COLLECT_MODES), ("action_bounds", ACTION_BOUNDS),
                               ("on_nonfinite", ON_NONFINITE), ("backend", BACKENDS),
                               ("lr_schedule", SCHEDULES), ("entropy_schedule", SCHEDULES),
-                              ("recurrent_cell", RECURRENT_CELLS)):
+                              ("recurrent_cell", RECURRENT_CELLS), ("eval_mode", EVAL_MODES),
+                              ("vectorization", VECTORIZATIONS),
+                              ("advantage_normalization", ADVANTAGE_NORMALIZATIONS)):
             if getattr(self, name) not in choices:
                 fail(name, "one of " + ", ".join(repr(c) for c in choices))
         for name in ("hidden_sizes", "value_hidden_sizes"):
@@ -313,11 +354,32 @@ class Config:
                 "collect_mode='steps' cuts episodes at the segment end and needs a value "
                 "baseline to bootstrap them; use collect_mode='episodes' (or 'auto') for "
                 "REINFORCE without a baseline; received collect_mode='steps', baseline=False")
+        self._validate_sample_reuse()
         if self.total_steps < self.steps_per_iteration:
             raise InputError(
                 "total_steps must be at least one update's worth of steps (num_envs * "
                 f"steps_per_update = {self.steps_per_iteration}); received "
                 f"total_steps={self.total_steps}")
+
+    def _validate_sample_reuse(self) -> None:
+        if self.value_clip > 0 and not self.baseline:
+            raise InputError("value_clip clips the value model's loss and needs a baseline; "
+                             f"received value_clip={self.value_clip}, baseline=False")
+        recurrent = self.recurrent_cell != "none"
+        rows = self.num_envs if recurrent else self.steps_per_iteration
+        if rows % self.minibatches:
+            what = ("num_envs (a recurrent policy's minibatches are whole environments)"
+                    if recurrent else f"the batch's num_envs * steps_per_update = {rows} rows")
+            raise InputError(f"minibatches must divide {what}; received minibatches="
+                             f"{self.minibatches}, num_envs={self.num_envs}, "
+                             f"steps_per_update={self.steps_per_update}")
+
+    @property
+    def reuses_samples(self) -> bool:
+        """Whether the update is more than REINFORCE's one step (epochs, minibatches, a
+        clip or an early stop)."""
+        return (self.update_epochs, self.minibatches, self.clip_ratio, self.value_clip,
+                self.target_kl) != (1, 1, 0.0, 0.0, 0.0)
 
     @property
     def make_kwargs(self) -> dict:
@@ -444,6 +506,22 @@ def check_num_envs(num_envs: int) -> None:
             f"process: more cost minutes to build and gigabytes of batches, for no speed); "
             f"received num_envs={num_envs}. Use fewer, or several processes "
             f"(--strategy=multi_worker), or set {MAX_NUM_ENVS_VARIABLE}={num_envs} to go past it")
+
+
+def check_run_options(checkpoint_every: int = 0, target_return=None) -> None:
+    """Refuses the options of ``train`` that are not Config fields, before any work.
+
+    Raises:
+        InputError: for a negative or non-integer ``checkpoint_every``, or a
+            ``target_return`` that is not a finite number (None: the env's threshold).
+    """
+    checkpoint_every = _python_scalar(checkpoint_every)
+    if not _is_int(checkpoint_every) or checkpoint_every < 0:
+        raise InputError("checkpoint_every must be a non-negative integer (0: at every "
+                         f"evaluation); received checkpoint_every={checkpoint_every!r}")
+    if target_return is not None and not _is_real(_python_scalar(target_return)):
+        raise InputError("target_return must be a finite number (or None for the env's "
+                         f"reward_threshold); received target_return={target_return!r}")
 
 
 def _stored_version(values: dict, source: str) -> int:

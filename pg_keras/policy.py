@@ -150,12 +150,24 @@ class Policy(RecurrentSteps, tf.Module):
         envs whose episode starts at the next call).
 
         Args:
-            observations: [B, *obs_shape] raw observations.
+            observations: [B, *obs_shape] raw observations, or one observation
+                [*obs_shape] (then one action comes back, without the batch axis; a
+                recurrent policy's state keeps its batch of 1).
             greedy: the most likely action; otherwise a sample drawn with ``seed``.
             seed: seeds the sample (ignored when greedy).
             state: A recurrent policy's state (see :meth:`state_spec`), or None.
+
+        Raises:
+            InputError: for observations of another shape, or holding NaN or inf.
         """
-        observations = spaces.as_tensors(self.observation_space, observations)
+        batch, single = spaces.checked_batch(self.observation_space, observations)
+        result = self._act(spaces.nest_map(tf.convert_to_tensor, batch), greedy, seed, state)
+        if not single:
+            return result
+        return (result[0][0], result[1]) if self.recurrent else result[0]
+
+    def _act(self, observations, greedy: bool, seed: int, state):
+        """:meth:`act` on a checked batch of tensors."""
         if self.recurrent:
             if state is None:
                 state = self.initial_state(int(tf.nest.flatten(observations)[0].shape[0]))

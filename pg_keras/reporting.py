@@ -13,7 +13,6 @@ key, in the same order, with the same float32 values and steps.
 
 from __future__ import annotations
 
-import json
 import queue
 import sys
 import threading
@@ -23,6 +22,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.scalar import metadata as scalar_metadata
+
+from pg_keras import strict_json
 
 Record = Dict[str, float]
 
@@ -73,7 +74,7 @@ class MetricsLog:
             return
         records, self.pending = self.pending, []
         with open(self.path, "a") as f:
-            f.write("".join(json.dumps(r) + "\n" for r in records))
+            f.write("".join(strict_json.dumps(r) + "\n" for r in records))
         self._batches.put(records)
 
     def close(self) -> None:
@@ -139,7 +140,10 @@ def _runs_of_same_keys(records: Sequence[Record]):
 
 class Progress:
     """One status line: rewritten in place on a terminal (at most ``per_second`` times a
-    second), printed every 10 s otherwise."""
+    second), printed every 10 s otherwise.
+
+    It shows the mean return of the latest training episodes (sampled actions) beside the
+    latest evaluation's, so that a greedy policy doing worse than its samples is seen."""
 
     def __init__(self, total_steps: int, enabled: bool, per_second: float = 4.0):
         self.total = total_steps
@@ -148,6 +152,7 @@ class Progress:
         self.interval = 1.0 / per_second if self.tty else 10.0
         self.last_print = -float("inf")
         self.last_return = float("nan")
+        self.last_evaluation = float("nan")
         self.shown = False
 
     def update(self, record: Record) -> None:
@@ -161,8 +166,9 @@ class Progress:
         steps = int(record["env_steps"])
         fraction = min(1.0, steps / self.total)
         bar = "#" * int(20 * fraction)
-        line = (f"[{bar:<20}] {steps:>9d}/{self.total} env steps  return "
-                f"{self.last_return:8.2f}  {record['steps_per_second']:8.0f} steps/s")
+        line = (f"[{bar:<20}] {steps:>9d}/{self.total} env steps  train return "
+                f"{self.last_return:8.2f}  eval {self.last_evaluation:8.2f}  "
+                f"{record['steps_per_second']:8.0f} steps/s")
         if self.tty:
             sys.stdout.write("\r" + line)
             self.shown = True
@@ -172,9 +178,22 @@ class Progress:
 
     def clear(self) -> None:
         if self.shown:
-            sys.stdout.write("\r" + " " * 90 + "\r")
+            sys.stdout.write("\r" + " " * 110 + "\r")
             sys.stdout.flush()
             self.shown = False
+
+
+def evaluation_line(evaluation, eval_mode: str, train_return: float) -> str:
+    """The line of an evaluation: its return, how it acted, and the latest training
+    episodes' return (sampled actions) beside it; non-finite episodes are counted."""
+    left_out = getattr(evaluation, "nonfinite_episodes", 0)
+    if left_out and not np.isfinite(evaluation.mean_return):
+        figures = f"{'n/a':>9} (every episode's return was non-finite: {left_out})"
+    else:
+        figures = f"{evaluation.mean_return:9.2f} +- {evaluation.std_return:.2f}"
+        figures += f" ({left_out} non-finite episodes left out)" if left_out else ""
+    return (f"env steps {evaluation.env_steps:>9d}  eval return ({eval_mode}) {figures}  "
+            f"train return (sampled) {train_return:.2f}")
 
 
 class Reporter:
@@ -189,13 +208,15 @@ class Reporter:
         progress: The progress line.
         log_evaluation: Writes an evaluation to the run directory, or None.
         on_evaluation: Called with each evaluation, after it is written, or None.
-        verbose: Print a line at each evaluation.
+        verbose: Print a line at each evaluation, with the latest training return beside it.
+        eval_mode: How evaluations act (``greedy`` or ``sample``), named in that line.
     """
 
     def __init__(self, history: List[Record], metrics: Optional[MetricsLog],
                  on_update: Optional[Callable[[Record], None]], progress: Progress,
                  log_evaluation: Optional[Callable[[Any], None]] = None,
-                 on_evaluation: Optional[Callable[[Any], None]] = None, verbose: bool = False):
+                 on_evaluation: Optional[Callable[[Any], None]] = None, verbose: bool = False,
+                 eval_mode: str = "greedy"):
         self.history = history
         self.metrics = metrics
         self.on_update = on_update
@@ -203,8 +224,11 @@ class Reporter:
         self.log_evaluation = log_evaluation
         self.on_evaluation = on_evaluation
         self.verbose = verbose
+        self.eval_mode = eval_mode
+        self.train_return = float("nan")  # of the latest update that ended episodes
 
     def update(self, record: Record) -> None:
+        self.train_return = record.get("return_mean", self.train_return)
         self.history.append(record)
         if self.metrics is not None:
             self.metrics.add(record)
@@ -218,10 +242,10 @@ class Reporter:
             self.log_evaluation(evaluation)
         if self.on_evaluation is not None:
             self.on_evaluation(evaluation)
+        self.progress.last_evaluation = evaluation.mean_return
         if self.verbose:
             self.clear()
-            print(f"env steps {evaluation.env_steps:>9d}  eval return "
-                  f"{evaluation.mean_return:9.2f} +- {evaluation.std_return:.2f}", flush=True)
+            print(evaluation_line(evaluation, self.eval_mode, self.train_return), flush=True)
 
     def flush(self) -> None:
         """Writes every record so far (before a checkpoint: a resumed run keeps them)."""

@@ -320,6 +320,55 @@ def as_tensors(space: gym.Space, observations: Nest) -> Nest:
     return nest_map(tf.convert_to_tensor, as_numpy(space, observations))
 
 
+def checked_batch(space: gym.Space, observations: Nest) -> Tuple[Nest, bool]:
+    """Observations a caller hands the policy, as a finite batch in the stored dtypes.
+
+    Args:
+        space: One env's observation space.
+        observations: A batch ``[B, *shape]`` or a single observation ``[*shape]`` (per
+            leaf, for a nested space: all leaves alike).
+
+    Returns:
+        (the batch, flat, with a leading axis; whether one observation was given).
+
+    Raises:
+        InputError: for a shape that is neither, naming the shapes it takes, or for a NaN
+            or inf anywhere (naming the leaf and the rows).
+    """
+    flat = as_numpy(space, observations)
+    shapes = observation_shape(space)
+    names = list(flat) if isinstance(flat, dict) else [""]
+    leaf = (lambda nest, name: nest[name]) if isinstance(flat, dict) else (lambda nest, _: nest)
+    kinds = set()
+    for name in names:
+        array, shape = leaf(flat, name), tuple(leaf(shapes, name))
+        if array.shape == shape:
+            kinds.add("single")
+        elif array.shape[1:] == shape and array.ndim == len(shape) + 1:
+            kinds.add("batch")
+        else:
+            raise InputError(
+                f"observations{_at_key(name)} must have shape [B, {', '.join(map(str, shape))}] "
+                f"(a batch) or {list(shape)} (one observation); received shape "
+                f"{list(array.shape)}")
+    if len(kinds) > 1:
+        raise InputError("observations must be all batched or all single across the keys "
+                         f"of {space}; received a mix")
+    single = kinds == {"single"}
+    batch = nest_map(lambda x: x[None], flat) if single else flat
+    for name in names:
+        array = leaf(batch, name)
+        rows = np.isfinite(array.reshape(array.shape[0], int(np.prod(array.shape[1:])))).all(1)
+        if not rows.all():
+            raise InputError(f"observations{_at_key(name)} must be finite; received NaN or inf "
+                             f"in row(s) {np.flatnonzero(~rows)[:10].tolist()}")
+    return batch, single
+
+
+def _at_key(name: str) -> str:
+    return f" at observation key {name!r}" if name else ""
+
+
 def stack(space: gym.Space, observations: Sequence[Nest]) -> Nest:
     """One observation per env (``info["final_obs"][i]``) -> a batch, flat."""
     flat = [flatten(space, observation) for observation in observations]

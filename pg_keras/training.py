@@ -10,6 +10,8 @@ With a ``root_dir`` the run directory holds everything needed to resume, evaluat
 plot the run:
 
     config.json          the resolved Config
+    spaces.json          the observation and action spaces, as data (pg_keras.space_json):
+                         written at every start; export and restore read them, not the env
     metrics.jsonl        one record per update (env steps, wall time, returns, losses, ...)
     evaluations.jsonl    one record per greedy evaluation
     tensorboard/         the same scalars as TensorBoard events
@@ -48,9 +50,9 @@ import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 
-from pg_keras import distributed, networks, reporting
+from pg_keras import distributed, networks, reporting, space_json, strict_json
 from pg_keras.checkpoint import Checkpointer, Evaluation, LoopState
-from pg_keras.config import Config, InputError, TrainingError
+from pg_keras.config import Config, InputError, TrainingError, check_run_options
 from pg_keras.learner import Learner, build_learner
 from pg_keras.policy import Policy
 from pg_keras.networks import ModelOrFactory
@@ -98,14 +100,18 @@ class TrainResult:
 
     @property
     def best_evaluation(self) -> Optional[Evaluation]:
-        """The evaluation with the highest mean (the first of equals), or None."""
-        return max(self.evaluations, key=lambda e: e.mean_return, default=None)
+        """The evaluation with the highest mean (the first of equals), or None; one
+        without a finite episode is never the best of others."""
+        return max(self.evaluations, key=_mean_or_lowest, default=None)
 
     def summary(self) -> dict:
-        """The figures ``summary.json`` holds."""
+        """The figures ``summary.json`` holds (a NaN is written as null: the final
+        evaluation's ``nonfinite_episodes`` says when no episode's return was finite)."""
         final = self.evaluations[-1] if self.evaluations else Evaluation(0, None, None)
         best = self.best_evaluation
         return {"final_return_mean": final.mean_return, "final_return_std": final.std_return,
+                "eval_mode": self.learner.config.eval_mode,
+                "final_nonfinite_episodes": final.nonfinite_episodes,
                 "final_evaluation": dataclasses.asdict(final) if self.evaluations else None,
                 "best_evaluation": dataclasses.asdict(best) if best else None,
                 "interrupted": self.interrupted,
@@ -113,6 +119,23 @@ class TrainResult:
                 "steps_per_second": self.env_steps / max(self.wall_seconds, 1e-9),
                 "solved_at": self.solved_at, "updates": int(self.learner.updates.numpy()),
                 "skipped_updates": int(self.learner.skipped_updates.numpy())}
+
+
+def evaluation_of(env_steps: int, returns: np.ndarray) -> Evaluation:
+    """The evaluation of episode ``returns``: mean and std of the finite ones, and how many
+    were not (an episode of NaN rewards, dropped in training with ``on_nonfinite="drop"``,
+    would make every figure NaN)."""
+    returns = np.asarray(returns, np.float64)
+    finite = returns[np.isfinite(returns)]
+    if not finite.size:
+        return Evaluation(env_steps, float("nan"), float("nan"), int(returns.size))
+    return Evaluation(env_steps, float(np.mean(finite)), float(np.std(finite)),
+                      int(returns.size - finite.size))
+
+
+def _mean_or_lowest(evaluation: Evaluation) -> float:
+    mean = evaluation.mean_return
+    return mean if np.isfinite(mean) else -np.inf
 
 
 def reward_threshold(env_id: str) -> Optional[float]:
@@ -162,6 +185,7 @@ def train(config: Config, *, root_dir: Optional[str] = None,
             config or in use by a live run); nothing is written then.
         TrainingError: on non-finite env data or updates, or a worker of the group gone.
     """
+    check_run_options(checkpoint_every, target_return)
     config, target_return = _checked(config, policy_network, value_network, target_return,
                                      stop_when_solved)
     group = distributed.make_group(strategy or tf.distribute.get_strategy())
@@ -175,7 +199,7 @@ def train(config: Config, *, root_dir: Optional[str] = None,
         reporter = reporting.Reporter([], run and run.metrics, on_update,
                                       reporting.Progress(config.total_steps, progress),
                                       run and run.log_evaluation, on_evaluation,
-                                      verbose and group.worker.is_chief)
+                                      verbose and group.worker.is_chief, config.eval_mode)
         with _StopOnSignals(enabled=handle_signals) as stop:
             return _Loop(config, learner, collector, group, streams, reporter, run,
                          checkpointer, _Options(checkpoint_every, target_return,
@@ -238,6 +262,8 @@ def _storage(root_dir, config, overwrite, worker, learner, cleanup):
     if worker.is_chief:
         run = _RunDirectory(root_dir, config, overwrite)
         cleanup.callback(run.close)
+        # The spaces as data: export and restore then need no env and import nothing.
+        space_json.write_spaces(root_dir, learner.policy.observation_space, learner.head.space)
         return run, Checkpointer(checkpoints, learner)
     scratch = tempfile.mkdtemp(prefix=f"pg_keras-worker{worker.index}-")
     cleanup.callback(shutil.rmtree, scratch, ignore_errors=True)
@@ -376,15 +402,16 @@ class _Loop:
         return self.options.stop_when_solved and self.state.solved_at is not None
 
     def _evaluate(self) -> None:
-        """The chief's greedy evaluation: logged, kept as the best if it is, and checked
-        against the target."""
+        """The chief's evaluation (greedy or sampled, as ``eval_mode`` says): logged, kept
+        as the best if it is, and checked against the target."""
         loop, target = self.state, self.options.target_return
         returns = evaluate(self.learner.policy, EnvOptions.of(self.config),
                            self.config.eval_episodes,
-                           seed=self.streams.evaluation_seed(len(loop.evaluations)))
-        evaluation = Evaluation(loop.env_steps, float(np.mean(returns)),
-                                float(np.std(returns)))
-        is_best = all(evaluation.mean_return > e.mean_return for e in loop.evaluations)
+                           seed=self.streams.evaluation_seed(len(loop.evaluations)),
+                           greedy=self.config.eval_mode == "greedy")
+        evaluation = evaluation_of(loop.env_steps, returns)
+        is_best = np.isfinite(evaluation.mean_return) and all(
+            evaluation.mean_return > _mean_or_lowest(e) for e in loop.evaluations)
         loop.evaluations.append(evaluation)
         if is_best and self.checkpointer is not None:
             self.checkpointer.save_best(dataclasses.asdict(evaluation))
@@ -469,36 +496,38 @@ def restore_learner(root_dir: str, policy_network: Optional[ModelOrFactory] = No
                     value_network: Optional[ModelOrFactory] = None) -> Learner:
     """The learner of a run directory, restored from its latest checkpoint's weights.
 
-    Reads ``config.json`` and the TensorFlow checkpoint alone: nothing of the run
-    directory is executed (the environments' pickled state is read only to resume). The
-    models are rebuilt as the run recorded them: the default MLPs, or the
-    ``module:factory`` of ``config.policy_network`` / ``config.value_network``.
+    Reads ``config.json``, ``spaces.json`` and the TensorFlow checkpoint alone: no
+    environment is made and nothing the run directory names or holds is imported or
+    unpickled (see SECURITY.md). The default models are rebuilt from the config; a model
+    of your own is code, so it comes from you, checked against what the run recorded
+    (``networks.model_to_restore``).
 
     Args:
         root_dir: The run directory.
-        policy_network: The policy model or factory of a run trained with one given as a
-            Python object (its config records a ``<python object ...>`` marker).
+        policy_network: The policy model or factory the run was trained with, or its
+            ``"module:factory"`` name exactly as the run recorded it (imported then, never
+            from inside ``root_dir``); None for the default model.
         value_network: The same for the value model.
 
     Raises:
-        InputError: if ``root_dir`` holds no config or no checkpoint, or needs a model
-            given as a Python object that was not passed.
+        InputError: if ``root_dir`` holds no config, no ``spaces.json`` (a run directory
+            of an earlier version) or no checkpoint, or was trained with a model of its
+            own that is not passed, or is passed under another name.
     """
     config_path = os.path.join(root_dir, "config.json")
     if not os.path.exists(config_path):
         raise InputError(f"root_dir {root_dir!r} is not a run directory: it has no config.json")
-    with open(config_path) as f:
-        config = Config.from_dict(json.load(f), config_path)
-    for role, given in (("policy", policy_network), ("value", value_network)):
-        recorded = getattr(config, f"{role}_network")
-        if given is None and networks.is_python_object(recorded):
-            raise InputError(networks.python_object_message(root_dir, role, recorded))
-    envs = make_vector_env(EnvOptions.of(config), 1)
     try:
-        learner = build_learner(config, envs.single_observation_space,
-                                envs.single_action_space, policy_network, value_network)
-    finally:
-        envs.close()
+        with open(config_path) as f:
+            config = Config.from_dict(json.load(f), config_path)
+    except json.JSONDecodeError as error:
+        raise InputError(f"cannot read {config_path}: {error}") from None
+    observation_space, action_space = space_json.read_spaces(root_dir)
+    models = [networks.model_to_restore(root_dir, role, getattr(config, f"{role}_network"),
+                                        given, needed)
+              for role, given, needed in (("policy", policy_network, True),
+                                          ("value", value_network, config.baseline))]
+    learner = build_learner(config, observation_space, action_space, *models)
     checkpointer = Checkpointer(os.path.join(root_dir, "checkpoints"), learner)
     if checkpointer.restore_weights() is None:
         raise InputError(f"root_dir {root_dir!r} has no checkpoint to restore")
@@ -563,8 +592,7 @@ class _RunDirectory:
     def write_json(self, name: str, value) -> None:
         target = os.path.join(self.path, name)
         with open(target + ".tmp", "w") as f:
-            json.dump(value, f, indent=2)
-            f.write("\n")
+            f.write(strict_json.dumps(value, indent=2) + "\n")
         os.replace(target + ".tmp", target)
 
     def _read_jsonl(self, name: str) -> List[dict]:
@@ -589,12 +617,12 @@ class _RunDirectory:
             kept = [r for r in self._read_jsonl(name) if r["env_steps"] <= env_steps]
             target = os.path.join(self.path, name)
             with open(target + ".tmp", "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in kept)
+                f.writelines(strict_json.dumps(r) + "\n" for r in kept)
             os.replace(target + ".tmp", target)
 
     def _append(self, name: str, record: dict) -> None:
         with open(os.path.join(self.path, name), "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(strict_json.dumps(record) + "\n")
 
     def log_evaluation(self, evaluation: Evaluation) -> None:
         self.metrics.flush()  # the updates before it come first in the event file
