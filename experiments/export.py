@@ -4,7 +4,11 @@
         --export_dir=saved_models/cartpole [--format=saved_model|tflite|onnx]
 
 The latest checkpoint is restored and written with ``pg_keras.export_policy`` (atomically:
-a crash leaves the previous export, never half of one). ``--format=tflite`` writes
+a crash leaves the previous export, never half of one). The run directory is read as data
+(config.json, spaces.json, the checkpoint): no env is made and nothing it names is
+imported. A run trained with a model of your own (``--policy_network=module:factory``)
+needs the same flag here, which imports it; without it the export stops in one line that
+names the flag to pass. ``--format=tflite`` writes
 ``policy.tflite`` (all signatures in one file), ``--format=onnx`` one ``<signature>.onnx``
 per signature; both need the deploy extra (``pip install -e ".[deploy]"``).
 """
@@ -28,6 +32,11 @@ from pg_keras.paths import check_writable  # noqa: E402
 flags.DEFINE_string("root_dir", None, "Run directory to export.", required=True)
 flags.DEFINE_string("export_dir", None, "Where to write; default: saved_models/<run name>.")
 flags.DEFINE_bool("overwrite", False, "Replace an existing export (atomically).")
+flags.DEFINE_string("policy_network", None, "The module:factory the run was trained with, "
+                    "as its config.json records it: a run directory names code but never "
+                    "runs it, so a model of your own is imported only when you name it here "
+                    "(never from inside --root_dir).")
+flags.DEFINE_string("value_network", None, "The same for the value model.")
 flags.DEFINE_enum("format", "saved_model", ["saved_model", "tflite", "onnx"],
                   "saved_model; tflite (export_dir/policy.tflite, every signature); onnx "
                   "(export_dir/<signature>.onnx). tflite and onnx need the deploy extra.")
@@ -47,7 +56,7 @@ def main(argv):
     from pg_keras.training import restore_learner
 
     export_dir = FLAGS.export_dir or default_export_dir(FLAGS.root_dir)
-    learner = restore_learner(FLAGS.root_dir)
+    learner = restore_learner(FLAGS.root_dir, FLAGS.policy_network, FLAGS.value_network)
     path = pg_keras.export_policy(learner.policy, export_dir, config=learner.config,
                                   overwrite=FLAGS.overwrite, format=FLAGS.format)
     print(f"exported the policy of {FLAGS.root_dir} to {path} ({FLAGS.format})")

@@ -37,7 +37,7 @@ import gymnasium as gym
 import keras
 import tensorflow as tf
 
-from pg_keras import recurrent, spaces
+from pg_keras import imports, recurrent, spaces
 from pg_keras.config import PYTHON_OBJECT, Config, InputError
 
 SUPPORTED_OBSERVATION_SPACES = spaces.SUPPORTED
@@ -258,6 +258,57 @@ def import_factory(reference: str, role: str) -> ModelFactory:
                          f"keras.Model; received {name}={reference!r}, a "
                          f"{type(factory).__name__}")
     return factory
+
+
+def model_to_restore(root_dir: str, role: str, recorded: str,
+                     given: Union[ModelOrFactory, str, None],
+                     needed: bool = True) -> Optional[ModelOrFactory]:
+    """The model to rebuild a run directory's learner with; the record itself is never
+    imported.
+
+    A model the run recorded as ``module:factory`` is code: it is imported only when the
+    caller names the same reference (``given``), and never from a file inside
+    ``root_dir``. A model given in Python is the caller's own and taken as is (the
+    checkpoint's variable shapes are checked against it on restore).
+
+    Args:
+        root_dir: The run directory (named in messages; no module is imported from it).
+        role: ``"policy"`` or ``"value"``.
+        recorded: The run's ``config.{role}_network``: ``""`` for the default model.
+        given: The caller's model, factory or ``"module:factory"``; None for none.
+        needed: False where the run has no such model (a value network without a baseline).
+
+    Returns:
+        The model or factory; None for the default one.
+
+    Raises:
+        InputError: in one line, naming what to pass, if the run recorded a model and
+            none is given, a reference other than the recorded one is given, or the
+            module lies inside ``root_dir``.
+    """
+    name = f"{role}_network"
+    if not needed:
+        return None
+    if given is None:
+        if is_python_object(recorded):
+            raise InputError(python_object_message(root_dir, role, recorded))
+        if recorded:
+            raise InputError(
+                f"root_dir {root_dir!r} was trained with {name}={recorded!r}; a run directory "
+                f"names code but never runs it: pass --{name}={recorded} "
+                f"(restore_learner(root_dir, {name}={recorded!r}) in Python) to import it")
+        return None
+    if not isinstance(given, str):
+        return given
+    if given != recorded:
+        if is_python_object(recorded):
+            raise InputError(python_object_message(root_dir, role, recorded))
+        wanted = (f"--{name}={recorded}" if recorded
+                  else f"no --{name} (it was trained with the default model)")
+        raise InputError(f"{name}={given!r} is not the model root_dir {root_dir!r} was trained "
+                         f"with; pass {wanted}")
+    imports.refuse_inside(given.partition(":")[0], root_dir, f"{name}={given!r}")
+    return import_factory(given, role)
 
 
 def chosen_model(given: Optional[ModelOrFactory], reference: str,

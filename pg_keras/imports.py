@@ -1,0 +1,82 @@
+"""Where a module would be imported from, found without running any of it.
+
+A run directory is data (SECURITY.md): code it names is imported only when the caller
+names the same code, and never from the run directory's own folder, since the working
+directory is on ``sys.path`` and a module planted in ``runs/x/`` is importable as
+``runs.x.module``. :func:`refuse_inside` checks that before the import.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import List, Optional
+
+from pg_keras.config import InputError
+
+
+def module_files(name: str) -> List[str]:
+    """The files that ``import name`` would run: each enclosing package's ``__init__`` and
+    the module's own file, in order.
+
+    Found through ``sys.meta_path``'s finders (or ``sys.modules`` for what is imported
+    already), which locate without executing; a part that cannot be found ends the list
+    (the import itself then fails and says why).
+    """
+    files: List[str] = []
+    search: Optional[list] = None
+    parts = name.split(".")
+    for i in range(len(parts)):
+        fullname = ".".join(parts[:i + 1])
+        module = sys.modules.get(fullname)
+        if module is not None:
+            origin = getattr(module, "__file__", None)
+            locations = getattr(module, "__path__", None)
+        else:
+            spec = _find_spec(fullname, search)
+            if spec is None:
+                break
+            origin = spec.origin if spec.has_location else None
+            locations = spec.submodule_search_locations
+        if origin:
+            files.append(origin)
+        if locations is None:
+            break
+        search = list(locations)
+    return files
+
+
+def _find_spec(fullname: str, search: Optional[list]):
+    for finder in sys.meta_path:
+        find = getattr(finder, "find_spec", None)
+        if find is None:
+            continue
+        try:
+            spec = find(fullname, search)
+        except ImportError:  # a finder that refuses the name: the import would fail too
+            return None
+        if spec is not None:
+            return spec
+    return None
+
+
+def is_inside(path: str, directory: str) -> bool:
+    """Whether ``path`` is ``directory`` or lies inside it (links resolved)."""
+    path, directory = os.path.realpath(path), os.path.realpath(directory)
+    return os.path.commonpath([path, directory]) == directory
+
+
+def refuse_inside(module: str, directory: str, what: str) -> None:
+    """Raises InputError, before anything is imported, if importing ``module`` would run a
+    file inside ``directory``.
+
+    Args:
+        module: The module's dotted name.
+        directory: The run directory.
+        what: The setting that names the module, as the message should show it.
+    """
+    for path in module_files(module):
+        if is_inside(path, directory):
+            raise InputError(f"{what} names module {module!r}, whose file {path} lies inside "
+                             f"the run directory {directory!r}: code is never imported from a "
+                             "run directory; install or place that module elsewhere")
