@@ -118,13 +118,12 @@ def test_train_exports_and_export_launcher_reexports_the_same_policy(tmp_path):
     assert not (tmp_path / "other").exists()
 
 
-def test_readme_flags_table_is_the_generated_one():
-    from experiments.config_flags import markdown_table
+def test_the_flags_page_is_the_generated_one():
+    from experiments import flags_doc
 
-    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
-    table = readme.split("<!-- flags-table")[1].split("-->", 1)[1].split("<!-- end flags-table")[0]
-    assert table.strip() == markdown_table().strip(), (
-        "README's flags table is stale: paste the output of `python -m experiments.config_flags`")
+    with open(flags_doc.PAGE) as f:
+        assert f.read() == flags_doc.page(), (
+            "docs/flags.md is stale: run `python -m experiments.flags_doc`")
 
 
 def test_committed_cartpole_savedmodel_solves_cartpole_through_the_evaluate_command():
