@@ -16,8 +16,8 @@ where it stopped (the train launcher resumes the run in progress from its checkp
 failed run is recorded as failed, reported, and tried again on the next invocation.
 
 Then the report: ``<root>/report.md`` (also printed), one learning-curve PNG per task
-(``--plots_dir``), and the results table of the README, between its ``<!-- results-table``
-markers (``--readme``; not with ``--quick``). The flagfile's header comments give each
+(``--plots_dir``), and the results table of docs/results.md, between its
+``<!-- results-table`` markers (``--results_page``; not with ``--quick``). The flagfile's header comments give each
 row its label and target (see ``experiments/flagfiles.py``).
 """
 
@@ -37,6 +37,8 @@ from typing import Dict, List, Optional, Sequence
 from absl import flags
 
 from experiments import cli, config_flags, flagfiles, suite_report
+from pg_keras import paths
+from pg_keras.config import InputError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK_FLAGS = ("--total_steps=4000", "--eval_every=2000", "--eval_episodes=3")
@@ -48,10 +50,10 @@ flags.DEFINE_list("seeds", ["100", "101", "102", "103", "104"], "Seeds, one run 
 flags.DEFINE_string("root", "results", "Directory of the runs, runs.jsonl, logs and report.")
 flags.DEFINE_integer("parallel", 1, "Runs at a time (processes).")
 flags.DEFINE_bool("quick", False, "A smoke test: CartPole, seeds 0,1, 4,000 steps, a tmp "
-                  "root, 2 runs at a time, the README left alone (explicit flags win).")
+                  "root, 2 runs at a time, the results page left alone (explicit flags win).")
 flags.DEFINE_bool("report_only", False, "Run nothing; report what runs.jsonl holds.")
-flags.DEFINE_string("readme", os.path.join(REPO, "README.md"), "README whose results table "
-                    "is regenerated; '' for none.")
+flags.DEFINE_string("results_page", os.path.join(REPO, "docs", "results.md"), "Markdown page "
+                    "whose results table is regenerated; '' for none.")
 flags.DEFINE_string("plots_dir", os.path.join(REPO, "docs", "results"), "Where the "
                     "learning-curve PNGs go (<task>.png).")
 flags.DEFINE_float("hold_fraction", 0.95, "A solved run stays solved if every later "
@@ -104,26 +106,39 @@ def _plan() -> dict:
     root = FLAGS.root if FLAGS["root"].present or not quick else tempfile.mkdtemp(
         prefix="pg_keras-suite-")
     root = os.path.abspath(root)
-    readme = FLAGS.readme if FLAGS["readme"].present or not quick else ""
+    page = FLAGS.results_page if FLAGS["results_page"].present or not quick else ""
     plots = FLAGS.plots_dir if FLAGS["plots_dir"].present or not quick else os.path.join(
         root, "plots")
-    if readme:
-        _check_markers(readme)
-    return {"files": files, "seeds": seeds, "root": root, "readme": readme,
+    if page:
+        _check_markers(page)
+    _check_outputs(root, os.path.abspath(plots), page)
+    return {"files": files, "seeds": seeds, "root": root, "page": page,
             "plots": os.path.abspath(plots), "extra": list(QUICK_FLAGS) if quick else [],
             "parallel": FLAGS.parallel if FLAGS["parallel"].present or not quick else 2,
             "command": _command(tasks, seeds, root, quick)}
 
 
-def _check_markers(readme: str) -> None:
+def _check_outputs(root: str, plots: str, page: str) -> None:
+    """Refuses output paths that cannot be written (the report too goes under root),
+    before any run starts."""
     try:
-        with open(readme) as f:
+        paths.check_writable(root, "root")
+        paths.check_writable(plots, "plots_dir")
+        if page:
+            paths.check_writable_file(page, "results_page")
+    except InputError as error:
+        raise BadInput(str(error)) from None
+
+
+def _check_markers(page: str) -> None:
+    try:
+        with open(page) as f:
             suite_report.replace_table(f.read(), "", "")
     except OSError as error:
-        raise BadInput(f"readme {readme!r} cannot be read: {error.strerror}") from None
+        raise BadInput(f"results_page {page!r} cannot be read: {error.strerror}") from None
     except ValueError as error:
-        raise BadInput(f"readme {readme!r} has {error}; add them where the table goes, or "
-                       "pass --readme=''") from None
+        raise BadInput(f"results_page {page!r} has {error}; add them where the table goes, "
+                       "or pass --results_page=''") from None
 
 
 def _command(tasks: Sequence[str], seeds: Sequence[int], root: str, quick: bool) -> str:
@@ -325,7 +340,11 @@ def read_run(run_dir: str, ff: flagfiles.Flagfile, hold_fraction: float) -> dict
 def task_view(ff: flagfiles.Flagfile, env_id: str, derived: str, hold_fraction: float) -> dict:
     """Label, target and hold level of a task, from its flagfile (or derived)."""
     target = ff.value("target_return") or ff.header.get("target")
-    target = float(target) if target is not None else env_threshold(env_id)
+    if target is None:
+        # The id's module is imported only as the flagfile names it: a run directory's
+        # record (env_id here) is data, and its module prefix is dropped.
+        target = env_threshold(ff.value("env_id") or env_id.rpartition(":")[2])
+    target = float(target) if target is not None else None
     fraction = float(ff.header.get("hold_fraction", hold_fraction))
     return {"label": ff.header.get("label") or derived, "target": target,
             "hold_level": suite_report.hold_level(target, fraction)}
@@ -382,7 +401,7 @@ def describe(record: dict) -> str:
 
 
 def write_report(plan: dict, records: Dict[tuple, dict]) -> None:
-    """report.md, the plots, the README table, and the report on stdout."""
+    """report.md, the plots, the results page's table, and the report on stdout."""
     current = _current_view(plan, records)
     summaries = [s for s in (suite_report.summarize(ff.name, plan["seeds"], current,
                                                     FLAGS.bootstrap_reps)
@@ -396,8 +415,8 @@ def write_report(plan: dict, records: Dict[tuple, dict]) -> None:
     with open(os.path.join(plan["root"], "report.md"), "w") as f:
         f.write(text + "\n")
     print(text, flush=True)
-    if plan["readme"] and summaries:
-        _update_readme(plan, summaries, current, plots)
+    if plan["page"] and summaries:
+        _update_page(plan, summaries, current, plots)
 
 
 def _current_view(plan: dict, records: Dict[tuple, dict]) -> Dict[tuple, dict]:
@@ -412,15 +431,15 @@ def _current_view(plan: dict, records: Dict[tuple, dict]) -> Dict[tuple, dict]:
     return current
 
 
-def _update_readme(plan, summaries, records, plots) -> None:
-    readme_dir = os.path.dirname(os.path.abspath(plan["readme"]))
-    block = suite_report.readme_block(summaries, records, plan["command"], readme_dir, plots)
-    with open(plan["readme"]) as f:
+def _update_page(plan, summaries, records, plots) -> None:
+    page_dir = os.path.dirname(os.path.abspath(plan["page"]))
+    block = suite_report.page_block(summaries, records, plan["command"], page_dir, plots, REPO)
+    with open(plan["page"]) as f:
         text = suite_report.replace_table(f.read(), block, plan["command"])
-    with open(plan["readme"] + ".tmp", "w") as f:
+    with open(plan["page"] + ".tmp", "w") as f:
         f.write(text)
-    os.replace(plan["readme"] + ".tmp", plan["readme"])
-    print(f"suite: regenerated the results table of {plan['readme']}", flush=True)
+    os.replace(plan["page"] + ".tmp", plan["page"])
+    print(f"suite: regenerated the results table of {plan['page']}", flush=True)
 
 
 if __name__ == "__main__":

@@ -81,15 +81,15 @@ def test_the_report_holds_the_figures_of_the_records_it_read(quick_root):
         assert f"| {seed} | {suite_report.number(finals[seed])} ±" in report
 
 
-def test_the_readme_table_is_regenerated_between_its_markers(quick_root, tmp_path):
-    readme = tmp_path / "README.md"
-    shutil.copy(os.path.join(REPO, "README.md"), readme)
-    original = readme.read_text()
+def test_the_results_table_is_regenerated_between_its_markers(quick_root, tmp_path):
+    page = tmp_path / "results.md"
+    shutil.copy(os.path.join(REPO, "docs", "results.md"), page)
+    original = page.read_text()
     args = ["--report_only", "--tasks=cartpole", "--seeds=0,1", f"--root={quick_root}",
-            f"--readme={readme}", f"--plots_dir={tmp_path / 'plots'}"]
+            f"--results_page={page}", f"--plots_dir={tmp_path / 'plots'}"]
     run = _suite(*args)
     assert run.returncode == 0, run.stderr[-2000:]
-    text = readme.read_text()
+    text = page.read_text()
     start, end = text.index(suite_report.START_MARKER), text.index(suite_report.END_MARKER)
     assert text[:start] == original[:original.index(suite_report.START_MARKER)]
     assert text[end:] == original[original.index(suite_report.END_MARKER):]
@@ -98,7 +98,7 @@ def test_the_readme_table_is_regenerated_between_its_markers(quick_root, tmp_pat
     assert "| CartPole-v1 | REINFORCE" in block and "Measured on " in block
     assert "(plots/cartpole.png)" in block and (tmp_path / "plots" / "cartpole.png").exists()
     assert _suite(*args).returncode == 0
-    assert readme.read_text() == text  # nothing in it depends on when it is regenerated
+    assert page.read_text() == text  # nothing in it depends on when it is regenerated
 
 
 def test_a_failing_run_is_reported_and_the_others_go_on(quick_root, tmp_path):
@@ -123,7 +123,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
     for args, expected in [
             (["--tasks=no_such_task"], "no flagfile"),
             (["--tasks=cartpole", "--seeds=1,x"], "seeds must be comma-separated integers"),
-            (["--tasks=cartpole", f"--readme={tmp_path / 'none.md'}"], "cannot be read")]:
+            (["--tasks=cartpole", f"--results_page={tmp_path / 'none.md'}"], "cannot be read")]:
         run = _suite(*args, f"--root={root}")
         assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
         assert expected in run.stderr
@@ -148,10 +148,10 @@ def test_solve_figures_and_the_hold_level():
     assert suite_report.hold_level(None, 0.9) is None
 
 
-def test_a_readme_without_markers_is_refused():
+def test_a_page_without_markers_is_refused():
     with pytest.raises(ValueError, match="markers"):
         suite_report.replace_table("# no table here\n", "", "")
-    with open(os.path.join(REPO, "README.md")) as f:
+    with open(os.path.join(REPO, "docs", "results.md")) as f:
         assert "| CartPole" in suite_report.replace_table(f.read(), "| CartPole |", "cmd")
 
 
