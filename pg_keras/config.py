@@ -83,7 +83,13 @@ class Config:
             them.
         steps_per_update: Steps taken in each environment between two updates. In
             ``episodes`` collect mode it is the longest episode an update waits for.
-        total_steps: Environment steps to train for, summed over the environments.
+        total_steps: Environment steps to train for, summed over the environments. A
+            finished (or interrupted) run resumed with a larger ``total_steps`` continues
+            from its last checkpoint to the new total; a ``linear`` schedule is a function
+            of the env steps and this total, so from the resumed step on it follows the
+            schedule of a run of the new total (its values rise, back onto that line).
+            Changing ``eval_every`` likewise continues the run, evaluating from then on at
+            multiples of the new interval.
         collect_mode: ``steps`` collects fixed-length segments and bootstraps the cut
             episodes from the value model; ``episodes`` resets the environments and runs
             each for one whole episode per update (textbook Monte-Carlo REINFORCE);
@@ -97,7 +103,9 @@ class Config:
         optimizer: One of ``adam``, ``adamw``, ``rmsprop``, ``sgd``; both models use it.
         lr_schedule: ``constant``, or ``linear``: both learning rates decay linearly to 0
             over ``total_steps`` (each update uses the rate at the env steps taken before
-            its batch, counted over all workers).
+            its batch, counted over all workers): ``rate * max(0, 1 - steps /
+            total_steps)``, with the ``total_steps`` of the run's current config (a run
+            continued to a larger total goes on at the rate of that total's line).
         entropy_coef: Weight beta of the entropy bonus.
         entropy_schedule: ``constant``, or ``linear``: the entropy bonus decays linearly
             to 0 over ``total_steps``, like ``lr_schedule``.
@@ -469,6 +477,23 @@ class Config:
                 changes.append(f"{name}: {before!r} -> {after!r}")
         return changes
 
+    def differences_to_resume(self, stored: dict, source: str = "config") -> List[str]:
+        """The :meth:`differences` that keep a run stored with ``stored`` from going on
+        with this config: all but a larger ``total_steps`` and another ``eval_every``,
+        which a resumed run continues with (see ``total_steps``).
+
+        Raises:
+            InputError: if ``stored`` is not a config object, or was written by a later
+                version of pg_keras.
+        """
+        if not isinstance(stored, dict):
+            raise InputError(f"{source} holds {type(stored).__name__}, not a config")
+        before = stored.get("total_steps")
+        grows = isinstance(before, int) and self.total_steps >= before
+        return [line for line in self.differences(stored, source)
+                if not (line.startswith("eval_every:")
+                        or (line.startswith("total_steps:") and grows))]
+
 
 class _Absent:
     """A field one side of a comparison does not have."""
@@ -506,6 +531,31 @@ def check_num_envs(num_envs: int) -> None:
             f"process: more cost minutes to build and gigabytes of batches, for no speed); "
             f"received num_envs={num_envs}. Use fewer, or several processes "
             f"(--strategy=multi_worker), or set {MAX_NUM_ENVS_VARIABLE}={num_envs} to go past it")
+
+
+def check_render_mode(make_kwargs: dict) -> None:
+    """Refuses a window to render into where there is no display; frames need none.
+
+    ``render_mode="human"`` opens a window on the first step: on a machine without a
+    display that is a crash (a segmentation fault, in pygame) after the run has started.
+    Frame rendering (``rgb_array``) is sent to SDL's dummy video driver unless
+    ``SDL_VIDEODRIVER`` says otherwise.
+
+    Raises:
+        InputError: for ``render_mode="human"`` with neither ``DISPLAY`` nor
+            ``WAYLAND_DISPLAY`` set (on Linux).
+    """
+    mode = make_kwargs.get("render_mode")
+    if mode == "human" and sys.platform.startswith("linux") and not (
+            os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise InputError(
+            "env_kwargs render_mode='human' opens a window, but this machine has no display "
+            "(neither DISPLAY nor WAYLAND_DISPLAY is set); leave render_mode out to train, "
+            "and record an exported policy with `python -m experiments.evaluate "
+            "--video_dir=DIR`; received env_kwargs="
+            + json.dumps(make_kwargs, sort_keys=True))
+    if isinstance(mode, str) and mode.startswith("rgb_array"):
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 
 def check_run_options(checkpoint_every: int = 0, target_return=None) -> None:

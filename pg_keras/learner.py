@@ -1,10 +1,15 @@
-"""THE UPDATE: one REINFORCE step on a :class:`~pg_keras.batch.Batch`, and its builder.
+"""THE UPDATE: REINFORCE on a :class:`~pg_keras.batch.Batch` (and, with sample reuse, the
+clipped surrogate of PPO over several passes), and its builder.
 
 Reading order: :meth:`Learner._loss_and_gradients` is the algorithm (log-probabilities,
 policy-gradient weights, surrogate, value loss, entropy, tape); :meth:`Learner._update`
-sets the scheduled learning rates and bonus, clips each model's gradient to a global
-norm, applies it (or skips an update that is not finite) and then moves the running
-statistics. :func:`build_learner` makes the parts the learner holds: networks,
+sets the scheduled learning rates and bonus, takes the step (:meth:`Learner._step`: clip
+each model's gradient to a global norm, apply it, or skip a step that is not finite) and
+then moves the running statistics. With ``update_epochs``, ``minibatches`` or a clip
+(``Config.reuses_samples``), :meth:`Learner._reuse` takes the steps instead: the
+advantages and pi_old once (:meth:`Learner._prepare`), then ``update_epochs`` passes of
+``minibatches`` steps (:meth:`Learner._minibatch_gradients`), the same loss with the
+ratio to pi_old in place of log pi. :func:`build_learner` makes the parts the learner holds: networks,
 normalizers, optimizers, and the sampling stream (checkpointed here) from which
 TensorFlow's acting steps in collect/actor.py draw their seeds.
 
@@ -64,13 +69,16 @@ class Learner(tf.Module):
         rng: The stream TensorFlow's acting steps draw their seeds from, when the
             NumPy twin does not act (``collect.actor``); checkpointed here.
         strategy: The ``tf.distribute.Strategy`` whose scope holds the variables.
+        minibatch_rng: The stream the minibatches' order is drawn from (checkpointed
+            here), or None with one minibatch.
     """
 
     def __init__(self, config: Config, policy: Policy,
                  policy_optimizer: keras.optimizers.Optimizer,
                  value_optimizer: Optional[keras.optimizers.Optimizer],
                  return_stats: Optional[RunningNormalization], rng: tf.random.Generator,
-                 strategy: tf.distribute.Strategy):
+                 strategy: tf.distribute.Strategy,
+                 minibatch_rng: Optional[tf.random.Generator] = None):
         super().__init__(name="learner")
         self.config = config
         self.strategy = strategy
@@ -94,6 +102,8 @@ class Learner(tf.Module):
                 self.entropy_coef = tf.Variable(config.entropy_coef, dtype=tf.float32,
                                                 trainable=False, name="entropy_coef")
         self.rng = rng
+        if minibatch_rng is not None:  # absent from a checkpoint of a one-minibatch run
+            self.minibatch_rng = minibatch_rng
         self.batch_spec = batch_spec(
             config, policy.observation_space, policy.head,
             policy.state_spec((1, config.num_envs)) if policy.recurrent else None)
@@ -124,13 +134,17 @@ class Learner(tf.Module):
             return self._update(batch, env_steps)
         if self._update_graph is None:
             self._update_graph = self._update_function.get_concrete_function()
+        return self._update_graph(self.tensors(batch), tf.constant(env_steps, tf.int64))
+
+    def tensors(self, batch: Batch) -> Batch:
+        """``batch`` as tensors of :attr:`batch_spec`, with the all-legal action masks and
+        the empty state where it has none."""
         if batch.action_masks is None:
             batch = batch._replace(action_masks=np.ones(self.batch_spec.action_masks.shape, bool))
         if batch.initial_state is None and not self.policy.recurrent:
             batch = batch._replace(initial_state=np.zeros(self.batch_spec.initial_state.shape,
                                                           np.float32))
-        return self._update_graph(Batch(*map(_as_tensor, batch, self.batch_spec)),
-                                  tf.constant(env_steps, tf.int64))
+        return Batch(*map(_as_tensor, batch, self.batch_spec))
 
     @property
     def trace_count(self) -> int:
@@ -193,9 +207,7 @@ class Learner(tf.Module):
                 cfg.entropy_coef if self.entropy_coef is None else self.entropy_coef,
                 values, psi.value_targets, psi.step_weights)
             loss = info.total * psi.moments.share
-        variables = self.policy_variables + self.value_variables
-        gradients = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
-                     for g, v in zip(tape.gradient(loss, variables), variables)]
+        gradients = self._gradients(tape, loss)
         shares = {"loss": info.total, "policy_loss": info.policy, "value_loss": info.value,
                   "entropy": info.entropy}
         gradients, metrics = distributed.sum_replicas(
@@ -206,20 +218,40 @@ class Learner(tf.Module):
         return gradients, metrics, rows
 
     def _update(self, batch: Batch, env_steps) -> Dict[str, tf.Tensor]:
-        """One REINFORCE update as one graph: schedules, gradients, clip, apply or skip,
-        statistics."""
-        cfg = self.config
+        """One update as one graph: schedules; REINFORCE's step (or the steps of
+        :meth:`_reuse`); the counters; then the running statistics."""
         if self.scheduled:
             self._apply_schedules(env_steps)
-        gradients, metrics, rows = distributed.first_replica(
-            self.strategy, self.strategy.run(self._loss_and_gradients, args=(batch,)))
-        # Every replica holds the same sums now: the update is applied once, in
-        # cross-replica context, so the clip sees the gradient of the whole batch.
+        if self.config.reuses_samples:
+            metrics, rows, applied = self._reuse(batch)
+        else:
+            gradients, metrics, rows = distributed.first_replica(
+                self.strategy, self.strategy.run(self._loss_and_gradients, args=(batch,)))
+            applied, policy_norm, value_norm = self._step(gradients, metrics["loss"])
+            metrics.update(policy_grad_norm=policy_norm, value_grad_norm=value_norm,
+                           skipped=1.0 - applied)
+        # An update none of whose steps was finite counts as skipped.
+        self.updates.assign_add(tf.cast(applied > 0, tf.int64))
+        self.skipped_updates.assign_add(tf.cast(applied <= 0, tf.int64))
+        # The statistics move after the gradient, which is thus taken for exactly the
+        # policy that collected the batch.
+        if rows is not None:
+            with tf.control_dependencies([applied]):
+                self._update_statistics(rows)
+        if self.scheduled:
+            metrics.update(self._schedule_metrics())
+        return metrics
+
+    def _step(self, gradients, loss):
+        """Clips each model's gradient to its global norm and applies it, unless the loss
+        or a gradient is not finite: (1.0 if applied else 0.0, policy norm, value norm).
+        Runs in cross-replica context: the clip sees the gradient of the whole batch."""
+        cfg = self.config
         policy_grads = gradients[:len(self.policy_variables)]
         value_grads = gradients[len(self.policy_variables):]
         policy_norm = tf.linalg.global_norm(policy_grads)
         value_norm = tf.linalg.global_norm(value_grads) if value_grads else tf.zeros([])
-        finite = (tf.math.is_finite(metrics["loss"]) & tf.math.is_finite(policy_norm)
+        finite = (tf.math.is_finite(loss) & tf.math.is_finite(policy_norm)
                   & tf.math.is_finite(value_norm))
         policy_grads = _clip(policy_grads, cfg.max_grad_norm, policy_norm)
         value_grads = _clip(value_grads, cfg.resolved_value_max_grad_norm, value_norm)
@@ -228,23 +260,123 @@ class Learner(tf.Module):
             self.policy_optimizer.apply(policy_grads, self.policy_variables)
             if value_grads:
                 self.value_optimizer.apply(value_grads, self.value_variables)
-            self.updates.assign_add(1)
-            return tf.constant(0.0)
-
-        def skip():
-            self.skipped_updates.assign_add(1)
             return tf.constant(1.0)
 
-        skipped = tf.cond(finite, apply, skip)
-        # The statistics move after the gradient, which is thus taken for exactly the
-        # policy that collected the batch.
-        if rows is not None:
-            with tf.control_dependencies([skipped]):
-                self._update_statistics(rows)
-        metrics.update(policy_grad_norm=policy_norm, value_grad_norm=value_norm, skipped=skipped)
-        if self.scheduled:
-            metrics.update(self._schedule_metrics())
-        return metrics
+        applied = tf.cond(finite, apply, lambda: tf.constant(0.0))
+        return applied, policy_norm, value_norm
+
+    def _reuse(self, batch: Batch):
+        """Sample reuse: ``update_epochs`` passes over the batch, each of ``minibatches``
+        steps on the rows of a fresh order, until a step would start past ``target_kl``.
+
+        Returns:
+            (metrics: the losses, ratio statistics and gradient norms averaged over the
+            steps taken, ``epochs`` taken, ``skipped_steps``; the rows for the running
+            statistics; the number of steps applied).
+        """
+        cfg, minibatches = self.config, self.config.minibatches
+        prepared, metrics, rows = self.strategy.run(self._prepare, args=(batch,))
+        metrics, rows = distributed.first_replica(self.strategy, (metrics, rows))
+        orders = self._orders()
+        keys = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
+
+        def body(step, taken, applied, stop, sums):
+            order = orders[step // minibatches, step % minibatches]
+            gradients, values = distributed.first_replica(self.strategy, self.strategy.run(
+                self._minibatch_gradients, args=(prepared, order)))
+            # pi_old's own KL is 0: the first step is always taken.
+            stop = (values["approx_kl"] > cfg.target_kl if cfg.target_kl > 0
+                    else tf.constant(False))
+
+            def take():
+                ok, policy_norm, value_norm = self._step(gradients, values["loss"])
+                return ok, tf.stack([values[k] for k in keys] + [policy_norm, value_norm])
+
+            ok, row = tf.cond(stop, lambda: (tf.constant(0.0), tf.zeros([len(keys) + 2])),
+                              take)
+            return (step + 1, taken + 1.0 - tf.cast(stop, tf.float32), applied + ok, stop,
+                    sums + row)
+
+        _, taken, applied, _, sums = tf.while_loop(
+            lambda step, taken, applied, stop, sums: (step < orders.shape[0] * minibatches)
+            & tf.logical_not(stop), body,
+            (tf.constant(0), tf.constant(0.0), tf.constant(0.0), tf.constant(False),
+             tf.zeros([len(keys) + 2])))
+        means = sums / taken
+        metrics.update({k: means[i] for i, k in enumerate(keys + ("policy_grad_norm",
+                                                                   "value_grad_norm"))})
+        metrics.update(epochs=taken / minibatches, skipped_steps=taken - applied,
+                       skipped=tf.cast(applied <= 0, tf.float32))
+        return metrics, rows, applied
+
+    def _orders(self) -> tf.Tensor:
+        """[update_epochs, minibatches, n] int32: the columns of each step's minibatch
+        (:meth:`_prepare`'s columns of one replica), a fresh permutation for each pass
+        drawn from ``minibatch_rng``; in order with one minibatch."""
+        cfg = self.config
+        columns = cfg.num_envs if self.policy.recurrent else cfg.steps_per_iteration
+        columns //= self.local_replicas
+        shape = [cfg.update_epochs, cfg.minibatches, columns // cfg.minibatches]
+        if cfg.minibatches == 1:
+            return tf.reshape(tf.tile(tf.range(columns), [cfg.update_epochs]), shape)
+        keys = self.minibatch_rng.uniform([cfg.update_epochs, columns])
+        return tf.reshape(tf.argsort(keys, axis=1, stable=True), shape)
+
+    def _prepare(self, batch: Batch):
+        """This replica's rows readied for reuse (:class:`Reused`), the batch's weight
+        metrics, and the statistics' rows: Psi_t, the value targets, V_old and log pi_old
+        computed once, from the models as they collected the batch."""
+        cfg = self.config
+        batch = distributed.local_block(batch, self.local_replicas)
+        observations = tf.nest.map_structure(_flatten, batch.observations)
+        pi, values = self._outputs(batch, observations)
+        old_log_probs = _unflatten(pi.log_prob(_flatten(batch.actions)), batch)
+        psi = policy_gradient_weights(
+            cfg, batch, values, self.policy.return_scale(),
+            normalize=cfg.advantage_normalization == "batch")
+        zeros = tf.zeros_like(batch.rewards)
+        reused = Reused(
+            batch, old_log_probs, psi.weights,
+            zeros if values is None else tf.stop_gradient(values),
+            zeros if psi.value_targets is None else psi.value_targets,
+            tf.ones_like(zeros) if psi.step_weights is None else psi.step_weights)
+        rows = _statistic_rows(self.policy, self.return_stats, observations, batch.mask,
+                               psi.returns)
+        return _as_columns(reused, self.policy.recurrent), psi.metrics, rows
+
+    def _minibatch_gradients(self, reused: "Reused", columns: tf.Tensor):
+        """The clipped surrogate's gradient on the minibatch ``columns`` of every
+        replica's :meth:`_prepare` rows: (gradients summed over replicas, metrics)."""
+        cfg = self.config
+        part = tf.nest.map_structure(lambda x: tf.gather(x, columns, axis=1), reused)
+        batch = part.batch
+        moments = distributed.masked_moments(batch.mask, part.weights)
+        weights = part.weights
+        if cfg.normalize_advantages and cfg.advantage_normalization == "minibatch":
+            weights = returns.standardize(weights, moments.means[0], moments.variances[0],
+                                          std_floor=cfg.advantage_std_floor)
+        observations = tf.nest.map_structure(_flatten, batch.observations)
+        with tf.GradientTape() as tape:
+            pi, values = self._outputs(batch, observations)
+            log_probs = _unflatten(pi.log_prob(_flatten(batch.actions)), batch)
+            info = losses.reinforce_loss(
+                log_probs, _unflatten(pi.entropy(), batch), weights, batch.mask,
+                cfg.entropy_coef if self.entropy_coef is None else self.entropy_coef,
+                values, part.value_targets, part.step_weights if cfg.gamma_weighting else None,
+                part.old_log_probs, cfg.clip_ratio, part.old_values, cfg.value_clip)
+            loss = info.total * moments.share
+        kl, clip_fraction = losses.ratio_statistics(log_probs, part.old_log_probs,
+                                                    batch.mask, cfg.clip_ratio)
+        shares = {"loss": info.total, "policy_loss": info.policy, "value_loss": info.value,
+                  "entropy": info.entropy, "approx_kl": kl, "clip_fraction": clip_fraction}
+        return distributed.sum_replicas((self._gradients(tape, loss), {
+            k: v * moments.share for k, v in shares.items()}))
+
+    def _gradients(self, tape: tf.GradientTape, loss: tf.Tensor):
+        """d loss / d (policy variables + value variables), zeros where unconnected."""
+        variables = self.policy_variables + self.value_variables
+        return [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+                for g, v in zip(tape.gradient(loss, variables), variables)]
 
     def _update_statistics(self, rows: StatisticRows) -> None:
         if self.normalizer is not None:
@@ -291,7 +423,7 @@ class Weights(NamedTuple):
 
 
 def policy_gradient_weights(config: Config, batch: Batch, values: Optional[tf.Tensor],
-                            scale: tf.Tensor) -> "Weights":
+                            scale: tf.Tensor, normalize: bool = True) -> "Weights":
     """Psi_t, the policy-gradient weight of each step: the return G_t, or the advantage
     (GAE; G_t - V(s_t) at lambda = 1), in units of the return scale, standardized over
     all replicas' valid steps if ``normalize_advantages``.
@@ -301,6 +433,8 @@ def policy_gradient_weights(config: Config, batch: Batch, values: Optional[tf.Te
         batch: This replica's rows.
         values: [T, B] V(s_t) in units of ``scale``, or None without a baseline.
         scale: The return scale (1, or the running return std).
+        normalize: Standardize here, as ``normalize_advantages`` says (False: the
+            caller standardizes each minibatch).
     """
     cfg = config
     continues = 1.0 - tf.cast(batch.terminated | batch.truncated, tf.float32)
@@ -322,12 +456,42 @@ def policy_gradient_weights(config: Config, batch: Batch, values: Optional[tf.Te
         metrics["explained_variance"] = 1.0 - tf.math.divide_no_nan(
             moments.variances[2], moments.variances[1])
     metrics["valid_steps"] = moments.count
-    if cfg.normalize_advantages:
+    if cfg.normalize_advantages and normalize:
         weights = returns.standardize(weights, moments.means[0], moments.variances[0],
                                       std_floor=cfg.advantage_std_floor)
     step_weights = (returns.step_discounts(batch.episode_steps, cfg.gamma)
                     if cfg.gamma_weighting else None)
     return Weights(weights, value_targets, step_weights, target_returns, moments, metrics)
+
+
+class Reused(NamedTuple):
+    """A batch readied for several steps: its fields and what the collecting policy gave
+    each step, all [T', B'] (see :func:`_as_columns`)."""
+
+    batch: Batch
+    old_log_probs: tf.Tensor  # log pi_old(a_t|s_t)
+    weights: tf.Tensor  # Psi_t
+    old_values: tf.Tensor  # V_old(s_t), return-scale units (0 without a baseline)
+    value_targets: tf.Tensor  # return-scale units (0 without a baseline)
+    step_weights: tf.Tensor  # gamma^t (1 without gamma_weighting)
+
+
+def _as_columns(reused: Reused, recurrent: bool) -> Reused:
+    """The minibatches' view of the rows: a recurrent policy's stay [T, B] (a minibatch is
+    whole environments, replayed from their initial state); a feed-forward policy's steps
+    become the columns of [1, T * B] (a minibatch is any steps), with an empty state."""
+    if recurrent:
+        return reused
+
+    def columns(x):
+        return tf.reshape(x, [1, x.shape[0] * x.shape[1]] + x.shape[2:])
+
+    batch = reused.batch
+    steps = batch.rewards.shape[0] * batch.rewards.shape[1]
+    fields = {name: tf.nest.map_structure(columns, value)
+              for name, value in batch._asdict().items() if name != "initial_state"}
+    batch = Batch(initial_state=tf.zeros([1, steps, 0]), **fields)
+    return Reused(batch, *map(columns, reused[1:]))
 
 
 def _statistic_rows(policy: Policy, return_stats, flat_observations, mask,
@@ -411,8 +575,24 @@ def build_learner(config: Config, observation_space: gym.Space, action_space: gy
     # with its worker's stream.
     rng = tf.random.Generator.from_seed(0)
     rng.reset_from_seed(SeedStreams(config.seed).sampling)
+    _check_minibatches(config, devices, policy.recurrent)
+    minibatch_rng = None
+    if config.minibatches > 1:
+        minibatch_rng = tf.random.Generator.from_seed(SeedStreams(config.seed).minibatches)
     return Learner(config, policy, policy_optimizer, value_optimizer, return_stats, rng,
-                   strategy)
+                   strategy, minibatch_rng)
+
+
+def _check_minibatches(config: Config, devices: int, recurrent: bool) -> None:
+    """Refuses minibatches that do not split each device's rows evenly (a recurrent
+    policy's rows are its environments, e.g. with a recurrent model of the user's)."""
+    rows = (config.num_envs if recurrent else config.steps_per_iteration) // devices
+    if rows % config.minibatches:
+        what = "environments" if recurrent else "rows (num_envs * steps_per_update)"
+        raise InputError(
+            f"minibatches must divide the {rows} {what} of each of the {devices} devices"
+            f"{' of a recurrent policy' if recurrent else ''}; received "
+            f"minibatches={config.minibatches}")
 
 
 def observation_normalizer(space: gym.Space, config: Config):

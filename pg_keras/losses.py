@@ -1,9 +1,17 @@
-"""The REINFORCE surrogate, value and entropy losses: pure functions on [T, B] tensors.
+"""The REINFORCE surrogate, its clipped form, value and entropy losses: pure functions on
+[T, B] tensors (any shape whose entries are steps; a minibatch is [1, n]).
 
 The surrogate's gradient is the policy-gradient estimate: for one step,
 grad[-log pi(a_t|s_t) * Psi_t] = -Psi_t * grad log pi(a_t|s_t), where Psi_t (the return, or
 the return minus the baseline) is held constant with ``tf.stop_gradient``. Its value is not
 the objective; only its gradient means something.
+
+The clipped surrogate (PPO) reuses a batch for several steps: with the ratio
+r_t = pi(a_t|s_t) / pi_old(a_t|s_t) to the policy that collected it, each step's term is
+-min(r_t Psi_t, clip(r_t, 1 - eps, 1 + eps) Psi_t). At the collecting policy r_t = 1 and
+grad r_t = grad log pi(a_t|s_t), so its first step is the REINFORCE step; the clip only
+acts on later steps, zeroing the gradient of a step whose ratio has already moved past
+the clip on the side its Psi_t pushes (docs/reinforce.md).
 """
 
 from __future__ import annotations
@@ -50,6 +58,78 @@ def policy_gradient_loss(log_probs, weights, mask, step_weights: Optional[tf.Ten
     return -masked_mean(log_probs * weights, mask)
 
 
+def clipped_surrogate_loss(log_probs, old_log_probs, weights, mask, clip_ratio: float,
+                           step_weights: Optional[tf.Tensor] = None):
+    """-mean[min(r_t Psi_t, clip(r_t, 1 - clip_ratio, 1 + clip_ratio) Psi_t)] over valid
+    steps, with r_t = exp(log pi(a_t|s_t) - log pi_old(a_t|s_t)).
+
+    Args:
+        log_probs: [T, B] log pi(a_t|s_t), differentiable.
+        old_log_probs: [T, B] log pi_old(a_t|s_t) of the collecting policy; not
+            differentiated.
+        weights: [T, B] Psi_t; not differentiated.
+        mask: [T, B] 1 for steps to learn from.
+        clip_ratio: eps; 0 leaves the ratio unclipped (r_t Psi_t, whose gradient at the
+            collecting policy is REINFORCE's).
+        step_weights: optional [T, B] factors such as gamma^t; not differentiated.
+
+    Returns:
+        Scalar loss.
+    """
+    weights = tf.stop_gradient(weights)
+    if step_weights is not None:
+        weights = weights * tf.stop_gradient(step_weights)
+    valid = tf.cast(mask, tf.bool)
+    weights = tf.where(valid, weights, tf.zeros_like(weights))
+    # Padding may hold any log-probability: its ratio is set to 1 before the exp.
+    log_ratio = tf.where(valid, log_probs - tf.stop_gradient(old_log_probs),
+                         tf.zeros_like(log_probs))
+    ratio = tf.exp(log_ratio)
+    objective = ratio * weights
+    if clip_ratio > 0:
+        clipped = tf.clip_by_value(ratio, 1.0 - clip_ratio, 1.0 + clip_ratio) * weights
+        objective = tf.minimum(objective, clipped)
+    return -masked_mean(objective, mask)
+
+
+def ratio_statistics(log_probs, old_log_probs, mask, clip_ratio: float):
+    """(approximate KL(pi_old || pi), clip fraction) over valid steps.
+
+    The KL estimate is mean[(r - 1) - log r], unbiased and never negative; the clip
+    fraction is the share of steps with |r - 1| > clip_ratio (0 without a clip).
+    """
+    valid = tf.cast(mask, tf.bool)
+    log_ratio = tf.where(valid, tf.stop_gradient(log_probs - old_log_probs),
+                         tf.zeros_like(log_probs))
+    ratio = tf.exp(log_ratio)
+    kl = masked_mean((ratio - 1.0) - log_ratio, mask)
+    clipped = (tf.cast(tf.abs(ratio - 1.0) > clip_ratio, tf.float32) if clip_ratio > 0
+               else tf.zeros_like(ratio))
+    return kl, masked_mean(clipped, mask)
+
+
+def clipped_value_loss(values, old_values, targets, mask, value_clip: float):
+    """mean[max((V - G)^2, (V_old + clip(V - V_old, -c, c) - G)^2)] over valid steps: the
+    value model moves at most ``value_clip`` from its prediction at collection where
+    that moves it toward the target.
+
+    Args:
+        values: [T, B] V(s_t), differentiable.
+        old_values: [T, B] V(s_t) before the update; not differentiated.
+        targets: [T, B] returns; not differentiated.
+        mask: [T, B].
+        value_clip: c, in the value model's units (return-scale units).
+
+    Returns:
+        Scalar loss.
+    """
+    targets, old_values = tf.stop_gradient(targets), tf.stop_gradient(old_values)
+    clipped = old_values + tf.clip_by_value(values - old_values, -value_clip, value_clip)
+    errors = tf.maximum(tf.square(targets - values), tf.square(targets - clipped))
+    errors = tf.where(tf.cast(mask, tf.bool), errors, tf.zeros_like(errors))
+    return masked_mean(errors, mask)
+
+
 def value_loss(values, targets, mask):
     """mean[(stop_gradient(targets_t) - V(s_t))^2] over valid steps.
 
@@ -68,8 +148,10 @@ def value_loss(values, targets, mask):
 
 
 def reinforce_loss(log_probs, entropy, weights, mask, entropy_coef, values=None,
-                   value_targets=None, step_weights=None) -> LossInfo:
-    """The whole loss of one update.
+                   value_targets=None, step_weights=None, old_log_probs=None,
+                   clip_ratio: float = 0.0, old_values=None,
+                   value_clip: float = 0.0) -> LossInfo:
+    """The whole loss of one gradient step.
 
     Args:
         log_probs: [T, B] log pi(a_t|s_t).
@@ -80,12 +162,27 @@ def reinforce_loss(log_probs, entropy, weights, mask, entropy_coef, values=None,
         values: optional [T, B] V(s_t) (with a baseline).
         value_targets: optional [T, B] value targets (with a baseline).
         step_weights: optional [T, B] per-step factors such as gamma^t.
+        old_log_probs: optional [T, B] log pi_old(a_t|s_t) of the collecting policy: the
+            policy term is then the (clipped, with ``clip_ratio``) ratio surrogate of a
+            reused batch; None is REINFORCE's surrogate.
+        clip_ratio: eps of the clipped surrogate.
+        old_values: optional [T, B] V(s_t) at collection, for ``value_clip``.
+        value_clip: c of the clipped value loss; 0 is the plain squared error.
 
     Returns:
         LossInfo.
     """
-    policy = policy_gradient_loss(log_probs, weights, mask, step_weights)
+    if old_log_probs is None:
+        policy = policy_gradient_loss(log_probs, weights, mask, step_weights)
+    else:
+        policy = clipped_surrogate_loss(log_probs, old_log_probs, weights, mask, clip_ratio,
+                                        step_weights)
     mean_entropy = masked_mean(entropy, mask)
-    value = tf.zeros([], tf.float32) if values is None else value_loss(values, value_targets, mask)
+    if values is None:
+        value = tf.zeros([], tf.float32)
+    elif value_clip > 0:
+        value = clipped_value_loss(values, old_values, value_targets, mask, value_clip)
+    else:
+        value = value_loss(values, value_targets, mask)
     total = policy - tf.cast(entropy_coef, tf.float32) * mean_entropy + value
     return LossInfo(total=total, policy=policy, value=value, entropy=mean_entropy)

@@ -12,6 +12,8 @@ every consumer, by name, for one worker of a group:
     sampling     the TensorFlow sampling stream (a Philox state: see below)
     evaluation   the greedy evaluations' resets (evaluation k, env i gets
                  ``evaluation + k + i``)
+    minibatches  the order in which a reused batch's rows form minibatches (the
+                 same on every worker and replica, each ordering its own rows)
 
 Worker 0, which is also every single-process run, gets the seeds a run of that seed has
 always had, so its weights are unchanged bit for bit. Worker ``w`` gets worker 0's
@@ -35,6 +37,7 @@ INIT_OFFSET = 0
 VALUE_INIT_OFFSET = 7919
 SAMPLING_OFFSET = 104729
 EVALUATION_OFFSET = 1_000_003
+MINIBATCH_OFFSET = 2_750_159
 ACTOR_OFFSET = 15485863
 WORKER_STRIDE = 1 << 24
 _PHILOX_KEY_SHIFT = 128
@@ -81,6 +84,12 @@ class SeedStreams:
     def evaluation(self) -> int:
         """The evaluations (evaluation k, env i gets ``evaluation + k + i``)."""
         return self._base + EVALUATION_OFFSET
+
+    @property
+    def minibatches(self) -> int:
+        """The minibatch order's stream (a ``tf.random.Generator`` seed); every worker
+        has the chief's, as the update is one computation over all of them."""
+        return self.seed + MINIBATCH_OFFSET
 
     @property
     def sampling(self) -> int:
