@@ -1,7 +1,7 @@
 """Evaluate an exported policy with TensorFlow and gymnasium alone.
 
     python -m experiments.evaluate --saved_model=saved_models/cartpole --episodes=20
-    python -m experiments.evaluate --saved_model=DIR --env=Pendulum-v1 --nogreedy --seed=3
+    python -m experiments.evaluate --saved_model=DIR --env=Pendulum-v1 --eval_mode=sample --seed=3
     python -m experiments.evaluate --saved_model=DIR --video_dir=videos --video_episodes=2
 
 Loads a SavedModel written by ``pg_keras.export_policy`` and runs ``--episodes`` episodes,
@@ -15,7 +15,11 @@ This program deliberately imports neither pg_keras nor tensorflow_probability: i
 proof that an exported policy runs on TensorFlow alone. ``--env`` defaults to the
 ``env_id`` of the ``config.json`` exported with the model, and the env is made as the run
 made it: that file's ``env_kwargs`` go to ``gym.make`` and its ``env_wrappers`` wrap each
-env (``--env_kwargs`` and ``--env_wrappers`` replace them). Where the env gives an action
+env (``--env_kwargs`` and ``--env_wrappers`` replace them). That file is data: code it
+names (an env id's ``module:`` prefix, wrappers) is imported only when the command line
+names it (``--env=module:Env-v0``, ``--env_wrappers=...``); without the flag the program
+stops in one line naming the flag to pass. A bare registered env id needs no flag. The
+SavedModel itself is a program: load only models you trust (SECURITY.md). Where the env gives an action
 mask (``info["action_mask"]`` or a Dict observation's ``action_mask`` key) and the run
 used it, the policy acts among the legal actions (its ``greedy_masked`` and
 ``sample_masked`` functions). Dict and Tuple observations go to the model as the dict of
@@ -31,6 +35,7 @@ import importlib
 import json
 import math
 import os
+import tempfile
 from typing import List, Optional, Tuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -44,15 +49,21 @@ from experiments import cli  # noqa: E402
 
 flags.DEFINE_string("saved_model", None, "Directory of the exported policy (a SavedModel).")
 flags.DEFINE_string("env", None, "Gymnasium env id; 'module:Env-v0' imports module first. "
-                    "Default: env_id in the model's config.json.")
+                    "Default: env_id in the model's config.json, where it has no module.")
 flags.DEFINE_string("env_wrappers", None, "Comma-separated module:name wrappers applied in "
-                    "order to each env. Default: env_wrappers in the model's config.json.")
+                    "order to each env (imported: the model's config.json names them but "
+                    "is never imported from; '' for none).")
 flags.DEFINE_string("env_kwargs", None, "gym.make keyword arguments as a JSON object. "
                     "Default: env_kwargs in the model's config.json.")
 flags.DEFINE_integer("episodes", 10, "Episodes to run (one per env copy).", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seeds the env resets (env i gets seed + i) and the sampling.",
                      lower_bound=0)
-flags.DEFINE_bool("greedy", True, "Act with the most likely action; --nogreedy samples.")
+flags.DEFINE_bool("greedy", True, "Act with the most likely action; --nogreedy samples "
+                  "(as --eval_mode=sample).")
+flags.DEFINE_enum("eval_mode", None, ["greedy", "sample"], "greedy: the most likely action; "
+                  "sample: actions drawn from the policy, as in training. Default: the "
+                  "eval_mode of the model's config.json (greedy without one), or sample "
+                  "with --nogreedy.")
 flags.DEFINE_string("video_dir", None, "Write GIFs of the first --video_episodes episodes here "
                     "(needs Pillow).")
 flags.DEFINE_integer("video_episodes", 1, "Episodes to record with --video_dir; capped by "
@@ -106,9 +117,35 @@ def env_options(stored: dict) -> Tuple[dict, list]:
     if not isinstance(kwargs, dict):
         raise EvaluationError(f"--env_kwargs must be a JSON object; received "
                               f"--env_kwargs={text}")
-    entries = (FLAGS.env_wrappers.split(",") if FLAGS.env_wrappers is not None
-               else stored.get("env_wrappers", []))
+    if FLAGS.env_wrappers is not None:
+        entries = FLAGS.env_wrappers.split(",")
+    else:
+        entries = stored.get("env_wrappers") or []
+        if entries:  # code the export names: imported only when the flag names it
+            raise EvaluationError(
+                f"the model's {CONFIG_FILENAME} records env_wrappers {entries}, which are code, "
+                f"and an export's record is never imported: pass --env_wrappers="
+                f"{','.join(map(str, entries))} to import them (or --env_wrappers= for none)")
     return kwargs, [_wrapper(entry.strip()) for entry in entries if entry.strip()]
+
+
+def recorded_env_id(stored: dict, saved_model: str) -> str:
+    """The env id the export records, where it names no module to import.
+
+    Raises:
+        EvaluationError: without one, or where it has a ``module:`` prefix (code the
+            export names: imported only when ``--env`` names it).
+    """
+    env_id = stored.get("env_id")
+    if not env_id or not isinstance(env_id, str):
+        raise EvaluationError(f"--env is required: {saved_model} has no {CONFIG_FILENAME} "
+                              f"naming its env")
+    if ":" in env_id:
+        raise EvaluationError(
+            f"the model's {CONFIG_FILENAME} records env_id {env_id!r}, whose module "
+            f"{env_id.split(':', 1)[0]!r} is code, and an export's record is never imported: "
+            f"pass --env={env_id} to import it")
+    return env_id
 
 
 def _wrapper(entry: str):
@@ -133,6 +170,38 @@ def resolve_env_id(env_id: str) -> str:
             raise EvaluationError(f"cannot import the module of --env={module}:{env_id}: "
                                   f"{error}") from None
     return env_id
+
+
+def eval_mode(stored: dict) -> str:
+    """``greedy`` or ``sample``: --eval_mode, else sample for --nogreedy, else the export's.
+
+    Raises:
+        EvaluationError: for --eval_mode=greedy with --nogreedy.
+    """
+    if FLAGS.eval_mode == "greedy" and not FLAGS.greedy:
+        raise EvaluationError("--eval_mode=greedy contradicts --nogreedy; pass one of them")
+    if FLAGS.eval_mode:
+        return FLAGS.eval_mode
+    if not FLAGS.greedy:
+        return "sample"
+    recorded = stored.get("eval_mode", "greedy")
+    return recorded if recorded in ("greedy", "sample") else "greedy"
+
+
+def check_writable(path: str, name: str) -> None:
+    """Refuses an output directory that cannot be made, before any episode is played
+    (pg_keras.paths's check, which this program cannot import)."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise EvaluationError(f"{name} {path!r} cannot be written: {existing!r} is not a "
+                              "directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".evaluate-probe-", dir=existing))
+    except OSError as error:
+        raise EvaluationError(f"{name} {path!r} cannot be written: a directory cannot be "
+                              f"created in {existing!r} ({error.strerror or error})") from None
 
 
 def gif_writer():
@@ -362,15 +431,19 @@ def evaluate_from_flags() -> dict:
         raise EvaluationError(f"--saved_model must be a directory written by export_policy; "
                               f"received --saved_model={saved_model}")
     stored = stored_config(saved_model)
-    env_arg = FLAGS.env or stored.get("env_id")
-    if not env_arg:
-        raise EvaluationError(f"--env is required: {saved_model} has no {CONFIG_FILENAME} "
-                              f"naming its env")
+    env_arg = FLAGS.env or recorded_env_id(stored, saved_model)
     record = min(FLAGS.video_episodes, FLAGS.episodes) if FLAGS.video_dir else 0
+    mode = eval_mode(stored)
     if record:
+        check_writable(FLAGS.video_dir, "--video_dir")
         gif_writer()  # Fails before the slow part when Pillow is missing.
     env_id = resolve_env_id(env_arg)
     env_kwargs, wrappers = env_options(stored)
+    if env_kwargs.get("render_mode") == "human" and not (
+            os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise EvaluationError("env_kwargs render_mode='human' opens a window, but this "
+                              "machine has no display (neither DISPLAY nor WAYLAND_DISPLAY "
+                              "is set); record GIFs with --video_dir instead")
 
     cli.start_tensorflow(FLAGS.tf_logs)  # Late: its import is slow, bad flags fail fast.
     import tensorflow as tf
@@ -382,7 +455,7 @@ def evaluate_from_flags() -> dict:
         raise EvaluationError(f"cannot load a SavedModel from --saved_model={saved_model}: "
                               f"{first_line}") from None
     returns, frames, fps = run_episodes(policy, env_id, FLAGS.episodes, FLAGS.seed,
-                                        FLAGS.greedy, record, FLAGS.max_steps, env_kwargs,
+                                        mode == "greedy", record, FLAGS.max_steps, env_kwargs,
                                         wrappers, stored.get("use_action_mask", True))
     videos = []
     if record:
@@ -394,7 +467,7 @@ def evaluate_from_flags() -> dict:
     mean = sum(returns) / len(returns)
     std = math.sqrt(sum((r - mean) ** 2 for r in returns) / len(returns))
     return {"env": env_arg, "saved_model": saved_model, "episodes": len(returns),
-            "greedy": FLAGS.greedy, "seed": FLAGS.seed, "mean_return": mean,
+            "greedy": mode == "greedy", "eval_mode": mode, "seed": FLAGS.seed, "mean_return": mean,
             "std_return": std, "returns": returns, "videos": videos}
 
 

@@ -30,14 +30,12 @@ def module_files(name: str) -> List[str]:
         fullname = ".".join(parts[:i + 1])
         module = sys.modules.get(fullname)
         if module is not None:
-            origin = getattr(module, "__file__", None)
-            locations = getattr(module, "__path__", None)
+            found = getattr(module, "__file__", None), getattr(module, "__path__", None)
         else:
-            spec = _find_spec(fullname, search)
-            if spec is None:
+            found = _find(fullname, search)
+            if found is None:
                 break
-            origin = spec.origin if spec.has_location else None
-            locations = spec.submodule_search_locations
+        origin, locations = found
         if origin:
             files.append(origin)
         if locations is None:
@@ -46,7 +44,8 @@ def module_files(name: str) -> List[str]:
     return files
 
 
-def _find_spec(fullname: str, search: Optional[list]):
+def _find(fullname: str, search: Optional[list]):
+    """(the file that would run or None, the package's directories or None), or None."""
     for finder in sys.meta_path:
         find = getattr(finder, "find_spec", None)
         if find is None:
@@ -55,8 +54,15 @@ def _find_spec(fullname: str, search: Optional[list]):
             spec = find(fullname, search)
         except ImportError:  # a finder that refuses the name: the import would fail too
             return None
+        except KeyError:
+            # The path finder found only directories (a namespace package) below a parent
+            # that is not imported: its lazy path would need the parent. List them here.
+            last = fullname.rpartition(".")[2]
+            directories = [os.path.join(entry or os.getcwd(), last) for entry in search or ()]
+            return None, [d for d in directories if os.path.isdir(d)]
         if spec is not None:
-            return spec
+            origin = spec.origin if spec.has_location else None
+            return origin, spec.submodule_search_locations
     return None
 
 
