@@ -14,9 +14,12 @@ import json
 import os
 from typing import Dict, List, Tuple
 
-from absl import app, flags
+from absl import flags
 
+from experiments import cli
 from experiments.curves import draw_band
+from pg_keras.config import InputError
+from pg_keras.paths import check_writable_file
 
 flags.DEFINE_list("root_dirs", None, "Run directories to plot.", required=True)
 flags.DEFINE_string("out", "curves.png", "Output image (PNG, SVG or PDF).")
@@ -31,14 +34,15 @@ def read_curve(root_dir: str, source: str) -> Tuple[List[float], List[float]]:
                  else ("metrics.jsonl", "return_mean"))
     path = os.path.join(root_dir, name)
     if not os.path.exists(path):
-        raise ValueError(f"{root_dir!r} has no {name}; is it a run directory?")
+        raise InputError(f"{root_dir!r} has no {name}; is it a run directory?")
     steps, values = [], []
     with open(path) as f:
         for line in f:
             record = json.loads(line)
             if key in record:
                 steps.append(record["env_steps"])
-                values.append(record[key])
+                value = record[key]  # null: no finite episode (pg_keras.strict_json)
+                values.append(float("nan") if value is None else value)
     return steps, values
 
 
@@ -93,15 +97,24 @@ def plot(root_dirs: List[str], out: str, source: str = "eval", title: str = None
     plt.close(fig)
 
 
+def check() -> None:
+    """Refuses an unwritable --out and run directories without a config, before drawing."""
+    check_writable_file(FLAGS.out, "--out")
+    if not FLAGS.root_dirs:
+        raise InputError("--root_dirs must name at least one run directory; received none")
+    for root_dir in FLAGS.root_dirs:
+        if not os.path.isfile(os.path.join(root_dir, "config.json")):
+            raise InputError(f"--root_dirs entry {root_dir!r} is not a run directory (it has "
+                             "no config.json)")
+
+
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
         plot(FLAGS.root_dirs, FLAGS.out, FLAGS.source, FLAGS.title)
-    except (ValueError, FileNotFoundError) as error:
-        raise app.UsageError(str(error)) from None
+    except (ValueError, OSError) as error:  # a damaged file of a run directory
+        raise InputError(str(error)) from None
     print(f"wrote {FLAGS.out}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run("plot", main, bad_input=(InputError,), check=check, tensorflow=False)

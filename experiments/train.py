@@ -27,7 +27,8 @@ cli.require_tensorflow_backend("train")
 
 import pg_keras  # noqa: E402  (TensorFlow is imported once the flags are checked)
 from experiments.config_flags import config_from_flags, define_config_flags  # noqa: E402
-from pg_keras.config import STRATEGIES, check_num_envs, check_run_options  # noqa: E402
+from pg_keras.config import (STRATEGIES, check_num_envs, check_render_mode,  # noqa: E402
+                             check_run_options)
 from pg_keras.paths import check_writable  # noqa: E402
 
 define_config_flags()
@@ -118,6 +119,7 @@ def check() -> None:
     """Everything about the flags that can be refused before TensorFlow is imported."""
     config = config_from_flags()
     check_run_options(FLAGS.checkpoint_every, FLAGS.target_return)
+    check_render_mode(config.make_kwargs)
     if config.backend == "gymnasium":
         check_num_envs(config.num_envs)
     if FLAGS.strategy != "multi_worker":  # else only the chief writes; it checks in main
@@ -210,7 +212,8 @@ def _make_strategy():
 
 
 def _holds_export_of(export_dir: str, config) -> bool:
-    """Whether ``export_dir`` holds an export made with ``config`` (safe to replace).
+    """Whether ``export_dir`` holds an export made with ``config``, or by the same run
+    stopped earlier (safe to replace).
 
     Raises:
         InputError: if it holds anything else (another config's export, named by the
@@ -226,7 +229,8 @@ def _holds_export_of(export_dir: str, config) -> bool:
     except (OSError, ValueError):
         raise pg_keras.InputError(f"export_dir {export_dir!r} exists and holds no pg_keras "
                                   f"export (no readable config.json); {advice}") from None
-    differing = config.differences(stored, path)
+    # The export of the same run, stopped earlier, is replaced by the run continued.
+    differing = config.differences_to_resume(stored, path)
     if differing:
         raise pg_keras.InputError(f"export_dir {export_dir!r} holds the policy of another "
                                   f"config ({', '.join(differing)}); {advice}")

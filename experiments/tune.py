@@ -42,6 +42,7 @@ from experiments import cli, flagfiles  # noqa: E402
 cli.require_tensorflow_backend("tune")
 
 import pg_keras  # noqa: E402
+from pg_keras.paths import check_writable, check_writable_file  # noqa: E402
 from experiments.config_flags import config_from_flags, define_config_flags  # noqa: E402
 from experiments.tune_space import field_types, from_choice, parse_param  # noqa: E402
 
@@ -76,6 +77,17 @@ def flagfile_argument(argv: Sequence[str]) -> str:
         raise pg_keras.InputError(f"tune needs exactly one --flagfile (the config it tunes); "
                                   f"received {len(paths)}")
     return paths[0]
+
+
+def check_outputs() -> None:
+    """Refuses a --study or --out that cannot be written, before any trial runs."""
+    if FLAGS.study:
+        path = os.path.abspath(FLAGS.study)
+        directory = os.path.dirname(path) if path.endswith((".db", ".sqlite", ".sqlite3")) \
+            else path
+        check_writable(directory, "study")
+    if FLAGS.out:
+        check_writable_file(FLAGS.out, "out")
 
 
 def study_url(study: Optional[str]) -> str:
@@ -241,6 +253,7 @@ def main(argv):
         raise pg_keras.InputError(f"trials must be >= 1; received --trials={FLAGS.trials}")
     if FLAGS.parallel < 1:
         raise pg_keras.InputError(f"parallel must be >= 1; received --parallel={FLAGS.parallel}")
+    check_outputs()
     overrides = _config_overrides(sys.argv[1:])
     study = open_study(ff, setup_of(ff, space, seeds, overrides))
     if FLAGS.worker:

@@ -31,6 +31,7 @@ when a better evaluation arrives.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import json
@@ -38,10 +39,14 @@ import os
 import pickle
 import re
 import shutil
-from typing import Any, List, Optional, Tuple
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import tensorflow as tf
+from google.protobuf import text_format
 from tensorflow.core.protobuf import trackable_object_graph_pb2
+from tensorflow.python.training import checkpoint_state_pb2
 
 from pg_keras import strict_json
 from pg_keras.config import InputError
@@ -157,8 +162,7 @@ def _is_count(value: Any) -> bool:
 
 def _shown(value: Any) -> str:
     """A value for a one-line message, cut short."""
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return _shown_text(repr(value), 40)
 
 
 class Checkpointer:
@@ -180,14 +184,28 @@ class Checkpointer:
         self.save_directory = save_directory or directory
         self.learner = learner
         self.checkpoint = tf.train.Checkpoint(learner=learner)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, self.save_directory,
-                                                  max_to_keep=max_to_keep)
+        self.max_to_keep = max_to_keep
+        self.restored: Optional[str] = None  # the prefix of the checkpoint restored
+        self._manager: Optional[tf.train.CheckpointManager] = None
+
+    @property
+    def manager(self) -> tf.train.CheckpointManager:
+        """TensorFlow's manager of the checkpoints saved (numbering, rotation).
+
+        Made at the first save, not before: it reads its pointer file when made, and a
+        resume first rewrites that file to list the checkpoints it kept.
+        """
+        if self._manager is None:
+            self._manager = tf.train.CheckpointManager(self.checkpoint, self.save_directory,
+                                                       max_to_keep=self.max_to_keep)
+        return self._manager
 
     def save(self, number: int, loop: LoopState, environments: Any) -> str:
         """Writes checkpoint ``number`` (e.g. the update count) with its loop state.
 
         Args:
-            number: The checkpoint's number.
+            number: The checkpoint's number: the learner's update count (updates and
+                skipped updates), which a restore checks against the checkpoint's own.
             loop: The loop's state.
             environments: The collector's state (pickled: it holds the environments).
 
@@ -201,9 +219,13 @@ class Checkpointer:
                           strict_json.dumps(loop.to_dict(), indent=1).encode())
         prefix = self.manager.save(checkpoint_number=number)
         kept = {_number(p) for p in self.manager.checkpoints}
-        for pattern in ("loop-*.json", "environments-*.pkl", "loop-*.pkl"):
+        for pattern in ("loop-*.json", "environments-*.pkl"):
             for old in glob.glob(os.path.join(self.save_directory, pattern)):
-                if _number(old) not in kept:
+                number = _number(old)
+                # Only what the rotation deleted: a checkpoint the manager does not list
+                # (its pointer file lost) keeps its files.
+                if number not in kept and not os.path.exists(
+                        os.path.join(self.save_directory, f"ckpt-{number}.index")):
                     os.remove(old)
         return prefix
 
@@ -231,53 +253,123 @@ class Checkpointer:
                 os.remove(path)
         return prefix
 
-    @property
-    def latest(self) -> Optional[str]:
-        """The prefix of the latest checkpoint in ``directory``, or None."""
-        return tf.train.latest_checkpoint(self.directory)
-
     def restore_weights(self) -> Optional[str]:
-        """Restores the latest checkpoint's TensorFlow state into the learner, and nothing else.
+        """Restores the TensorFlow state of the newest checkpoint whose TensorFlow files read
+        completely into the learner, and nothing else; a newer one that does not read is
+        named on stderr and left in place (reading a run directory changes nothing).
 
         Returns:
             The checkpoint's prefix, or None when there is none.
 
         Raises:
-            InputError: if the checkpoint's models are not the learner's (another
-                architecture than the one built for it).
+            InputError: if no checkpoint reads, or the checkpoint's models are not the
+                learner's (another architecture than the one built for it).
         """
-        prefix = self.latest
-        if prefix is None:
-            return None
-        self._check_models(prefix)
-        self.checkpoint.restore(prefix).assert_existing_objects_matched()
-        return prefix
+        listed = _listed(self.directory)
+        damaged = []
+        for number in listed:
+            try:
+                _read_tensorflow(self.directory, number, listed[number])
+            except DamagedCheckpoint as error:
+                damaged.append((number, str(error)))
+                continue
+            for older, reason in damaged:
+                _say(f"checkpoint {older} of {self.directory} does not restore ({reason}); "
+                     f"restoring checkpoint {number} instead")
+            self._restore_tensorflow(number)
+            return self.restored
+        if damaged:
+            raise InputError(_none_restores(self.directory, damaged))
+        return None
 
-    def restore(self, environments: bool = True) -> Optional[Tuple[LoopState, Any]]:
-        """Restores the latest checkpoint to resume from it.
+    def restore(self, environments: Union[bool, Callable[[LoopState], bool]] = True
+                ) -> Optional[Tuple[LoopState, Any]]:
+        """Restores the newest checkpoint that restores completely, to resume from it.
+
+        Each newer checkpoint is named on stderr and moved, whole, to ``damaged/ckpt-N/``;
+        then TensorFlow's pointer file is rewritten to list the checkpoints kept, so that
+        the next save's rotation deletes only older ones. A worker that restores the
+        chief's directory (``save_directory`` elsewhere) skips them and moves nothing.
 
         Args:
-            environments: Also read the environments' state (unpickled: only for a run
-                directory trusted as much as code).
+            environments: Also read (and check) the environments' state: unpickled, only
+                for a run directory trusted as much as code; or a function of the
+                checkpoint's loop state that says whether to (a finished run needs none).
 
         Returns:
             ``(loop state, environments' state or None)``, or None without a checkpoint.
+
+        Raises:
+            InputError: if checkpoints are there but none restores completely (nothing is
+                moved then), or they are of another format.
         """
-        prefix = self.restore_weights()
-        if prefix is None:
+        listed = _listed(self.directory)
+        owner = self.save_directory == self.directory
+        if not listed:
+            if owner:  # a pointer to nothing would stop TensorFlow's manager at the first save
+                _remove_if_present(os.path.join(self.directory, POINTER))
             return None
-        number = _number(prefix)
-        loop_path = _path(self.directory, "loop", number, "json")
-        if os.path.exists(loop_path):
-            with open(loop_path) as f:
-                loop = LoopState.from_dict(json.load(f), loop_path)
-            if not environments:
-                return loop, None
-            with open(_path(self.directory, "environments", number, "pkl"), "rb") as f:
-                return loop, pickle.load(f)
-        with open(_path(self.directory, "loop", number, "pkl"), "rb") as f:  # format 1
-            saved = pickle.load(f)
-        return LoopState.from_format_1(saved), saved["collector"] if environments else None
+        _refuse_another_format(self.directory, listed)
+        damaged = []
+        for number in listed:
+            try:
+                loop, state = self._read(number, listed[number], environments)
+            except DamagedCheckpoint as error:
+                damaged.append((number, str(error)))
+                continue
+            for newer, reason in damaged:
+                self._set_aside(newer, listed[newer], reason, number, owner)
+            self._restore_tensorflow(number)
+            if owner:
+                _write_pointer(self.directory, number, listed)
+                self._manager = None
+            return loop, state
+        raise InputError(_none_restores(self.directory, damaged))
+
+    def _read(self, number: int, files: List[str],
+              environments: Union[bool, Callable[[LoopState], bool]]) -> Tuple[LoopState, Any]:
+        """Reads checkpoint ``number`` whole (without restoring it).
+
+        Raises:
+            DamagedCheckpoint: if a file of it is missing or does not read.
+        """
+        _read_tensorflow(self.directory, number, files)
+        path = _path(self.directory, "loop", number, "json")
+        try:
+            with open(path, "rb") as f:
+                values = json.loads(f.read().decode())
+        except FileNotFoundError:
+            raise DamagedCheckpoint(f"{os.path.basename(path)} is missing") from None
+        except (OSError, ValueError) as error:
+            raise DamagedCheckpoint(f"{os.path.basename(path)} is not JSON "
+                                    f"({_first_line(error)})") from None
+        loop = LoopState.from_dict(values, os.path.basename(path))
+        wanted = environments(loop) if callable(environments) else environments
+        return loop, _read_environments(self.directory, number) if wanted else None
+
+    def _restore_tensorflow(self, number: int) -> None:
+        prefix = os.path.join(self.directory, f"ckpt-{number}")
+        self._check_models(prefix)
+        self.checkpoint.restore(prefix).assert_existing_objects_matched()
+        self.restored = prefix
+
+    def _set_aside(self, number: int, files: List[str], reason: str, resumed: int,
+                   owner: bool) -> None:
+        """Moves a damaged checkpoint's files to ``damaged/`` (a worker only names it)."""
+        if not owner:
+            _say(f"checkpoint {number} of {self.directory} does not restore ({reason}); "
+                 f"resuming from checkpoint {resumed}")
+            return
+        target = base = os.path.join(self.directory, DAMAGED, f"ckpt-{number}")
+        copies = 0
+        while os.path.exists(target):  # one damaged before under that name: keep both
+            copies += 1
+            target = f"{base}.{copies}"
+        os.makedirs(target)
+        for name in files:
+            os.replace(os.path.join(self.directory, name), os.path.join(target, name))
+        _say(f"checkpoint {number} of {self.directory} does not restore ({reason}); moved "
+             f"to {target}, resuming from checkpoint {resumed}")
 
     def _check_models(self, prefix: str) -> None:
         """Refuses a checkpoint whose model variables do not have the learner's shapes."""
@@ -334,6 +426,118 @@ def _write_atomically(path: str, data: bytes) -> None:
 
 
 BEST = "best"
+DAMAGED = "damaged"  # checkpoints that do not restore, kept aside by a resume
+POINTER = "checkpoint"  # TensorFlow's pointer file (its CheckpointManager's state)
+
+# The files of checkpoint N: the TensorFlow checkpoint, the loop state, the environments;
+# loop-N.pkl is format 1's loop state, listed only to be refused.
+_FILE = re.compile(r"(?:ckpt-(\d+)\.(?:index|data-\d+-of-\d+)|loop-(\d+)\.(?:json|pkl)"
+                   r"|environments-(\d+)\.pkl)$")
+
+
+def _listed(directory: str) -> Dict[int, List[str]]:
+    """``{N: names of checkpoint N's files}`` of ``directory``, newest first."""
+    found: Dict[int, List[str]] = {}
+    names = os.listdir(directory) if os.path.isdir(directory) else []
+    for name in sorted(names):
+        match = _FILE.fullmatch(name)
+        if match:
+            number = int(next(g for g in match.groups() if g is not None))
+            found.setdefault(number, []).append(name)
+    return dict(sorted(found.items(), reverse=True))
+
+
+def checkpoint_numbers(directory: str) -> List[int]:
+    """The numbers of the checkpoints whose files ``directory`` holds (intact or not),
+    newest first."""
+    return list(_listed(directory))
+
+
+def _refuse_another_format(directory: str, listed: Dict[int, List[str]]) -> None:
+    for files in listed.values():
+        old = [name for name in files if name.startswith("loop-") and name.endswith(".pkl")]
+        if old:
+            raise InputError(other_format_message(f"{directory} ({old[0]})", 1))
+
+
+def _read_tensorflow(directory: str, number: int, files: List[str]) -> None:
+    """Reads every tensor of TensorFlow checkpoint ``number`` (each read is checksummed),
+    and checks that its update count is its number.
+
+    Raises:
+        DamagedCheckpoint: if it is incomplete, does not read, or holds another count.
+    """
+    name = f"ckpt-{number}"
+    if f"{name}.index" not in files:
+        raise DamagedCheckpoint(f"{name}.index is missing")
+    try:
+        reader = tf.train.load_checkpoint(os.path.join(directory, name))
+        counts = {}
+        for key in reader.get_variable_to_shape_map():
+            value = reader.get_tensor(key)
+            if key in _COUNTERS:
+                counts[key] = int(value)
+    except Exception as error:  # TensorFlow's reader maps its errors to several types
+        raise DamagedCheckpoint(f"{name} does not read: {_first_line(error)}") from None
+    if len(counts) == len(_COUNTERS) and sum(counts.values()) != number:
+        raise DamagedCheckpoint(f"{name} holds {sum(counts.values())} updates, not {number}")
+
+
+# The learner's update counters in a checkpoint: their sum is the checkpoint's number.
+_COUNTERS = ("learner/updates/.ATTRIBUTES/VARIABLE_VALUE",
+             "learner/skipped_updates/.ATTRIBUTES/VARIABLE_VALUE")
+
+
+def _read_environments(directory: str, number: int) -> Any:
+    path = _path(directory, "environments", number, "pkl")
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    except FileNotFoundError:
+        raise DamagedCheckpoint(f"{os.path.basename(path)} is missing") from None
+    except Exception as error:  # an altered pickle can fail in any way at all
+        raise DamagedCheckpoint(f"{os.path.basename(path)} does not unpickle "
+                                f"({type(error).__name__}: {_first_line(error)})") from None
+
+
+def _write_pointer(directory: str, number: int, listed: Dict[int, List[str]]) -> None:
+    """Rewrites TensorFlow's pointer file: checkpoint ``number`` the latest, after the
+    older ones on disk, each with its time, so that its manager rotates them as its own."""
+    kept = sorted(n for n, files in listed.items() if n <= number and f"ckpt-{n}.index" in files)
+    now = time.time()
+    stamps = [min(os.path.getmtime(os.path.join(directory, f"ckpt-{n}.index")), now)
+              for n in kept]
+    state = checkpoint_state_pb2.CheckpointState(
+        model_checkpoint_path=f"ckpt-{number}",
+        all_model_checkpoint_paths=[f"ckpt-{n}" for n in kept],
+        all_model_checkpoint_timestamps=stamps, last_preserved_timestamp=min(stamps) - 1)
+    _write_atomically(os.path.join(directory, POINTER),
+                      text_format.MessageToString(state).encode())
+
+
+def _none_restores(directory: str, damaged: List[Tuple[int, str]]) -> str:
+    reasons = "; ".join(f"checkpoint {number}: {reason}" for number, reason in damaged)
+    return (f"no checkpoint in {directory} restores completely ({reasons}); nothing was "
+            "changed: put back intact copies of its files, or pass overwrite=True "
+            "(--overwrite) to start the run over")
+
+
+def _remove_if_present(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return _shown_text(text[0] if text else type(error).__name__, 120)
+
+
+def _shown_text(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _say(line: str) -> None:
+    print(f"pg_keras: {line}", file=sys.stderr, flush=True)
 
 
 def restore_best(directory: str, learner: tf.Module) -> Optional[dict]:

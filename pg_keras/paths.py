@@ -29,3 +29,30 @@ def check_writable(path: str, name: str) -> None:
     except OSError as error:
         raise InputError(f"{name} {path!r} cannot be written: a directory cannot be created "
                          f"in {existing!r} ({error.strerror or error})") from None
+
+
+def check_writable_file(path: str, name: str) -> None:
+    """Raises InputError unless a file can be written at ``path`` (its directory exists).
+
+    A file is created and removed in that directory: nothing is left behind.
+
+    Args:
+        path: The file a command will write (a plot, a flagfile).
+        name: What it is, for the message (``"--out"``).
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise InputError(f"{name} {path!r} cannot be written: it is a directory; name a file")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise InputError(f"{name} {path!r} cannot be written: its directory {directory!r} "
+                         "does not exist or is not a directory")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise InputError(f"{name} {path!r} cannot be written: permission denied")
+    try:
+        descriptor, probe = tempfile.mkstemp(prefix=".pg_keras-probe-", dir=directory)
+        os.close(descriptor)
+        os.remove(probe)
+    except OSError as error:
+        raise InputError(f"{name} {path!r} cannot be written: a file cannot be created in "
+                         f"{directory!r} ({error.strerror or error})") from None

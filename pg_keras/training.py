@@ -51,7 +51,7 @@ import numpy as np
 import tensorflow as tf
 
 from pg_keras import distributed, networks, reporting, space_json, strict_json
-from pg_keras.checkpoint import Checkpointer, Evaluation, LoopState
+from pg_keras.checkpoint import Checkpointer, Evaluation, LoopState, checkpoint_numbers
 from pg_keras.config import Config, InputError, TrainingError, check_run_options
 from pg_keras.learner import Learner, build_learner
 from pg_keras.policy import Policy
@@ -239,7 +239,8 @@ def _build(config, streams, strategy, policy_network, value_network, cleanup):
     compiled = config.backend == "compiled"
     if compiled:
         graph_env = make_compiled_env(config.env_id)
-    envs = make_vector_env(EnvOptions.of(config), 1 if compiled else config.num_envs)
+    envs = make_vector_env(EnvOptions.of(config), 1 if compiled else config.num_envs,
+                           "sync" if compiled else config.vectorization)
     cleanup.callback(envs.close)
     with _global_streams_seeded(streams.init):
         learner = build_learner(config, envs.single_observation_space,
@@ -310,6 +311,7 @@ class _Loop:
         self.checkpoints = _Every(every if checkpointer is not None else 0,
                                   due="next_checkpoint")
         self.state = LoopState()
+        self.restored_at: Optional[Tuple[int, int]] = None  # (env steps, evaluations)
         self.start = time.perf_counter()
 
     def run(self, stop: "_StopOnSignals") -> TrainResult:
@@ -342,30 +344,54 @@ class _Loop:
         return self._finish(None)
 
     def _resume(self) -> LoopState:
-        """The loop state to start from: the latest checkpoint's, restored, or a new one."""
-        restored = self.checkpointer.restore(environments=self.chief) if self.checkpointer \
-            else None
+        """The loop state to start from: that of the newest checkpoint that restores
+        completely, restored, or a new one. The run's own config (a larger total, other
+        intervals) applies from there on."""
+        restored = self.checkpointer.restore(environments=self._wants_environments) \
+            if self.checkpointer else None
         if restored is None:
             loop = LoopState(next_eval=self.config.eval_every)
         else:
             loop, environments = restored
-            self._restore_collector(loop, environments)
+            if not self._nothing_left(loop):
+                self._restore_collector(loop, environments)
             if self.reporter.verbose:
-                print(f"resumed from {self.checkpointer.latest} at {loop.env_steps} env steps",
-                      flush=True)
+                print(f"resumed from {self.checkpointer.restored} at {loop.env_steps} env "
+                      "steps", flush=True)
         if self.run_directory is not None:
+            self.run_directory.record_config()
             self.run_directory.truncate_after(loop.env_steps)
             self.reporter.history.extend(self.run_directory.read_metrics())
-        loop.next_checkpoint = loop.next_checkpoint or self.checkpoints.period
+        # Due next at the first multiple of each interval past the resumed step, as in a
+        # run that was never stopped (the intervals may be new).
+        for trigger in (self.evaluations, self.checkpoints):
+            if trigger.period > 0:
+                trigger.advance(loop)
+        self.restored_at = (loop.env_steps, len(loop.evaluations)) if restored else None
         self.start = time.perf_counter() - loop.wall_seconds
         return loop
+
+    def _nothing_left(self, loop: LoopState) -> bool:
+        """Whether a restored run is over: at its total (or solved, when that ends it),
+        with its final evaluation done. Re-running it only reports its result."""
+        over = loop.env_steps >= self.config.total_steps or (
+            self.options.stop_when_solved and loop.solved_at is not None)
+        return over and bool(loop.evaluations) and \
+            loop.evaluations[-1].env_steps == loop.env_steps
+
+    def _wants_environments(self, loop: LoopState) -> bool:
+        """Whether to unpickle the environments of a checkpoint: only the chief's, and
+        only to train on (the report of a finished run reads JSON alone)."""
+        return self.chief and not self._nothing_left(loop)
 
     def _restore_collector(self, loop: LoopState, environments) -> None:
         if self.chief:
             if not self.collector.restore(environments):
-                print("pg_keras: the environments could not be saved with the checkpoint; "
-                      "they were reset, so this resumed run is not bit-identical to an "
-                      "uninterrupted one", file=sys.stderr)
+                why = (" (with vectorization='async' they run in subprocesses, whose state "
+                       "is not saved)" if self.config.vectorization == "async" else "")
+                print(f"pg_keras: the environments could not be saved with the checkpoint"
+                      f"{why}; they were reset, so this resumed run is not bit-identical to "
+                      "an uninterrupted one", file=sys.stderr)
             return
         # The chief's checkpoint holds the chief's environments and sampling stream: this
         # worker's environments start afresh, and its stream moves past its earlier draws.
@@ -437,11 +463,28 @@ class _Loop:
             evaluations=list(loop.evaluations), solved_at=loop.solved_at,
             env_steps=loop.env_steps, wall_seconds=time.perf_counter() - self.start,
             interrupted=interrupted, worker=self.group.worker)
-        if self.checkpointer is not None:
+        # A resumed run that did nothing (a finished run's report) rewrites no checkpoint.
+        if self.checkpointer is not None and \
+                self.restored_at != (loop.env_steps, len(loop.evaluations)):
             self._save()
         if self.run_directory is not None:
             self.run_directory.write_json("summary.json", result.summary())
         return result
+
+
+def _record(line: bytes) -> Optional[dict]:
+    """The record a JSONL line holds, or None when it holds none with its env steps."""
+    try:
+        record = json.loads(line)
+    except ValueError:  # not JSON, or not UTF-8
+        return None
+    if not isinstance(record, dict):
+        return None
+    steps = record.get("env_steps")
+    if isinstance(steps, bool) or not isinstance(steps, (int, float)) \
+            or not np.isfinite(steps):
+        return None
+    return record
 
 
 @contextlib.contextmanager
@@ -555,39 +598,65 @@ class _RunDirectory:
             self._lock.close()
             raise InputError(f"root_dir {path!r} is in use by a live run (pid {owner}); wait "
                              "for it to finish or choose another root_dir") from None
-        config_path = os.path.join(path, "config.json")
-        if os.path.exists(config_path):
-            try:
-                with open(config_path) as f:
-                    previous = json.load(f)
-                differing = config.differences(previous, config_path)
-            except InputError:
-                self.close()
-                raise
-            if differing and not overwrite:
-                self.close()
-                for role in ("policy", "value"):
-                    recorded = previous.get(f"{role}_network", "")
-                    changed = any(d.startswith(f"{role}_network:") for d in differing)
-                    if changed and networks.is_python_object(recorded):
-                        raise InputError(networks.python_object_message(path, role, recorded))
-                raise InputError(f"root_dir {path!r} holds a run with a different config "
-                                 f"({', '.join(differing)}); pass overwrite=True (--overwrite) "
-                                 "to replace it, or choose another root_dir")
-            if differing:
-                for name in RUN_FILES:
-                    target = os.path.join(path, name)
-                    if os.path.isdir(target):
-                        shutil.rmtree(target)
-                    elif os.path.exists(target):
-                        os.remove(target)
+        try:
+            if self._holds_another_run(config, overwrite):
+                self._empty()
+        except InputError:
+            self.close()
+            raise
+        self.config = config
         self._lock.seek(0)
         self._lock.truncate()
         self._lock.write(str(os.getpid()))
         self._lock.flush()
-        self.write_json("config.json", config.to_stored())
+        # config.json is written once the loop has restored (record_config): a resume that
+        # finds no checkpoint to restore leaves the directory as it was.
         self._writer = tf.summary.create_file_writer(os.path.join(path, "tensorboard"))
         self.metrics = reporting.MetricsLog(os.path.join(path, "metrics.jsonl"), self._writer)
+
+    def _holds_another_run(self, config: Config, overwrite: bool) -> bool:
+        """Whether the directory holds another run that ``overwrite`` replaces: a config
+        that differs in more than a run continues with (:data:`CONTINUABLE`), an unreadable
+        config, or checkpoints without a config; refused without ``overwrite``."""
+        config_path = os.path.join(self.path, "config.json")
+        advice = "pass overwrite=True (--overwrite) to replace it, or choose another root_dir"
+        if not os.path.exists(config_path):
+            if checkpoint_numbers(os.path.join(self.path, "checkpoints")) and not overwrite:
+                raise InputError(f"root_dir {self.path!r} holds checkpoints but no config.json: "
+                                 f"put the run's config.json back to resume it, or {advice}")
+            return overwrite
+        try:
+            with open(config_path) as f:
+                previous = json.load(f)
+            differing = config.differences_to_resume(previous, config_path)
+        except (OSError, ValueError) as error:
+            if overwrite:
+                return True
+            if isinstance(error, InputError):
+                raise
+            raise InputError(f"root_dir {self.path!r} holds a config.json that does not read "
+                             f"({error}); {advice}") from None
+        if differing and not overwrite:
+            for role in ("policy", "value"):
+                recorded = previous.get(f"{role}_network", "")
+                changed = any(d.startswith(f"{role}_network:") for d in differing)
+                if changed and networks.is_python_object(recorded):
+                    raise InputError(networks.python_object_message(self.path, role, recorded))
+            raise InputError(f"root_dir {self.path!r} holds a run with a different config "
+                             f"({', '.join(differing)}); {advice}")
+        return bool(differing)
+
+    def _empty(self) -> None:
+        for name in RUN_FILES:
+            target = os.path.join(self.path, name)
+            if os.path.isdir(target):
+                shutil.rmtree(target)
+            elif os.path.exists(target):
+                os.remove(target)
+
+    def record_config(self) -> None:
+        """Writes config.json (the values this run goes on with)."""
+        self.write_json("config.json", self.config.to_stored())
 
     def write_json(self, name: str, value) -> None:
         target = os.path.join(self.path, name)
@@ -596,23 +665,34 @@ class _RunDirectory:
         os.replace(target + ".tmp", target)
 
     def _read_jsonl(self, name: str) -> List[dict]:
+        """The records of a JSONL file. A line that is not a record with its env steps (cut
+        short by a kill, or damaged) is skipped, counted in one line on stderr, and kept
+        in ``<name>.damaged``; the lines after it are read on."""
         path = os.path.join(self.path, name)
         if not os.path.exists(path):
             return []
-        records = []
-        with open(path) as f:
+        records, damaged = [], []
+        with open(path, "rb") as f:
             for line in f:
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:  # a line cut short by a kill
-                    break
+                record = _record(line)
+                if record is None:
+                    damaged.append(line if line.endswith(b"\n") else line + b"\n")
+                else:
+                    records.append(record)
+        if damaged:
+            with open(path + ".damaged", "ab") as f:
+                f.writelines(damaged)
+            print(f"pg_keras: skipped {len(damaged)} damaged line(s) of {path} (kept in "
+                  f"{os.path.basename(path)}.damaged); read the {len(records)} others",
+                  file=sys.stderr, flush=True)
         return records
 
     def read_metrics(self) -> List[dict]:
         return self._read_jsonl("metrics.jsonl")
 
     def truncate_after(self, env_steps: int) -> None:
-        """Drops records past ``env_steps``: a resumed run writes them again."""
+        """Drops records past ``env_steps`` (a resumed run writes them again), and damaged
+        lines (kept aside by :meth:`_read_jsonl`)."""
         for name in ("metrics.jsonl", "evaluations.jsonl"):
             kept = [r for r in self._read_jsonl(name) if r["env_steps"] <= env_steps]
             target = os.path.join(self.path, name)

@@ -21,9 +21,11 @@ import json
 from typing import Any, Callable, Dict, List, Tuple, Union
 
 import gymnasium as gym
+import numpy as np
 from gymnasium.vector import AutoresetMode
 
-from pg_keras.config import Config, InputError, check_num_envs
+from pg_keras.config import (VECTORIZATIONS, Config, InputError, check_num_envs,
+                             check_render_mode)
 from pg_keras.wrappers import WithoutActionMask
 
 
@@ -179,6 +181,7 @@ def make_env(env: Union[str, Config, EnvOptions], **kwargs) -> gym.Env:
     options = EnvOptions.of(env)
     bare = split_env_id(options.env_id)
     wrappers = _all_wrappers(options)
+    check_render_mode({**options.kwargs, **kwargs})
     with _making(options):
         single = gym.make(bare, **{**options.kwargs, **kwargs})
     for wrap in wrappers:
@@ -187,22 +190,79 @@ def make_env(env: Union[str, Config, EnvOptions], **kwargs) -> gym.Env:
 
 
 def check_env(env: Union[str, Config, EnvOptions]) -> None:
-    """Makes one env of the options and closes it: bad options fail here, before any work.
+    """Makes one env of the options, resets it and takes one step, and closes it: bad
+    options, and observations that do not fit the env's observation space (a wrapper
+    that changes them without saying so), fail here, before any work.
 
     Raises:
-        InputError: as :func:`make_env`.
+        InputError: as :func:`make_env`, and for an observation whose shape (or, in a
+            Dict or Tuple, whose keys) differ from the observation space's.
     """
-    make_env(env).close()
+    single = make_env(env)
+    name, where = EnvOptions.of(env).env_id, "reset()"
+    try:
+        observation, info = single.reset(seed=0)
+        _check_observation(single.observation_space, observation, name, where)
+        where = "its first step()"
+        observation = single.step(_legal_action(single, observation, info))[0]
+        _check_observation(single.observation_space, observation, name, where)
+    except AssertionError as error:  # gymnasium's own env checker, on the first calls
+        raise InputError(f"env {name!r} failed gymnasium's env check at {where}: "
+                         f"{error}") from None
+    finally:
+        single.close()
+
+
+def _legal_action(env: gym.Env, observation, info):
+    """A random action, among the legal ones where the env gives a Discrete action mask."""
+    mask = info.get("action_mask")
+    if mask is None and isinstance(observation, dict):
+        mask = observation.get("action_mask")
+    if mask is not None and isinstance(env.action_space, gym.spaces.Discrete):
+        return env.action_space.sample(mask=np.asarray(mask, np.int8))
+    return env.action_space.sample()
+
+
+def _check_observation(space: gym.Space, observation, env_id: str, where: str) -> None:
+    misfit = _misfit(space, observation, "")
+    if misfit:
+        raise InputError(f"env {env_id!r} returned an observation that does not fit its "
+                         f"observation_space {space} from {where}: {misfit}")
+
+
+def _misfit(space: gym.Space, observation, key: str) -> str:
+    """How ``observation`` does not fit ``space`` (shapes, keys), or "" if it does."""
+    at = f" at key {key!r}" if key else ""
+    if isinstance(space, gym.spaces.Dict):
+        if not isinstance(observation, dict) or set(observation) != set(space.spaces):
+            keys = sorted(observation) if isinstance(observation, dict) else type(observation)
+            return f"keys{at} {keys}, but the space has {sorted(space.spaces)}"
+        parts = (_misfit(s, observation[k], f"{key}/{k}" if key else str(k))
+                 for k, s in space.spaces.items())
+        return next((p for p in parts if p), "")
+    if isinstance(space, gym.spaces.Tuple):
+        if not isinstance(observation, (tuple, list)) or len(observation) != len(space.spaces):
+            return f"{type(observation).__name__}{at}, but the space is a Tuple of " \
+                   f"{len(space.spaces)}"
+        parts = (_misfit(s, o, f"{key}/{i}" if key else str(i))
+                 for i, (s, o) in enumerate(zip(space.spaces, observation)))
+        return next((p for p in parts if p), "")
+    if space.shape is not None and np.shape(observation) != tuple(space.shape):
+        return f"shape {list(np.shape(observation))}{at}, but the space's is {list(space.shape)}"
+    return ""
 
 
 def make_vector_env(env: Union[str, Config, EnvOptions], num_envs: int,
-                    **kwargs) -> gym.vector.VectorEnv:
-    """A synchronous vector env in same-step autoreset mode, of ``num_envs`` envs made as
+                    vectorization: str = "sync", **kwargs) -> gym.vector.VectorEnv:
+    """A vector env in same-step autoreset mode, of ``num_envs`` envs made as
     :func:`make_env` makes one (``kwargs`` go to ``gym.make`` too).
 
     Args:
         env: An env id, or the options (or Config) of a run.
         num_envs: Environments.
+        vectorization: ``sync`` (gymnasium's SyncVectorEnv: the envs step one after the
+            other in this process) or ``async`` (AsyncVectorEnv: each env in a subprocess;
+            their state cannot be saved with a checkpoint).
 
     Raises:
         InputError: for an unknown env id, an env whose package lacks a dependency, bad
@@ -210,10 +270,14 @@ def make_vector_env(env: Union[str, Config, EnvOptions], num_envs: int,
             ``pg_keras.config.check_num_envs`` allows.
     """
     check_num_envs(num_envs)
+    if vectorization not in VECTORIZATIONS:
+        raise InputError(f"vectorization must be one of {', '.join(VECTORIZATIONS)}; "
+                         f"received vectorization={vectorization!r}")
     options = EnvOptions.of(env)
     bare = split_env_id(options.env_id)
     wrappers = _all_wrappers(options)
+    check_render_mode({**options.kwargs, **kwargs})
     with _making(options):
-        return gym.make_vec(bare, num_envs=num_envs, vectorization_mode="sync",
+        return gym.make_vec(bare, num_envs=num_envs, vectorization_mode=vectorization,
                             vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
                             wrappers=wrappers, **{**options.kwargs, **kwargs})
