@@ -33,6 +33,12 @@ DEFAULT_SPACE: Dict[str, tuple] = {
     "lr_schedule": (["constant", "linear"],),
     "entropy_schedule": (["constant", "linear"],),
     "clip_observations": ([0.0, 5.0, 10.0],),
+    "update_epochs": ([1, 2, 4, 10, 20],),
+    "minibatches": ([1, 4, 8, 16, 32, 64],),
+    "clip_ratio": (0.1, 0.3, LINEAR),
+    "value_clip": ([0.0, 0.2, 1.0],),
+    "target_kl": ([0.0, 0.01, 0.02, 0.05],),
+    "advantage_normalization": (["batch", "minibatch"],),
     **{name: (_BOOL,) for name in ("baseline", "normalize_returns", "normalize_advantages",
                                    "normalize_observations", "gamma_weighting")},
 }
