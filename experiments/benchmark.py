@@ -1,6 +1,6 @@
 """Throughput of both collection paths, against their limits, measured in one process.
 
-    python -m experiments.benchmark            # the README's table
+    python -m experiments.benchmark            # the tables of docs/performance.md
     python -m experiments.benchmark --quick    # a smoke run (CI)
 
 Prints one JSON line per configuration: env id, path, num_envs, env steps per second with
