@@ -94,7 +94,7 @@ def _layer_sizes(name: str, value) -> tuple:
 
 
 def markdown_table() -> str:
-    """The flags table of the README, generated so that it cannot drift from Config."""
+    """The Config table of docs/flags.md (experiments.flags_doc), so it cannot drift."""
     hints = typing.get_type_hints(Config)
     help_by_name = _field_help()
     rows = ["| flag | default | meaning |", "|---|---|---|"]
