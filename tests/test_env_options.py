@@ -141,10 +141,15 @@ def test_the_options_reach_training_evaluation_the_export_and_the_evaluate_comma
     run = launchers.run("experiments.export", f"--root_dir={root}",
                         f"--export_dir={tmp_path / 'again'}")
     assert run.returncode == 0, run.stderr[-2000:]
-    assert made["CartPole-v1"] == count + 1  # the restored learner's env
+    assert made["CartPole-v1"] == count  # the learner is restored from spaces.json
 
+    # The export's record names the wrappers, but only the command line imports them.
     run = launchers.run("experiments.evaluate", f"--saved_model={tmp_path / 'model'}",
                         "--episodes=4", "--seed=3")
+    assert run.returncode == 2 and f"pass --env_wrappers={WRAPPERS} to import them" in run.stderr
+
+    run = launchers.run("experiments.evaluate", f"--saved_model={tmp_path / 'model'}",
+                        "--episodes=4", "--seed=3", f"--env_wrappers={WRAPPERS}")
     assert run.returncode == 0, run.stderr[-2000:]
     returns = json.loads(run.stdout.strip().splitlines()[-1])["returns"]
     _assert_scaled_and_cut(returns)
@@ -196,10 +201,10 @@ def test_use_action_mask_false_hides_the_mask_from_collection_and_evaluation(env
     envs = make_vector_env(config, 4)
     assert "action_mask" not in getattr(envs.single_observation_space, "spaces", {})
     learner = build_learner(config, envs.single_observation_space, envs.single_action_space)
-    batch, _ = Collector(envs, learner, config).collect()
+    batch, _ = Collector(envs, learner.policy, config).collect()
     assert batch.action_masks.all()
     masked = make_vector_env(config.replace(use_action_mask=True), 4)
-    masked_batch, _ = Collector(masked, learner, config).collect()
+    masked_batch, _ = Collector(masked, learner.policy, config).collect()
     assert not masked_batch.action_masks.all()
 
 
@@ -227,7 +232,7 @@ def test_a_text_key_is_refused_naming_the_key_and_the_wrapper_that_drops_it():
     envs = make_vector_env(EnvOptions.of(config), 2)
     learner = build_learner(config, envs.single_observation_space, envs.single_action_space)
     assert sorted(learner.batch_spec.observations) == ["cue", "nested/x"]
-    batch, _ = Collector(envs, learner, config).collect()
+    batch, _ = Collector(envs, learner.policy, config).collect()
     assert set(np.unique(batch.observations["cue"])) <= {0, 1}
 
 
@@ -273,5 +278,5 @@ def test_the_minigrid_flagfiles_make_their_envs_and_models(task, inputs):
     shapes = ({name: observations[name].shape[2:] for name in sorted(observations)}
               if isinstance(observations, dict) else {"image": observations.shape[2:]})
     assert list(shapes) == inputs and shapes["image"] == (7, 7, 3)
-    batch, _ = Collector(envs, learner, config).collect()
+    batch, _ = Collector(envs, learner.policy, config).collect()
     assert batch.actions.shape == (8, 2)

@@ -1,7 +1,8 @@
 """The run directory and export committed in tests/fixtures, used as a user would.
 
-They were written by an earlier version (tests/fixtures/README.md): this version must
-still resume the run, re-export it, and evaluate the export, through the launchers.
+They are written by tests/fixtures/make_fixtures.py (tests/fixtures/README.md): this
+version must resume the run, re-export it to the same model, and evaluate the export,
+through the launchers.
 """
 
 import json

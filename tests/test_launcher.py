@@ -92,7 +92,8 @@ def test_plot_groups_seeds_and_writes_a_png(tmp_path):
 
 def test_train_exports_and_export_launcher_reexports_the_same_policy(tmp_path):
     root, first, second = tmp_path / "run", tmp_path / "export_a", tmp_path / "export_b"
-    # Models named by flags: the run records them, and the export launcher rebuilds them.
+    # Models named by flags: the run records them, and the export launcher rebuilds them
+    # when its own flags name them again (never from the record alone).
     run = launchers.run("experiments.train", "--total_steps=1024", "--eval_episodes=2",
                         "--policy_network=experiments.custom_model:policy",
                         "--value_network=experiments.custom_model:value",
@@ -103,6 +104,11 @@ def test_train_exports_and_export_launcher_reexports_the_same_policy(tmp_path):
     assert (recorded["policy_network"], recorded["value_network"]) == (
         "experiments.custom_model:policy", "experiments.custom_model:value")
     run = launchers.run("experiments.export", f"--root_dir={root}", f"--export_dir={second}")
+    assert run.returncode == 2 and "pass --policy_network=experiments.custom_model:policy" \
+        in run.stderr, run.stderr[-2000:]
+    run = launchers.run("experiments.export", f"--root_dir={root}", f"--export_dir={second}",
+                        "--policy_network=experiments.custom_model:policy",
+                        "--value_network=experiments.custom_model:value")
     assert run.returncode == 0, run.stderr[-2000:]
     observations = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
     a, b = tf.saved_model.load(str(first)), tf.saved_model.load(str(second))

@@ -1,7 +1,8 @@
 """The run directory records which models it was trained with, so it can be rebuilt.
 
 A factory named ``module:factory`` (Config field or launcher flag, or a factory given in
-Python that is importable by that name) is rebuilt by restore_learner and the launchers; a
+Python that is importable by that name) is rebuilt by restore_learner and the export
+launcher when the caller names it again (a run directory names code but never runs it); a
 model given as any other Python object is recorded as such, and the launchers refuse the
 run in one line saying what it needs.
 """
@@ -46,13 +47,16 @@ def test_a_named_factory_is_recorded_and_rebuilt(tmp_path):
     result = pg_keras.train(config, root_dir=str(tmp_path / "a"))
     assert _recorded(tmp_path / "a") == ("toy_models:small", "toy_models:small")
     assert [v.shape for v in result.learner.policy_variables][:2] == [(4, 16), (16,)]
-    _assert_same_policy(restore_learner(str(tmp_path / "a")), result)
+    with pytest.raises(pg_keras.InputError, match="pass --policy_network=toy_models:small"):
+        restore_learner(str(tmp_path / "a"))
+    _assert_same_policy(restore_learner(str(tmp_path / "a"), "toy_models:small",
+                                        "toy_models:small"), result)
     resumed = pg_keras.train(config, root_dir=str(tmp_path / "a"))  # the finished run
     _assert_same_policy(resumed.learner, result)
     # A factory given in Python that its module defines is recorded by its name.
     result = pg_keras.train(CONFIG, root_dir=str(tmp_path / "b"), policy_network=toy_models.small)
     assert _recorded(tmp_path / "b") == ("toy_models:small", "")
-    _assert_same_policy(restore_learner(str(tmp_path / "b")), result)
+    _assert_same_policy(restore_learner(str(tmp_path / "b"), "toy_models:small"), result)
 
 
 def test_a_python_object_run_is_restored_from_python_and_refused_by_launchers(tmp_path):
@@ -148,7 +152,9 @@ def test_launchers_train_and_export_a_named_model(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     assert _recorded(root) == ("experiments.custom_model:policy",
                                "experiments.custom_model:value")
-    run = launchers.run("experiments.export", f"--root_dir={root}", f"--export_dir={second}")
+    run = launchers.run("experiments.export", f"--root_dir={root}", f"--export_dir={second}",
+                        "--policy_network=experiments.custom_model:policy",
+                        "--value_network=experiments.custom_model:value")
     assert run.returncode == 0, run.stderr[-2000:]
     a, b = tf.saved_model.load(str(first)), tf.saved_model.load(str(second))
     np.testing.assert_array_equal(a(OBSERVATIONS).numpy(), b(OBSERVATIONS).numpy())
