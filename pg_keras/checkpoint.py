@@ -504,6 +504,15 @@ def _write_pointer(directory: str, number: int, listed: Dict[int, List[str]]) ->
     """Rewrites TensorFlow's pointer file: checkpoint ``number`` the latest, after the
     older ones on disk, each with its time, so that its manager rotates them as its own."""
     kept = sorted(n for n, files in listed.items() if n <= number and f"ckpt-{n}.index" in files)
+    path = os.path.join(directory, POINTER)
+    try:
+        with open(path) as f:
+            current = text_format.Parse(f.read(), checkpoint_state_pb2.CheckpointState())
+        if (current.model_checkpoint_path == f"ckpt-{number}" and
+                list(current.all_model_checkpoint_paths) == [f"ckpt-{n}" for n in kept]):
+            return  # already so: a finished run's report rewrites nothing
+    except (OSError, ValueError, text_format.ParseError):
+        pass  # missing or garbage: rewritten below
     now = time.time()
     stamps = [min(os.path.getmtime(os.path.join(directory, f"ckpt-{n}.index")), now)
               for n in kept]
@@ -511,8 +520,7 @@ def _write_pointer(directory: str, number: int, listed: Dict[int, List[str]]) ->
         model_checkpoint_path=f"ckpt-{number}",
         all_model_checkpoint_paths=[f"ckpt-{n}" for n in kept],
         all_model_checkpoint_timestamps=stamps, last_preserved_timestamp=min(stamps) - 1)
-    _write_atomically(os.path.join(directory, POINTER),
-                      text_format.MessageToString(state).encode())
+    _write_atomically(path, text_format.MessageToString(state).encode())
 
 
 def _none_restores(directory: str, damaged: List[Tuple[int, str]]) -> str:

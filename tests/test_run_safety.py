@@ -84,6 +84,24 @@ def test_restoring_weights_needs_no_loop_state_or_environments(tmp_path, trained
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
+def test_a_finished_run_reports_its_result_without_unpickling_or_rewriting(tmp_path,
+                                                                           trained_run):
+    source, result = trained_run
+    root, marker = tmp_path / "run", tmp_path / "pwned"
+    shutil.copytree(source, root)
+    _plant(root / "checkpoints", marker)
+    checkpoints = sorted((root / "checkpoints").rglob("*"))
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in checkpoints if p.is_file()}
+
+    again = pg_keras.train(CONFIG, root_dir=str(root))
+
+    assert not marker.exists()
+    assert again.env_steps == result.env_steps and again.evaluations == result.evaluations
+    assert int(again.learner.updates.numpy()) == int(result.learner.updates.numpy())
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in checkpoints if p.is_file()}
+    assert after == before and sorted((root / "checkpoints").rglob("*")) == checkpoints
+
+
 def test_a_format_1_run_directory_is_refused_in_one_line_without_reading_it(tmp_path,
                                                                              trained_run):
     source, _ = trained_run
