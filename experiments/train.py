@@ -159,8 +159,11 @@ def main(argv):
         _leave_together(strategy)
     final = result.evaluations[-1]
     solved = f"solved at {result.solved_at} env steps" if result.solved_at else "not solved"
+    left_out = (f", {final.nonfinite_episodes} non-finite episodes left out"
+                if final.nonfinite_episodes else "")
     print(f"final evaluation return over {config.eval_episodes} episodes: "
-          f"{final.mean_return:.2f} +- {final.std_return:.2f} ({config.env_id}, "
+          f"{final.mean_return:.2f} +- {final.std_return:.2f}{left_out} ({config.eval_mode}, "
+          f"{config.env_id}, "
           f"{result.env_steps} env steps, {result.wall_seconds:.1f} s, {solved}; "
           f"run directory {root_dir})")
     if exported is not None:
@@ -182,8 +185,12 @@ def _export(result, config, root_dir: str, export_dir: str, replace: bool) -> No
     try:
         pg_keras.export_policy(result.policy, export_dir, config=config, overwrite=replace)
     except (OSError, pg_keras.InputError) as error:
+        models = "".join(f" --{name}={getattr(config, name)}"
+                         for name in ("policy_network", "value_network")
+                         # code: named again, never read from the run directory
+                         if getattr(config, name).partition(":")[1])
         again = (f"python -m experiments.export --root_dir={root_dir} "
-                 f"--export_dir={export_dir}" + (" --overwrite" if replace else ""))
+                 f"--export_dir={export_dir}{models}" + (" --overwrite" if replace else ""))
         raise pg_keras.TrainingError(
             f"the export to export_dir {export_dir!r} failed ({error}); the run directory "
             f"{root_dir!r} is kept, and `{again}` exports it again") from None

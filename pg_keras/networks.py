@@ -300,7 +300,7 @@ def model_to_restore(root_dir: str, role: str, recorded: str,
         return None
     if not isinstance(given, str):
         return given
-    if given != recorded:
+    if given != recorded or is_python_object(given):
         if is_python_object(recorded):
             raise InputError(python_object_message(root_dir, role, recorded))
         wanted = (f"--{name}={recorded}" if recorded
