@@ -128,9 +128,10 @@ BAD_FLAGS = [
     (["--export_dir=/proc/x/sm"], "export_dir '/proc/x/sm' cannot be written: a directory "
                                   "cannot be created in '/proc'"),
     # The fixture export's learning settings (today's defaults differ), so that the message
-    # names the differences in size and budget alone.
+    # names the differences in size alone (a run continued to a larger total_steps, or with
+    # another eval_every, replaces the export of the run it continues).
     ([f"--export_dir={os.path.join(FIXTURES, 'cartpole-export')}", *EARLIER_DEFAULT_FLAGS],
-     "holds the policy of another config (eval_episodes: 2 -> 20, eval_every: 1000 -> 10000, "
+     "holds the policy of another config (eval_episodes: 2 -> 20, "
      "hidden_sizes: [8] -> [64, 64], num_envs: 4 -> 8"),
 ]
 
