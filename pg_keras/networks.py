@@ -21,10 +21,12 @@ pg_keras.recurrent instead: it is called on whole sequences with a state and res
 Pass it to :func:`pg_keras.train` as the model itself, or as a factory
 ``(observation_shape, output_units) -> keras.Model``, which spares you the sizes. A factory
 a module defines can also be named, ``"module:factory"`` (``Config.policy_network``,
-``--policy_network`` of the launchers): the run directory records the name, so the
-launchers rebuild the model to resume, export or evaluate the run. A model given as any
-other Python object is recorded as ``<python object NAME>``, and only Python can restore
-such a run, by passing the model again.
+``--policy_network`` of the launchers): the run directory records the name, and the
+train launcher rebuilds the model to resume the run. Exporting or restoring it needs the
+same name again from the caller (``experiments.export --policy_network=module:factory``):
+a run directory names code but never runs it (:func:`model_to_restore`, SECURITY.md). A
+model given as any other Python object is recorded as ``<python object NAME>``, and only
+Python can restore such a run, by passing the model again.
 """
 
 from __future__ import annotations
