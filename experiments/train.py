@@ -5,7 +5,9 @@
 
 Every pg_keras.Config field is a flag (``--helpfull`` lists them). The run directory
 (``--root_dir``) holds the config, metrics, TensorBoard events, checkpoints and a summary;
-running the same command again resumes from its last checkpoint.
+running the same command again resumes from its newest intact checkpoint (a finished run
+only reports its result), and with a larger ``--total_steps`` (or another ``--eval_every``
+or ``--checkpoint_every``) continues the run; any other change needs ``--overwrite``.
 
 Several workers train one policy together (synchronous data parallelism on tf.distribute):
 start the same command on each, with ``--strategy=multi_worker`` and a ``TF_CONFIG`` that
