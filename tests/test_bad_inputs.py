@@ -389,3 +389,18 @@ def test_the_train_launcher_refuses_bad_flags_in_one_line_before_tensorflow(tmp_
         assert run.stderr.startswith("train: error: ") and message in run.stderr, run.stderr
         assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow  # 50,000 env steps of MiniGrid through a CNN
+def test_minigrid_with_eval_mode_sample_shows_the_sampled_policys_return(tmp_path):
+    """Config's defaults on MiniGrid-Empty-5x5 learn a policy whose samples reach the goal
+    while its greedy action may loop; eval_mode="sample" evaluates what was trained."""
+    pytest.importorskip("minigrid", reason="minigrid (the experiments extra) is not installed")
+    config = pg_keras.Config(env_id="minigrid:MiniGrid-Empty-5x5-v0",
+                             env_wrappers=("minigrid.wrappers:ImgObsWrapper",),
+                             eval_mode="sample")
+    result = pg_keras.train(config, root_dir=str(tmp_path / "run"))
+    summary = _strict_json((tmp_path / "run" / "summary.json").read_text())
+    assert summary["eval_mode"] == "sample"
+    # Reaching the goal is worth 1 - 0.9 * steps / 100: above 0.5 within 55 steps.
+    assert summary["final_return_mean"] == result.final_return > 0.5, result.evaluations
