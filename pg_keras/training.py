@@ -19,7 +19,9 @@ plot the run:
                          best/ the checkpoint of the best evaluation so far
     summary.json         written at the end: final evaluation, steps, time, solve step
 
-Calling :func:`train` again on the same ``root_dir`` resumes from its last checkpoint.
+Calling :func:`train` again on the same ``root_dir`` resumes from its newest checkpoint
+that restores completely (``pg_keras.checkpoint``); a finished run only reports its result,
+and goes on when ``total_steps`` grows.
 
 In a group of workers (``MultiWorkerMirroredStrategy``), every worker calls :func:`train`
 with the same config and root_dir: each steps its own ``num_envs`` environments, seeded
@@ -156,8 +158,10 @@ def train(config: Config, *, root_dir: Optional[str] = None,
 
     Args:
         config: Hyperparameters.
-        root_dir: Run directory (module docstring), resumed if it holds a checkpoint of
-            the same config; None keeps nothing on disk.
+        root_dir: Run directory (module docstring), resumed from its newest intact
+            checkpoint if it holds a run of the same config, and continued if only
+            ``total_steps`` grew or ``eval_every`` or ``checkpoint_every`` changed (see
+            ``Config.total_steps``); None keeps nothing on disk.
         policy_network: Your own policy ``keras.Model`` or a factory for one (contract:
             ``pg_keras.networks``); default: ``config.policy_network``'s, or an MLP. The
             run directory records a factory as ``module:factory``, anything else as a
@@ -165,7 +169,8 @@ def train(config: Config, *, root_dir: Optional[str] = None,
         value_network: Same for the value model.
         checkpoint_every: Env steps between checkpoints (with a root_dir); 0: at every
             evaluation, or every 10% of the run without evaluations.
-        overwrite: Start over in a root_dir that holds a run of a different config.
+        overwrite: Start over in a root_dir that holds a run of a different config (or
+            checkpoints without a config).
         target_return: The mean evaluation return that counts as solved (default: the
             env's registered ``reward_threshold``).
         on_update: Called with each update's record.
@@ -380,9 +385,10 @@ class _Loop:
             loop.evaluations[-1].env_steps == loop.env_steps
 
     def _wants_environments(self, loop: LoopState) -> bool:
-        """Whether to unpickle the environments of a checkpoint: only the chief's, and
-        only to train on (the report of a finished run reads JSON alone)."""
-        return self.chief and not self._nothing_left(loop)
+        """Whether to unpickle the environments of a checkpoint: only to train on (the
+        report of a finished run reads JSON alone). Every worker reads them, though only
+        the chief's collector uses them, so that all pick the same checkpoint."""
+        return not self._nothing_left(loop)
 
     def _restore_collector(self, loop: LoopState, environments) -> None:
         if self.chief:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import launchers
 import pg_keras
 from pg_keras import imports
 from pg_keras.config import InputError
@@ -188,3 +189,17 @@ def test_the_launchers_on_planted_runs_import_nothing(trained, tmp_path):
         assert "Traceback" not in stderr
         if code:
             assert len([line for line in stderr.splitlines() if "error:" in line]) == 1, stderr
+
+
+def test_the_suite_report_imports_no_module_a_run_records():
+    """The target of a task without one is the env's threshold: looked up by the
+    flagfile's env id, or the record's without its module."""
+    from experiments import flagfiles
+
+    assert "this" not in sys.modules
+    task = flagfiles.Flagfile("/x/task.cfg", "task", ["--total_steps=100"], {})
+    named = flagfiles.Flagfile("/x/task.cfg", "task", ["--env_id=Acrobot-v1"], {})
+    with launchers.loaded("experiments.suite") as suite:
+        assert suite["task_view"](task, "this:CartPole-v1", "method", 0.9)["target"] == 475.0
+        assert suite["task_view"](named, "this:CartPole-v1", "method", 0.9)["target"] == -100.0
+    assert "this" not in sys.modules
