@@ -243,7 +243,7 @@ class Checkpointer:
         prefix = self.checkpoint.write(os.path.join(directory, name))
         # The pointer is replaced atomically: a crash leaves the previous best readable.
         _write_atomically(os.path.join(directory, "evaluation.json"),
-                          json.dumps({**evaluation, "checkpoint": name}).encode())
+                          strict_json.dumps({**evaluation, "checkpoint": name}).encode())
         for path in glob.glob(os.path.join(directory, "ckpt-*")):
             if os.path.basename(path).startswith(name + "."):
                 continue
