@@ -278,12 +278,12 @@ class Checkpointer:
                      f"restoring checkpoint {number} instead")
             self._restore_tensorflow(number)
             return self.restored
-        if damaged:
+        if any(_tensorflow_files(listed[n]) for n, _ in damaged):
             raise InputError(_none_restores(self.directory, damaged))
         return None
 
-    def restore(self, environments: Union[bool, Callable[[LoopState], bool]] = True
-                ) -> Optional[Tuple[LoopState, Any]]:
+    def restore(self, environments: Union[bool, Callable[[LoopState], bool]] = True,
+                start_over: bool = False) -> Optional[Tuple[LoopState, Any]]:
         """Restores the newest checkpoint that restores completely, to resume from it.
 
         Each newer checkpoint is named on stderr and moved, whole, to ``damaged/ckpt-N/``;
@@ -295,6 +295,8 @@ class Checkpointer:
             environments: Also read (and check) the environments' state: unpickled, only
                 for a run directory trusted as much as code; or a function of the
                 checkpoint's loop state that says whether to (a finished run needs none).
+            start_over: When none restores, move them all aside and return None (the run
+                starts over, as ``overwrite`` asks) instead of raising.
 
         Returns:
             ``(loop state, environments' state or None)``, or None without a checkpoint.
@@ -305,26 +307,29 @@ class Checkpointer:
         """
         listed = _listed(self.directory)
         owner = self.save_directory == self.directory
-        if not listed:
-            if owner:  # a pointer to nothing would stop TensorFlow's manager at the first save
-                _remove_if_present(os.path.join(self.directory, POINTER))
-            return None
-        _refuse_another_format(self.directory, listed)
+        if listed:
+            _refuse_another_format(self.directory, listed)
         damaged = []
-        for number in listed:
+        for number, files in listed.items():
             try:
-                loop, state = self._read(number, listed[number], environments)
+                loop, state = self._read(number, files, environments)
             except DamagedCheckpoint as error:
                 damaged.append((number, str(error)))
                 continue
-            for newer, reason in damaged:
-                self._set_aside(newer, listed[newer], reason, number, owner)
+            self._set_aside(damaged, listed, number, owner)
             self._restore_tensorflow(number)
             if owner:
                 _write_pointer(self.directory, number, listed)
                 self._manager = None
             return loop, state
-        raise InputError(_none_restores(self.directory, damaged))
+        # Loop state and environments without their TF checkpoint are a save cut short
+        # before it was complete: no checkpoint at all.
+        if not start_over and any(_tensorflow_files(listed[n]) for n, _ in damaged):
+            raise InputError(_none_restores(self.directory, damaged))
+        self._set_aside(damaged, listed, None, owner)
+        if owner:  # a pointer to nothing would stop TensorFlow's manager at the first save
+            _remove_if_present(os.path.join(self.directory, POINTER))
+        return None
 
     def _read(self, number: int, files: List[str],
               environments: Union[bool, Callable[[LoopState], bool]]) -> Tuple[LoopState, Any]:
@@ -353,23 +358,26 @@ class Checkpointer:
         self.checkpoint.restore(prefix).assert_existing_objects_matched()
         self.restored = prefix
 
-    def _set_aside(self, number: int, files: List[str], reason: str, resumed: int,
-                   owner: bool) -> None:
-        """Moves a damaged checkpoint's files to ``damaged/`` (a worker only names it)."""
-        if not owner:
-            _say(f"checkpoint {number} of {self.directory} does not restore ({reason}); "
-                 f"resuming from checkpoint {resumed}")
-            return
-        target = base = os.path.join(self.directory, DAMAGED, f"ckpt-{number}")
-        copies = 0
-        while os.path.exists(target):  # one damaged before under that name: keep both
-            copies += 1
-            target = f"{base}.{copies}"
-        os.makedirs(target)
-        for name in files:
-            os.replace(os.path.join(self.directory, name), os.path.join(target, name))
-        _say(f"checkpoint {number} of {self.directory} does not restore ({reason}); moved "
-             f"to {target}, resuming from checkpoint {resumed}")
+    def _set_aside(self, damaged: List[Tuple[int, str]], listed: Dict[int, List[str]],
+                   resumed: Optional[int], owner: bool) -> None:
+        """Moves each damaged checkpoint's files to ``damaged/ckpt-N/`` and names it in one
+        line (a worker only names it)."""
+        then = f"resuming from checkpoint {resumed}" if resumed is not None else \
+            "starting the run over"
+        for number, reason in damaged:
+            said = f"checkpoint {number} of {self.directory} does not restore ({reason})"
+            if not owner:
+                _say(f"{said}; {then}")
+                continue
+            target = base = os.path.join(self.directory, DAMAGED, f"ckpt-{number}")
+            copies = 0
+            while os.path.exists(target):  # one damaged before under that name: keep both
+                copies += 1
+                target = f"{base}.{copies}"
+            os.makedirs(target)
+            for name in listed[number]:
+                os.replace(os.path.join(self.directory, name), os.path.join(target, name))
+            _say(f"{said}; moved to {target}, {then}")
 
     def _check_models(self, prefix: str) -> None:
         """Refuses a checkpoint whose model variables do not have the learner's shapes."""
@@ -468,6 +476,8 @@ def _read_tensorflow(directory: str, number: int, files: List[str]) -> None:
         DamagedCheckpoint: if it is incomplete, does not read, or holds another count.
     """
     name = f"ckpt-{number}"
+    if not _tensorflow_files(files):
+        raise DamagedCheckpoint(f"{name} was never written (a save cut short)")
     if f"{name}.index" not in files:
         raise DamagedCheckpoint(f"{name}.index is missing")
     try:
@@ -486,6 +496,10 @@ def _read_tensorflow(directory: str, number: int, files: List[str]) -> None:
 # The learner's update counters in a checkpoint: their sum is the checkpoint's number.
 _COUNTERS = ("learner/updates/.ATTRIBUTES/VARIABLE_VALUE",
              "learner/skipped_updates/.ATTRIBUTES/VARIABLE_VALUE")
+
+
+def _tensorflow_files(files: List[str]) -> List[str]:
+    return [name for name in files if name.startswith("ckpt-")]
 
 
 def _read_environments(directory: str, number: int) -> Any:
@@ -527,7 +541,7 @@ def _none_restores(directory: str, damaged: List[Tuple[int, str]]) -> str:
     reasons = "; ".join(f"checkpoint {number}: {reason}" for number, reason in damaged)
     return (f"no checkpoint in {directory} restores completely ({reasons}); nothing was "
             "changed: put back intact copies of its files, or pass overwrite=True "
-            "(--overwrite) to start the run over")
+            "(--overwrite) to move them aside and start the run over")
 
 
 def _remove_if_present(path: str) -> None:

@@ -352,7 +352,10 @@ class _Loop:
         """The loop state to start from: that of the newest checkpoint that restores
         completely, restored, or a new one. The run's own config (a larger total, other
         intervals) applies from there on."""
-        restored = self.checkpointer.restore(environments=self._wants_environments) \
+        # Asked to overwrite, a run whose checkpoints all fail to restore starts over.
+        start_over = self.run_directory is not None and self.run_directory.overwrite
+        restored = self.checkpointer.restore(environments=self._wants_environments,
+                                             start_over=start_over) \
             if self.checkpointer else None
         if restored is None:
             loop = LoopState(next_eval=self.config.eval_every)
@@ -610,7 +613,7 @@ class _RunDirectory:
         except InputError:
             self.close()
             raise
-        self.config = config
+        self.config, self.overwrite = config, overwrite
         self._lock.seek(0)
         self._lock.truncate()
         self._lock.write(str(os.getpid()))

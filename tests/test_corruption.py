@@ -33,7 +33,7 @@ def _weights(learner):
     variables = (learner.policy_variables + learner.value_variables
                  + list(learner.policy_optimizer.variables)
                  + list(learner.value_optimizer.variables))
-    return [np.asarray(v.numpy()) for v in variables] + [learner.rng.state.numpy()]
+    return [np.asarray(v.numpy()) for v in variables]
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +111,9 @@ CASES = {
         lambda r: _write(r / "checkpoints/loop-12.json", b'"abc"'), 8, True, 1200),
     "latest environments truncated": (
         lambda r: _truncate(r / "checkpoints/environments-12.pkl"), 8, True, LONGER),
+    "latest TF checkpoint never written (a save cut short)": (
+        lambda r: [_remove(r / "checkpoints" / n) for n in (DATA, "ckpt-12.index")], 8, True,
+        1200),
     "latest environments missing": (
         lambda r: _remove(r / "checkpoints/environments-12.pkl"), 8, True, LONGER),
     "a metrics line damaged in the middle": (
@@ -225,6 +228,34 @@ def test_no_checkpoint_that_restores_is_one_line_and_changes_nothing(finished, t
     assert {k: v for k, v in after.items() if k.startswith("checkpoints")} == {
         k: v for k, v in before.items() if k.startswith("checkpoints")}
     assert all(k.startswith("tensorboard") for k in set(after) - set(before))
+
+    # Asked to overwrite, the run moves them all aside and starts over.
+    again = pg_keras.train(CONFIG, root_dir=str(root), checkpoint_every=CHECKPOINT_EVERY,
+                           overwrite=True)
+    for a, b in zip(finished[1], _weights(again.learner)):
+        np.testing.assert_array_equal(a, b)
+    kept = _snapshot(root / "checkpoints" / "damaged")
+    for name, content in before.items():
+        number = _number(os.path.basename(name))
+        if os.path.dirname(name) == "checkpoints" and number is not None:
+            moved = os.path.join(f"ckpt-{number}", os.path.basename(name))
+            assert kept[moved][0] == content[0], name
+
+
+def test_a_save_cut_short_before_any_checkpoint_starts_the_run(finished, tmp_path, capfd):
+    root = tmp_path / "run"
+    shutil.copytree(finished[0], root)
+    checkpoints = root / "checkpoints"
+    for name in os.listdir(checkpoints):  # all but the loop state and envs of the first
+        if os.path.isfile(checkpoints / name) and name not in ("loop-4.json",
+                                                               "environments-4.pkl"):
+            os.remove(checkpoints / name)
+    result = pg_keras.train(CONFIG, root_dir=str(root), checkpoint_every=CHECKPOINT_EVERY)
+    for a, b in zip(finished[1], _weights(result.learner)):
+        np.testing.assert_array_equal(a, b)
+    assert sorted(os.listdir(checkpoints / "damaged" / "ckpt-4")) == [
+        "environments-4.pkl", "loop-4.json"]
+    assert "ckpt-4 was never written (a save cut short)" in capfd.readouterr().err
 
 
 def test_checkpoints_without_a_config_are_not_overwritten(finished, tmp_path):
