@@ -26,6 +26,7 @@ from __future__ import annotations
 import concurrent.futures
 import datetime
 import json
+import math
 import os
 import signal
 import subprocess
@@ -327,14 +328,20 @@ def read_run(run_dir: str, ff: flagfiles.Flagfile, hold_fraction: float) -> dict
                          "env steps")
     if not evaluations:
         raise ValueError("it holds no evaluation (eval_every=0?)")
-    curve = [[e["env_steps"], e["mean_return"], e["std_return"]] for e in evaluations]
-    best = max(curve, key=lambda e: e[1])
+    # null: an evaluation without a finite episode (pg_keras.strict_json)
+    curve = [[e["env_steps"], _number(e["mean_return"]), _number(e["std_return"])]
+             for e in evaluations]
+    best = max(curve, key=lambda e: e[1] if math.isfinite(e[1]) else -math.inf)
     return {"status": "finished", "env_id": config["env_id"], "method": method(config),
             "total_steps": config["total_steps"], "eval_episodes": config["eval_episodes"],
             "env_steps": summary["env_steps"], "wall_seconds": summary["wall_seconds"],
             "final_mean": curve[-1][1], "final_std": curve[-1][2], "best_mean": best[1],
             "best_at": best[0], "evaluations": curve, "machine": machine(),
             **task_view(ff, config["env_id"], method(config), hold_fraction)}
+
+
+def _number(value) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def task_view(ff: flagfiles.Flagfile, env_id: str, derived: str, hold_fraction: float) -> dict:
