@@ -323,3 +323,25 @@ def test_a_finished_run_continued_to_a_larger_total_equals_one_run_of_that_total
     assert figures(_records(root / "metrics.jsonl")) == figures(longer.history)
     with open(root / "config.json") as f:
         assert json.load(f)["total_steps"] == LONGER
+
+
+def test_new_intervals_continue_a_run_and_a_smaller_total_is_another_config(finished,
+                                                                            tmp_path):
+    root = tmp_path / "run"
+    shutil.copytree(finished[0], root)
+    with pytest.raises(pg_keras.InputError, match=r"different config \(total_steps: 1200 -> "
+                                                  r"800\); pass overwrite=True"):
+        pg_keras.train(CONFIG.replace(total_steps=800), root_dir=str(root))
+
+    result = pg_keras.train(CONFIG.replace(total_steps=1800, eval_every=400),
+                            root_dir=str(root), checkpoint_every=200)
+
+    # Evaluated and checkpointed from the resumed step on at multiples of the new intervals
+    # (1,200: the first run's final evaluation; 1,800: the final one).
+    assert [e.env_steps for e in result.evaluations] == [1200, 1600, 1800]
+    names = os.listdir(root / "checkpoints")
+    assert sorted(n for n in names if n.endswith(".index")) == [
+        "ckpt-14.index", "ckpt-16.index", "ckpt-18.index"]
+    with open(root / "config.json") as f:
+        stored = json.load(f)
+    assert (stored["total_steps"], stored["eval_every"]) == (1800, 400)
