@@ -16,6 +16,7 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import pg_keras
 
@@ -345,3 +346,21 @@ def test_new_intervals_continue_a_run_and_a_smaller_total_is_another_config(fini
     with open(root / "config.json") as f:
         stored = json.load(f)
     assert (stored["total_steps"], stored["eval_every"]) == (1800, 400)
+
+
+def test_restoring_weights_skips_a_damaged_checkpoint_and_changes_nothing(finished,
+                                                                          tmp_path, capfd):
+    root = tmp_path / "run"
+    shutil.copytree(finished[0], root)
+    _truncate(root / "checkpoints" / DATA)
+    before = _snapshot(root)
+
+    learner = pg_keras.training.restore_learner(str(root))
+
+    key = "learner/policy_variables/0/.ATTRIBUTES/VARIABLE_VALUE"
+    np.testing.assert_array_equal(
+        learner.policy_variables[0].numpy(),
+        tf.train.load_checkpoint(str(root / "checkpoints" / "ckpt-8")).get_tensor(key))
+    said = [line for line in capfd.readouterr().err.splitlines() if "checkpoint 12" in line]
+    assert len(said) == 1 and "restoring checkpoint 8 instead" in said[0], said
+    assert _snapshot(root) == before
