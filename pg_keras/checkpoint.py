@@ -16,9 +16,11 @@ Checkpoints are found by listing these files, not through TensorFlow's pointer f
 restores completely (TF checkpoint readable to its last byte, its update count that of
 its name, loop state valid, environments unpickled); each newer one is named in one line
 on stderr and moved, whole, to ``damaged/ckpt-N/``, so that nothing is lost and the
-rotation never deletes a checkpoint newer than the one resumed from. When none restores,
-the error says so and the directory is left as it was. A directory of another checkpoint
-format is refused in one line: there is one format before pg_keras 1.0.
+rotation never deletes a checkpoint newer than the one resumed from. A loop state and
+environments without their TF checkpoint (a save cut short) are no checkpoint, only set
+aside. When none restores, the error says so and the directory is left as it was (or,
+asked to start over, they are all set aside). A directory of another checkpoint format is
+refused in one line: there is one format before pg_keras 1.0.
 
 Reading a run directory to restore its weights (export, evaluation) loads the TF
 checkpoint and JSON alone; nothing in it is executed. Resuming unpickles the environments:
