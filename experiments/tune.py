@@ -245,6 +245,8 @@ def main(argv):
     except ValueError:
         raise pg_keras.InputError(f"seeds must be comma-separated integers; received "
                                   f"--seeds={','.join(FLAGS.seeds)}") from None
+    if not seeds:
+        raise pg_keras.InputError("seeds must name at least one seed; received --seeds=''")
     base = config_from_flags()
     if not base.eval_every:
         raise pg_keras.InputError("tune scores trials by their evaluations; received "

@@ -404,3 +404,10 @@ def test_minigrid_with_eval_mode_sample_shows_the_sampled_policys_return(tmp_pat
     assert summary["eval_mode"] == "sample"
     # Reaching the goal is worth 1 - 0.9 * steps / 100: above 0.5 within 55 steps.
     assert summary["final_return_mean"] == result.final_return > 0.5, result.evaluations
+
+
+def test_empty_seed_lists_are_refused_in_one_line(tmp_path):
+    run = launchers.run("experiments.tune", "--flagfile=experiments/configs/cartpole.cfg",
+                        "--search=gamma", f"--study={tmp_path}/study.db", "--seeds=")
+    assert run.returncode == 2 and run.stderr.strip().splitlines() == [
+        "tune: error: seeds must name at least one seed; received --seeds=''"]
