@@ -129,7 +129,7 @@ def gymnasium_training(env_id: str, num_envs: int, steps: int, updates: int):
     envs = pg_keras.make_vector_env(env_id, num_envs)
     learner = pg_keras.build_learner(config, envs.single_observation_space,
                                      envs.single_action_space)
-    collector = pg_keras.Collector(envs, learner, config)
+    collector = pg_keras.Collector(envs, learner.policy, config)
 
     def run():
         for _ in range(updates):
@@ -240,7 +240,8 @@ def compiled_subjects(env_id, num_envs, steps, iterations, jit_compile,
     keras.utils.set_random_seed(0)
     env = make_compiled_env(env_id)
     learner = pg_keras.build_learner(config, env.observation_space, env.action_space)
-    collector = CompiledCollector(env, learner, config)
+    collector = CompiledCollector(env, learner.policy, config)
+    iterate = learner.fuse(collector)
     policy = learner.policy
     observations = tf.random.normal([num_envs] + list(env.observation_space.shape))
 
@@ -260,7 +261,7 @@ def compiled_subjects(env_id, num_envs, steps, iterations, jit_compile,
 
     def run_training():
         for _ in range(iterations):
-            collector.iterate()
+            iterate()
             collector.pop_episodes()
     env_steps = iterations * num_envs * steps
     return {"reference": Timed(run_inference, env_steps),

@@ -9,9 +9,12 @@ then moves the running statistics. With ``update_epochs``, ``minibatches`` or a 
 (``Config.reuses_samples``), :meth:`Learner._reuse` takes the steps instead: the
 advantages and pi_old once (:meth:`Learner._prepare`), then ``update_epochs`` passes of
 ``minibatches`` steps (:meth:`Learner._minibatch_gradients`), the same loss with the
-ratio to pi_old in place of log pi. :func:`build_learner` makes the parts the learner holds: networks,
-normalizers, optimizers, and the sampling stream (checkpointed here) from which
-TensorFlow's acting steps in collect/actor.py draw their seeds.
+ratio to pi_old in place of log pi.
+
+:func:`build_learner` makes the parts the learner holds: networks, normalizers,
+optimizers, and the minibatches' stream. The learner never acts: collectors take its
+``policy``, and the loop hands their batches to :meth:`Learner.update` (or fuses a graph
+rollout with it: :meth:`Learner.fuse`).
 
 Under a ``tf.distribute`` strategy each replica runs :meth:`Learner._loss_and_gradients`
 on its own rows; every statistic that spans replicas (the valid-step count, advantage
@@ -21,7 +24,7 @@ distributed.py, which is also what a single replica uses: one code path for both
 
 from __future__ import annotations
 
-from typing import Dict, NamedTuple, Optional
+from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 import gymnasium as gym
 import keras
@@ -66,8 +69,6 @@ class Learner(tf.Module):
         policy_optimizer: Its optimizer, built on ``policy_variables``.
         value_optimizer: The value network's optimizer, or None without a baseline.
         return_stats: Running statistics of the returns, or None.
-        rng: The stream TensorFlow's acting steps draw their seeds from, when the
-            NumPy twin does not act (``collect.actor``); checkpointed here.
         strategy: The ``tf.distribute.Strategy`` whose scope holds the variables.
         minibatch_rng: The stream the minibatches' order is drawn from (checkpointed
             here), or None with one minibatch.
@@ -76,7 +77,7 @@ class Learner(tf.Module):
     def __init__(self, config: Config, policy: Policy,
                  policy_optimizer: keras.optimizers.Optimizer,
                  value_optimizer: Optional[keras.optimizers.Optimizer],
-                 return_stats: Optional[RunningNormalization], rng: tf.random.Generator,
+                 return_stats: Optional[RunningNormalization],
                  strategy: tf.distribute.Strategy,
                  minibatch_rng: Optional[tf.random.Generator] = None):
         super().__init__(name="learner")
@@ -101,7 +102,6 @@ class Learner(tf.Module):
             if config.entropy_schedule != "constant":
                 self.entropy_coef = tf.Variable(config.entropy_coef, dtype=tf.float32,
                                                 trainable=False, name="entropy_coef")
-        self.rng = rng
         if minibatch_rng is not None:  # absent from a checkpoint of a one-minibatch run
             self.minibatch_rng = minibatch_rng
         self.batch_spec = batch_spec(
@@ -145,6 +145,28 @@ class Learner(tf.Module):
             batch = batch._replace(initial_state=np.zeros(self.batch_spec.initial_state.shape,
                                                           np.float32))
         return Batch(*map(_as_tensor, batch, self.batch_spec))
+
+    def fuse(self, collector) -> Callable[[int], Tuple[Dict[str, tf.Tensor], int]]:
+        """A graph collector's rollout and the update on it as one ``tf.function`` (one
+        XLA program with ``jit_compile``): ``(env steps before it) -> (metrics, env steps
+        taken)``.
+
+        Args:
+            collector: A ``CompiledCollector`` of this learner's policy: its traceable
+                ``rollout()`` returns the batch and where episodes ended, which its
+                ``record`` logs after the call.
+        """
+        def iteration(env_steps):
+            segment = collector.rollout()
+            return self._update(segment.batch, env_steps), segment.ends
+
+        compiled = tf.function(iteration, input_signature=[tf.TensorSpec([], tf.int64)],
+                               autograph=False, jit_compile=self.config.jit_compile)
+
+        def call(env_steps: int = 0):
+            metrics, ends = compiled(tf.constant(env_steps, tf.int64))
+            return metrics, collector.record(ends)
+        return call
 
     @property
     def trace_count(self) -> int:
@@ -573,13 +595,11 @@ def build_learner(config: Config, observation_space: gym.Space, action_space: gy
             value_optimizer.build(policy.value_network.trainable_variables)
     # Outside the scope: one stream per worker, not a mirrored one. The loop reseeds it
     # with its worker's stream.
-    rng = tf.random.Generator.from_seed(0)
-    rng.reset_from_seed(SeedStreams(config.seed).sampling)
     _check_minibatches(config, devices, policy.recurrent)
     minibatch_rng = None
-    if config.minibatches > 1:
+    if config.minibatches > 1:  # outside the scope: one stream, not a mirrored one
         minibatch_rng = tf.random.Generator.from_seed(SeedStreams(config.seed).minibatches)
-    return Learner(config, policy, policy_optimizer, value_optimizer, return_stats, rng,
+    return Learner(config, policy, policy_optimizer, value_optimizer, return_stats,
                    strategy, minibatch_rng)
 
 

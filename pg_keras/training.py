@@ -251,12 +251,11 @@ def _build(config, streams, strategy, policy_network, value_network, cleanup):
         learner = build_learner(config, envs.single_observation_space,
                                 envs.single_action_space, policy_network, value_network,
                                 strategy=strategy)
-    learner.rng.reset_from_seed(streams.sampling)
     # The workers share the weights (config.seed) but not their episodes.
     collect_config = config.replace(seed=streams.envs)
     if compiled:
-        return learner, CompiledCollector(graph_env, learner, collect_config)
-    return learner, Collector(envs, learner, collect_config)
+        return learner, CompiledCollector(graph_env, learner.policy, collect_config)
+    return learner, Collector(envs, learner.policy, collect_config, streams.sampling)
 
 
 def _storage(root_dir, config, overwrite, worker, learner, cleanup):
@@ -315,6 +314,8 @@ class _Loop:
         every = options.checkpoint_every or config.eval_every or max(1, config.total_steps // 10)
         self.checkpoints = _Every(every if checkpointer is not None else 0,
                                   due="next_checkpoint")
+        self._fused = (learner.fuse(collector) if isinstance(collector, CompiledCollector)
+                       else None)
         self.state = LoopState()
         self.restored_at: Optional[Tuple[int, int]] = None  # (env steps, evaluations)
         self.start = time.perf_counter()
@@ -405,12 +406,16 @@ class _Loop:
         # The chief's checkpoint holds the chief's environments and sampling stream: this
         # worker's environments start afresh, and its stream moves past its earlier draws.
         self.collector.total_steps = loop.collector_steps
-        self.learner.rng.reset_from_seed(self.streams.resumed_sampling(loop.env_steps))
+        self.collector.reseed(self.streams.resumed_sampling(loop.env_steps))
 
     def _collect_and_learn(self) -> Tuple[Dict[str, tf.Tensor], int]:
-        """One batch and the update on it: (the update's metrics, env steps collected)."""
+        """One batch and the update on it: (the update's metrics, env steps collected).
+        The compiled path runs both as one graph (``Learner.fuse``)."""
         try:
-            return self.collector.iterate(self.state.env_steps)
+            if self._fused is not None:
+                return self._fused(self.state.env_steps)
+            batch, collected = self.collector.collect()
+            return self.learner.update(batch, self.state.env_steps), collected
         except NonFiniteError as error:
             raise TrainingError(f"{error}; the run stopped, its last checkpoint is intact "
                                 "(set on_nonfinite='drop' to drop such episodes "

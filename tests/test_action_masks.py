@@ -20,7 +20,7 @@ def test_taxis_info_masks_are_stored_and_obeyed(mode, numpy_actor):
                              collect_mode=mode)
     envs = make_vector_env("Taxi-v4", 4)
     learner = build_learner(config, envs.single_observation_space, envs.single_action_space)
-    collector = Collector(envs, learner, config)
+    collector = Collector(envs, learner.policy, config)
     if not numpy_actor:
         collector.numpy_policy = None
     for _ in range(2):
@@ -42,13 +42,13 @@ def test_a_restored_collector_continues_with_the_envs_masks_and_the_same_draws()
     config = pg_keras.Config(env_id="Taxi-v4", num_envs=4, steps_per_update=40)
     envs = make_vector_env("Taxi-v4", 4)
     learner = build_learner(config, envs.single_observation_space, envs.single_action_space)
-    collector = Collector(envs, learner, config)
+    collector = Collector(envs, learner.policy, config)
     collector.collect()
     state = pickle.loads(pickle.dumps(collector.state()))
     expected, _ = collector.collect()
-    fresh, _ = Collector(make_vector_env("Taxi-v4", 4), learner, config).collect()
+    fresh, _ = Collector(make_vector_env("Taxi-v4", 4), learner.policy, config).collect()
     assert not np.array_equal(fresh.action_masks[0], expected.action_masks[0])
-    restored = Collector(make_vector_env("Taxi-v4", 4), learner, config)
+    restored = Collector(make_vector_env("Taxi-v4", 4), learner.policy, config)
     assert restored.restore(state)
     batch, _ = restored.collect()  # the batch's arrays are the collector's own buffers
     for name in ("observations", "action_masks", "actions", "rewards", "terminated"):
@@ -60,7 +60,7 @@ def test_a_dict_observations_action_mask_key_goes_to_the_head():
     envs = make_vector_env("PgkMaskedChoice-v0", 3)
     learner = build_learner(config, envs.single_observation_space, envs.single_action_space)
     assert list(learner.batch_spec.observations) == ["observation"]
-    collector = Collector(envs, learner, config)
+    collector = Collector(envs, learner.policy, config)
     for _ in range(3):
         batch, _ = collector.collect()
         assert np.all(batch.rewards == 1.0)  # never an illegal action
@@ -79,7 +79,7 @@ def test_a_mask_allowing_no_action_names_the_env_step():
     config = pg_keras.Config(num_envs=2, steps_per_update=8)
     envs = toy_envs.vector_env([NoAction] * 2)
     learner = build_learner(config, envs.single_observation_space, envs.single_action_space)
-    collector = Collector(envs, learner, config)
+    collector = Collector(envs, learner.policy, config)
     with pytest.raises(InputError, match=r"env step 4: environment 0 of .* gave an action "
                                          r"mask that allows no action; received \[0, 0, 0, 0\]"):
         collector.collect()

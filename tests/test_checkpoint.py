@@ -19,7 +19,7 @@ def _state(result):
     variables = (learner.policy_variables + learner.value_variables
                  + list(learner.policy_optimizer.variables) + list(learner.value_optimizer.variables)
                  + list(learner.normalizer.weights))
-    return [np.asarray(v.numpy()) for v in variables] + [learner.rng.state.numpy()]
+    return [np.asarray(v.numpy()) for v in variables]
 
 
 class Crash(Exception):

@@ -25,7 +25,7 @@ def test_compiled_batch_bootstraps_truncations_and_cuts_from_the_value_model():
     config = pg_keras.Config(num_envs=3, steps_per_update=12)
     learner = _learner(config, value)
     env = envs.make("CartPole-v1", max_episode_steps=5)
-    collector = CompiledCollector(env, learner, config)
+    collector = CompiledCollector(env, learner.policy, config)
     assert isinstance(collector, CollectorProtocol)
     batch, env_steps = collector.collect()
     assert env_steps == 36
@@ -54,10 +54,12 @@ def test_iterations_log_every_finished_episode_once(xla_rollout):
     config = pg_keras.Config(num_envs=6, steps_per_update=8, backend="compiled",
                              xla_rollout=xla_rollout)
     env = envs.make("CartPole-v1", max_episode_steps=5)
-    collector = CompiledCollector(env, _learner(config), config)
+    learner = _learner(config)
+    collector = CompiledCollector(env, learner.policy, config)
+    iterate = learner.fuse(collector)
     returns, lengths = [], []
     for _ in range(4):
-        _, env_steps = collector.iterate()
+        _, env_steps = iterate()
         assert env_steps == 48
         if len(returns) < 10:  # popping is optional: what is not popped waits
             more = collector.pop_episodes()
@@ -125,4 +127,4 @@ def test_compiled_backend_refuses_what_it_cannot_do():
         make_compiled_env("LunarLander-v3")
     with pytest.raises(pg_keras.InputError, match="needs baseline=True"):
         config = pg_keras.Config(backend="compiled", baseline=False)
-        CompiledCollector(envs.make("CartPole-v1"), _learner(config), config)
+        CompiledCollector(envs.make("CartPole-v1"), _learner(config).policy, config)

@@ -397,7 +397,7 @@ def test_a_step_both_terminated_and_truncated_bootstraps_nothing():
     learner = pg_keras.build_learner(config, envs.single_observation_space,
                                      envs.single_action_space,
                                      value_network=value)
-    batch, _ = pg_keras.Collector(envs, learner, config).collect()
+    batch, _ = pg_keras.Collector(envs, learner.policy, config).collect()
     np.testing.assert_array_equal(batch.terminated[1], [True, False])
     np.testing.assert_array_equal(batch.truncated[1], [True, True])
     # Final observation 2 in both columns: V = 120 for the truncation only.
@@ -421,7 +421,7 @@ def test_learner_update_is_the_advantage_weighted_score_and_a_value_regression_s
     keras.utils.set_random_seed(0)
     learner = pg_keras.build_learner(config, envs.single_observation_space,
                                      envs.single_action_space)
-    batch, _ = pg_keras.Collector(envs, learner, config).collect()
+    batch, _ = pg_keras.Collector(envs, learner.policy, config).collect()
     assert batch.terminated.any() and batch.truncated.any()
 
     # Return-to-go by a plain loop: a termination stops at 0, a truncation and the

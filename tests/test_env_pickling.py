@@ -39,7 +39,7 @@ gym.register("PgkEzCounter-v0", entry_point=_Counter)
 def _collector(config):
     learner = pg_keras.build_learner(config, gym.spaces.Box(-np.inf, np.inf, (1,), np.float32),
                                      gym.spaces.Discrete(2))
-    return collectors.Collector(make_vector_env("PgkEzCounter-v0", 2), learner, config)
+    return collectors.Collector(make_vector_env("PgkEzCounter-v0", 2), learner.policy, config)
 
 
 def test_an_ezpickle_env_is_reset_on_restore_instead_of_continued_unreset():

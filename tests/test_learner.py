@@ -42,7 +42,7 @@ def bandit_setup(name, seed=0, **overrides):
     keras.utils.set_random_seed(seed)
     learner = pg_keras.build_learner(config, envs.single_observation_space,
                                      envs.single_action_space)
-    return envs, learner, pg_keras.Collector(envs, learner, config), best
+    return envs, learner, pg_keras.Collector(envs, learner.policy, config), best
 
 
 @pytest.mark.parametrize("name", sorted(SPACES))
@@ -276,7 +276,7 @@ def test_gamma_weighting_scales_each_step_by_gamma_to_the_t():
         keras.utils.set_random_seed(0)
         learner = pg_keras.build_learner(config, envs.single_observation_space,
                                          envs.single_action_space)
-        batch, _ = pg_keras.Collector(envs, learner, config).collect()
+        batch, _ = pg_keras.Collector(envs, learner.policy, config).collect()
         with tf.GradientTape() as tape:
             log_probs = tf.reshape(learner.policy.distribution(
                 tf.reshape(batch.observations, [4, 1])).log_prob(batch.actions[:, 0]), [4])

@@ -145,7 +145,7 @@ def test_collectors_store_the_observation_each_action_was_taken_in(mode):
     # Episodes of 8 cut at 5 by a time limit: the cut ones bootstrap from V(final obs).
     envs = _cue_envs(3, max_steps=5)
     learner = build_learner(config, envs.single_observation_space, envs.single_action_space)
-    collector = Collector(envs, learner, config)
+    collector = Collector(envs, learner.policy, config)
     for _ in range(2):
         batch, _ = collector.collect()
         observations = batch.observations

@@ -148,7 +148,7 @@ class _Recorder:
 
     def __init__(self, collector):
         self.steps, self.step = collector.actor.steps, collector.actor.steps.recurrent
-        self.policy = collector.learner.policy
+        self.policy = collector.policy
         self.rows = []
         self.steps.recurrent = self
 
@@ -166,7 +166,7 @@ class _Recorder:
 def _collector(config, delay=2):
     envs = make_vector_env(config.env_id, config.num_envs, delay=delay)
     learner = build_learner(config, envs.single_observation_space, envs.single_action_space)
-    return learner, Collector(envs, learner, config)
+    return learner, Collector(envs, learner.policy, config)
 
 
 @pytest.mark.parametrize("cell, mode", [
@@ -200,7 +200,7 @@ def test_a_dropped_episode_resets_the_state_as_the_replay_does():
     config = _config(num_envs=2, steps_per_update=6, on_nonfinite="drop")
     envs = make_vector_env(RECALL, 2, delay=3, nan_at=2)
     learner = build_learner(config, envs.single_observation_space, envs.single_action_space)
-    collector = Collector(envs, learner, config)
+    collector = Collector(envs, learner.policy, config)
     recorder = _Recorder(collector)
     batch, _ = collector.collect()
     assert batch.mask[:2].sum() == 0 and batch.mask[2:].all()
@@ -249,7 +249,7 @@ def test_truncations_bootstrap_from_the_carried_value_state():
     config = _config(num_envs=2, steps_per_update=5)
     envs = make_vector_env(RECALL, 2, delay=3, max_episode_steps=2)
     learner = build_learner(config, envs.single_observation_space, envs.single_action_space)
-    collector = Collector(envs, learner, config)
+    collector = Collector(envs, learner.policy, config)
     recorder = _Recorder(collector)
     batch, _ = collector.collect()
     policy = learner.policy
@@ -274,23 +274,22 @@ class Crash(Exception):
 def _weights(result):
     learner = result.learner
     return [v.numpy() for v in learner.policy_variables + learner.value_variables
-            + list(learner.policy_optimizer.variables)] + [learner.rng.state.numpy()]
+            + list(learner.policy_optimizer.variables)]
 
 
 def test_a_restored_collector_continues_with_the_live_states():
     config = _config(num_envs=2, steps_per_update=3)
     learner, collector = _collector(config, delay=3)  # episodes of 4 steps
     collector.collect()
-    saved, rng = pickle.dumps(collector.state()), learner.rng.state.numpy()
+    saved = pickle.dumps(collector.state())  # with the sampling streams
     assert np.abs(pickle.loads(saved)["recurrent_state"]["policy"][0]).max() > 0
     expected = tf.nest.map_structure(np.copy, collector.collect()[0])
     for keep_states in (True, False):
         state = pickle.loads(saved)
         if not keep_states:
             state["recurrent_state"] = None
-        restored = Collector(make_vector_env(RECALL, 2, delay=3), learner, config)
+        restored = Collector(make_vector_env(RECALL, 2, delay=3), learner.policy, config)
         assert restored.restore(state)
-        learner.rng.state.assign(rng)
         batch = restored.collect()[0]
         same = [np.array_equal(a, b) for a, b in zip(tf.nest.flatten(expected),
                                                        tf.nest.flatten(batch))]
@@ -439,7 +438,7 @@ keras.utils.set_random_seed(0)
 mirrored = pg_keras.build_learner(config, *space, strategy=strategy)
 weights = lambda learner: [v.numpy() for v in learner.policy_variables + learner.value_variables]
 initial = weights(single)
-collector = pg_keras.Collector(envs, single, config)
+collector = pg_keras.Collector(envs, single.policy, config)
 gaps, losses = [], []
 for _ in range(3):
     batch, _ = collector.collect()
@@ -482,7 +481,7 @@ def test_the_compiled_rollout_carries_the_state_the_replay_ends_with():
                              steps_per_update=40, xla_rollout=False)
     env = make_compiled_env(config.env_id)
     learner = build_learner(config, env.observation_space, env.action_space)
-    collector = CompiledCollector(env, learner, config)
+    collector = CompiledCollector(env, learner.policy, config)
     policy = learner.policy
     first, second = collector.collect()[0], collector.collect()[0]
     done = first.terminated | first.truncated
@@ -501,7 +500,7 @@ def test_the_compiled_rollout_carries_the_state_the_replay_ends_with():
     open_ = ~done[-1].numpy()
     expected = policy.value_step(second.observations[0], state).numpy()
     np.testing.assert_allclose(first.bootstrap[-1].numpy()[open_], expected[open_], rtol=1e-5)
-    restored = CompiledCollector(env, learner, config)
+    restored = CompiledCollector(env, learner.policy, config)
     restored.restore(collector.state())
     for a, b in zip(tf.nest.flatten(restored._recurrent_state),
                     tf.nest.flatten(collector._recurrent_state)):

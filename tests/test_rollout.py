@@ -35,7 +35,7 @@ def test_steps_mode_truncation_bootstrap_and_autoreset():
                        lambda: CounterEnv(terminate_at=2)])
     config, learner = make_learner(envs, linear_value_model(), steps_per_update=5, gamma=0.5,
                                    baseline=True)
-    collector = pg_keras.Collector(envs, learner, config)
+    collector = pg_keras.Collector(envs, learner.policy, config)
     assert type(collector) is StepsCollector and isinstance(collector, CollectorProtocol)
     batch, env_steps = collector.collect()
 
@@ -72,7 +72,7 @@ def test_steps_mode_truncation_bootstrap_and_autoreset():
 def test_time_limit_without_baseline_is_an_episode_end():
     envs = vector_env([lambda: gym.wrappers.TimeLimit(CounterEnv(), max_episode_steps=2)])
     config, learner = make_learner(envs, baseline=False, steps_per_update=4)
-    batch, env_steps = pg_keras.Collector(envs, learner, config).collect()
+    batch, env_steps = pg_keras.Collector(envs, learner.policy, config).collect()
     assert env_steps == 2  # episodes mode: stops once the only env has finished
     np.testing.assert_array_equal(batch.truncated[:, 0], [0, 1, 0, 0])
     np.testing.assert_array_equal(batch.bootstrap, np.zeros((4, 1)))
@@ -83,7 +83,7 @@ def test_episodes_mode_one_whole_episode_per_env_with_padding():
     envs = vector_env([lambda: CounterEnv(terminate_at=2), lambda: CounterEnv(terminate_at=4)])
     config, learner = make_learner(envs, baseline=False, steps_per_update=6)
     assert config.resolved_collect_mode == "episodes"
-    collector = pg_keras.Collector(envs, learner, config)
+    collector = pg_keras.Collector(envs, learner.policy, config)
     assert type(collector) is EpisodesCollector and isinstance(collector, CollectorProtocol)
     for _ in range(2):
         batch, env_steps = collector.collect()
@@ -105,7 +105,7 @@ def test_episodes_mode_cap_bootstraps_with_baseline():
     envs = vector_env([lambda: CounterEnv()])
     config, learner = make_learner(envs, linear_value_model(), baseline=True,
                                    collect_mode="episodes", steps_per_update=3)
-    batch, env_steps = pg_keras.Collector(envs, learner, config).collect()
+    batch, env_steps = pg_keras.Collector(envs, learner.policy, config).collect()
     assert env_steps == 3
     np.testing.assert_array_equal(batch.mask[:, 0], [1, 1, 1])
     np.testing.assert_allclose(batch.bootstrap[:, 0], [0.0, 0.0, 130.0])
@@ -116,7 +116,7 @@ def test_episodes_mode_cap_bootstraps_with_baseline():
 def test_episodes_mode_cap_without_baseline_truncates_and_counts_the_episode():
     envs = vector_env([lambda: CounterEnv()])
     config, learner = make_learner(envs, baseline=False, steps_per_update=3)
-    collector = pg_keras.Collector(envs, learner, config)
+    collector = pg_keras.Collector(envs, learner.policy, config)
     batch, _ = collector.collect()
     np.testing.assert_array_equal(batch.truncated[:, 0], [0, 0, 1])
     np.testing.assert_array_equal(batch.bootstrap, np.zeros((3, 1)))
@@ -134,7 +134,7 @@ def test_next_step_autoreset_env_is_rejected():
     envs = gym.vector.SyncVectorEnv([CounterEnv], autoreset_mode=AutoresetMode.NEXT_STEP)
     config, learner = make_learner(envs, baseline=True)
     with pytest.raises(ValueError, match="SAME_STEP"):
-        pg_keras.Collector(envs, learner, config)
+        pg_keras.Collector(envs, learner.policy, config)
 
 
 def test_make_vector_env_uses_same_step_autoreset():
@@ -263,7 +263,7 @@ def test_collector_batches_equal_the_plain_per_env_reference(env_id, mode, basel
     keras.utils.set_random_seed(3)
     learner = pg_keras.build_learner(config, envs.single_observation_space,
                                      envs.single_action_space)
-    collector = pg_keras.Collector(envs, learner, config)
+    collector = pg_keras.Collector(envs, learner.policy, config)
     assert collector.numpy_policy is not None
     policy = NumpyPolicy(learner.policy, config.seed + 15485863)
     state = {"obs": reference_envs.reset(seed=config.seed)[0], "finished": [],
@@ -306,13 +306,13 @@ def test_a_non_finite_final_observation_stops_collection_naming_it():
     config, learner = make_learner(envs, steps_per_update=40)
     with pytest.raises(NonFiniteError,
                        match="env step 30: environment 0 .* non-finite final observation"):
-        pg_keras.Collector(envs, learner, config).collect()
+        pg_keras.Collector(envs, learner.policy, config).collect()
 
 
 def test_an_episode_with_a_non_finite_final_observation_is_dropped():
     envs = vector_env([_final_observation_nan_env])
     config, learner = make_learner(envs, steps_per_update=40, on_nonfinite="drop")
-    collector = pg_keras.Collector(envs, learner, config)
+    collector = pg_keras.Collector(envs, learner.policy, config)
     batch, _ = collector.collect()
     np.testing.assert_array_equal(batch.mask[:, 0], [1] * 20 + [0] * 10 + [1] * 10)
     np.testing.assert_array_equal(batch.rewards[:, 0], [1] * 20 + [0] * 10 + [1] * 10)

@@ -1,11 +1,14 @@
 """Collection: experience in, time-major batches out, behind one protocol.
 
-    collector.collect() -> (Batch, env steps)    collector.iterate() -> (metrics, env steps)
+    collector = Collector(envs, policy, config)     collector.collect() -> (Batch, env steps)
+
+Collectors know a policy, never the learner: the training loop passes each batch to
+``Learner.update``.
 
 Modules:
     protocol       :class:`CollectorProtocol`, what the training loop calls
     gymnasium      the gymnasium collectors, :class:`StepsCollector` and
-                   :class:`EpisodesCollector` (``Collector(envs, learner, config)`` picks)
+                   :class:`EpisodesCollector` (``Collector(envs, policy, config)`` picks)
     compiled       :class:`CompiledCollector`, a graph-native env in a ``tf.while_loop``
     actor          :class:`~.actor.Actor`, the gymnasium collectors' policy side: the NumPy
                    twin or TensorFlow acts, a recurrent policy's carried state

@@ -7,13 +7,12 @@
   for speed: one TensorFlow call per env step costs more than many steps of a small env
   such as CartPole, so the twin samples in NumPy and reads the weights once per batch;
   otherwise compiled TensorFlow steps act (:class:`TensorFlowSteps`), drawing their seeds
-  from the learner's checkpointed stream;
+  from the actor's sampling stream, a ``tf.random.Generator``;
 * a recurrent policy's state, carried across steps (and batches) for each env, with the
   reset flag set where the env's episode ended at the last step (the models zero their
   state there).
 
-Its part of a collector's checkpoint is the twin's random generator and the recurrent
-state.
+Its part of a collector's checkpoint is both random streams and the recurrent state.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ import tensorflow as tf
 
 from pg_keras import spaces
 from pg_keras.collect.numpy_policy import NumpyPolicy
-from pg_keras.learner import Learner
 from pg_keras.policy import Policy
 from pg_keras.seeding import SeedStreams
 
@@ -34,9 +32,11 @@ class Actor:
     """Samples actions and computes values for a collector's ``num_envs`` envs.
 
     Args:
-        learner: Supplies the policy, the value model and their compiled steps.
+        policy: The policy that acts (and its value model, for the bootstraps).
         num_envs: The envs acted for, one row each.
         seed: This worker's envs seed stream, from which the twin's actor stream derives.
+        sampling_seed: The seed of TensorFlow's sampling stream (this worker's
+            ``SeedStreams.sampling``).
 
     Attributes:
         numpy_policy: The NumPy twin that acts, or None (TensorFlow acts).
@@ -44,15 +44,17 @@ class Actor:
             None for a feed-forward one.
     """
 
-    def __init__(self, learner: Learner, num_envs: int, seed: int):
-        self.learner = learner
-        self.recurrent = learner.policy.recurrent
-        self._space = learner.policy.observation_space
+    def __init__(self, policy: Policy, num_envs: int, seed: int, sampling_seed: int):
+        self.policy = policy
+        self.recurrent = policy.recurrent
+        self._space = policy.observation_space
         self._num_envs = num_envs
         self.numpy_policy: Optional[NumpyPolicy] = (
-            NumpyPolicy(learner.policy, SeedStreams(seed).actor)
-            if NumpyPolicy.supports(learner.policy) and not self.recurrent else None)
-        self.steps = TensorFlowSteps(learner.policy, learner.rng)
+            NumpyPolicy(policy, SeedStreams(seed).actor)
+            if NumpyPolicy.supports(policy) and not self.recurrent else None)
+        self.rng = tf.random.Generator.from_seed(0)
+        self.rng.reset_from_seed(sampling_seed)
+        self.steps = TensorFlowSteps(policy, self.rng)
         self.state = None
         self.reset_state()
         self._next_state = None  # the models' state after the step being taken
@@ -60,7 +62,7 @@ class Actor:
     def reset_state(self) -> None:
         """Every env starts a new episode: a recurrent policy's state is the initial one."""
         if self.recurrent:
-            self.state = self.learner.policy.initial_state(self._num_envs)
+            self.state = self.policy.initial_state(self._num_envs)
 
     def begin_batch(self) -> None:
         """Before the first step of a batch: the weights changed in the last update."""
@@ -97,7 +99,7 @@ class Actor:
         recurrent value model continues those envs' episodes from the carried state."""
         if self.numpy_policy is not None and self.numpy_policy.has_value:
             return self.numpy_policy.values(observations)
-        policy = self.learner.policy
+        policy = self.policy
         if self.recurrent:
             state = {"policy": tuple(s[rows] for s in self.state["policy"]),
                      "value": tuple(s[rows] for s in self.state["value"]),
@@ -112,14 +114,22 @@ class Actor:
         if self.recurrent:
             tf.nest.map_structure(lambda k, now: k.__setitem__(0, now), kept, self.state)
 
-    def rng_state(self) -> Optional[dict]:
-        """The twin's random generator state (the checkpoint's ``numpy_rng``), or None."""
-        return self.numpy_policy.rng.bit_generator.state if self.numpy_policy else None
+    def rng_state(self) -> dict:
+        """Both sampling streams' states (the checkpoint's ``rng``): the twin's generator
+        (None without a twin) and TensorFlow's."""
+        return {"numpy": self.numpy_policy.rng.bit_generator.state if self.numpy_policy
+                else None, "tensorflow": self.rng.state.numpy()}
 
-    def restore_rng(self, rng_state: Optional[dict]) -> None:
-        """Continues the twin's random generator from an :meth:`rng_state`."""
-        if self.numpy_policy is not None and rng_state is not None:
-            self.numpy_policy.rng.bit_generator.state = rng_state
+    def restore_rng(self, rng_state: dict) -> None:
+        """Continues both sampling streams from an :meth:`rng_state`."""
+        if self.numpy_policy is not None and rng_state["numpy"] is not None:
+            self.numpy_policy.rng.bit_generator.state = rng_state["numpy"]
+        self.rng.state.assign(rng_state["tensorflow"])
+
+    def reseed(self, sampling_seed: int) -> None:
+        """Starts TensorFlow's sampling stream at ``sampling_seed`` (a worker that resumes
+        without its own saved stream)."""
+        self.rng.reset_from_seed(sampling_seed)
 
     def saved_state(self):
         """A copy of the recurrent state (the checkpoint's ``recurrent_state``), or None."""
@@ -134,7 +144,7 @@ class Actor:
 class TensorFlowSteps:
     """The policy's sampling steps as compiled functions, for when TensorFlow acts.
 
-    Each call draws a fresh seed from ``rng`` (the learner's checkpointed stream), so a
+    Each call draws a fresh seed from ``rng`` (the actor's checkpointed stream), so a
     resumed run samples what the uninterrupted one would. A step of a policy with action
     masks also exists masked; a recurrent policy's steps take and return its state.
 

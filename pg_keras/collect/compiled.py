@@ -1,15 +1,14 @@
 """The compiled collector: a graph-native env rolled out in a ``tf.while_loop``.
 
-The rollout samples from the learner's policy and builds the same
-:class:`~pg_keras.batch.Batch` the gymnasium collectors build.
-:meth:`CompiledCollector.iterate` composes it with the learner's public ``update`` in one
-``tf.function`` (optionally one XLA program): one algorithm, two ways to collect, no math
-written twice.
+The rollout samples from a policy and builds the same :class:`~pg_keras.batch.Batch` the
+gymnasium collectors build. :meth:`CompiledCollector.rollout` is traceable, so that the
+learner can compose it with its update in one ``tf.function`` (``Learner.fuse``;
+optionally one XLA program): one algorithm, two ways to collect, no math written twice.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, NamedTuple, Tuple
+from typing import List, NamedTuple, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -18,7 +17,7 @@ from pg_keras.batch import Batch
 from pg_keras.config import Config, InputError
 from pg_keras.envs.core import Env, EnvState, autoreset_step
 from pg_keras.envs.registry import REGISTRY, ids
-from pg_keras.learner import Learner
+from pg_keras.policy import Policy
 
 
 def make_compiled_env(env_id: str) -> Env:
@@ -33,13 +32,19 @@ def make_compiled_env(env_id: str) -> Env:
     return REGISTRY[env_id]()
 
 
-class _Segment(NamedTuple):
-    """What one graph rollout returns."""
+class EpisodeEnds(NamedTuple):
+    """Where a rollout's episodes ended, for :meth:`CompiledCollector.record`."""
 
-    batch: Batch
     done: tf.Tensor  # [T, B] bool, an episode ended at this step
     returns: tf.Tensor  # [T, B] float32, the episode's return so far, after this step
     lengths: tf.Tensor  # [T, B] int32, the episode's length so far, after this step
+
+
+class Segment(NamedTuple):
+    """What one graph rollout returns."""
+
+    batch: Batch
+    ends: EpisodeEnds
 
 
 class _EpisodeLog:
@@ -55,8 +60,7 @@ class _EpisodeLog:
 
 
 class CompiledCollector(tf.Module):
-    """Collects with a graph-native env; with :meth:`iterate`, updates the learner in the
-    same compiled call.
+    """Collects with a graph-native env, in graph.
 
     Its state (the envs' states, the running episode counters, the step counter that
     seeds every draw) lives in ``tf.Variable`` s; :meth:`state` and :meth:`restore` carry it
@@ -64,18 +68,18 @@ class CompiledCollector(tf.Module):
 
     Args:
         env: A graph-native env (see :func:`make_compiled_env`).
-        learner: The learner whose policy samples and whose update runs.
+        policy: The policy that samples; its value model bootstraps cut episodes.
         config: Hyperparameters; ``collect_mode`` must resolve to ``steps``.
     """
 
-    def __init__(self, env: Env, learner: Learner, config: Config):
+    def __init__(self, env: Env, policy: Policy, config: Config):
         super().__init__(name="compiled_collector")
         if config.resolved_collect_mode != "steps":
             raise InputError("backend='compiled' collects fixed segments and bootstraps them; "
                              "it needs baseline=True and collect_mode 'steps' or 'auto'; "
                              f"received baseline={config.baseline}, "
                              f"collect_mode={config.collect_mode!r}")
-        self.env, self.learner, self.config = env, learner, config
+        self.env, self.policy, self.config = env, policy, config
         self.numpy_policy = None  # as the gymnasium collectors: no NumPy twin here
         self.dropped_episodes = 0
         num = config.num_envs
@@ -90,10 +94,10 @@ class CompiledCollector(tf.Module):
         # A recurrent policy's state for the next step (Policy.state_spec), carried across
         # segments as the envs' states are; None for a feed-forward policy.
         self._recurrent_state = None
-        if learner.policy.recurrent:
+        if policy.recurrent:
             self._recurrent_state = tf.nest.map_structure(
                 lambda x: tf.Variable(x, trainable=False, name="recurrent_state"),
-                learner.policy.initial_state(num))
+                policy.initial_state(num))
         self.total_steps = 0
         self._episodes = _EpisodeLog()
         # With jit_compile the whole iteration is one XLA program. Without it (and with
@@ -104,30 +108,21 @@ class CompiledCollector(tf.Module):
         self._rollout_fn = tf.function(self._rollout, autograph=False,
                                        jit_compile=xla_rollout or config.jit_compile)
         self._rollout_in_graph = self._rollout_fn if xla_rollout else self._rollout
-        self._iterate_fn = tf.function(
-            self._rollout_and_update, input_signature=[tf.TensorSpec([], tf.int64)],
-            autograph=False, jit_compile=config.jit_compile)
 
     def collect(self) -> Tuple[Batch, int]:
         """Collects one segment (the rollout alone, in one compiled call).
 
         Returns:
-            (batch of tensors matching ``learner.batch_spec``, env steps taken).
+            (batch of tensors matching the learner's ``batch_spec``, env steps taken).
         """
         segment = self._rollout_fn()
-        return segment.batch, self._log(segment.done, segment.returns, segment.lengths)
+        return segment.batch, self.record(segment.ends)
 
-    def iterate(self, env_steps: int = 0) -> Tuple[Dict[str, tf.Tensor], int]:
-        """Collects one segment and updates the learner on it, in one compiled call.
-
-        Args:
-            env_steps: Env steps of all workers before this segment (``Learner.update``).
-
-        Returns:
-            (the update's metrics, env steps taken).
-        """
-        metrics, done, returns, lengths = self._iterate_fn(tf.constant(env_steps, tf.int64))
-        return metrics, self._log(done, returns, lengths)
+    def rollout(self) -> Segment:
+        """One segment, traced into the caller's graph (``Learner.fuse``): with
+        ``xla_rollout`` a call of its own XLA-compiled function. Pass its ``ends`` to
+        :meth:`record` once it has run."""
+        return self._rollout_in_graph()
 
     def pop_episodes(self) -> Tuple[List[float], List[int]]:
         """Returns and lengths of the episodes finished since the last call."""
@@ -153,26 +148,24 @@ class CompiledCollector(tf.Module):
                 self._steps] + ([] if self._recurrent_state is None
                                 else tf.nest.flatten(self._recurrent_state))
 
-    def _log(self, done, returns, lengths) -> int:
-        """Records the segment's finished episodes; returns the env steps it took."""
-        done = done.numpy()
-        self._episodes.returns.extend(returns.numpy()[done].astype(float).tolist())
-        self._episodes.lengths.extend(lengths.numpy()[done].astype(int).tolist())
+    def reseed(self, sampling_seed: int) -> None:
+        """Nothing to do: the rollout's draws are keyed by its own step counter."""
+
+    def record(self, ends: EpisodeEnds) -> int:
+        """Records a segment's finished episodes; returns the env steps it took."""
+        done = ends.done.numpy()
+        self._episodes.returns.extend(ends.returns.numpy()[done].astype(float).tolist())
+        self._episodes.lengths.extend(ends.lengths.numpy()[done].astype(int).tolist())
         env_steps = self.config.steps_per_iteration
         self.total_steps += env_steps
         return env_steps
 
-    def _rollout_and_update(self, env_steps):
-        segment = self._rollout_in_graph()
-        metrics = self.learner.update(segment.batch, env_steps)
-        return metrics, segment.done, segment.returns, segment.lengths
-
-    def _rollout(self) -> _Segment:
+    def _rollout(self) -> Segment:
         """The rollout, in graph: ``steps_per_update`` steps of every env."""
         steps, num = self.config.steps_per_update, self.config.num_envs
         base = tf.random.experimental.stateless_fold_in(
             self._seed, tf.cast(self._steps % (2**31 - 1), tf.int32))
-        dtypes = (tf.float32, self.learner.head.raw_dtype, tf.float32, tf.bool, tf.bool,
+        dtypes = (tf.float32, self.policy.head.raw_dtype, tf.float32, tf.bool, tf.bool,
                   tf.float32, tf.int32, tf.float32)
         arrays = [tf.TensorArray(d, size=steps, element_shape=None) for d in dtypes]
         state = EnvState(tf.identity(self._physics), tf.identity(self._elapsed))
@@ -186,7 +179,7 @@ class CompiledCollector(tf.Module):
         (obs, raw, reward, terminated, truncated, bootstrap, episode_steps,
          returns) = [a.stack() for a in arrays]
         done = terminated | truncated
-        if self.learner.has_baseline:
+        if self.policy.value_network is not None:
             # The cut at the end of the segment bootstraps from V(s_T).
             value = self._value(self.env.observe(state), carried if recurrent else None)
             last = tf.where(~done[-1], value, bootstrap[-1])
@@ -203,22 +196,22 @@ class CompiledCollector(tf.Module):
                       actions=raw, rewards=reward, terminated=terminated, truncated=truncated,
                       bootstrap=bootstrap, mask=tf.ones([steps, num]),
                       episode_steps=episode_steps,
-                      action_masks=tf.ones([steps, num, self.learner.head.mask_size or 0],
+                      action_masks=tf.ones([steps, num, self.policy.head.mask_size or 0],
                                            tf.bool),
                       initial_state=(tf.nest.map_structure(lambda x: x[None], initial)
                                      if recurrent else tf.zeros([1, num, 0])))
-        return _Segment(batch, done, returns, episode_steps + 1)
+        return Segment(batch, EpisodeEnds(done, returns, episode_steps + 1))
 
     def _value(self, observations, carried):
         """V(s) in return units; a recurrent value model continues from ``carried``."""
         if carried is None:
-            return self.learner.policy.value(observations)
-        return self.learner.policy.value_step(observations, carried)
+            return self.policy.value(observations)
+        return self.policy.value_step(observations, carried)
 
     def _rollout_step(self, base, t, state, episode_return, episode_length, arrays, carried):
         """The while loop's body: act, step with autoreset, write row ``t``; a recurrent
         policy's state is ``carried`` (reset where the last step ended an episode)."""
-        env, policy, num = self.env, self.learner.policy, self.config.num_envs
+        env, policy, num = self.env, self.policy, self.config.num_envs
         obs = env.observe(state)
         seed = tf.random.experimental.stateless_fold_in(base, 2 * t)
         recurrent = self._recurrent_state is not None
@@ -234,7 +227,7 @@ class CompiledCollector(tf.Module):
         done = terminated | truncated
         cut = truncated & ~terminated
         bootstrap = tf.zeros([num])
-        if self.learner.has_baseline:
+        if policy.value_network is not None:
             # A truncated episode continues at its final observation: no reset.
             after = {**following, "reset": tf.zeros([num])} if recurrent else None
             bootstrap = tf.cond(tf.reduce_any(cut),

@@ -10,7 +10,7 @@ Two ways to cut experience into batches, one class each:
   the rows after an environment's episode end are padding (mask 0), and collection stops
   as soon as every environment has finished.
 
-``Collector(envs, learner, config)`` builds the one the config asks for. Both share the
+``Collector(envs, policy, config)`` builds the one the config asks for. Both share the
 step itself (:meth:`Collector._step`: act, step the envs, write the batch's row, check for
 NaN and inf, count the episode), the bootstrap values and the checkpointed state. The
 vector env must run in same-step autoreset mode (see :mod:`pg_keras.collect.gym_envs`).
@@ -24,7 +24,7 @@ started from, which the update replays.
 from __future__ import annotations
 
 import pickle
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import gymnasium as gym
 import numpy as np
@@ -33,14 +33,15 @@ from gymnasium.utils import EzPickle
 from gymnasium.vector import AutoresetMode
 
 from pg_keras import spaces
-from pg_keras.batch import Batch
+from pg_keras.batch import Batch, batch_spec
 from pg_keras.collect.actor import Actor
 from pg_keras.collect.episode_stats import EpisodeStats
 from pg_keras.collect.masks import ActionMasks
 from pg_keras.collect.nonfinite import NonFiniteGuard
 from pg_keras.collect.numpy_policy import NumpyPolicy
 from pg_keras.config import Config, InputError
-from pg_keras.learner import Learner
+from pg_keras.policy import Policy
+from pg_keras.seeding import SeedStreams
 
 
 class _Step(NamedTuple):
@@ -56,43 +57,51 @@ class _Step(NamedTuple):
 
 
 class Collector:
-    """Steps a vector env with the learner's policy and fills fixed-shape batches.
+    """Steps a vector env with a policy and fills fixed-shape batches.
 
-    ``Collector(envs, learner, config)`` returns a :class:`StepsCollector` or an
+    ``Collector(envs, policy, config)`` returns a :class:`StepsCollector` or an
     :class:`EpisodesCollector`, as ``config.resolved_collect_mode`` says.
 
     Args:
         envs: A vector env in same-step autoreset mode (see :func:`make_vector_env`).
-        learner: Supplies the sampling policy, the value model and the update.
-        config: Hyperparameters.
+        policy: The policy that acts; its value model bootstraps cut episodes.
+        config: Hyperparameters (its ``seed`` is this worker's envs stream).
+        sampling_seed: The seed of TensorFlow's sampling stream; default: that of
+            ``SeedStreams(config.seed)``.
 
     Raises:
         InputError: for a vector env in another autoreset mode.
     """
 
-    def __new__(cls, envs: gym.vector.VectorEnv, learner: Learner, config: Config):
+    def __new__(cls, envs: gym.vector.VectorEnv, policy: Policy, config: Config,
+                sampling_seed: Optional[int] = None):
         if cls is Collector:
             episodes = config.resolved_collect_mode == "episodes"
             cls = EpisodesCollector if episodes else StepsCollector
         return super().__new__(cls)
 
-    def __init__(self, envs: gym.vector.VectorEnv, learner: Learner, config: Config):
+    def __init__(self, envs: gym.vector.VectorEnv, policy: Policy, config: Config,
+                 sampling_seed: Optional[int] = None):
         if envs.metadata.get("autoreset_mode") != AutoresetMode.SAME_STEP:
             raise InputError("the vector env must use AutoresetMode.SAME_STEP; received "
                              f"autoreset_mode={envs.metadata.get('autoreset_mode')!r}")
-        self.envs, self.learner, self.config = envs, learner, config
+        self.envs, self.policy, self.config = envs, policy, config
         num = envs.num_envs
         # A Dict or Tuple space's observations are kept as the flat dict {leaf name:
         # array} (pg_keras.spaces), in the batch and between steps.
-        self._space = learner.policy.observation_space  # without an action_mask key
+        self._space = policy.observation_space  # without an action_mask key
         self._nested = spaces.is_nested(self._space)
+        spec = batch_spec(config, self._space, policy.head,
+                          policy.state_spec((1, num)) if policy.recurrent else None)
         self._batch = Batch(**{name: tf.nest.map_structure(
-            lambda s: np.zeros(s.shape, s.dtype.as_numpy_dtype), spec)
-            for name, spec in learner.batch_spec._asdict().items()})
-        self._baseline = learner.has_baseline
+            lambda s: np.zeros(s.shape, s.dtype.as_numpy_dtype), field)
+            for name, field in spec._asdict().items()})
+        self._baseline = policy.value_network is not None
         # config.seed is this worker's envs stream, from which the actor's is derived.
-        self.actor = Actor(learner, num, config.seed)
-        self._masks = ActionMasks(num, learner.head.mask_size or 0, config.env_id)
+        if sampling_seed is None:
+            sampling_seed = SeedStreams(config.seed).sampling
+        self.actor = Actor(policy, num, config.seed, sampling_seed)
+        self._masks = ActionMasks(num, policy.head.mask_size or 0, config.env_id)
         self._observations, info = envs.reset(seed=config.seed)
         self._masks.read(self._observations, info, 0)
         envs.action_space.seed(config.seed)
@@ -107,21 +116,13 @@ class Collector:
         """Collects one batch.
 
         Returns:
-            (batch of numpy arrays matching ``learner.batch_spec``, env steps taken).
+            (batch of numpy arrays matching the learner's ``batch_spec``, env steps taken).
         """
         raise NotImplementedError
 
-    def iterate(self, env_steps: int = 0) -> Tuple[Dict[str, tf.Tensor], int]:
-        """Collects one batch and updates the learner on it.
-
-        Args:
-            env_steps: Env steps of all workers before this batch (``Learner.update``).
-
-        Returns:
-            (the update's metrics, env steps taken).
-        """
-        batch, taken = self.collect()
-        return self.learner.update(batch, env_steps), taken
+    def reseed(self, sampling_seed: int) -> None:
+        """Starts TensorFlow's sampling stream anew (a worker resuming without its own)."""
+        self.actor.reseed(sampling_seed)
 
     def pop_episodes(self) -> Tuple[List[float], List[int]]:
         """Returns and lengths of the episodes finished since the last call."""
@@ -222,7 +223,7 @@ class Collector:
         most Python envs); otherwise ``envs`` is None and a restored collector resets them.
         """
         return {"observations": self._observations, "envs": _pickle_envs(self.envs),
-                "numpy_rng": self.actor.rng_state(), "action_masks": self._masks.state(),
+                "rng": self.actor.rng_state(), "action_masks": self._masks.state(),
                 "episode_return": self.episodes.episode_return.copy(),
                 "episode_length": self.episodes.episode_length.copy(),
                 "total_steps": self.total_steps,
@@ -236,7 +237,7 @@ class Collector:
             (then the run is not bit-identical to an uninterrupted one).
         """
         self.total_steps = state["total_steps"]
-        self.actor.restore_rng(state.get("numpy_rng"))
+        self.actor.restore_rng(state["rng"])
         envs = _unpickle_envs(state["envs"])
         if envs is not None:
             self.envs.envs = envs

@@ -1,10 +1,12 @@
-"""The one interface of every collector, gymnasium or compiled: what the loop calls."""
+"""The one interface of every collector, gymnasium or compiled: what the loop calls.
+
+A collector knows a policy, never the learner: the loop hands its batches to
+``Learner.update`` (or, on the compiled path, lets the learner fuse the rollout with the
+update: ``Learner.fuse``)."""
 
 from __future__ import annotations
 
-from typing import Dict, List, Protocol, Tuple, runtime_checkable
-
-import tensorflow as tf
+from typing import List, Protocol, Tuple, runtime_checkable
 
 from pg_keras.batch import Batch
 from pg_keras.config import Config
@@ -30,12 +32,9 @@ class CollectorProtocol(Protocol):
     def collect(self) -> Tuple[Batch, int]:
         """One batch, matching the learner's ``batch_spec``, and the env steps taken."""
 
-    def iterate(self, env_steps: int = 0) -> Tuple[Dict[str, tf.Tensor], int]:
-        """:meth:`collect`, then the learner's ``update`` on the batch: (metrics, env steps).
-
-        ``env_steps`` (all workers', before this batch) sets the update's scheduled values
-        (``Learner.update``). The compiled collector runs both in one compiled call.
-        """
+    def reseed(self, sampling_seed: int) -> None:
+        """Starts the sampling stream at ``sampling_seed`` (a worker that resumes without
+        its own saved stream)."""
 
     def pop_episodes(self) -> Tuple[List[float], List[int]]:
         """Returns and lengths of the episodes finished since the last call."""
