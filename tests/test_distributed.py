@@ -57,6 +57,10 @@ MIRRORED = textwrap.dedent('''
                       gae_lambda=0.9),
         # Episodes pad unevenly: the replicas hold different numbers of valid steps.
         "episodes": dict(collect_mode="episodes", steps_per_update=60, gamma_weighting=True),
+        # Sample reuse: each pass's step is on every replica's rows (one minibatch), with
+        # the ratio, both clips and the KL stop reduced over replicas.
+        "reused": dict(steps_per_update=16, update_epochs=3, clip_ratio=0.2, value_clip=0.5,
+                       target_kl=0.05, normalize_returns=True, policy_learning_rate=3e-3),
     }.items():
         config = pg_keras.Config(env_id="CartPole-v1", num_envs=4, **fields)
         envs = pg_keras.make_vector_env(config.env_id, config.num_envs)
@@ -66,7 +70,7 @@ MIRRORED = textwrap.dedent('''
         keras.utils.set_random_seed(0)
         mirrored = pg_keras.build_learner(config, *space, strategy=strategy)
         initial = state(single)
-        collector = pg_keras.Collector(envs, single, config)
+        collector = pg_keras.Collector(envs, single.policy, config)
         record = {"weights": [], "metrics": [], "valid_per_replica": []}
         for step in range(3):
             batch, _ = collector.collect()
