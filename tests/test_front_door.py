@@ -66,8 +66,8 @@ def test_the_stored_format_version_is_written_read_and_a_later_one_refused():
 
 
 def test_an_unknown_stored_field_is_a_difference():
-    stored = {**pg_keras.Config().to_stored(), "clip_ratio": 0.2}
-    assert pg_keras.Config().differences(stored) == ["clip_ratio: 0.2 -> (absent)"]
+    stored = {**pg_keras.Config().to_stored(), "trust_radius": 0.2}
+    assert pg_keras.Config().differences(stored) == ["trust_radius: 0.2 -> (absent)"]
 
 
 def test_the_evaluate_launcher_reads_the_same_format_version():
