@@ -69,7 +69,7 @@ def _first_step_gradients(case, clip_ratio, value_clip):
                                else 0.0, seed=3)
     learner = pg_keras.build_learner(config, envs.single_observation_space,
                                      envs.single_action_space)
-    batch = learner.tensors(Collector(envs, learner, config).collect()[0])
+    batch = learner.tensors(Collector(envs, learner.policy, config).collect()[0])
     strategy = learner.strategy
     reinforce, _, _ = strategy.run(learner._loss_and_gradients, args=(batch,))
     reused, _, _ = strategy.run(learner._prepare, args=(batch,))
@@ -151,6 +151,16 @@ def test_epochs_minibatches_and_the_kl_stop_are_reported():
     stopped = pg_keras.train(SMALL.replace(target_kl=1e-12), handle_signals=False).history
     assert [r["epochs"] for r in stopped] == [0.25] * 8
     assert all(r["skipped"] == 0.0 for r in stopped)
+
+
+def test_the_compiled_path_reuses_the_batch_inside_its_one_graph():
+    config = SMALL.replace(backend="compiled", target_kl=0.5)
+    result = pg_keras.train(config, handle_signals=False)
+    assert [r["epochs"] for r in result.history] == [3.0] * 8
+    assert result.learner.trace_count == 0  # the update ran only inside the fused graph
+    again = pg_keras.train(config, handle_signals=False)
+    for a, b in zip(result.learner.policy_variables, again.learner.policy_variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 @pytest.mark.parametrize("fields, message", [
