@@ -6,6 +6,8 @@ comments. Comment lines of the form ``# key: value`` are the header the suite re
     # label: REINFORCE + value baseline (lambda=1)
     # target: 200            (mean evaluation return that counts as solved)
     # hold_fraction: 0.95    (the "stays solved" level, as a fraction of the target)
+    # seeds: 200-209         (its publication seeds, when the suite is given none: a
+                             flagfile changed after its publication gets a fresh block)
 
 Defines no flags.
 """
@@ -19,7 +21,8 @@ import re
 from typing import Dict, List, Optional, Sequence
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
-HEADER_KEYS = ("label", "target", "hold_fraction")
+HEADER_KEYS = ("label", "target", "hold_fraction", "seeds")
+DEFAULT_SEEDS = (100, 101, 102, 103, 104)
 _HEADER = re.compile(r"^#\s*(\w+)\s*:\s*(.*?)\s*$")
 
 
@@ -46,6 +49,29 @@ class Flagfile:
     def value(self, flag: str) -> Optional[str]:
         """The flag's value as last set in this file (``"true"``/``"false"`` for bools)."""
         return flag_value(self.lines, flag)
+
+    @property
+    def seeds(self) -> List[int]:
+        """The header's publication seeds (``200-209`` or ``1,5,9``), or DEFAULT_SEEDS.
+
+        Raises:
+            FlagfileError: for a ``seeds`` header that is not a range or a list.
+        """
+        text = self.header.get("seeds")
+        if text is None:
+            return list(DEFAULT_SEEDS)
+        try:
+            if re.fullmatch(r"\d+\s*-\s*\d+", text):
+                low, high = (int(x) for x in text.split("-"))
+                seeds = list(range(low, high + 1))
+            else:
+                seeds = [int(x) for x in text.split(",")]
+        except ValueError:
+            seeds = []
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise FlagfileError(f"{self.path}: the seeds header must be a range (200-209) or "
+                                f"distinct comma-separated integers; received seeds: {text!r}")
+        return seeds
 
     def digest(self, extra: Sequence[str] = ()) -> str:
         """SHA-256 of the flag lines (and ``extra`` flags): comments do not change it."""

@@ -47,7 +47,8 @@ INTERRUPTED = (130, 143, -2, -15)
 
 flags.DEFINE_list("tasks", None, "Task names (experiments/configs/<task>.cfg) or flagfile "
                   "paths.")
-flags.DEFINE_list("seeds", ["100", "101", "102", "103", "104"], "Seeds, one run each.")
+flags.DEFINE_list("seeds", None, "Seeds, one run each, for every task; default: each "
+                  "flagfile's '# seeds:' header, or 100-104.")
 flags.DEFINE_string("root", "results", "Directory of the runs, runs.jsonl, logs and report.")
 flags.DEFINE_integer("parallel", 1, "Runs at a time (processes).")
 flags.DEFINE_bool("quick", False, "A smoke test: CartPole, seeds 0,1, 4,000 steps, a tmp "
@@ -91,17 +92,19 @@ def _plan() -> dict:
         raise BadInput("tasks must name at least one flagfile (--tasks=cartpole,...); "
                        f"received --tasks={','.join(tasks or [])!r}")
     seeds = FLAGS.seeds if FLAGS["seeds"].present or not quick else ["0", "1"]
-    try:
-        seeds = [int(s) for s in seeds]
-    except ValueError:
-        raise BadInput(f"seeds must be comma-separated integers; received "
-                       f"--seeds={','.join(seeds)}") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise BadInput(f"seeds must be distinct and at least one; received --seeds={seeds}")
+    if seeds is not None:
+        try:
+            seeds = [int(s) for s in seeds]
+        except ValueError:
+            raise BadInput(f"seeds must be comma-separated integers; received "
+                           f"--seeds={','.join(seeds)}") from None
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise BadInput(f"seeds must be distinct and at least one; received --seeds={seeds}")
     if FLAGS.parallel < 1:
         raise BadInput(f"parallel must be >= 1; received --parallel={FLAGS.parallel}")
     try:
         files = [flagfiles.read(t) for t in tasks]
+        task_seeds = {ff.name: seeds or ff.seeds for ff in files}
     except flagfiles.FlagfileError as error:
         raise BadInput(str(error)) from None
     root = FLAGS.root if FLAGS["root"].present or not quick else tempfile.mkdtemp(
@@ -113,7 +116,7 @@ def _plan() -> dict:
     if page:
         _check_markers(page)
     _check_outputs(root, os.path.abspath(plots), page)
-    return {"files": files, "seeds": seeds, "root": root, "page": page,
+    return {"files": files, "seeds": task_seeds, "root": root, "page": page,
             "plots": os.path.abspath(plots), "extra": list(QUICK_FLAGS) if quick else [],
             "parallel": FLAGS.parallel if FLAGS["parallel"].present or not quick else 2,
             "command": _command(tasks, seeds, root, quick)}
@@ -142,12 +145,13 @@ def _check_markers(page: str) -> None:
                        "or pass --results_page=''") from None
 
 
-def _command(tasks: Sequence[str], seeds: Sequence[int], root: str, quick: bool) -> str:
+def _command(tasks: Sequence[str], seeds: Optional[Sequence[int]], root: str,
+             quick: bool) -> str:
     """The command that makes this report (the quick one names its budget flags)."""
     root = os.path.relpath(root, REPO) if root.startswith(REPO + os.sep) else root
+    given = "" if seeds is None else f"--seeds={','.join(map(str, seeds))} "
     command = (f"python -m experiments.suite {'--quick ' if quick else ''}"
-               f"--tasks={','.join(tasks)} "
-               f"--seeds={','.join(map(str, seeds))} --root={root}")
+               f"--tasks={','.join(tasks)} {given}--root={root}")
     if FLAGS.hold_fraction != FLAGS["hold_fraction"].default:
         command += f" --hold_fraction={FLAGS.hold_fraction:g}"
     return command
@@ -178,11 +182,12 @@ def save_records(root: str, records: Dict[tuple, dict]) -> None:
 
 def run_all(plan: dict, records: Dict[tuple, dict]) -> List[str]:
     """Runs what is not finished; records each run as it ends. Returns the failed runs."""
-    jobs = [(ff, seed) for ff in plan["files"] for seed in plan["seeds"]
+    every = [(ff, seed) for ff in plan["files"] for seed in plan["seeds"][ff.name]]
+    jobs = [(ff, seed) for ff, seed in every
             if not _is_done(records.get((ff.name, seed)), ff.digest(plan["extra"]))]
     if not FLAGS.overwrite:
         _refuse_other_configs(jobs, plan)
-    skipped = len(plan["files"]) * len(plan["seeds"]) - len(jobs)
+    skipped = len(every) - len(jobs)
     print(f"suite: {len(jobs)} run(s) to do, {skipped} already finished; root {plan['root']}",
           flush=True)
     failures = []
@@ -410,7 +415,7 @@ def describe(record: dict) -> str:
 def write_report(plan: dict, records: Dict[tuple, dict]) -> None:
     """report.md, the plots, the results page's table, and the report on stdout."""
     current = _current_view(plan, records)
-    summaries = [s for s in (suite_report.summarize(ff.name, plan["seeds"], current,
+    summaries = [s for s in (suite_report.summarize(ff.name, plan["seeds"][ff.name], current,
                                                     FLAGS.bootstrap_reps)
                              for ff in plan["files"]) if s is not None]
     plots = {}
@@ -430,7 +435,7 @@ def _current_view(plan: dict, records: Dict[tuple, dict]) -> Dict[tuple, dict]:
     """The records with label, target and hold level as the flagfiles say them today."""
     current = dict(records)
     for ff in plan["files"]:
-        for seed in plan["seeds"]:
+        for seed in plan["seeds"][ff.name]:
             record = records.get((ff.name, seed))
             if record and record["status"] == "finished":
                 current[(ff.name, seed)] = {**record, **task_view(

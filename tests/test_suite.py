@@ -198,3 +198,22 @@ def test_a_run_directory_of_another_config_is_refused_before_anything_runs(quick
     # Nothing ran: no log was rewritten, no record written.
     assert [os.stat(root / "logs" / name).st_mtime_ns for name in logs] == stamps
     assert not (root / "runs.jsonl").exists()
+
+
+@pytest.mark.parametrize("header, seeds", [
+    ("", [100, 101, 102, 103, 104]),
+    ("# seeds: 200-203\n", [200, 201, 202, 203]),
+    ("# seeds: 7,3,11\n", [7, 3, 11]),
+])
+def test_a_flagfile_names_its_publication_seeds(tmp_path, header, seeds):
+    path = tmp_path / "task.cfg"
+    path.write_text(f"# label: a task\n{header}--env_id=CartPole-v1\n")
+    assert flagfiles.read(str(path)).seeds == seeds
+
+
+@pytest.mark.parametrize("text", ["200-", "a,b", "3,3"])
+def test_a_bad_seeds_header_is_named(tmp_path, text):
+    path = tmp_path / "task.cfg"
+    path.write_text(f"# seeds: {text}\n--env_id=CartPole-v1\n")
+    with pytest.raises(flagfiles.FlagfileError, match="the seeds header must be a range"):
+        flagfiles.read(str(path)).seeds
