@@ -138,6 +138,11 @@ def _runs_of_same_keys(records: Sequence[Record]):
         start = end
 
 
+def _figure(value: float) -> str:
+    """A return in 8 characters; "-" before there is one (or without a finite one)."""
+    return f"{value:8.2f}" if np.isfinite(value) else f"{'-':>8}"
+
+
 class Progress:
     """One status line: rewritten in place on a terminal (at most ``per_second`` times a
     second), printed every 10 s otherwise.
@@ -167,7 +172,7 @@ class Progress:
         fraction = min(1.0, steps / self.total)
         bar = "#" * int(20 * fraction)
         line = (f"[{bar:<20}] {steps:>9d}/{self.total} env steps  train return "
-                f"{self.last_return:8.2f}  eval {self.last_evaluation:8.2f}  "
+                f"{_figure(self.last_return)}  eval {_figure(self.last_evaluation)}  "
                 f"{record['steps_per_second']:8.0f} steps/s")
         if self.tty:
             sys.stdout.write("\r" + line)

@@ -314,6 +314,19 @@ def test_evaluations_act_as_eval_mode_says(eval_mode, expected, tmp_path, capsys
     assert f"eval return ({eval_mode})" in line and "train return (sampled) 1.00" in line
 
 
+def test_the_progress_line_shows_the_training_return_beside_the_evaluation(capsys):
+    progress = reporting.Progress(100, enabled=True)
+    reporter = reporting.Reporter([], None, None, progress, eval_mode="greedy")
+    reporter.update({"env_steps": 10, "steps_per_second": 5.0})
+    reporter.update({"env_steps": 20, "steps_per_second": 5.0, "return_mean": 0.75})
+    reporter.evaluation(Evaluation(20, 0.0, 0.0))
+    progress.last_print = -math.inf  # due again
+    reporter.update({"env_steps": 30, "steps_per_second": 5.0})
+    lines = capsys.readouterr().out.splitlines()
+    assert "train return        -  eval        -" in lines[0]
+    assert "train return     0.75  eval     0.00" in lines[-1]
+
+
 class _Killed(Exception):
     pass
 
