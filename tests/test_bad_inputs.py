@@ -424,3 +424,19 @@ def test_empty_seed_lists_are_refused_in_one_line(tmp_path):
                         "--search=gamma", f"--study={tmp_path}/study.db", "--seeds=")
     assert run.returncode == 2 and run.stderr.strip().splitlines() == [
         "tune: error: seeds must name at least one seed; received --seeds=''"]
+
+
+def test_the_evaluate_command_samples_with_eval_mode_sample():
+    run = launchers.run("experiments.evaluate", f"--saved_model={SAVED_MODEL}",
+                        "--episodes=2", "--max_steps=20", "--eval_mode=sample")
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["eval_mode"] == "sample" and result["greedy"] is False
+    # The export's config.json has no eval_mode: greedy, as the run evaluated.
+    run = launchers.run("experiments.evaluate", f"--saved_model={SAVED_MODEL}",
+                        "--episodes=2", "--max_steps=20")
+    assert json.loads(run.stdout.strip().splitlines()[-1])["eval_mode"] == "greedy"
+    run = launchers.run("experiments.evaluate", f"--saved_model={SAVED_MODEL}",
+                        "--eval_mode=greedy", "--nogreedy")
+    assert run.returncode == 2 and run.stderr.strip().splitlines() == [
+        "evaluate: error: --eval_mode=greedy contradicts --nogreedy; pass one of them"]
