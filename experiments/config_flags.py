@@ -47,8 +47,6 @@ def define_config_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
         elif kind is str:
             flags.DEFINE_string(field.name, default, text, flag_values=flag_values)
         elif typing.get_origin(kind) is tuple:
-            if kind != typing.Tuple[str, ...]:
-                text += f" ({NO_LAYERS}: no hidden layer, a linear model)"
             flags.DEFINE_list(field.name, [str(v) for v in default], text + " (comma-separated)",
                               flag_values=flag_values)
         else:  # pragma: no cover - a new field type must be taught here.

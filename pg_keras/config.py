@@ -150,8 +150,9 @@ class Config:
         clip_observations: Clip normalized observations to [-clip, clip] inside that
             layer (so the exported policy clips too); 0 disables. Used only with
             ``normalize_observations``.
-        hidden_sizes: Units of the default policy MLP's hidden layers.
-        value_hidden_sizes: Units of the default value MLP's hidden layers.
+        hidden_sizes: Units of the default policy MLP's hidden layers; empty for none (a
+            linear model; the flag says it as ``--hidden_sizes=none``).
+        value_hidden_sizes: Units of the default value MLP's hidden layers (likewise).
         activation: Activation of the default MLPs' hidden layers.
         policy_network: Your own policy model, as ``module:factory``: a callable
             ``(observation_shape, output_units) -> keras.Model`` that ``module`` defines
