@@ -76,6 +76,9 @@ def checked_flags():
                                   f"received --seeds={','.join(FLAGS.seeds)}") from None
     if not seeds:
         raise pg_keras.InputError("seeds must name at least one seed; received --seeds=''")
+    if FLAGS.target is not None and not math.isfinite(FLAGS.target):
+        raise pg_keras.InputError(f"target must be a finite number (or left out for the env's "
+                                  f"reward_threshold); received --target={FLAGS.target}")
     config = config_from_flags()
     configs = [config.replace(seed=seed) for seed in seeds]
     if config.eval_every == 0:

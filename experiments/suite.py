@@ -102,6 +102,12 @@ def _plan() -> dict:
             raise BadInput(f"seeds must be distinct and at least one; received --seeds={seeds}")
     if FLAGS.parallel < 1:
         raise BadInput(f"parallel must be >= 1; received --parallel={FLAGS.parallel}")
+    if FLAGS.bootstrap_reps < 1:
+        raise BadInput(f"bootstrap_reps must be >= 1; received "
+                       f"--bootstrap_reps={FLAGS.bootstrap_reps}")
+    if not 0.0 <= FLAGS.hold_fraction <= 1.0:  # NaN fails too
+        raise BadInput(f"hold_fraction must be in [0, 1]; received "
+                       f"--hold_fraction={FLAGS.hold_fraction}")
     try:
         files = [flagfiles.read(t) for t in tasks]
         task_seeds = {ff.name: seeds or ff.seeds for ff in files}

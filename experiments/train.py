@@ -121,6 +121,10 @@ def check() -> None:
     """Everything about the flags that can be refused before TensorFlow is imported."""
     config = config_from_flags()
     check_run_options(FLAGS.checkpoint_every, FLAGS.target_return)
+    for name in ("group_start_timeout", "collective_timeout"):
+        if not 0 < FLAGS[name].value < float("inf"):  # NaN fails too
+            raise pg_keras.InputError(f"{name} must be a positive number of seconds; "
+                                      f"received --{name}={FLAGS[name].value}")
     check_render_mode(config.make_kwargs)
     if config.backend == "gymnasium":
         check_num_envs(config.num_envs)

@@ -57,13 +57,14 @@ flags.DEFINE_string("study_name", None, "Name of the study in the file; default:
 flags.DEFINE_list("seeds", ["0"], "Seeds each trial trains with (its score is their mean).")
 flags.DEFINE_enum("objective", "final", ["final", "auc"], "final: the last evaluation's mean; "
                   "auc: the mean of every evaluation's mean.")
-flags.DEFINE_integer("sampler_seed", 0, "Seed of the TPE sampler.")
+flags.DEFINE_integer("sampler_seed", 0, "Seed of the TPE sampler.", lower_bound=0)
 flags.DEFINE_integer("random_trials", 10, "Trials sampled at random before TPE models the "
-                     "results.")
+                     "results.", lower_bound=0)
 flags.DEFINE_bool("prune", True, "Stop trials whose evaluations fall below the median.")
-flags.DEFINE_integer("prune_after_trials", 5, "Finished trials before any pruning.")
+flags.DEFINE_integer("prune_after_trials", 5, "Finished trials before any pruning.",
+                     lower_bound=0)
 flags.DEFINE_integer("prune_warmup_evals", 2, "Evaluations of a trial's first seed before "
-                     "it can be pruned.")
+                     "it can be pruned.", lower_bound=0)
 flags.DEFINE_string("out", None, "Also write the best flagfile here.")
 flags.DEFINE_integer("parallel", 1, "Processes that run trials of the study at once.")
 flags.DEFINE_integer("worker", 0, "Set by --parallel: this process's index among them (0, "

@@ -440,3 +440,25 @@ def test_the_evaluate_command_samples_with_eval_mode_sample():
                         "--eval_mode=greedy", "--nogreedy")
     assert run.returncode == 2 and run.stderr.strip().splitlines() == [
         "evaluate: error: --eval_mode=greedy contradicts --nogreedy; pass one of them"]
+
+
+@pytest.mark.parametrize("module, args, line", [
+    ("experiments.train", ["--collective_timeout=nan"],
+     "train: error: collective_timeout must be a positive number of seconds; received "
+     "--collective_timeout=nan"),
+    ("experiments.train", ["--group_start_timeout=-5"], "train: error: group_start_timeout "
+     "must be a positive number of seconds; received --group_start_timeout=-5.0"),
+    ("experiments.suite", ["--quick", "--bootstrap_reps=0"],
+     "suite: error: bootstrap_reps must be >= 1; received --bootstrap_reps=0"),
+    ("experiments.suite", ["--quick", "--hold_fraction=nan"],
+     "suite: error: hold_fraction must be in [0, 1]; received --hold_fraction=nan"),
+    ("experiments.tune", ["--random_trials=-1"],
+     "tune: error: flag --random_trials=-1: -1 is not a non-negative integer"),
+    ("experiments.solve_rate", ["--target=inf"], "solve_rate: error: target must be a "
+     "finite number (or left out for the env's reward_threshold); received --target=inf"),
+], ids=lambda value: value if isinstance(value, str) and " " not in value else None)
+def test_launcher_flags_out_of_range_are_one_line(module, args, line, tmp_path):
+    run = launchers.run(module, *args, f"--root_dir={tmp_path}/run" if
+                        module.endswith("train") else "--seeds=0")
+    assert run.returncode == 2 and run.stderr.strip().splitlines() == [line], run.stderr
+    assert not (tmp_path / "run").exists()
