@@ -3,8 +3,9 @@
 For every supported space this module says how a batch of its observations is stored
 (:func:`tensor_spec`, :func:`observation_dtype`), what an exported policy takes
 (:func:`serving_dtype`), how raw observations become the float features a network reads
-(:func:`encode`, :func:`encoded_shape`), whether running normalization applies
-(:func:`normalizes`) and which torso a default network starts with (:func:`default_torso`).
+(:func:`encode`, :func:`encoded_shape`; in NumPy, :func:`numpy_encoder`), whether running
+normalization applies (:func:`normalizes`) and which torso a default network starts with
+(:func:`torso_kind`; pg_keras.networks builds it).
 
 Leaf spaces:
 
@@ -20,10 +21,7 @@ MultiBinary(n)      int32       the bits                     no          MLP
 
 An *image* is an integer Box of rank 3 whose first or last axis has 1, 3 or 4 channels:
 (H, W, C), channels last, when the last axis qualifies (gymnasium's convention), else
-(C, H, W). Its CNN torso scales the input to [0, 1] by the Box's bounds inside the model
-and follows the Nature-DQN layout (32 8x8 filters at stride 4, 64 4x4 at stride 2, 64
-3x3 at stride 1, then 512 units), each kernel cut to the side that reaches it (stride 1
-then) so that small images keep every layer. Other integer Boxes are vectors.
+(C, H, W). Other integer Boxes are vectors.
 
 Nested spaces. A ``Dict`` or ``Tuple`` space (nested to any depth) is handled leaf by
 leaf; its observations travel as one flat ``dict`` from *leaf name* to array. A leaf's
@@ -34,16 +32,12 @@ observation into that dict. Keras layer names and TensorFlow signature arguments
 hold ``/`` (nor start with a digit): there a leaf goes by :func:`input_name`, TensorFlow's
 own rule (every character that is not a letter or digit becomes ``_``, and a name not
 starting with a letter gets the prefix ``arg_``), so ``"a/0"`` is ``a_0`` and ``"0"`` is
-``arg_0``. Two leaves whose input names coincide are refused. The default torso of a
-nested space is a functional ``keras.Model`` with one named input per leaf: images go
-through their own CNN, the other leaves are flattened, all are concatenated and an MLP
-follows (the layers after the join let the network combine keys).
+``arg_0``. Two leaves whose input names coincide are refused.
 """
 
 from __future__ import annotations
 
-import warnings
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import gymnasium as gym
 import keras
@@ -56,9 +50,6 @@ from pg_keras.wrappers import ACTION_MASK_KEY, is_text_space
 SUPPORTED = ("Box", "Discrete", "MultiDiscrete", "MultiBinary", "Dict", "Tuple")
 IMAGE_CHANNELS = (1, 3, 4)
 SEPARATOR = "/"
-# (filters, kernel, stride) of the Nature-DQN convolutions; then a 512-unit layer.
-NATURE_LAYERS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
-NATURE_UNITS = 512
 
 Nest = Union[Any, Dict[str, Any]]
 
@@ -257,6 +248,18 @@ def encode(space: gym.Space, observations: Nest) -> Nest:
             for name, leaf in leaves(space).items()}
 
 
+def numpy_encoder(space: gym.Space) -> Optional[Callable[[np.ndarray], np.ndarray]]:
+    """:func:`encode` in NumPy, for a Box or a Discrete space (a cast, a lookup in the
+    one-hot rows ``encode`` gives each value); None for the other spaces."""
+    if isinstance(space, gym.spaces.Box):
+        return lambda observations: np.asarray(observations, np.float32)
+    if not isinstance(space, gym.spaces.Discrete):
+        return None
+    start = int(space.start)
+    rows = encode(space, np.arange(start, start + int(space.n))).numpy()
+    return lambda observations: rows[np.asarray(observations) - start]
+
+
 def flatten(space: gym.Space, observation: Nest) -> Nest:
     """The env's (possibly batched) nested observation -> ``{leaf name: array}``.
 
@@ -348,8 +351,8 @@ def checked_batch(space: gym.Space, observations: Nest) -> Tuple[Nest, bool]:
             kinds.add("batch")
         else:
             raise InputError(
-                f"observations{_at_key(name)} must have shape [B, {', '.join(map(str, shape))}] "
-                f"(a batch) or {list(shape)} (one observation); received shape "
+                f"observations{_at_key(name)} must have shape [{', '.join(['B', *map(str, shape)])}]"
+                f" (a batch) or {list(shape)} (one observation); received shape "
                 f"{list(array.shape)}")
     if len(kinds) > 1:
         raise InputError("observations must be all batched or all single across the keys "
@@ -380,100 +383,10 @@ def stack(space: gym.Space, observations: Sequence[Nest]) -> Nest:
 # ------------------------------------------------------------------------------ torsos
 
 
-def mlp_layers(hidden_sizes: Sequence[int], activation: str = "tanh", seed: int = 0,
-               prefix: str = "hidden_") -> List[keras.layers.Layer]:
-    """The hidden ``Dense`` layers of the default MLP (orthogonal, gain sqrt 2), named
-    ``prefix`` and their index."""
-    return [keras.layers.Dense(
-        units, activation=activation, name=f"{prefix}{i}",
-        kernel_initializer=keras.initializers.Orthogonal(np.sqrt(2.0), seed=seed + i))
-        for i, units in enumerate(hidden_sizes)]
-
-
-def conv_layout(height: int, width: int) -> List[Tuple[int, int, int]]:
-    """(filters, kernel, stride) of the CNN torso for an image of that size.
-
-    The Nature-DQN layout, with each kernel cut to the side that reaches it (and its
-    stride then 1): (84, 84) gives the original layers, (7, 7) a 7x7 then two 1x1.
-    """
-    side, layout = min(int(height), int(width)), []
-    for filters, kernel, stride in NATURE_LAYERS:
-        if side < kernel:
-            kernel, stride = side, 1
-        layout.append((filters, kernel, stride))
-        side = (side - kernel) // stride + 1
-    return layout
-
-
-def cnn_torso(space: gym.spaces.Box, seed: int = 0, name: str = "cnn") -> keras.Model:
-    """The CNN torso of an image Box: float32 [B, *shape] in 0..high -> [B, 512].
-
-    Inputs are scaled to [0, 1] by the Box's bounds inside the model; channels-first
-    images are transposed to channels last (the layout every backend's Conv2D runs).
-    """
-    layout = image_layout(space)
-    if layout is None:
-        raise InputError(f"cnn_torso needs an image Box (integer, rank 3, 1, 3 or 4 "
-                         f"channels first or last); received {space!r}")
-    low, high = float(np.min(space.low)), float(np.max(space.high))
-    inputs = keras.Input(tuple(int(d) for d in space.shape), name="image")
-    x = keras.layers.Rescaling(1.0 / max(high - low, 1.0), offset=-low / max(high - low, 1.0),
-                               name="to_unit_range")(inputs)
-    if layout == "channels_first":
-        x = keras.layers.Permute((2, 3, 1), name="to_channels_last")(x)
-    height, width = x.shape[1], x.shape[2]
-    for i, (filters, kernel, stride) in enumerate(conv_layout(height, width)):
-        x = keras.layers.Conv2D(
-            filters, kernel, strides=stride, activation="relu", name=f"conv_{i}",
-            kernel_initializer=keras.initializers.Orthogonal(np.sqrt(2.0), seed=seed + 100 + i))(x)
-    x = keras.layers.Flatten(name="flatten")(x)
-    x = keras.layers.Dense(NATURE_UNITS, activation="relu", name="dense",
-                           kernel_initializer=keras.initializers.Orthogonal(
-                               np.sqrt(2.0), seed=seed + 200))(x)
-    return keras.Model(inputs, x, name=name)
-
-
-def default_torso(space: gym.Space, hidden_sizes: Sequence[int] = (64, 64),
-                  activation: str = "tanh", seed: int = 0, name: str = "torso") -> keras.Model:
-    """The default torso: encoded observations -> [B, features] (see the module docstring).
-
-    An MLP for vector spaces, the CNN for an image, and for a nested space a functional
-    model taking ``{leaf name: [B, *encoded_shape]}`` through one named input per leaf.
-    """
-    if not is_nested(space):
-        if image_layout(check_leaf(space)):
-            return cnn_torso(space, seed=seed, name=name)
-        shape = _leaf_encoded_shape(space)
-        layers = [keras.Input(shape=shape)]
-        if len(shape) != 1:
-            layers.append(keras.layers.Flatten())
-        return keras.Sequential(layers + mlp_layers(hidden_sizes, activation, seed), name=name)
-    # The other layers' names hold a ".", which no input name does: no key can collide.
-    inputs, features = {}, []
-    for leaf_name, leaf in leaves(space).items():
-        key = input_name(leaf_name)
-        inputs[leaf_name] = keras.Input(_leaf_encoded_shape(leaf), name=key)
-        if image_layout(leaf):
-            features.append(cnn_torso(leaf, seed=seed, name=f"{key}.cnn")(inputs[leaf_name]))
-        else:
-            features.append(keras.layers.Flatten(name=f"{key}.flat")(inputs[leaf_name]))
-    x = (keras.layers.Concatenate(name="join.leaves")(features) if len(features) > 1
-         else features[0])
-    for layer in mlp_layers(hidden_sizes, activation, seed, prefix="hidden."):
-        x = layer(x)
-    return functional_model(inputs, x, name=name)
-
-
-def functional_model(inputs, outputs, name: str) -> keras.Model:
-    """``keras.Model(inputs, outputs)``, for inputs keyed by leaf names.
-
-    Keras warns when a dict's key is not its input's name; here they differ on purpose (a
-    leaf name may hold ``/``, a Keras name may not: see :func:`input_name`), and Keras
-    matches a dict of inputs by key, so the warning is silenced.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="When providing `inputs` as a dict")
-        return keras.Model(inputs, outputs, name=name)
+def torso_kind(space: gym.Space) -> Nest:
+    """Which default torso reads the (leaf) space: ``"cnn"`` for an image, else ``"mlp"``
+    (pg_keras.networks builds them)."""
+    return _map(space, lambda leaf: "cnn" if image_layout(leaf) else "mlp")
 
 
 def keras_inputs(space: gym.Space) -> Nest:

@@ -162,6 +162,7 @@ def test_a_window_without_a_display_is_refused_and_frames_go_to_the_dummy_driver
 # -------------------------------------------------------------------------------- envs
 
 
+@pytest.mark.filterwarnings("ignore:.*is not within the observation space")  # gymnasium's
 @pytest.mark.parametrize("env_id, message", [
     ("PgkMisfitReset-v0", r"env 'PgkMisfitReset-v0' returned an observation that does not "
      r"fit its observation_space .* from reset\(\): shape \[3\], but the space's is \[4\]"),
