@@ -31,7 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pg_keras import distributed, losses, networks, recurrent, returns, spaces
+from pg_keras import distributed, losses, networks, recurrent, returns, schedules, spaces
 from pg_keras.batch import Batch, batch_spec
 from pg_keras.config import Config, InputError
 from pg_keras.heads import make_head
@@ -96,14 +96,12 @@ class Learner(tf.Module):
             self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="updates")
             self.skipped_updates = tf.Variable(0, dtype=tf.int64, trainable=False,
                                                name="skipped_updates")
-            # Set at the start of each update (_apply_schedules); a constant bonus stays
-            # a Python float in the graph.
-            self.entropy_coef = None
-            if config.entropy_schedule != "constant":
-                self.entropy_coef = tf.Variable(config.entropy_coef, dtype=tf.float32,
-                                                trainable=False, name="entropy_coef")
+            # Set at the start of each update that follows a schedule (_apply_schedules).
+            self.entropy_coef = tf.Variable(config.entropy_coef, dtype=tf.float32,
+                                            trainable=False, name="entropy_coef")
         if minibatch_rng is not None:  # absent from a checkpoint of a one-minibatch run
             self.minibatch_rng = minibatch_rng
+        self._scheduled = schedules.is_scheduled(config)
         self.batch_spec = batch_spec(
             config, policy.observation_space, policy.head,
             policy.state_spec((1, config.num_envs)) if policy.recurrent else None)
@@ -121,7 +119,7 @@ class Learner(tf.Module):
             batch: Numpy arrays or tensors matching :attr:`batch_spec`.
             env_steps: Env steps of all workers taken before the batch: with
                 ``lr_schedule`` or ``entropy_schedule``, the update's learning rates and
-                bonus follow from it (:func:`scheduled_values`; 0, the default, is the
+                bonus follow from it (pg_keras.schedules; 0, the default, is the
                 schedules' start). The loop checkpoints it, so a resumed run applies the
                 same values.
 
@@ -177,21 +175,13 @@ class Learner(tf.Module):
     def has_baseline(self) -> bool:
         return self.policy.value_network is not None
 
-    @property
-    def scheduled(self) -> bool:
-        """Whether a learning rate or the entropy bonus follows a schedule."""
-        return "linear" in (self.config.lr_schedule, self.config.entropy_schedule)
-
     def _apply_schedules(self, env_steps) -> None:
-        """Assigns the scheduled values (:func:`scheduled_values`) to what follows a
-        schedule, before the update reads them."""
-        values = scheduled_values(self.config, env_steps)
-        if self.config.lr_schedule != "constant":
-            self.policy_optimizer.learning_rate.assign(values[0])
-            if self.value_optimizer is not None:
-                self.value_optimizer.learning_rate.assign(values[1])
-        if self.entropy_coef is not None:
-            self.entropy_coef.assign(values[2])
+        """Assigns the scheduled values (pg_keras.schedules) before the update reads them."""
+        values = schedules.scheduled_values(self.config, env_steps)
+        self.policy_optimizer.learning_rate.assign(values.policy_learning_rate)
+        if self.value_optimizer is not None:
+            self.value_optimizer.learning_rate.assign(values.value_learning_rate)
+        self.entropy_coef.assign(values.entropy_coef)
 
     def _outputs(self, batch: Batch, observations):
         """pi(.|s_t) over the [T * B] rows, and V(s_t) [T, B] (None without a baseline).
@@ -226,8 +216,7 @@ class Learner(tf.Module):
             psi = policy_gradient_weights(cfg, batch, values, self.policy.return_scale())
             info = losses.reinforce_loss(
                 log_probs, entropy, psi.weights, batch.mask,
-                cfg.entropy_coef if self.entropy_coef is None else self.entropy_coef,
-                values, psi.value_targets, psi.step_weights)
+                self.entropy_coef, values, psi.value_targets, psi.step_weights)
             loss = info.total * psi.moments.share
         gradients = self._gradients(tape, loss)
         shares = {"loss": info.total, "policy_loss": info.policy, "value_loss": info.value,
@@ -242,7 +231,7 @@ class Learner(tf.Module):
     def _update(self, batch: Batch, env_steps) -> Dict[str, tf.Tensor]:
         """One update as one graph: schedules; REINFORCE's step (or the steps of
         :meth:`_reuse`); the counters; then the running statistics."""
-        if self.scheduled:
+        if self._scheduled:
             self._apply_schedules(env_steps)
         if self.config.reuses_samples:
             metrics, rows, applied = self._reuse(batch)
@@ -260,7 +249,7 @@ class Learner(tf.Module):
         if rows is not None:
             with tf.control_dependencies([applied]):
                 self._update_statistics(rows)
-        if self.scheduled:
+        if self._scheduled:
             metrics.update(self._schedule_metrics())
         return metrics
 
@@ -383,8 +372,7 @@ class Learner(tf.Module):
             log_probs = _unflatten(pi.log_prob(_flatten(batch.actions)), batch)
             info = losses.reinforce_loss(
                 log_probs, _unflatten(pi.entropy(), batch), weights, batch.mask,
-                cfg.entropy_coef if self.entropy_coef is None else self.entropy_coef,
-                values, part.value_targets, part.step_weights if cfg.gamma_weighting else None,
+                self.entropy_coef, values, part.value_targets, part.step_weights if cfg.gamma_weighting else None,
                 part.old_log_probs, cfg.clip_ratio, part.old_values, cfg.value_clip)
             loss = info.total * moments.share
         kl, clip_fraction = losses.ratio_statistics(log_probs, part.old_log_probs,
@@ -411,26 +399,8 @@ class Learner(tf.Module):
         values = {"policy_learning_rate": tf.identity(self.policy_optimizer.learning_rate)}
         if self.value_optimizer is not None:
             values["value_learning_rate"] = tf.identity(self.value_optimizer.learning_rate)
-        values["entropy_coef"] = (tf.identity(self.entropy_coef) if self.entropy_coef is not None
-                                  else tf.constant(self.config.entropy_coef, tf.float32))
+        values["entropy_coef"] = tf.identity(self.entropy_coef)
         return values
-
-
-def scheduled_values(config: Config, env_steps) -> tf.Tensor:
-    """[3] float32 (policy lr, value lr, entropy bonus) for an update after ``env_steps``
-    env steps (all workers'): each initial value times its schedule's factor, 1 for
-    ``constant`` and ``max(0, 1 - env_steps / total_steps)`` for ``linear``."""
-
-    def factor(schedule):
-        if schedule == "constant":
-            return tf.constant(1.0, tf.float64)
-        done = tf.cast(env_steps, tf.float64) / config.total_steps
-        return tf.maximum(tf.constant(0.0, tf.float64), 1.0 - done)
-
-    lr = factor(config.lr_schedule)
-    return tf.cast(tf.stack([config.policy_learning_rate * lr, config.value_learning_rate * lr,
-                             config.entropy_coef * factor(config.entropy_schedule)]),
-                   tf.float32)
 
 
 class Weights(NamedTuple):

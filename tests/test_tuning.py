@@ -14,6 +14,7 @@ import tensorflow as tf
 
 import launchers
 import pg_keras
+from pg_keras import schedules
 from earlier_defaults import with_earlier_defaults
 from pg_keras import returns
 
@@ -26,7 +27,7 @@ def _cartpole_learner(**fields):
     keras.utils.set_random_seed(config.seed)
     learner = pg_keras.build_learner(config, envs.single_observation_space,
                                      envs.single_action_space)
-    return config, learner, pg_keras.Collector(envs, learner, config)
+    return config, learner, pg_keras.Collector(envs, learner.policy, config)
 
 
 def _weights(variables):
@@ -87,8 +88,8 @@ def test_scheduled_values_are_the_float64_schedule_rounded_once(env_steps):
                              lr_schedule="linear", entropy_schedule="constant")
     factor = max(0.0, 1.0 - env_steps / 50_000)  # Python floats: float64
     expected = np.array([3e-3 * factor, 7e-3 * factor, 0.02], np.float32)
-    values = pg_keras.learner.scheduled_values(config, tf.constant(env_steps, tf.int64))
-    np.testing.assert_array_equal(values.numpy(), expected)
+    values = schedules.scheduled_values(config, tf.constant(env_steps, tf.int64))
+    np.testing.assert_array_equal([v.numpy() for v in values], expected)
 
 
 def test_constant_schedules_leave_the_metrics_and_rates_alone():
