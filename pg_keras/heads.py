@@ -18,17 +18,29 @@ pull the mean back fades (clipping has the same failure, but only past the bound
 
 Action masks. The Discrete and MultiDiscrete heads take an optional ``mask``, [B, n] (or
 [B, sum(nvec)] in the flat order of the logits), true (or nonzero) where an action is
-legal. Illegal actions' logits become the dtype's lowest finite value, so every sampler
-(TFP, the portable one, NumPy), the greedy action, the log-probability and the entropy are
-those of the distribution renormalized over the legal actions, without an infinity that
-could turn into NaN. A row (or a MultiDiscrete sub-action) allowing no action is refused:
-eagerly with an InputError naming the row, inside a graph by an assertion whose message
-says "action mask allows no action".
+legal. Illegal actions' logits become the dtype's lowest finite value, so the sample, the
+greedy action, the log-probability and the entropy are those of the distribution
+renormalized over the legal actions, without an infinity that could turn into NaN. A
+row (or a MultiDiscrete sub-action) allowing no action is refused: eagerly with an
+InputError naming the row (:func:`check_mask_shape`, :func:`refuse_rows_without_action`),
+inside a graph by an assertion whose message says "action mask allows no action". The
+env's own masks are read where the envs are stepped (pg_keras.collect.masks).
+
+Sampling and the log-probability. The policy's training graphs draw with
+``distribution(params).sample(seed=...)`` and train on ``distribution(params).log_prob``:
+TensorFlow Probability's. The exported policy cannot: TFLite and ONNX have neither
+TensorFlow's stateless random ops nor, in TFLite, the sparse softmax cross-entropy TFP's
+categorical log-probability is made of. It draws with :meth:`ActionHead.portable_sample`
+and reports :meth:`ActionHead.portable_log_prob`, the same law and the same log-density
+in ops every runtime runs (see pg_keras.portable_random): the same seed gives the same
+draw in every runtime, though not the draw of ``distribution(params).sample(seed=seed)``.
+Every other runtime (the NumPy fast actor in pg_keras.collect.numpy_policy) derives its
+sampling from the head's public attributes.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence
 
 import gymnasium as gym
 import keras
@@ -38,14 +50,10 @@ import tensorflow_probability as tfp
 
 from pg_keras import layers, portable_random
 from pg_keras.config import InputError
-from pg_keras.layers import LOG_STD_MAX as _LOG_STD_MAX
-from pg_keras.layers import LOG_STD_MIN as _LOG_STD_MIN
-from pg_keras.wrappers import ACTION_MASK_KEY
 
 tfd = tfp.distributions
 
 SUPPORTED_SPACES = ("Discrete", "Box", "MultiDiscrete", "MultiBinary")
-NumpySampler = Callable[..., Tuple[np.ndarray, np.ndarray]]
 NO_ACTION = "action mask allows no action"
 
 
@@ -58,6 +66,7 @@ class ActionHead(keras.layers.Layer):
         raw_shape: Shape of one raw action (without the batch dimension).
         raw_dtype: dtype of raw actions.
         mask_size: Width of an action mask, or None where the head takes none.
+        env_shape: Shape of one env action (the space's).
 
     Every method taking ``params`` also takes ``mask``, an action mask (see the module
     docstring); None, the default, allows every action. Heads without masks refuse one.
@@ -71,8 +80,11 @@ class ActionHead(keras.layers.Layer):
     def __init__(self, space: gym.Space, **kwargs):
         super().__init__(**kwargs)
         self.space = space
+        self.env_shape = tuple(space.shape)
+        self._env_dtype = tf.as_dtype(space.dtype)
 
-    def _no_mask(self, mask) -> None:
+    def refuse_mask(self, mask) -> None:
+        """Refuses an action mask given to a head that takes none (InputError)."""
         if mask is not None:
             raise InputError(f"action masks apply to Discrete and MultiDiscrete action "
                              f"spaces; received a mask for the action space {self.space}")
@@ -95,11 +107,7 @@ class ActionHead(keras.layers.Layer):
 
     def portable_sample(self, params, seed, mask=None) -> tf.Tensor:
         """A raw action [B, *raw_shape] drawn from ``distribution(params)``, seeded by
-        ``seed`` (int32 [2]), in ops that TFLite and ONNX run (see portable_random.py).
-
-        The exported policy samples with it; the same seed gives the same draw in every
-        runtime, though not the draw of ``distribution(params).sample(seed=seed)``.
-        """
+        ``seed`` (int32 [2]), in ops that TFLite and ONNX run (see the module docstring)."""
         raise NotImplementedError
 
     def portable_log_prob(self, params, raw_action, mask=None) -> tf.Tensor:
@@ -107,18 +115,9 @@ class ActionHead(keras.layers.Layer):
         raise NotImplementedError
 
     def keras_parameters(self, params) -> Dict[str, keras.KerasTensor]:
-        """:meth:`parameters` of a symbolic Keras tensor, in layers ``keras.Model`` saves."""
+        """:meth:`parameters` of a symbolic Keras tensor, in layers ``keras.Model`` saves
+        (the layers compute them with the functions :meth:`parameters` calls)."""
         return {"logits": params}
-
-    def numpy_sampler(self) -> NumpySampler:
-        """The head's sampling and ``to_env`` in NumPy, with the head's current weights.
-
-        For the gymnasium collector, where one TensorFlow call per env step would cost more
-        than the step. ``sampler(params, rng, mask=None)`` draws from the same
-        distribution as ``distribution(params, mask).sample()`` and returns
-        ``(raw action, env action)``.
-        """
-        raise NotImplementedError
 
     def call(self, params):
         return self.greedy(params)
@@ -127,7 +126,13 @@ class ActionHead(keras.layers.Layer):
 class _LogitsHead(ActionHead):
     """A head whose distribution is categorical over ``_logits(params, mask)``: the greedy
     action, the parameters and the portable sampler are the same for one or several
-    sub-actions (the logits' last axis is the choice)."""
+    sub-actions (the logits' last axis is the choice).
+
+    Attributes:
+        start: The space's ``start``, added to a raw action to make the env's.
+    """
+
+    start: np.ndarray
 
     def _logits(self, params, mask=None) -> tf.Tensor:
         raise NotImplementedError
@@ -154,8 +159,7 @@ class CategoricalHead(_LogitsHead):
         self.mask_size = self.param_size
         self.raw_shape = ()
         self.raw_dtype = tf.int32
-        self._start = int(space.start)
-        self._env_dtype = tf.as_dtype(space.dtype)
+        self.start = np.int32(space.start)
 
     def _logits(self, params, mask):
         if mask is None:
@@ -168,19 +172,7 @@ class CategoricalHead(_LogitsHead):
         return tfd.Categorical(logits=self._logits(params, mask), dtype=tf.int32)
 
     def to_env(self, raw_action):
-        return tf.cast(raw_action + self._start, self._env_dtype)
-
-    def numpy_sampler(self):
-        start, dtype, space = self._start, self.space.dtype, self.space
-
-        def sample(params, rng, mask=None):
-            if mask is not None:
-                mask = _numpy_mask(mask, params, space)
-                _numpy_require_an_action(mask, mask.any(axis=-1))
-                params = np.where(mask, params, np.finfo(params.dtype).min)
-            raw = _gumbel_argmax(params, rng)
-            return raw, (raw + start).astype(dtype)
-        return sample
+        return tf.cast(raw_action + self.start, self._env_dtype)
 
 
 class MultiCategoricalHead(_LogitsHead):
@@ -188,6 +180,10 @@ class MultiCategoricalHead(_LogitsHead):
 
     The logits of the k sub-actions are gathered into a [B, k, max(nvec)] array; entries
     past a sub-action's size get a logit of -1e9 (probability 0, no gradient).
+
+    Attributes:
+        columns, valid: Where each sub-action's logits sit in ``params``: see
+            :func:`pg_keras.layers.logit_table`.
     """
 
     def __init__(self, space: gym.spaces.MultiDiscrete, **kwargs):
@@ -198,20 +194,16 @@ class MultiCategoricalHead(_LogitsHead):
         self.raw_shape = (len(nvec),)
         self.raw_dtype = tf.int32
         self._nvec = [int(n) for n in nvec]
-        columns, valid = layers.logit_table(nvec)
-        self._columns = tf.constant(columns, tf.int32)
-        self._valid = tf.constant(valid)
-        self._start = tf.constant(np.asarray(space.start).reshape(-1), tf.int32)
-        self._env_shape = tuple(space.shape)
-        self._env_dtype = tf.as_dtype(space.dtype)
+        self.columns, self.valid = layers.logit_table(nvec)
+        self.start = np.asarray(space.start).reshape(-1).astype(np.int32)
 
     def _logits(self, params, mask=None):
         """[B, k, max(nvec)]: padding at -1e9, illegal actions at the lowest float."""
-        logits = layers.masked_logits(params, self._columns, self._valid)
+        logits = layers.masked_logits(params, self.columns, self.valid)
         if mask is None:
             return logits
-        legal = tf.gather(_checked_mask(mask, params, self.space), self._columns, axis=-1)
-        legal = legal & self._valid
+        legal = tf.gather(_checked_mask(mask, params, self.space), self.columns, axis=-1)
+        legal = legal & self.valid
         legal = _require_an_action(legal, tf.reduce_any(legal, axis=-1))
         return tf.where(legal, logits, tf.constant(logits.dtype.min, logits.dtype))
 
@@ -221,25 +213,11 @@ class MultiCategoricalHead(_LogitsHead):
             reinterpreted_batch_ndims=1)
 
     def to_env(self, raw_action):
-        action = tf.reshape(raw_action + self._start, (-1,) + self._env_shape)
+        action = tf.reshape(raw_action + self.start, (-1,) + self.env_shape)
         return tf.cast(action, self._env_dtype)
 
     def keras_parameters(self, params):
         return {"logits": layers.MaskedLogits(self._nvec, name="masked_logits")(params)}
-
-    def numpy_sampler(self):
-        columns, valid = self._columns.numpy(), self._valid.numpy()
-        start, shape, dtype = self._start.numpy(), self._env_shape, self.space.dtype
-        space = self.space
-
-        def sample(params, rng, mask=None):
-            legal = valid
-            if mask is not None:
-                legal = _numpy_mask(mask, params, space)[:, columns] & valid
-                _numpy_require_an_action(legal, legal.any(axis=-1))
-            raw = _gumbel_argmax(np.where(legal, params[:, columns], -np.inf), rng)
-            return raw, (raw + start).reshape((-1,) + shape).astype(dtype)
-        return sample
 
 
 class BernoulliHead(ActionHead):
@@ -250,46 +228,34 @@ class BernoulliHead(ActionHead):
         self.param_size = int(np.prod(space.shape))
         self.raw_shape = (self.param_size,)
         self.raw_dtype = tf.int32
-        self._env_shape = tuple(space.shape)
-        self._env_dtype = tf.as_dtype(space.dtype)
 
     def distribution(self, params, mask=None):
-        self._no_mask(mask)
+        self.refuse_mask(mask)
         return tfd.Independent(tfd.Bernoulli(logits=params, dtype=tf.int32),
                                reinterpreted_batch_ndims=1)
 
     def greedy(self, params, mask=None):
-        self._no_mask(mask)
+        self.refuse_mask(mask)
         return tf.cast(params > 0, tf.int32)
 
     def to_env(self, raw_action):
-        return tf.cast(tf.reshape(raw_action, (-1,) + self._env_shape), self._env_dtype)
+        return tf.cast(tf.reshape(raw_action, (-1,) + self.env_shape), self._env_dtype)
 
     def parameters(self, params, mask=None):
-        self._no_mask(mask)
+        self.refuse_mask(mask)
         return {"logits": params}
 
     def portable_sample(self, params, seed, mask=None):
-        self._no_mask(mask)
+        self.refuse_mask(mask)
         # P(u < sigmoid(logit)) = sigmoid(logit) for u uniform on (0, 1).
         uniform = portable_random.uniform(tf.shape(params), seed)
         return tf.cast(uniform < tf.sigmoid(params), tf.int32)
 
     def portable_log_prob(self, params, raw_action, mask=None):
-        self._no_mask(mask)
+        self.refuse_mask(mask)
         # log sigmoid(l) for a 1, log sigmoid(-l) for a 0: a * l - softplus(l).
         softplus = tf.maximum(params, 0.0) + tf.math.log(1.0 + tf.exp(-tf.abs(params)))
         return tf.reduce_sum(tf.cast(raw_action, params.dtype) * params - softplus, axis=-1)
-
-    def numpy_sampler(self):
-        shape, dtype, no_mask = self._env_shape, self.space.dtype, self._no_mask
-
-        def sample(params, rng, mask=None):
-            no_mask(mask)
-            # P(logit + logistic noise > 0) = sigmoid(logit).
-            raw = (params + rng.logistic(size=params.shape) > 0).astype(np.int32)
-            return raw, raw.reshape((-1,) + shape).astype(dtype)
-        return sample
 
 
 class GaussianHead(ActionHead):
@@ -301,6 +267,12 @@ class GaussianHead(ActionHead):
             the head learning one log-std vector.
         init_log_std: Initial log-std (state-independent) or its offset (state-dependent).
         bounds: ``"clip"`` or ``"tanh"``; see the module docstring.
+
+    Attributes:
+        low, high: The bounds, float32 [d], where the squash maps.
+        env_low, env_high: The bounds in the env's dtype [d], where the final clip
+            happens: a float64 bound rounded to float32 (0.1 -> 0.10000000149) or the
+            squash's own rounding can land one ulp outside the Box.
     """
 
     def __init__(self, space: gym.spaces.Box, state_dependent_std: bool = False,
@@ -315,20 +287,13 @@ class GaussianHead(ActionHead):
         self.param_size = self.action_size * (2 if self.state_dependent_std else 1)
         self.raw_shape = (self.action_size,)
         self.raw_dtype = tf.float32
-        self._env_shape = tuple(space.shape)
-        low = np.asarray(space.low, np.float32).reshape(-1)
-        high = np.asarray(space.high, np.float32).reshape(-1)
-        self._bounded = bool(np.all(np.isfinite(low)) and np.all(np.isfinite(high)))
-        if bounds == "tanh" and not self._bounded:
+        self.low = np.asarray(space.low, np.float32).reshape(-1)
+        self.high = np.asarray(space.high, np.float32).reshape(-1)
+        bounded = bool(np.all(np.isfinite(self.low)) and np.all(np.isfinite(self.high)))
+        if bounds == "tanh" and not bounded:
             raise InputError(f"action_bounds='tanh' needs finite Box bounds; received {space}")
-        self._low = tf.constant(low)
-        self._high = tf.constant(high)
-        # The bounds again in the env's dtype: the final clip happens there, because a
-        # float64 bound rounded to float32 (0.1 -> 0.10000000149) or the squash's own
-        # rounding can land one ulp outside the Box.
-        self._env_dtype = tf.as_dtype(space.dtype)
-        self._env_low = tf.constant(np.asarray(space.low).reshape(-1), self._env_dtype)
-        self._env_high = tf.constant(np.asarray(space.high).reshape(-1), self._env_dtype)
+        self.env_low = np.asarray(space.low).reshape(-1)
+        self.env_high = np.asarray(space.high).reshape(-1)
         if not self.state_dependent_std:
             self.log_std = self.add_weight(
                 shape=(self.action_size,), name="log_std",
@@ -340,33 +305,36 @@ class GaussianHead(ActionHead):
         return layers.gaussian_mean_and_log_std(params, log_std, self.init_log_std)
 
     def distribution(self, params, mask=None):
-        self._no_mask(mask)
+        self.refuse_mask(mask)
         mean, log_std = self._mean_and_log_std(params)
         return tfd.MultivariateNormalDiag(loc=mean, scale_diag=tf.exp(log_std))
 
     def greedy(self, params, mask=None):
-        self._no_mask(mask)
+        self.refuse_mask(mask)
         return self._mean_and_log_std(params)[0]
 
     def to_env(self, raw_action):
         action = tf.cast(raw_action, tf.float32)
         if self.bounds == "tanh":
-            action = self._low + (tf.tanh(action) + 1.0) * 0.5 * (self._high - self._low)
-        action = tf.clip_by_value(tf.cast(action, self._env_dtype), self._env_low, self._env_high)
-        return tf.reshape(action, (-1,) + self._env_shape)
+            low, high = tf.constant(self.low), tf.constant(self.high)
+            action = low + (tf.tanh(action) + 1.0) * 0.5 * (high - low)
+        action = tf.clip_by_value(tf.cast(action, self._env_dtype),
+                                  tf.constant(self.env_low, self._env_dtype),
+                                  tf.constant(self.env_high, self._env_dtype))
+        return tf.reshape(action, (-1,) + self.env_shape)
 
     def parameters(self, params, mask=None):
-        self._no_mask(mask)
+        self.refuse_mask(mask)
         mean, log_std = self._mean_and_log_std(params)
         return {"mean": mean, "std": tf.exp(log_std)}
 
     def portable_sample(self, params, seed, mask=None):
-        self._no_mask(mask)
+        self.refuse_mask(mask)
         mean, log_std = self._mean_and_log_std(params)
         return mean + tf.exp(log_std) * portable_random.normal(tf.shape(mean), seed)
 
     def portable_log_prob(self, params, raw_action, mask=None):
-        self._no_mask(mask)
+        self.refuse_mask(mask)
         mean, log_std = self._mean_and_log_std(params)
         z = (raw_action - mean) * tf.exp(-log_std)
         return (tf.reduce_sum(-0.5 * tf.square(z) - log_std, axis=-1)
@@ -379,26 +347,6 @@ class GaussianHead(ActionHead):
             name="gaussian_parameters")
         mean, std = layer(params)
         return {"mean": mean, "std": std}
-
-    def numpy_sampler(self):
-        low, high = self._env_low.numpy(), self._env_high.numpy()
-        f_low, f_high = self._low.numpy(), self._high.numpy()
-        shape, dtype, tanh = self._env_shape, self.space.dtype, self.bounds == "tanh"
-        fixed_std = None if self.state_dependent_std else np.exp(self.log_std.numpy())
-        offset, no_mask = self.init_log_std, self._no_mask
-
-        def sample(params, rng, mask=None):
-            no_mask(mask)
-            if fixed_std is None:
-                mean, log_std = np.split(params, 2, axis=-1)
-                std = np.exp(np.clip(log_std + offset, _LOG_STD_MIN, _LOG_STD_MAX))
-            else:
-                mean, std = params, fixed_std
-            raw = (mean + std * rng.standard_normal(mean.shape)).astype(np.float32)
-            action = f_low + (np.tanh(raw) + 1.0) * 0.5 * (f_high - f_low) if tanh else raw
-            action = np.clip(action.astype(dtype), low, high)
-            return raw, action.reshape((-1,) + shape)
-        return sample
 
 
 def _gumbel_max(logits: tf.Tensor, seed) -> tf.Tensor:
@@ -413,59 +361,30 @@ def _categorical_log_prob(logits: tf.Tensor, raw_action: tf.Tensor) -> tf.Tensor
     return tf.reduce_sum(tf.reshape(picked, [tf.shape(logits)[0], -1]), axis=-1)
 
 
-def _gumbel_argmax(logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A categorical sample per row of the last axis: argmax(logits + Gumbel noise)."""
-    return np.argmax(logits + rng.gumbel(size=logits.shape), axis=-1).astype(np.int32)
+def check_mask_shape(mask_shape: Sequence[Optional[int]],
+                     params_shape: Sequence[Optional[int]], space: gym.Space) -> None:
+    """Refuses an action mask whose shape is not the logits' [B, n] (None matches any
+    size: a graph's unknown batch).
+
+    Raises:
+        InputError: naming the shape expected, the action space and the shape received.
+    """
+    mask_shape, expected = list(mask_shape), list(params_shape)
+    if len(mask_shape) == 2 and all(m is None or e is None or int(m) == int(e)
+                                    for m, e in zip(mask_shape, expected)):
+        return
+    rows = "" if expected[0] is None else f" (B = {expected[0]})"
+    raise InputError(f"action mask must have shape [B, {expected[-1]}]{rows} for the "
+                     f"action space {space}; received shape {mask_shape}")
 
 
-def _checked_mask(mask, params, space) -> tf.Tensor:
-    """``mask`` as bool [B, n], n the width of ``params``; a wrong shape is refused."""
-    mask = tf.convert_to_tensor(mask)
-    if mask.dtype != tf.bool:
-        mask = tf.not_equal(mask, tf.zeros([], mask.dtype))  # 0/1 masks, as Taxi's int8
-    expected = params.shape.as_list()
-    static = mask.shape.rank is not None and (
-        mask.shape.rank != 2 or not mask.shape.is_compatible_with(expected))
-    if static or (tf.executing_eagerly() and mask.shape != params.shape):
-        rows = "" if expected[0] is None else f" (B = {expected[0]})"
-        raise InputError(f"action mask must have shape [B, {expected[-1]}]{rows} for the "
-                         f"action space {space}; received shape {mask.shape.as_list()}")
-    if not tf.executing_eagerly():
-        check = tf.debugging.assert_equal(
-            tf.shape(mask), tf.shape(params),
-            message=f"action mask must have shape [B, {expected[-1]}] as the logits")
-        with tf.control_dependencies([check]):
-            mask = tf.identity(mask)
-    return mask
+def refuse_rows_without_action(mask: np.ndarray, allowed: np.ndarray) -> None:
+    """Refuses the first row (and sub-action) of ``allowed`` ([B] or [B, k] bool) that is
+    false, showing that row of ``mask``.
 
-
-def _require_an_action(mask: tf.Tensor, allowed: tf.Tensor) -> tf.Tensor:
-    """``mask``, once every entry of ``allowed`` ([B] or [B, k] bool) is known true."""
-    if tf.executing_eagerly():
-        _numpy_require_an_action(mask.numpy(), allowed.numpy())
-        return mask
-    rows = tf.reduce_all(tf.reshape(allowed, [tf.shape(allowed)[0], -1]), axis=-1)
-    # The rows as a bool vector, not their indices: tf.where's dynamic shape would keep
-    # the graph from compiling with XLA.
-    check = tf.debugging.Assert(
-        tf.reduce_all(rows), [f"{NO_ACTION} (every action is masked); rows without one:",
-                              tf.logical_not(rows)], summarize=16)
-    with tf.control_dependencies([check]):
-        return tf.identity(mask)
-
-
-def _numpy_mask(mask, params: np.ndarray, space) -> np.ndarray:
-    """``mask`` as a bool array of the shape of ``params``; a wrong shape is refused."""
-    mask = np.asarray(mask)
-    if mask.shape != params.shape:
-        raise InputError(f"action mask must have shape [B, {params.shape[-1]}] (B = "
-                         f"{params.shape[0]}) for the action space {space}; received shape "
-                         f"{list(mask.shape)}")
-    return mask.astype(bool)
-
-
-def _numpy_require_an_action(mask: np.ndarray, allowed: np.ndarray) -> None:
-    """Refuses the first row (and sub-action) of ``allowed`` that is false."""
+    Raises:
+        InputError: naming the row (and the sub-action) and its mask.
+    """
     bad = np.argwhere(~np.asarray(allowed, bool))
     if len(bad):
         row = int(bad[0][0])
@@ -475,44 +394,35 @@ def _numpy_require_an_action(mask: np.ndarray, allowed: np.ndarray) -> None:
                          f"received mask row {legal}")
 
 
-def info_action_mask(info: dict, num_envs: int, mask_size: int,
-                     key: str = "action_mask") -> Optional[np.ndarray]:
-    """The [num_envs, mask_size] bool mask a vector env's ``info`` carries, or None.
-
-    Gymnasium's vector envs gather each env's ``info[key]`` (Taxi's ``action_mask``)
-    into one array, with ``info["_" + key]`` saying which envs gave one this step; an env
-    that gave none allows every action.
-
-    Raises:
-        InputError: if the mask does not have ``mask_size`` entries per env.
-    """
-    if key not in info:
-        return None
-    mask = np.asarray(info[key])
-    if mask.shape != (num_envs, mask_size):
-        raise InputError(f"info[{key!r}] must hold a mask of shape [{num_envs}, {mask_size}] "
-                         f"(envs, actions); received shape {list(mask.shape)}")
-    present = np.asarray(info.get("_" + key, np.ones(num_envs, bool)), bool)
-    return np.where(present[:, None], mask.astype(bool), True)
+def _checked_mask(mask, params, space) -> tf.Tensor:
+    """``mask`` as bool [B, n], n the width of ``params``; a wrong shape is refused."""
+    mask = tf.convert_to_tensor(mask)
+    if mask.dtype != tf.bool:
+        mask = tf.not_equal(mask, tf.zeros([], mask.dtype))  # 0/1 masks, as Taxi's int8
+    if mask.shape.rank is not None:
+        check_mask_shape(mask.shape.as_list(), params.shape.as_list(), space)
+    if not tf.executing_eagerly():
+        check = tf.debugging.assert_equal(
+            tf.shape(mask), tf.shape(params),
+            message=f"action mask must have shape [B, {params.shape[-1]}] as the logits")
+        with tf.control_dependencies([check]):
+            mask = tf.identity(mask)
+    return mask
 
 
-def env_action_mask(observations, info: dict, num_envs: int,
-                    mask_size: int) -> Optional[np.ndarray]:
-    """The [num_envs, mask_size] bool mask of the legal actions an env gave with a step:
-    its Dict observation's ``action_mask`` key (PettingZoo's way), else
-    ``info["action_mask"]`` (Taxi's, see :func:`info_action_mask`); None where it gave none.
-
-    Raises:
-        InputError: for a mask of the wrong shape.
-    """
-    if isinstance(observations, dict) and ACTION_MASK_KEY in observations:
-        mask = np.asarray(observations[ACTION_MASK_KEY])
-        if mask.shape != (num_envs, mask_size):
-            raise InputError(f"the observation's action_mask must have shape [{num_envs}, "
-                             f"{mask_size}] (envs, actions); received shape "
-                             f"{list(mask.shape)}")
-        return mask.astype(bool)
-    return info_action_mask(info, num_envs, mask_size)
+def _require_an_action(mask: tf.Tensor, allowed: tf.Tensor) -> tf.Tensor:
+    """``mask``, once every entry of ``allowed`` ([B] or [B, k] bool) is known true."""
+    if tf.executing_eagerly():
+        refuse_rows_without_action(mask.numpy(), allowed.numpy())
+        return mask
+    rows = tf.reduce_all(tf.reshape(allowed, [tf.shape(allowed)[0], -1]), axis=-1)
+    # The rows as a bool vector, not their indices: tf.where's dynamic shape would keep
+    # the graph from compiling with XLA.
+    check = tf.debugging.Assert(
+        tf.reduce_all(rows), [f"{NO_ACTION} (every action is masked); rows without one:",
+                              tf.logical_not(rows)], summarize=16)
+    with tf.control_dependencies([check]):
+        return tf.identity(mask)
 
 
 def make_head(space: gym.Space, state_dependent_std: bool = False, init_log_std: float = 0.0,

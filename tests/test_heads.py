@@ -9,6 +9,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from pg_keras import heads
+from pg_keras.collect.masks import info_action_mask
+from pg_keras.collect.numpy_policy import head_sampler
 from pg_keras.config import InputError
 from pg_keras.heads import make_head
 
@@ -573,7 +575,7 @@ def test_masked_actions_are_never_sampled_and_the_legal_follow_the_renormalized_
     draws = {
         "tfp": head.distribution(params, masks).sample(seed=SEED).numpy(),
         "portable": head.portable_sample(params, tf.constant([5, 8]), masks).numpy(),
-        "numpy": head.numpy_sampler()(params.numpy(), np.random.default_rng(3), masks)[0],
+        "numpy": head_sampler(head)(params.numpy(), np.random.default_rng(3), masks)[0],
     }
     law = _legal_outcome_probs(space, logits, mask)
     for sampler, raw in draws.items():
@@ -650,7 +652,7 @@ def test_a_row_allowing_no_action_is_refused(space, bad_row):
     with pytest.raises(InputError, match="action mask allows no action in row 2"):
         head.distribution(params, mask)
     with pytest.raises(InputError, match="action mask allows no action in row 2"):
-        head.numpy_sampler()(params.numpy(), np.random.default_rng(0), mask)
+        head_sampler(head)(params.numpy(), np.random.default_rng(0), mask)
     graph = tf.function(lambda p, m: head.portable_sample(p, SEED, m))
     with pytest.raises(tf.errors.InvalidArgumentError, match="action mask allows no action"):
         graph(params, tf.constant(mask))
@@ -662,7 +664,7 @@ def test_a_mask_of_the_wrong_shape_or_for_another_head_is_refused():
     with pytest.raises(InputError, match=r"shape \[B, 3\] \(B = 2\).*received shape \[2, 4\]"):
         head.greedy(tf.zeros((2, 3)), np.ones((2, 4), bool))
     with pytest.raises(InputError, match=r"received shape \[2, 4\]"):
-        head.numpy_sampler()(np.zeros((2, 3), np.float32), np.random.default_rng(0),
+        head_sampler(head)(np.zeros((2, 3), np.float32), np.random.default_rng(0),
                              np.ones((2, 4), bool))
     with pytest.raises(InputError, match=r"received shape \[None, 4\]"):
         tf.function(lambda p, m: head.greedy(p, m), autograph=False).get_concrete_function(
@@ -672,7 +674,7 @@ def test_a_mask_of_the_wrong_shape_or_for_another_head_is_refused():
         with pytest.raises(InputError, match="action masks apply to Discrete and MultiDiscrete"):
             other.distribution(tf.zeros((2, other.param_size)), np.ones((2, 2), bool))
         with pytest.raises(InputError, match="action masks apply to Discrete and MultiDiscrete"):
-            other.numpy_sampler()(np.zeros((2, other.param_size), np.float32),
+            head_sampler(other)(np.zeros((2, other.param_size), np.float32),
                                   np.random.default_rng(0), np.ones((2, 2), bool))
 
 
@@ -681,18 +683,18 @@ def test_taxis_info_mask_reaches_the_head_and_is_obeyed():
     _, info = envs.reset(seed=0)
     head = make_head(envs.single_action_space)
     rng = np.random.default_rng(0)
-    sample = head.numpy_sampler()
+    sample = head_sampler(head)
     for _ in range(50):
-        mask = heads.info_action_mask(info, 3, head.mask_size)
+        mask = info_action_mask(info, 3, head.mask_size)
         assert mask.dtype == bool and mask.shape == (3, 6)
         raw, action = sample(np.zeros((3, 6), np.float32), rng, mask)
         assert np.all(mask[np.arange(3), raw])
         _, _, _, _, info = envs.step(action)
-    assert heads.info_action_mask({}, 3, 6) is None
+    assert info_action_mask({}, 3, 6) is None
     partial = {"action_mask": np.zeros((2, 6), np.int8), "_action_mask": np.array([True, False])}
     partial["action_mask"][0, 4] = 1
-    np.testing.assert_array_equal(heads.info_action_mask(partial, 2, 6),
+    np.testing.assert_array_equal(info_action_mask(partial, 2, 6),
                                   [[0, 0, 0, 0, 1, 0], [1] * 6])
     with pytest.raises(InputError, match=r"info\['action_mask'\] must hold a mask of shape "
                                          r"\[2, 4\].*received shape \[2, 6\]"):
-        heads.info_action_mask(partial, 2, 4)
+        info_action_mask(partial, 2, 4)

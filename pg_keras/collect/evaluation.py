@@ -7,8 +7,9 @@ from typing import Optional, Union
 import numpy as np
 import tensorflow as tf
 
-from pg_keras import heads, spaces
+from pg_keras import spaces
 from pg_keras.collect.gym_envs import EnvOptions, make_vector_env
+from pg_keras.collect.masks import env_action_mask
 from pg_keras.config import Config
 from pg_keras.policy import Policy
 
@@ -94,4 +95,4 @@ def _action_mask(policy: Policy, observations, info: dict, num: int) -> Optional
     width = getattr(getattr(policy, "head", None), "mask_size", None) or 0
     if not width:
         return None
-    return heads.env_action_mask(observations, info, num, width)
+    return env_action_mask(observations, info, num, width)

@@ -1,10 +1,10 @@
 """The action masks an env gives, as the gymnasium collectors keep them between steps.
 
 An env may say which actions are legal for each observation: its Dict observation's
-``action_mask`` key, or ``info["action_mask"]`` (Taxi's); see
-:func:`pg_keras.heads.env_action_mask`. :class:`ActionMasks` keeps the latest one for
-each env, checks it, and tells the policy to act among its actions only once the env has
-given one (until then the policy acts unmasked, as for an env without masks).
+``action_mask`` key, or ``info["action_mask"]`` (Taxi's); :func:`env_action_mask` reads
+it. :class:`ActionMasks` keeps the latest one for each env, checks it, and tells the
+policy to act among its actions only once the env has given one (until then the policy
+acts unmasked, as for an env without masks).
 """
 
 from __future__ import annotations
@@ -13,8 +13,48 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from pg_keras import heads
 from pg_keras.config import InputError
+from pg_keras.wrappers import ACTION_MASK_KEY
+
+
+def info_action_mask(info: dict, num_envs: int, mask_size: int,
+                     key: str = "action_mask") -> Optional[np.ndarray]:
+    """The [num_envs, mask_size] bool mask a vector env's ``info`` carries, or None.
+
+    Gymnasium's vector envs gather each env's ``info[key]`` (Taxi's ``action_mask``)
+    into one array, with ``info["_" + key]`` saying which envs gave one this step; an env
+    that gave none allows every action.
+
+    Raises:
+        InputError: if the mask does not have ``mask_size`` entries per env.
+    """
+    if key not in info:
+        return None
+    mask = np.asarray(info[key])
+    if mask.shape != (num_envs, mask_size):
+        raise InputError(f"info[{key!r}] must hold a mask of shape [{num_envs}, {mask_size}] "
+                         f"(envs, actions); received shape {list(mask.shape)}")
+    present = np.asarray(info.get("_" + key, np.ones(num_envs, bool)), bool)
+    return np.where(present[:, None], mask.astype(bool), True)
+
+
+def env_action_mask(observations, info: dict, num_envs: int,
+                    mask_size: int) -> Optional[np.ndarray]:
+    """The [num_envs, mask_size] bool mask of the legal actions an env gave with a step:
+    its Dict observation's ``action_mask`` key (PettingZoo's way), else
+    ``info["action_mask"]`` (Taxi's, see :func:`info_action_mask`); None where it gave none.
+
+    Raises:
+        InputError: for a mask of the wrong shape.
+    """
+    if isinstance(observations, dict) and ACTION_MASK_KEY in observations:
+        mask = np.asarray(observations[ACTION_MASK_KEY])
+        if mask.shape != (num_envs, mask_size):
+            raise InputError(f"the observation's action_mask must have shape [{num_envs}, "
+                             f"{mask_size}] (envs, actions); received shape "
+                             f"{list(mask.shape)}")
+        return mask.astype(bool)
+    return info_action_mask(info, num_envs, mask_size)
 
 
 class ActionMasks:
@@ -52,7 +92,7 @@ class ActionMasks:
         num, width = self.current.shape
         if not width:
             return
-        mask = heads.env_action_mask(observations, info, num, width)
+        mask = env_action_mask(observations, info, num, width)
         if mask is None:
             self.current[...] = True
             return

@@ -4,20 +4,27 @@ For policies built of Dense (and Flatten) layers with built-in activations. A Te
 call costs more than stepping a small vector env, however small the model; between env
 steps the gymnasium collectors sample with this twin instead, reading the weights once
 per update. The update itself still runs in TensorFlow on the stored raw actions, so the
-algorithm does not change, only who draws the samples. The action heads' NumPy samplers
-(``ActionHead.numpy_sampler``) are the other half of the twin.
+algorithm does not change, only who draws the samples. The other half of the twin is the
+action head's sampling, derived here from the head's attributes (:data:`_SAMPLERS`, keyed
+by head type): each draws from the law of ``head.distribution(params, mask)`` and applies
+``head.to_env``.
 """
 
 from __future__ import annotations
 
 from typing import Callable, Optional, Tuple
 
-import gymnasium as gym
 import keras
 import numpy as np
 import tensorflow as tf
 
+from pg_keras import heads, spaces
+from pg_keras.layers import LOG_STD_MAX, LOG_STD_MIN
 from pg_keras.policy import Policy
+
+# sampler(params, rng, mask=None) -> (raw action, env action), for the head's current
+# weights; see _SAMPLERS.
+Sampler = Callable[..., Tuple[np.ndarray, np.ndarray]]
 
 _NUMPY_ACTIVATIONS = {
     "linear": lambda x: x,
@@ -89,11 +96,95 @@ class _NumpyNetwork:
         return x
 
 
+def _gumbel_argmax(logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A categorical sample per row of the last axis: argmax(logits + Gumbel noise)."""
+    return np.argmax(logits + rng.gumbel(size=logits.shape), axis=-1).astype(np.int32)
+
+
+def _legal(head: heads.ActionHead, mask, params: np.ndarray) -> np.ndarray:
+    """``mask`` as bool of the shape of ``params``, refused as the head refuses it."""
+    mask = np.asarray(mask)
+    heads.check_mask_shape(mask.shape, params.shape, head.space)
+    return mask.astype(bool)
+
+
+def _categorical_sampler(head: heads.CategoricalHead) -> Sampler:
+    start, dtype = head.start, head.space.dtype
+
+    def sample(params, rng, mask=None):
+        if mask is not None:
+            mask = _legal(head, mask, params)
+            heads.refuse_rows_without_action(mask, mask.any(axis=-1))
+            params = np.where(mask, params, np.finfo(params.dtype).min)
+        raw = _gumbel_argmax(params, rng)
+        return raw, (raw + start).astype(dtype)
+    return sample
+
+
+def _multi_categorical_sampler(head: heads.MultiCategoricalHead) -> Sampler:
+    columns, valid, start = head.columns, head.valid, head.start
+    shape, dtype = head.env_shape, head.space.dtype
+
+    def sample(params, rng, mask=None):
+        legal = valid
+        if mask is not None:
+            legal = _legal(head, mask, params)[:, columns] & valid
+            heads.refuse_rows_without_action(legal, legal.any(axis=-1))
+        raw = _gumbel_argmax(np.where(legal, params[:, columns], -np.inf), rng)
+        return raw, (raw + start).reshape((-1,) + shape).astype(dtype)
+    return sample
+
+
+def _bernoulli_sampler(head: heads.BernoulliHead) -> Sampler:
+    shape, dtype = head.env_shape, head.space.dtype
+
+    def sample(params, rng, mask=None):
+        head.refuse_mask(mask)
+        # P(logit + logistic noise > 0) = sigmoid(logit).
+        raw = (params + rng.logistic(size=params.shape) > 0).astype(np.int32)
+        return raw, raw.reshape((-1,) + shape).astype(dtype)
+    return sample
+
+
+def _gaussian_sampler(head: heads.GaussianHead) -> Sampler:
+    low, high, f_low, f_high = head.env_low, head.env_high, head.low, head.high
+    shape, dtype, tanh = head.env_shape, head.space.dtype, head.bounds == "tanh"
+    fixed_std = None if head.state_dependent_std else np.exp(head.log_std.numpy())
+    offset = head.init_log_std
+
+    def sample(params, rng, mask=None):
+        head.refuse_mask(mask)
+        if fixed_std is None:
+            mean, log_std = np.split(params, 2, axis=-1)
+            std = np.exp(np.clip(log_std + offset, LOG_STD_MIN, LOG_STD_MAX))
+        else:
+            mean, std = params, fixed_std
+        raw = (mean + std * rng.standard_normal(mean.shape)).astype(np.float32)
+        action = f_low + (np.tanh(raw) + 1.0) * 0.5 * (f_high - f_low) if tanh else raw
+        action = np.clip(action.astype(dtype), low, high)
+        return raw, action.reshape((-1,) + shape)
+    return sample
+
+
+# Head type -> the NumPy sampler of such a head, built from its current weights.
+_SAMPLERS = {heads.CategoricalHead: _categorical_sampler,
+             heads.MultiCategoricalHead: _multi_categorical_sampler,
+             heads.BernoulliHead: _bernoulli_sampler,
+             heads.GaussianHead: _gaussian_sampler}
+
+
+def head_sampler(head: heads.ActionHead) -> Sampler:
+    """The NumPy sampler of ``head`` with its current weights: ``sampler(params, rng,
+    mask=None)`` draws from the law of ``head.distribution(params, mask)`` and returns
+    ``(raw action, env action)``, refusing a mask as the head does."""
+    return _SAMPLERS[type(head)](head)
+
+
 class NumpyPolicy:
     """The sampling policy (and the value model) in NumPy, for Dense-layer networks.
 
-    It reads the weights once per update (:meth:`refresh`) and samples with the head's
-    :meth:`~pg_keras.heads.ActionHead.numpy_sampler`.
+    It reads the weights once per update (:meth:`refresh`) and samples with the sampler
+    :data:`_SAMPLERS` holds for the head's type.
 
     Args:
         policy: The policy to mirror; see :meth:`supports`.
@@ -103,9 +194,7 @@ class NumpyPolicy:
     def __init__(self, policy: Policy, seed: int):
         self.policy = policy
         self.rng = np.random.default_rng(seed)
-        space = policy.observation_space
-        self._one_hot = (np.eye(space.n, dtype=np.float32), space.start) if isinstance(
-            space, gym.spaces.Discrete) else None
+        self._encode = spaces.numpy_encoder(policy.observation_space)
         self._network = _NumpyNetwork(policy.network)
         self._value_network = None
         if policy.value_network is not None and _NumpyNetwork.supports(policy.value_network):
@@ -123,10 +212,10 @@ class NumpyPolicy:
 
     @staticmethod
     def supports(policy: Policy) -> bool:
-        """Whether every layer of the policy network has a NumPy twin here, and the
-        observations are a Box's or a Discrete space's, the two it encodes."""
-        encodes = isinstance(policy.observation_space, (gym.spaces.Box, gym.spaces.Discrete))
-        return encodes and _NumpyNetwork.supports(policy.network)
+        """Whether every layer of the policy network has a NumPy twin here, the head a
+        sampler, and the observations an encoding in NumPy (``spaces.numpy_encoder``)."""
+        return (type(policy.head) in _SAMPLERS and _NumpyNetwork.supports(policy.network)
+                and spaces.numpy_encoder(policy.observation_space) is not None)
 
     @property
     def has_value(self) -> bool:
@@ -150,7 +239,7 @@ class NumpyPolicy:
             mean, variance = values[count:count + 2]
             self._normalizer = (mean, 1.0 / np.sqrt(variance + normalizer.epsilon),
                                 normalizer.clip)
-        self._sample = self.policy.head.numpy_sampler()
+        self._sample = head_sampler(self.policy.head)
 
     def __call__(self, observations: np.ndarray,
                  mask: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
@@ -161,11 +250,7 @@ class NumpyPolicy:
         return self._sample(self.params(observations), self.rng, mask)
 
     def _features(self, observations) -> np.ndarray:
-        if self._one_hot is not None:
-            eye, start = self._one_hot
-            x = eye[np.asarray(observations) - start]
-        else:
-            x = np.asarray(observations, np.float32)
+        x = self._encode(observations)
         if self._normalizer is not None:
             mean, inv_std, clip = self._normalizer
             x = (x - mean) * inv_std
