@@ -1,5 +1,5 @@
-"""What the collectors hand the learner: :class:`Batch`, its fixed spec, and the dtypes
-observations are stored in (by the collectors) and served in (by the exported policy)."""
+"""What the collectors hand the learner: :class:`Batch` and its fixed spec (observations
+in the dtypes pg_keras.spaces stores them in)."""
 
 from __future__ import annotations
 
@@ -47,18 +47,6 @@ class Batch(NamedTuple):
     episode_steps: tf.Tensor
     action_masks: Optional[tf.Tensor] = None  # None: every action legal
     initial_state: Any = None  # None: a feed-forward policy's (no state)
-
-
-def observation_dtype(space: gym.Space):
-    """dtype in which observations of ``space`` are stored and fed to the policy (a dict
-    by leaf name for a Dict or Tuple space; see pg_keras.spaces)."""
-    return spaces.observation_dtype(space)
-
-
-def serving_dtype(space: gym.Space):
-    """dtype of the observations an exported policy takes: the space's own for integer
-    Box spaces (uint8 images), else :func:`observation_dtype`."""
-    return spaces.serving_dtype(space)
 
 
 def batch_spec(config: Config, observation_space: gym.Space, head: "ActionHead",

@@ -66,7 +66,6 @@ import tensorflow as tf
 
 from pg_keras import convert, export_recurrent, spaces
 from pg_keras.config import InputError
-from pg_keras.batch import observation_dtype, serving_dtype
 from pg_keras.policy import Policy
 
 CONFIG_FILENAME = "config.json"
@@ -266,13 +265,13 @@ def _inputs(policy: Policy):
 
 
 def _leaf_inputs(space, name: str, label: str) -> _Inputs:
-    dtype = observation_dtype(space)
+    dtype = spaces.observation_dtype(space)
     accepted = list(_ACCEPTED_DTYPES[dtype])
     space_dtype = getattr(space, "dtype", None)
     if space_dtype is not None and tf.as_dtype(space_dtype) not in accepted:
         accepted.append(tf.as_dtype(space_dtype))
-    return _Inputs(name, label, tuple(int(d) for d in space.shape), dtype, serving_dtype(space),
-                   tuple(accepted))
+    return _Inputs(name, label, tuple(int(d) for d in space.shape), dtype,
+                   spaces.serving_dtype(space), tuple(accepted))
 
 
 def _observation_check(inputs) -> Callable:

@@ -11,23 +11,14 @@ from __future__ import annotations
 
 from typing import Optional, Sequence, Tuple
 
-import gymnasium as gym
 import keras
 import numpy as np
 import tensorflow as tf
 
-from pg_keras import spaces
+from pg_keras import space_json, spaces
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 _MASKED_LOGIT = -1e9
-
-
-def encode(observations, num_categories: Optional[int] = None, start: int = 0) -> tf.Tensor:
-    """Raw batched observations -> float32: one-hot of ``Discrete(n, start)``, else a cast
-    (pg_keras.spaces encodes every space; this is its Box and Discrete case)."""
-    if num_categories is None:
-        return tf.cast(observations, tf.float32)
-    return spaces.one_hot(observations, num_categories, start)
 
 
 def logit_table(nvec: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
@@ -68,50 +59,29 @@ def gaussian_mean_and_log_std(params, log_std: Optional[tf.Tensor],
 
 @keras.saving.register_keras_serializable(package="pg_keras")
 class EncodeObservations(keras.layers.Layer):
-    """Raw observations of one (leaf) space -> float32, as ``pg_keras.spaces.encode``:
-    one-hot for ``Discrete(n, start)``, joined one-hots for ``MultiDiscrete(nvec, start)``,
-    else a cast. :func:`observation_encoder` makes the one a space needs.
+    """Raw observations of ``space`` -> float32 features: ``pg_keras.spaces.encode``.
+
+    For a Dict or Tuple space it takes and gives the flat dict ``{leaf name: batch}``.
 
     Args:
-        num_categories: ``n`` of a Discrete observation space; None otherwise.
-        start: The Discrete space's ``start``; a MultiDiscrete space's (flat list).
-        nvec: A MultiDiscrete space's ``nvec`` (flat list); None otherwise.
+        space: The observation space, or its JSON form (``pg_keras.space_json``), which
+            is what the layer's config holds.
     """
 
-    def __init__(self, num_categories: Optional[int] = None, start=0,
-                 nvec: Optional[Sequence[int]] = None, **kwargs):
+    def __init__(self, space, **kwargs):
         super().__init__(**kwargs)
-        self.num_categories = None if num_categories is None else int(num_categories)
-        self.nvec = None if nvec is None else [int(n) for n in np.asarray(nvec).reshape(-1)]
-        self.start = (int(start) if self.nvec is None
-                      else [int(s) for s in np.broadcast_to(start, (len(self.nvec),))])
+        self.space = space_json.space_from_json(space) if isinstance(space, dict) else space
 
     def call(self, inputs):
-        if self.nvec is not None:
-            return spaces.multi_one_hot(inputs, self.nvec, self.start)
-        return encode(inputs, self.num_categories, self.start)
+        return spaces.encode(self.space, inputs)
 
     def compute_output_shape(self, input_shape):
-        if self.nvec is not None:
-            return (input_shape[0], sum(self.nvec))
-        if self.num_categories is None:
-            return input_shape
-        return (input_shape[0], self.num_categories)
+        batch = tf.nest.flatten(input_shape)[0]
+        return spaces.nest_map(lambda shape: (batch,) + tuple(shape),
+                               spaces.encoded_shape(self.space))
 
     def get_config(self):
-        config = {**super().get_config(), "num_categories": self.num_categories,
-                  "start": self.start}
-        return config if self.nvec is None else {**config, "nvec": self.nvec}
-
-
-def observation_encoder(space, name: str = "encode") -> EncodeObservations:
-    """The :class:`EncodeObservations` layer of a leaf observation space."""
-    if isinstance(space, gym.spaces.Discrete):
-        return EncodeObservations(int(space.n), int(space.start), name=name)
-    if isinstance(space, gym.spaces.MultiDiscrete):
-        return EncodeObservations(start=np.asarray(space.start).reshape(-1).tolist(),
-                                  nvec=np.asarray(space.nvec).reshape(-1).tolist(), name=name)
-    return EncodeObservations(name=name)
+        return {**super().get_config(), "space": space_json.space_to_json(self.space)}
 
 
 @keras.saving.register_keras_serializable(package="pg_keras")

@@ -31,7 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pg_keras import distributed, losses, networks, recurrent, returns, schedules, spaces
+from pg_keras import distributed, losses, networks, returns, schedules, spaces
 from pg_keras.batch import Batch, batch_spec
 from pg_keras.config import Config, InputError
 from pg_keras.heads import make_head
@@ -594,7 +594,7 @@ def observation_normalizer(space: gym.Space, config: Config):
     """
     if not config.normalize_observations:
         return None
-    shapes = networks.observation_shape(space)
+    shapes = spaces.encoded_shape(space)
     if not spaces.is_nested(space):
         if spaces.is_image(space):
             return None  # the CNN scales its input itself
@@ -616,7 +616,7 @@ def _build_policy(config: Config, observation_space: gym.Space, action_space: gy
     """(the policy, the running return statistics or None), in the current scope."""
     # A Dict observation's "action_mask" key goes to the head, not to the networks.
     observation_space, _ = spaces.split_action_mask(observation_space)
-    obs_shape = networks.observation_shape(observation_space)
+    obs_shape = spaces.encoded_shape(observation_space)
     head = make_head(action_space, config.state_dependent_std, config.init_log_std,
                      config.action_bounds)
     normalizer = observation_normalizer(observation_space, config)
@@ -652,7 +652,7 @@ def _default_network(config: Config, space: gym.Space, output_units: int, hidden
     if config.recurrent_cell == "none":
         return networks.default_network(space, output_units, hidden_sizes, config.activation,
                                         output_gain=output_gain, seed=seed, name=f"{role}_mlp")
-    return recurrent.default_recurrent_network(
+    return networks.default_recurrent_network(
         space, output_units, hidden_sizes, config.activation, config.recurrent_cell,
         config.recurrent_units, output_gain, seed, name=f"{role}_{config.recurrent_cell}")
 

@@ -1,4 +1,15 @@
-"""Default Keras 3 models, observation encoding, and the contract for your own models.
+"""Default Keras 3 models, and the contract for your own models.
+
+The default models. A vector observation gets an MLP (orthogonal initialization, gain
+sqrt 2, then a linear output layer of its own gain); an image (``pg_keras.spaces.torso_kind``
+says which leaves are) gets a CNN torso that scales the input to [0, 1] by the Box's
+bounds inside the model and follows the Nature-DQN layout (32 8x8 filters at stride 4,
+64 4x4 at stride 2, 64 3x3 at stride 1, then 512 units), each kernel cut to the side that
+reaches it (stride 1 then) so that small images keep every layer. A nested space's torso
+is a functional ``keras.Model`` with one named input per leaf: images go through their own
+CNN, the other leaves are flattened, all are concatenated and an MLP follows (the layers
+after the join let the network combine keys). ``recurrent_cell`` puts an LSTM or GRU cell
+between the MLP and the output (:class:`RecurrentNetwork`, vector observations only).
 
 The contract. Any ``keras.Model`` can be the policy or the value network if
 
@@ -33,34 +44,143 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any, Callable, Optional, Sequence, Tuple, Union
+import warnings
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import gymnasium as gym
 import keras
+import numpy as np
 import tensorflow as tf
 
 from pg_keras import imports, recurrent, spaces
 from pg_keras.config import PYTHON_OBJECT, Config, InputError
 
 SUPPORTED_OBSERVATION_SPACES = spaces.SUPPORTED
+# (filters, kernel, stride) of the Nature-DQN convolutions; then a 512-unit layer.
+NATURE_LAYERS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
+NATURE_UNITS = 512
 
 ModelFactory = Callable[[Any, int], keras.Model]
 ModelOrFactory = Union[keras.Model, ModelFactory]
 
 
-def observation_shape(space: gym.Space):
-    """Shape of one encoded observation (a dict of them for a nested space).
+# ----------------------------------------------------------------------- the layers
 
-    Raises:
-        InputError: for an observation space the library does not support.
+
+def mlp_layers(hidden_sizes: Sequence[int], activation: str = "tanh", seed: int = 0,
+               prefix: str = "hidden_") -> List[keras.layers.Layer]:
+    """The hidden ``Dense`` layers of the default MLP (orthogonal, gain sqrt 2), named
+    ``prefix`` and their index."""
+    return [keras.layers.Dense(
+        units, activation=activation, name=f"{prefix}{i}",
+        kernel_initializer=keras.initializers.Orthogonal(np.sqrt(2.0), seed=seed + i))
+        for i, units in enumerate(hidden_sizes)]
+
+
+def output_layer(units: int, gain: float = 1.0, seed: int = 0) -> keras.layers.Dense:
+    """The linear output layer of every default model, named ``output``: orthogonal with
+    ``gain`` (a small gain, 0.01, starts a policy close to uniform)."""
+    return keras.layers.Dense(
+        units, name="output",
+        kernel_initializer=keras.initializers.Orthogonal(gain, seed=seed + 1000))
+
+
+def conv_layout(height: int, width: int) -> List[Tuple[int, int, int]]:
+    """(filters, kernel, stride) of the CNN torso for an image of that size.
+
+    The Nature-DQN layout, with each kernel cut to the side that reaches it (and its
+    stride then 1): (84, 84) gives the original layers, (7, 7) a 7x7 then two 1x1.
     """
-    return spaces.encoded_shape(space)
+    side, layout = min(int(height), int(width)), []
+    for filters, kernel, stride in NATURE_LAYERS:
+        if side < kernel:
+            kernel, stride = side, 1
+        layout.append((filters, kernel, stride))
+        side = (side - kernel) // stride + 1
+    return layout
 
 
-def encode_observations(space: gym.Space, observations):
-    """Raw batched observations -> float32 [B, *observation_shape(space)] (see
-    ``pg_keras.spaces.encode``)."""
-    return spaces.encode(space, observations)
+def functional_model(inputs, outputs, name: str) -> keras.Model:
+    """``keras.Model(inputs, outputs)``, for inputs keyed by leaf names.
+
+    Keras warns when a dict's key is not its input's name; here they differ on purpose (a
+    leaf name may hold ``/``, a Keras name may not: see ``pg_keras.spaces.input_name``),
+    and Keras matches a dict of inputs by key, so the warning is silenced.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="When providing `inputs` as a dict")
+        return keras.Model(inputs, outputs, name=name)
+
+
+# ----------------------------------------------------------------------- the torsos
+
+
+def cnn_torso(space: gym.spaces.Box, seed: int = 0, name: str = "cnn") -> keras.Model:
+    """The CNN torso of an image Box: float32 [B, *shape] in 0..high -> [B, 512].
+
+    Inputs are scaled to [0, 1] by the Box's bounds inside the model; channels-first
+    images are transposed to channels last (the layout every backend's Conv2D runs).
+    """
+    layout = spaces.image_layout(space)
+    if layout is None:
+        raise InputError(f"cnn_torso needs an image Box (integer, rank 3, 1, 3 or 4 "
+                         f"channels first or last); received {space!r}")
+    low, high = float(np.min(space.low)), float(np.max(space.high))
+    inputs = keras.Input(tuple(int(d) for d in space.shape), name="image")
+    x = keras.layers.Rescaling(1.0 / max(high - low, 1.0), offset=-low / max(high - low, 1.0),
+                               name="to_unit_range")(inputs)
+    if layout == "channels_first":
+        x = keras.layers.Permute((2, 3, 1), name="to_channels_last")(x)
+    height, width = x.shape[1], x.shape[2]
+    for i, (filters, kernel, stride) in enumerate(conv_layout(height, width)):
+        x = keras.layers.Conv2D(
+            filters, kernel, strides=stride, activation="relu", name=f"conv_{i}",
+            kernel_initializer=keras.initializers.Orthogonal(np.sqrt(2.0), seed=seed + 100 + i))(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(NATURE_UNITS, activation="relu", name="dense",
+                           kernel_initializer=keras.initializers.Orthogonal(
+                               np.sqrt(2.0), seed=seed + 200))(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def default_torso(space: gym.Space, hidden_sizes: Sequence[int] = (64, 64),
+                  activation: str = "tanh", seed: int = 0, name: str = "torso") -> keras.Model:
+    """The default torso: encoded observations -> [B, features] (see the module docstring).
+
+    An MLP for vector spaces, the CNN for an image, and for a nested space a functional
+    model taking ``{leaf name: [B, *encoded_shape]}`` through one named input per leaf.
+    """
+    kinds, shapes = spaces.torso_kind(space), spaces.encoded_shape(space)
+    if not isinstance(kinds, dict):
+        if kinds == "cnn":
+            return cnn_torso(space, seed=seed, name=name)
+        return keras.Sequential(_flat_input(shapes) + mlp_layers(hidden_sizes, activation, seed),
+                                name=name)
+    # The other layers' names hold a ".", which no input name does: no key can collide.
+    inputs, features = {}, []
+    for leaf_name, leaf in spaces.leaves(space).items():
+        key = spaces.input_name(leaf_name)
+        inputs[leaf_name] = keras.Input(shapes[leaf_name], name=key)
+        if kinds[leaf_name] == "cnn":
+            features.append(cnn_torso(leaf, seed=seed, name=f"{key}.cnn")(inputs[leaf_name]))
+        else:
+            features.append(keras.layers.Flatten(name=f"{key}.flat")(inputs[leaf_name]))
+    x = (keras.layers.Concatenate(name="join.leaves")(features) if len(features) > 1
+         else features[0])
+    for layer in mlp_layers(hidden_sizes, activation, seed, prefix="hidden."):
+        x = layer(x)
+    return functional_model(inputs, x, name=name)
+
+
+def _flat_input(shape: Sequence[int]) -> List[keras.layers.Layer]:
+    """A Sequential's input of one observation, flattened when its rank is above 1."""
+    layers = [keras.Input(shape=tuple(shape))]
+    if len(shape) != 1:
+        layers.append(keras.layers.Flatten())
+    return layers
+
+
+# ------------------------------------------------------------------- default models
 
 
 def mlp(input_shape: Sequence[int], output_units: int, hidden_sizes: Sequence[int] = (64, 64),
@@ -81,14 +201,8 @@ def mlp(input_shape: Sequence[int], output_units: int, hidden_sizes: Sequence[in
     Returns:
         A ``keras.Sequential`` mapping [B, *input_shape] to [B, output_units].
     """
-    layers = [keras.Input(shape=tuple(input_shape))]
-    if len(input_shape) != 1:
-        layers.append(keras.layers.Flatten())
-    layers.extend(spaces.mlp_layers(hidden_sizes, activation, seed))
-    layers.append(keras.layers.Dense(
-        output_units, name="output",
-        kernel_initializer=keras.initializers.Orthogonal(output_gain, seed=seed + 1000)))
-    return keras.Sequential(layers, name=name)
+    layers = _flat_input(input_shape) + mlp_layers(hidden_sizes, activation, seed)
+    return keras.Sequential(layers + [output_layer(output_units, output_gain, seed)], name=name)
 
 
 def default_network(space: gym.Space, output_units: int, hidden_sizes: Sequence[int] = (64, 64),
@@ -97,21 +211,86 @@ def default_network(space: gym.Space, output_units: int, hidden_sizes: Sequence[
     """The default network for an observation space: its default torso and a linear output.
 
     A vector space gets :func:`mlp` itself; an image or a nested space gets the torso
-    ``pg_keras.spaces.default_torso`` builds (CNN, or one named input per leaf) followed
-    by the same orthogonal output layer.
+    :func:`default_torso` builds (CNN, or one named input per leaf) followed by the same
+    orthogonal output layer.
 
     Args:
         space: The env's single observation space.
         output_units, hidden_sizes, activation, output_gain, seed, name: As for :func:`mlp`.
     """
-    if not spaces.is_nested(space) and not spaces.is_image(space):
+    if spaces.torso_kind(space) == "mlp":
         return mlp(spaces.encoded_shape(space), output_units, hidden_sizes, activation,
                    output_gain, seed, name)
-    torso = spaces.default_torso(space, hidden_sizes, activation, seed, name=f"{name}_torso")
-    output = keras.layers.Dense(
-        output_units, name="output",
-        kernel_initializer=keras.initializers.Orthogonal(output_gain, seed=seed + 1000))
-    return spaces.functional_model(torso.input, output(torso.output), name=name)
+    torso = default_torso(space, hidden_sizes, activation, seed, name=f"{name}_torso")
+    output = output_layer(output_units, output_gain, seed)
+    return functional_model(torso.input, output(torso.output), name=name)
+
+
+@keras.saving.register_keras_serializable(package="pg_keras")
+class RecurrentNetwork(keras.Model):
+    """The default recurrent model: MLP torso, then an LSTM or GRU cell, then a linear output.
+
+    Meets the contract of pg_keras.recurrent. Vector observations only (images and nested
+    spaces need a model of your own).
+
+    Args:
+        input_size: Width of one encoded observation.
+        output_units: Width of the linear output layer.
+        hidden_sizes: Widths of the torso's Dense layers before the cell.
+        activation: Their activation.
+        cell: ``"lstm"`` or ``"gru"``.
+        units: The cell's units.
+        output_gain: Gain of the output layer's orthogonal initializer.
+        seed: Seeds the initializers.
+    """
+
+    def __init__(self, input_size: int, output_units: int, hidden_sizes: Sequence[int] = (64,),
+                 activation: str = "tanh", cell: str = "lstm", units: int = 64,
+                 output_gain: float = 1.0, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self._args = dict(input_size=int(input_size), output_units=int(output_units),
+                          hidden_sizes=[int(h) for h in hidden_sizes], activation=activation,
+                          cell=cell, units=int(units), output_gain=float(output_gain),
+                          seed=int(seed))
+        self.torso = mlp_layers(hidden_sizes, activation, seed)
+        inner = recurrent.CELLS[cell](units, seed=seed + 500, name=cell)
+        self.rnn = keras.layers.RNN(recurrent.ResetCell(inner), return_sequences=True,
+                                    return_state=True, name="recurrent")
+        self.output_layer = output_layer(output_units, output_gain, seed)
+        self.state_sizes = (units, units) if cell == "lstm" else (units,)
+
+    def call(self, inputs):
+        observations, state, reset = inputs
+        x = observations
+        for layer in self.torso:
+            x = layer(x)
+        x = keras.ops.concatenate([x, keras.ops.cast(reset, x.dtype)[..., None]], axis=-1)
+        sequence, *final = self.rnn(x, initial_state=list(state))
+        return self.output_layer(sequence), tuple(final)
+
+    def get_config(self):
+        return {**super().get_config(), **self._args}
+
+
+def default_recurrent_network(space, output_units: int, hidden_sizes: Sequence[int],
+                              activation: str, cell: str, units: int, output_gain: float,
+                              seed: int, name: str) -> RecurrentNetwork:
+    """The default recurrent model for ``space`` (a vector observation space).
+
+    Raises:
+        InputError: for an image or nested observation space.
+    """
+    shape = spaces.encoded_shape(space)
+    if isinstance(shape, dict) or len(shape) != 1:
+        raise InputError(
+            f"recurrent_cell={cell!r} builds a default recurrent model for vector observations "
+            f"only; received observation shape {shape}: give your own recurrent model "
+            "(see pg_keras.recurrent for the contract)")
+    return RecurrentNetwork(shape[0], output_units, hidden_sizes, activation, cell, units,
+                            output_gain, seed, name=name)
+
+
+# ---------------------------------------------------------------------- the contract
 
 
 def resolve_model(model: ModelOrFactory, input_shape, output_units: int,
@@ -132,27 +311,16 @@ def resolve_model(model: ModelOrFactory, input_shape, output_units: int,
         ValueError: if the model is neither a model nor a factory, cannot take a batch of
             encoded observations, or its output does not have the shape the contract asks for.
     """
+    shapes = _shapes(input_shape)
     if not isinstance(model, keras.Model):
-        if not callable(model):
-            raise InputError(f"{role}_network must be a keras.Model or a factory "
-                             f"(observation_shape, output_units) -> keras.Model; "
-                             f"received {model!r}")
-        try:
-            model = model(_shapes(input_shape), output_units)
-        except TypeError as error:
-            raise InputError(f"{role}_network factory must take (observation_shape, "
-                             f"output_units); calling it failed: {error}") from None
-        if not isinstance(model, keras.Model):
-            raise InputError(f"{role}_network factory must return a keras.Model; "
-                             f"received {type(model).__name__}")
+        model = _from_factory(model, shapes, output_units, role)
     if hasattr(model, "state_sizes"):
-        return recurrent.resolve(model, input_shape, output_units, role)
+        return recurrent.resolve(model, shapes, output_units, role)
     recurrent.check_stateless(model, role)
-    recurrent.check_no_hidden_recurrence(model, input_shape, role)
+    recurrent.check_no_hidden_recurrence(model, shapes, role)
     expected = [(2, output_units)] if role == "policy" else [(2,), (2, 1)]
     expected_text = " or ".join(_shape_text(e) for e in expected)
-    inputs_text = _inputs_text(input_shape)
-    shapes = _shapes(input_shape)
+    inputs_text = _inputs_text(shapes)
     probe = ({name: tf.zeros((2,) + shape, tf.float32) for name, shape in shapes.items()}
              if isinstance(shapes, dict) else tf.zeros((2,) + shapes, tf.float32))
     try:
@@ -171,6 +339,23 @@ def resolve_model(model: ModelOrFactory, input_shape, output_units: int,
         raise InputError(
             f"{role}_network must map {inputs_text} to "
             f"{expected_text}; received output shape {_shape_text(shape)}")
+    return model
+
+
+def _from_factory(factory, shapes, output_units: int, role: str) -> keras.Model:
+    """The model a user's factory makes for ``shapes``, or one line saying what is wrong."""
+    if not callable(factory):
+        raise InputError(f"{role}_network must be a keras.Model or a factory "
+                         f"(observation_shape, output_units) -> keras.Model; "
+                         f"received {factory!r}")
+    try:
+        model = factory(shapes, output_units)
+    except TypeError as error:
+        raise InputError(f"{role}_network factory must take (observation_shape, "
+                         f"output_units); calling it failed: {error}") from None
+    if not isinstance(model, keras.Model):
+        raise InputError(f"{role}_network factory must return a keras.Model; "
+                         f"received {type(model).__name__}")
     return model
 
 

@@ -10,10 +10,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pg_keras import recurrent, spaces
+from pg_keras import networks, recurrent, spaces
 from pg_keras.config import InputError
 from pg_keras.heads import ActionHead
-from pg_keras.layers import observation_encoder
+from pg_keras.layers import EncodeObservations
 from pg_keras.normalization import RunningNormalization
 from pg_keras.recurrent_policy import RecurrentSteps
 
@@ -130,17 +130,12 @@ class Policy(RecurrentSteps, tf.Module):
         if self.state_sizes["policy"]:
             raise InputError("keras_model() is for feed-forward policies; a recurrent "
                              "policy's network is policy.network (see pg_keras.recurrent)")
-        space = self.observation_space
-        inputs = spaces.keras_inputs(space)
-        if spaces.is_nested(space):
-            features = {name: observation_encoder(leaf, f"encode_{spaces.input_name(name)}")(
-                inputs[name]) for name, leaf in spaces.leaves(space).items()}
-        else:
-            features = observation_encoder(space)(inputs)
+        inputs = spaces.keras_inputs(self.observation_space)
+        features = EncodeObservations(self.observation_space, name="encode")(inputs)
         if self.normalizer is not None:
             features = self.normalizer(features)
         outputs = self.head.keras_parameters(self.network(features))
-        return spaces.functional_model(inputs, outputs, name="policy_parameters")
+        return networks.functional_model(inputs, outputs, name="policy_parameters")
 
     def act(self, observations, greedy: bool = True, seed: int = 0, state=None):
         """Env-ready actions for a batch of observations, as numpy.

@@ -1,5 +1,6 @@
-"""Recurrent models: the contract a recurrent policy or value model meets, the default
-one (an MLP torso ending in an LSTM or GRU cell), and the check that refuses the rest.
+"""Recurrent models: the contract a recurrent policy or value model meets, the cell that
+resets its state where an episode starts, and the check that refuses the rest (the default
+recurrent model is pg_keras.networks.RecurrentNetwork).
 
 The contract. A recurrent model is a ``keras.Model`` with an attribute ``state_sizes``, a
 tuple of positive ints (one per state tensor: ``(units, units)`` for an LSTM's h and c,
@@ -22,13 +23,12 @@ layer with ``stateful=True`` is refused).
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Tuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from pg_keras import spaces
 from pg_keras.config import InputError
 
 CELLS = {"lstm": keras.layers.LSTMCell, "gru": keras.layers.GRUCell}
@@ -68,73 +68,6 @@ class ResetCell(keras.layers.Layer):
         config = dict(config)
         config["cell"] = keras.saving.deserialize_keras_object(config["cell"])
         return cls(**config)
-
-
-@keras.saving.register_keras_serializable(package="pg_keras")
-class RecurrentNetwork(keras.Model):
-    """The default recurrent model: MLP torso, then an LSTM or GRU cell, then a linear output.
-
-    Meets the contract of this module. Vector observations only (images and nested spaces
-    need a model of your own).
-
-    Args:
-        input_size: Width of one encoded observation.
-        output_units: Width of the linear output layer.
-        hidden_sizes: Widths of the torso's Dense layers before the cell.
-        activation: Their activation.
-        cell: ``"lstm"`` or ``"gru"``.
-        units: The cell's units.
-        output_gain: Gain of the output layer's orthogonal initializer.
-        seed: Seeds the initializers.
-    """
-
-    def __init__(self, input_size: int, output_units: int, hidden_sizes: Sequence[int] = (64,),
-                 activation: str = "tanh", cell: str = "lstm", units: int = 64,
-                 output_gain: float = 1.0, seed: int = 0, **kwargs):
-        super().__init__(**kwargs)
-        self._args = dict(input_size=int(input_size), output_units=int(output_units),
-                          hidden_sizes=[int(h) for h in hidden_sizes], activation=activation,
-                          cell=cell, units=int(units), output_gain=float(output_gain),
-                          seed=int(seed))
-        self.torso = spaces.mlp_layers(hidden_sizes, activation, seed)
-        inner = CELLS[cell](units, seed=seed + 500, name=cell)
-        self.rnn = keras.layers.RNN(ResetCell(inner), return_sequences=True,
-                                    return_state=True, name="recurrent")
-        self.output_layer = keras.layers.Dense(
-            output_units, name="output",
-            kernel_initializer=keras.initializers.Orthogonal(output_gain, seed=seed + 1000))
-        self.state_sizes = (units, units) if cell == "lstm" else (units,)
-
-    def call(self, inputs):
-        observations, state, reset = inputs
-        x = observations
-        for layer in self.torso:
-            x = layer(x)
-        x = keras.ops.concatenate([x, keras.ops.cast(reset, x.dtype)[..., None]], axis=-1)
-        sequence, *final = self.rnn(x, initial_state=list(state))
-        return self.output_layer(sequence), tuple(final)
-
-    def get_config(self):
-        return {**super().get_config(), **self._args}
-
-
-def default_recurrent_network(space, output_units: int, hidden_sizes: Sequence[int],
-                              activation: str, cell: str, units: int, output_gain: float,
-                              seed: int, name: str) -> RecurrentNetwork:
-    """The default recurrent model for ``space`` (a vector observation space).
-
-    Raises:
-        InputError: for an image or nested observation space.
-    """
-    shape = spaces.encoded_shape(space)
-    if spaces.is_nested(space) or len(shape) != 1:
-        raise InputError(
-            f"recurrent_cell={cell!r} builds a default recurrent model for vector observations "
-            f"only; received observation shape {shape}: give your own recurrent model "
-            "(see pg_keras.recurrent for the contract)")
-    network = RecurrentNetwork(shape[0], output_units, hidden_sizes, activation, cell, units,
-                               output_gain, seed, name=name)
-    return network
 
 
 def state_sizes(model) -> Tuple[int, ...]:
@@ -180,8 +113,15 @@ def check_no_hidden_recurrence(model: keras.Model, input_shape, role: str) -> No
                 "recurrent contract (see pg_keras.recurrent)")
 
 
-def resolve(model: keras.Model, input_shape, output_units: int, role: str) -> keras.Model:
+def resolve(model: keras.Model, shapes, output_units: int, role: str) -> keras.Model:
     """Checks a recurrent model against the contract on a probe of 2 envs by 3 steps.
+
+    Args:
+        model: The model; it declares ``state_sizes``.
+        shapes: One encoded observation's shape, a tuple of ints (a dict of them, by leaf
+            name, for a nested space).
+        output_units: Width the policy model must output (ignored for a value model).
+        role: ``"policy"`` or ``"value"``; names the argument in error messages.
 
     Raises:
         InputError: for bad ``state_sizes``, a failing call, or outputs of the wrong shape.
@@ -192,7 +132,6 @@ def resolve(model: keras.Model, input_shape, output_units: int, role: str) -> ke
         raise InputError(f"{role}_network.state_sizes must be a non-empty tuple of positive "
                          f"integers; received state_sizes={sizes!r}")
     check_stateless(model, role)
-    shapes = _shapes(input_shape)
     probe = ({k: tf.zeros((2, 3) + v) for k, v in shapes.items()} if isinstance(shapes, dict)
              else tf.zeros((2, 3) + shapes))
     state = tuple(tf.zeros((2, int(n))) for n in sizes)
@@ -221,12 +160,6 @@ def resolve(model: keras.Model, input_shape, output_units: int, role: str) -> ke
             f"{[_text((2, int(n))) for n in sizes]} (its state_sizes); received shapes "
             f"{[list(s) for s in final_shapes]} on a probe of B=2 envs")
     return model
-
-
-def _shapes(input_shape):
-    if isinstance(input_shape, dict):
-        return {k: tuple(int(d) for d in v) for k, v in input_shape.items()}
-    return tuple(int(d) for d in input_shape)
 
 
 def _text(shape) -> str:

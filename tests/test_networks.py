@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pg_keras import networks
+from pg_keras import networks, spaces
 
 
 def _weights_equal(a, b):
@@ -86,22 +86,22 @@ def test_mlp_get_config_round_trip():
     (gym.spaces.Discrete(4, start=2), (4,)),
 ], ids=str)
 def test_observation_shape(space, shape):
-    assert networks.observation_shape(space) == shape
-    encoded = networks.encode_observations(space, np.stack([space.sample() for _ in range(3)]))
+    assert spaces.encoded_shape(space) == shape
+    encoded = spaces.encode(space, np.stack([space.sample() for _ in range(3)]))
     assert tuple(encoded.shape) == (3,) + shape
     assert encoded.dtype == tf.float32
 
 
 def test_encode_discrete_is_one_hot_with_start_offset():
     space = gym.spaces.Discrete(4, start=2)
-    encoded = networks.encode_observations(space, np.array([2, 5, 3], np.int64))
+    encoded = spaces.encode(space, np.array([2, 5, 3], np.int64))
     np.testing.assert_array_equal(encoded.numpy(), [[1, 0, 0, 0], [0, 0, 0, 1], [0, 1, 0, 0]])
 
 
 def test_encode_box_casts_to_float32():
     space = gym.spaces.Box(-10.0, 10.0, (2,), np.float64)
     observations = np.array([[0.25, -3.5], [9.0, 1e-3]], np.float64)
-    encoded = networks.encode_observations(space, observations)
+    encoded = spaces.encode(space, observations)
     assert encoded.dtype == tf.float32
     np.testing.assert_allclose(encoded.numpy(), observations, rtol=1e-6)
 
@@ -112,7 +112,7 @@ def test_encode_box_casts_to_float32():
 ], ids=["Dict-of-Text", "Sequence"])
 def test_unsupported_observation_space(space, name):
     with pytest.raises(ValueError) as error:
-        networks.observation_shape(space)
+        spaces.encoded_shape(space)
     message = str(error.value)
     assert name in message
     for supported in networks.SUPPORTED_OBSERVATION_SPACES:

@@ -111,7 +111,7 @@ def test_bad_models_are_refused_in_one_line(model, named):
 
 def test_the_default_recurrent_model_refuses_images():
     with pytest.raises(pg_keras.InputError, match="vector observations only"):
-        recurrent.default_recurrent_network(
+        networks.default_recurrent_network(
             gym.spaces.Box(0, 255, (8, 8, 3), np.uint8), 2, (8,), "tanh", "gru", 4, 1.0, 0, "p")
 
 
@@ -119,7 +119,7 @@ def test_the_default_recurrent_model_refuses_images():
 def test_a_segment_equals_its_steps_with_resets(cell):
     """The model on a [B, T] segment with resets equals T one-step calls whose state is
     zeroed where the reset flag is set: what collection does, step by step."""
-    model = recurrent.RecurrentNetwork(2, 3, (8,), "tanh", cell, 5, 1.0, 0)
+    model = networks.RecurrentNetwork(2, 3, (8,), "tanh", cell, 5, 1.0, 0)
     x = tf.random.stateless_normal((4, 6, 2), [1, 2])
     state = tuple(tf.random.stateless_normal((4, 5), [3, i]) for i in range(len(model.state_sizes)))
     reset = np.zeros((4, 6), np.float32)

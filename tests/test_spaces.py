@@ -158,11 +158,11 @@ def test_flatten_names_a_missing_key():
     ((7, 7), [(32, 7, 1), (64, 1, 1), (64, 1, 1)]),
 ], ids=str)
 def test_conv_layout_is_natures_cut_to_the_image(size, layout):
-    assert spaces.conv_layout(*size) == layout
+    assert networks.conv_layout(*size) == layout
 
 
 def test_cnn_torso_scales_to_the_unit_range_inside():
-    torso = spaces.default_torso(IMAGE)
+    torso = networks.default_torso(IMAGE)
     assert tuple(torso.output.shape) == (None, 512)
     scale = keras.Model(torso.input, torso.get_layer("to_unit_range").output)
     x = np.random.default_rng(0).integers(0, 256, (2, 12, 12, 3)).astype(np.float32)
@@ -172,15 +172,15 @@ def test_cnn_torso_scales_to_the_unit_range_inside():
 
 
 def test_channels_first_image_is_the_same_torso_transposed():
-    last = spaces.default_torso(IMAGE, seed=3)
-    first = spaces.default_torso(gym.spaces.Box(0, 255, (3, 12, 12), np.uint8), seed=3)
+    last = networks.default_torso(IMAGE, seed=3)
+    first = networks.default_torso(gym.spaces.Box(0, 255, (3, 12, 12), np.uint8), seed=3)
     x = np.random.default_rng(1).integers(0, 256, (2, 12, 12, 3)).astype(np.float32)
     np.testing.assert_allclose(first(np.transpose(x, (0, 3, 1, 2))).numpy(), last(x).numpy(),
                                rtol=1e-5, atol=1e-5)
 
 
 def test_nested_torso_has_a_named_input_per_leaf_and_reads_every_leaf():
-    torso = spaces.default_torso(NESTED, hidden_sizes=(16,))
+    torso = networks.default_torso(NESTED, hidden_sizes=(16,))
     assert sorted(t.name for t in torso.inputs) == ["a_0", "a_1", "b_c", "b_image"]
     features = spaces.encode(NESTED, _batched(NESTED, 2))
     base = torso(features).numpy()
@@ -234,17 +234,39 @@ def test_encoding_layers_and_keras_inputs_match_the_encoding():
     for space in (gym.spaces.Discrete(4, start=1), gym.spaces.MultiDiscrete([[3, 2]], start=[[1, -1]]),
                   gym.spaces.MultiBinary(3), IMAGE, BOX):
         batch = np.stack([space.sample() for _ in range(3)])
-        layer = layers.observation_encoder(space)
+        layer = layers.EncodeObservations(space)
         clone = layers.EncodeObservations.from_config(layer.get_config())
         inputs = spaces.keras_inputs(space)
         assert inputs.name == "observations" and inputs.dtype == spaces.serving_dtype(space).name
         for encoder in (layer, clone):
             np.testing.assert_array_equal(encoder(batch).numpy(),
                                           spaces.encode(space, batch).numpy())
+        assert tuple(layer(inputs).shape) == (None,) + spaces.encoded_shape(space)
     inputs = spaces.keras_inputs(NESTED)
     assert {name: (t.name, t.dtype) for name, t in inputs.items()} == {
         "a/0": ("a_0", "int32"), "a/1": ("a_1", "float32"), "b/c": ("b_c", "int32"),
         "b/image": ("b_image", "uint8")}
+    layer = layers.EncodeObservations(NESTED)
+    clone = layers.EncodeObservations.from_config(layer.get_config())
+    batch = _batched(NESTED, 3)
+    expected = spaces.encode(NESTED, batch)
+    for encoder in (layer, clone):
+        encoded = encoder(spaces.flatten(NESTED, batch))
+        assert sorted(encoded) == sorted(expected)
+        for name in expected:
+            np.testing.assert_array_equal(encoded[name].numpy(), expected[name].numpy())
+    assert {name: tuple(t.shape) for name, t in layer(inputs).items()} == {
+        name: (None,) + shape for name, shape in spaces.encoded_shape(NESTED).items()}
+
+
+def test_the_numpy_encoding_is_the_encoding():
+    for space in (gym.spaces.Discrete(4, start=-1), BOX, IMAGE):
+        batch = np.stack([space.sample() for _ in range(5)])
+        encoded = spaces.numpy_encoder(space)(batch)
+        assert encoded.dtype == np.float32
+        np.testing.assert_array_equal(encoded, spaces.encode(space, batch).numpy())
+    for space in (gym.spaces.MultiDiscrete([2, 3]), gym.spaces.MultiBinary(2), NESTED):
+        assert spaces.numpy_encoder(space) is None
 
 
 def test_an_action_mask_key_is_split_from_what_the_network_sees():
