@@ -13,7 +13,7 @@ plot the run:
     spaces.json          the observation and action spaces, as data (pg_keras.space_json):
                          written at every start; export and restore read them, not the env
     metrics.jsonl        one record per update (env steps, wall time, returns, losses, ...)
-    evaluations.jsonl    one record per greedy evaluation
+    evaluations.jsonl    one record per evaluation (greedy or sampled: ``eval_mode``)
     tensorboard/         the same scalars as TensorBoard events
     checkpoints/         tf.train.CheckpointManager checkpoints + the loop state;
                          best/ the checkpoint of the best evaluation so far
