@@ -338,7 +338,11 @@ def checked_batch(space: gym.Space, observations: Nest) -> Tuple[Nest, bool]:
         InputError: for a shape that is neither, naming the shapes it takes, or for a NaN
             or inf anywhere (naming the leaf and the rows).
     """
-    flat = as_numpy(space, observations)
+    try:
+        flat = as_numpy(space, observations)
+    except (TypeError, ValueError) as error:  # text, ragged lists, objects
+        raise InputError(f"observations must be arrays of numbers of the observation space "
+                         f"{space}; received {type(observations).__name__} ({error})") from None
     shapes = observation_shape(space)
     names = list(flat) if isinstance(flat, dict) else [""]
     leaf = (lambda nest, name: nest[name]) if isinstance(flat, dict) else (lambda nest, _: nest)
