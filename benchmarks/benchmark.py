@@ -1,7 +1,7 @@
 """Throughput of both collection paths, against their limits, measured in one process.
 
-    python -m experiments.benchmark            # the tables of docs/performance.md
-    python -m experiments.benchmark --quick    # a smoke run (CI)
+    python -m benchmarks.benchmark            # the tables of docs/performance.md
+    python -m benchmarks.benchmark --quick    # a smoke run (CI)
 
 Prints one JSON line per configuration: env id, path, num_envs, env steps per second with
 learning, and the reference measured in the same process:
@@ -40,7 +40,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags  # noqa: E402
 
-from experiments import cli  # noqa: E402
+from pg_keras.cli import common as cli  # noqa: E402
 
 cli.require_tensorflow_backend("benchmark")
 

@@ -1,6 +1,6 @@
 """Peak memory (RSS) over a long run, to catch steady growth.
 
-    python -m experiments.memory --total_steps=1000000 --checkpoints=250000,1000000
+    python -m benchmarks.memory --total_steps=1000000 --checkpoints=250000,1000000
 
 Trains CartPole-v1 (or --env_id) and prints the process's peak resident set size and
 the train step's trace count at each checkpoint, one JSON line each. Steady growth
@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags  # noqa: E402
 
-from experiments import cli  # noqa: E402
+from pg_keras.cli import common as cli  # noqa: E402
 
 cli.require_tensorflow_backend("memory")
 

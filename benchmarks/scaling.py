@@ -1,7 +1,7 @@
 """Throughput of a worker group on this host: 1 worker against N, all on 127.0.0.1.
 
-    python -m experiments.scaling --workers=1,2 --num_envs=8
-    python -m experiments.scaling --workers=2 --train_flags=--env_id=Acrobot-v1
+    python -m benchmarks.scaling --workers=1,2 --num_envs=8
+    python -m benchmarks.scaling --workers=2 --train_flags=--env_id=Acrobot-v1
 
 Starts ``python -m experiments.train --strategy=multi_worker`` once per worker, with a
 ``TF_CONFIG`` naming free ports on 127.0.0.1 (the group of one runs the default strategy),
@@ -20,7 +20,7 @@ import tempfile
 
 from absl import flags
 
-from experiments import cli
+from pg_keras.cli import common as cli
 
 flags.DEFINE_list("workers", ["1", "2"], "Group sizes to measure.")
 flags.DEFINE_integer("num_envs", 8, "Environments per worker.")

@@ -1,9 +1,9 @@
 """Bring your own Keras model: a runnable example, and factories for the launchers.
 
-    python -m experiments.custom_model --total_steps=50000 --export_dir=/tmp/custom_policy
+    python -m examples.custom_model --total_steps=50000 --export_dir=/tmp/custom_policy
     python -m experiments.train --flagfile=experiments/configs/cartpole.cfg \
-        --policy_network=experiments.custom_model:policy \
-        --value_network=experiments.custom_model:value
+        --policy_network=examples.custom_model:policy \
+        --value_network=examples.custom_model:value
 
 Any ``keras.Model`` can be the policy or the value network: it takes a float32 batch of
 observations ``[B, *obs_shape]`` and returns ``[B, output_units]`` (policy) or ``[B]`` /
@@ -11,7 +11,7 @@ observations ``[B, *obs_shape]`` and returns ``[B, output_units]`` (policy) or `
 spares you the sizes. Here both networks are a small residual MLP with layer norm,
 written as a subclassed model; the trained policy is exported like any other. The
 factories :func:`policy` and :func:`value` are importable by name, so the launchers take
-them (``--policy_network=experiments.custom_model:policy``) and the run directory records
+them (``--policy_network=examples.custom_model:policy``) and the run directory records
 them: resuming, exporting and evaluating the run need nothing more. Importing this module
 defines no flags.
 """
@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags, logging  # noqa: E402
 
-from experiments import cli  # noqa: E402
+from pg_keras.cli import common as cli  # noqa: E402
 
 if __name__ == "__main__":  # a program: TensorFlow starts quietly, before keras needs it
     cli.start_tensorflow(show_logs=os.environ.get(cli.TF_LOGS_ENV, "") not in ("", "0"))

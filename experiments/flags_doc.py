@@ -17,7 +17,7 @@ import os
 import sys
 from typing import List, Tuple
 
-from experiments.config_flags import markdown_table
+from pg_keras.cli.config_flags import markdown_table
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGE = os.path.join(REPO, "docs", "flags.md")
@@ -51,9 +51,19 @@ def _literal(node: ast.AST) -> str:
     return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
+def source_path(module: str) -> str:
+    """The file that defines a command's flags: ``train`` names an installed command
+    (``pg_keras/cli/train.py``, also run as ``experiments.train``), a dotted name a module."""
+    parts = module.split(".")
+    if len(parts) == 1 or (parts[0] == "experiments" and parts[-1] in LAUNCHERS):
+        parts = ["pg_keras", "cli", parts[-1]]
+    return os.path.join(REPO, *parts) + ".py"
+
+
 def launcher_flags(module: str) -> List[Tuple[str, str, str]]:
-    """``(name, default, help)`` of each flag ``experiments/<module>.py`` defines."""
-    with open(os.path.join(REPO, "experiments", f"{module}.py")) as f:
+    """``(name, default, help)`` of each flag the command ``module`` defines (see
+    :func:`source_path`)."""
+    with open(source_path(module)) as f:
         tree = ast.parse(f.read())
     found = []
     for node in ast.walk(tree):

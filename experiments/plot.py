@@ -16,7 +16,7 @@ from typing import Dict, List, Tuple
 
 from absl import flags
 
-from experiments import cli
+from pg_keras.cli import common as cli
 from experiments.curves import draw_band
 from pg_keras.config import InputError
 from pg_keras.paths import check_writable_file

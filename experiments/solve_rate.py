@@ -32,12 +32,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags  # noqa: E402
 
-from experiments import cli  # noqa: E402
+from pg_keras.cli import common as cli  # noqa: E402
 
 cli.require_tensorflow_backend("solve_rate")
 
 import pg_keras  # noqa: E402  (TensorFlow is imported once the flags are checked)
-from experiments.config_flags import config_from_flags, define_config_flags  # noqa: E402
+from pg_keras.cli.config_flags import config_from_flags, define_config_flags  # noqa: E402
 
 define_config_flags()
 flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds to train with, one run each.")

@@ -37,7 +37,8 @@ from typing import Dict, List, Optional, Sequence
 
 from absl import flags
 
-from experiments import cli, config_flags, flagfiles, suite_report
+from experiments import flagfiles, suite_report
+from pg_keras.cli import common as cli, config_flags
 from pg_keras import paths
 from pg_keras.config import InputError
 

@@ -37,13 +37,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
-from experiments import cli, flagfiles  # noqa: E402
+from experiments import flagfiles  # noqa: E402
+from pg_keras.cli import common as cli  # noqa: E402
 
 cli.require_tensorflow_backend("tune")
 
 import pg_keras  # noqa: E402
 from pg_keras.paths import check_writable, check_writable_file  # noqa: E402
-from experiments.config_flags import config_from_flags, define_config_flags  # noqa: E402
+from pg_keras.cli.config_flags import config_from_flags, define_config_flags  # noqa: E402
 from experiments.tune_space import field_types, from_choice, parse_param  # noqa: E402
 
 define_config_flags()

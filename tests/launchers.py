@@ -47,7 +47,7 @@ def run(module: str, *args: str, cwd: str = REPO) -> Completed:
         try:
             with warnings.catch_warnings():  # runpy's: the test imported the module before
                 warnings.filterwarnings("ignore", "'.*' found in sys.modules", RuntimeWarning)
-                runpy.run_module(module, run_name="__main__", alter_sys=False)
+                runpy.run_module(_command(module), run_name="__main__", alter_sys=False)
             code = 0
         except SystemExit as stop:
             code = _exit_status(stop.code, err)
@@ -70,9 +70,18 @@ def loaded(module: str, *args: str):
     """The namespace of ``module`` imported afresh, its flags defined and parsed from
     ``args``, for a test that calls its functions; its flags are removed afterwards."""
     with _flags_of_one_launcher():
-        namespace = runpy.run_module(module, run_name=module)
+        namespace = runpy.run_module(_command(module), run_name=module)
         flags.FLAGS([module.rsplit(".", 1)[-1], *args])
         yield namespace
+
+
+def _command(module: str) -> str:
+    """The module that holds the command ``module`` runs (``experiments.train`` runs
+    ``pg_keras.cli.train``): run afresh, it defines its flags again."""
+    name = module.rsplit(".", 1)[-1]
+    if module.startswith("experiments.") and name in ("train", "export", "evaluate"):
+        return f"pg_keras.cli.{name}"
+    return module
 
 
 def _exit_status(code, stderr) -> int:

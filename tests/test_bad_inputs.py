@@ -17,7 +17,7 @@ from absl import flags
 import launchers
 import pg_keras
 import toy_envs  # noqa: F401  (registers PgkFaultyReward-v0)
-from experiments.config_flags import config_from_flags, define_config_flags
+from pg_keras.cli.config_flags import config_from_flags, define_config_flags
 from pg_keras import reporting, strict_json
 from pg_keras.checkpoint import Evaluation
 from pg_keras.collect.gym_envs import check_env, make_vector_env

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from experiments import benchmark
-from experiments.benchmark import (Timed, _keep_best, interleaved_rates, measure_launcher,
+from benchmarks.benchmark import (Timed, _keep_best, interleaved_rates, measure_launcher,
                                    summarize)
 
 

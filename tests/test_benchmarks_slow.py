@@ -6,7 +6,7 @@ import os
 import pytest
 
 import pg_keras
-from experiments.config_flags import config_from_flags, define_config_flags
+from pg_keras.cli.config_flags import config_from_flags, define_config_flags
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "experiments", "configs")
 

@@ -14,7 +14,7 @@ from absl import flags
 
 import pg_keras
 from earlier_defaults import EARLIER_DEFAULTS
-from experiments.config_flags import config_from_flags, define_config_flags
+from pg_keras.cli.config_flags import config_from_flags, define_config_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE_CONFIG = os.path.join(ROOT, "tests", "fixtures", "cartpole-run", "config.json")

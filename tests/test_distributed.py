@@ -21,7 +21,7 @@ import pytest
 import tensorflow as tf
 
 import pg_keras
-from experiments.cli import free_ports
+from pg_keras.cli.common import free_ports
 from pg_keras import distributed
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -309,13 +309,13 @@ def test_a_worker_that_never_comes_stops_the_others_after_the_start_timeout(tmp_
 
 @pytest.mark.slow  # a benchmark launcher; two_workers_hold_the_same_weights covers the group
 def test_scaling_launcher_reports_each_group_size(tmp_path):
-    run = _python("-m", "experiments.scaling", "--workers=2", "--num_envs=4",
+    run = _python("-m", "benchmarks.scaling", "--workers=2", "--num_envs=4",
                   "--total_steps=2048", "--train_flags=--steps_per_update=32", timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]
     (line,) = [json.loads(x) for x in run.stdout.splitlines() if x.startswith("{")]
     assert line["workers"] == 2 and line["env_steps"] == 2048 and line["updates"] == 8
     assert line["steps_per_second"] > 0
-    bad = _python("-m", "experiments.scaling", "--workers=0", timeout=120)
+    bad = _python("-m", "benchmarks.scaling", "--workers=0", timeout=120)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1] == (
         "scaling: error: workers must be positive integers; received workers=0")

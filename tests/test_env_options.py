@@ -17,7 +17,7 @@ import launchers
 import pg_keras
 import toy_envs  # noqa: F401  (registers PgkMaskedChoice-v0)
 import wrapped_envs
-from experiments.config_flags import config_from_flags, define_config_flags
+from pg_keras.cli.config_flags import config_from_flags, define_config_flags
 from pg_keras.collect import Collector, EnvOptions, make_vector_env
 from pg_keras.config import InputError
 from pg_keras.learner import build_learner

@@ -71,7 +71,7 @@ def test_an_unknown_stored_field_is_a_difference():
 
 
 def test_the_evaluate_launcher_reads_the_same_format_version():
-    from experiments import evaluate
+    from pg_keras.cli import evaluate
 
     assert evaluate.FORMAT_VERSION == FORMAT_VERSION
 
@@ -198,7 +198,7 @@ def test_the_launchers_print_none_of_tensorflows_start_up_lines(fixture_run_expo
 
 
 def test_the_start_up_filter_drops_tensorflows_lines_and_keeps_others():
-    from experiments.cli import _STARTUP_NOISE
+    from pg_keras.cli.common import _STARTUP_NOISE
 
     noise = [
         "WARNING: All log messages before absl::InitializeLog() is called are written to "
@@ -222,7 +222,7 @@ def test_the_start_up_filter_drops_tensorflows_lines_and_keeps_others():
 def test_tf_logs_shows_tensorflows_start_up_lines(tmp_path):
     """With the switch, the start writes to stderr exactly what TensorFlow writes."""
     script = ("import os, sys\n"
-              "from experiments import cli\n"
+              "from pg_keras.cli import common as cli\n"
               "cli.start_tensorflow(show_logs=bool(int(sys.argv[1])))\n"
               "os.write(2, b'after\\n')\n")
     quiet, loud, raw = launchers.run_processes(

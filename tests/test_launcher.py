@@ -95,20 +95,20 @@ def test_train_exports_and_export_launcher_reexports_the_same_policy(tmp_path):
     # Models named by flags: the run records them, and the export launcher rebuilds them
     # when its own flags name them again (never from the record alone).
     run = launchers.run("experiments.train", "--total_steps=1024", "--eval_episodes=2",
-                        "--policy_network=experiments.custom_model:policy",
-                        "--value_network=experiments.custom_model:value",
+                        "--policy_network=examples.custom_model:policy",
+                        "--value_network=examples.custom_model:value",
                         "--quiet", f"--root_dir={root}", f"--export_dir={first}")
     assert run.returncode == 0, run.stderr[-2000:]
     with open(root / "config.json") as f:
         recorded = json.load(f)
     assert (recorded["policy_network"], recorded["value_network"]) == (
-        "experiments.custom_model:policy", "experiments.custom_model:value")
+        "examples.custom_model:policy", "examples.custom_model:value")
     run = launchers.run("experiments.export", f"--root_dir={root}", f"--export_dir={second}")
-    assert run.returncode == 2 and "pass --policy_network=experiments.custom_model:policy" \
+    assert run.returncode == 2 and "pass --policy_network=examples.custom_model:policy" \
         in run.stderr, run.stderr[-2000:]
     run = launchers.run("experiments.export", f"--root_dir={root}", f"--export_dir={second}",
-                        "--policy_network=experiments.custom_model:policy",
-                        "--value_network=experiments.custom_model:value")
+                        "--policy_network=examples.custom_model:policy",
+                        "--value_network=examples.custom_model:value")
     assert run.returncode == 0, run.stderr[-2000:]
     observations = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
     a, b = tf.saved_model.load(str(first)), tf.saved_model.load(str(second))
@@ -145,13 +145,13 @@ def test_committed_cartpole_savedmodel_solves_cartpole_through_the_evaluate_comm
 
 def test_custom_model_example_trains_and_exports(tmp_path):
     export = tmp_path / "custom"
-    run = subprocess.run([sys.executable, "-m", "experiments.custom_model", "--total_steps=2000",
+    run = subprocess.run([sys.executable, "-m", "examples.custom_model", "--total_steps=2000",
                           f"--export_dir={export}"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "final evaluation return" in run.stdout
     # Its factories, defined in the script run with -m, are recorded by their module's name.
     with open(export / "config.json") as f:
-        assert json.load(f)["policy_network"] == "experiments.custom_model:policy"
+        assert json.load(f)["policy_network"] == "examples.custom_model:policy"
     policy = tf.saved_model.load(str(export))
     actions = policy(np.zeros((3, 4), np.float32)).numpy()
     assert actions.shape == (3,) and set(actions.tolist()) <= {0, 1}
@@ -182,7 +182,7 @@ def test_solve_rate_reports_each_seed_and_a_summary(tmp_path):
     # The seeds train the model the flag names.
     run = launchers.run("experiments.solve_rate", "--seeds=0,1", "--total_steps=2048",
                         "--eval_every=1024", "--eval_episodes=2",
-                        "--policy_network=experiments.custom_model:policy", "--target=5",
+                        "--policy_network=examples.custom_model:policy", "--target=5",
                         f"--output={out}")
     assert run.returncode == 0, run.stderr[-2000:]
     rows = [json.loads(line) for line in out.read_text().splitlines()]

@@ -144,17 +144,17 @@ def test_a_model_given_twice_differently_is_refused():
 @pytest.mark.slow
 def test_launchers_train_and_export_a_named_model(tmp_path):
     root, first, second = tmp_path / "run", tmp_path / "export_a", tmp_path / "export_b"
-    command = ["--policy_network=experiments.custom_model:policy",
-               "--value_network=experiments.custom_model:value", "--total_steps=512",
+    command = ["--policy_network=examples.custom_model:policy",
+               "--value_network=examples.custom_model:value", "--total_steps=512",
                "--num_envs=4", "--eval_every=512", "--eval_episodes=2", "--quiet",
                f"--root_dir={root}", f"--export_dir={first}"]
     run = launchers.run("experiments.train", *command)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert _recorded(root) == ("experiments.custom_model:policy",
-                               "experiments.custom_model:value")
+    assert _recorded(root) == ("examples.custom_model:policy",
+                               "examples.custom_model:value")
     run = launchers.run("experiments.export", f"--root_dir={root}", f"--export_dir={second}",
-                        "--policy_network=experiments.custom_model:policy",
-                        "--value_network=experiments.custom_model:value")
+                        "--policy_network=examples.custom_model:policy",
+                        "--value_network=examples.custom_model:value")
     assert run.returncode == 0, run.stderr[-2000:]
     a, b = tf.saved_model.load(str(first)), tf.saved_model.load(str(second))
     np.testing.assert_array_equal(a(OBSERVATIONS).numpy(), b(OBSERVATIONS).numpy())

@@ -196,7 +196,8 @@ def _commands(text: str) -> list:
         text = re.sub(r"\$" + name + r"\b", value, text)
     commands = []
     for line in text.splitlines():
-        match = re.search(r"python -m (experiments\.\w+)(.*)", line)
+        match = re.search(r"python -m ((?:experiments|benchmarks|examples|pg_keras\.cli)\.\w+)"
+                          r"(.*)", line)
         if match and not re.match(r'^\s*[A-Z_]+="', line):
             args = re.findall(r"--([A-Za-z_]+)(?:=(\S+))?", match.group(2).split("#")[0])
             commands.append((match.group(1), args))
@@ -211,9 +212,8 @@ def _flags_of(module: str) -> set:
     from experiments import flags_doc
     from pg_keras.config import Config
 
-    name = module.split(".", 1)[1]
-    names = {f[0] for f in flags_doc.launcher_flags(name)}
-    if "define_config_flags()" in _read(os.path.join(ROOT, "experiments", f"{name}.py")):
+    names = {f[0] for f in flags_doc.launcher_flags(module)}
+    if "define_config_flags(" in _read(flags_doc.source_path(module)):
         names |= {f.name for f in dataclasses.fields(Config)}
     return names | {"flagfile", "helpfull", "help", "tf_logs"}
 

@@ -54,7 +54,7 @@ def test_bad_recurrent_settings_are_refused_in_one_line(changes, named):
 
 def test_the_launcher_has_the_flags():
     from absl import flags
-    from experiments.config_flags import config_from_flags, define_config_flags
+    from pg_keras.cli.config_flags import config_from_flags, define_config_flags
     values = flags.FlagValues()
     define_config_flags(values)
     values(["prog", "--recurrent_cell=gru", "--recurrent_units=8"])
@@ -404,7 +404,7 @@ def test_the_exported_policy_carries_its_state_like_policy_act(tmp_path):
 
 def test_the_flagfile_gives_an_lstm_config():
     from absl import flags
-    from experiments.config_flags import config_from_flags, define_config_flags
+    from pg_keras.cli.config_flags import config_from_flags, define_config_flags
     values = flags.FlagValues()
     define_config_flags(values)
     values(["prog", "--flagfile=experiments/configs/cartpole_novelocity_lstm.cfg"])

@@ -23,7 +23,7 @@ def _parse_flagfile(path):
     """The Config experiments.train builds from a flagfile (the same flags, the same parse)."""
     from absl import flags
 
-    from experiments.config_flags import config_from_flags, define_config_flags
+    from pg_keras.cli.config_flags import config_from_flags, define_config_flags
 
     values = flags.FlagValues()
     define_config_flags(values)

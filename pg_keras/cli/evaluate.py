@@ -45,7 +45,7 @@ os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
 from absl import flags  # noqa: E402
 
-from experiments import cli  # noqa: E402
+from pg_keras.cli import common as cli  # noqa: E402
 
 flags.DEFINE_string("saved_model", None, "Directory of the exported policy (a SavedModel).")
 flags.DEFINE_string("env", None, "Gymnasium env id; 'module:Env-v0' imports module first. "
@@ -471,5 +471,10 @@ def evaluate_from_flags() -> dict:
             "std_return": std, "returns": returns, "videos": videos}
 
 
-if __name__ == "__main__":
+def launch() -> None:
+    """The `pg-keras-evaluate` command: parses sys.argv, runs, exits with its status."""
     cli.run("evaluate", main, bad_input=(EvaluationError,), tensorflow=False)
+
+
+if __name__ == "__main__":
+    launch()

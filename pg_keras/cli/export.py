@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags  # noqa: E402
 
-from experiments import cli  # noqa: E402
+from pg_keras.cli import common as cli  # noqa: E402
 
 cli.require_tensorflow_backend("export")
 
@@ -62,5 +62,10 @@ def main(argv):
     print(f"exported the policy of {FLAGS.root_dir} to {path} ({FLAGS.format})")
 
 
-if __name__ == "__main__":
+def launch() -> None:
+    """The `pg-keras-export` command: parses sys.argv, runs, exits with its status."""
     cli.run("export", main, bad_input=(pg_keras.InputError,), check=check)
+
+
+if __name__ == "__main__":
+    launch()

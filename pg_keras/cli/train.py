@@ -23,12 +23,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags  # noqa: E402
 
-from experiments import cli  # noqa: E402
+from pg_keras.cli import common as cli  # noqa: E402
 
 cli.require_tensorflow_backend("train")
 
 import pg_keras  # noqa: E402  (TensorFlow is imported once the flags are checked)
-from experiments.config_flags import config_from_flags, define_config_flags  # noqa: E402
+from pg_keras.cli.config_flags import config_from_flags, define_config_flags  # noqa: E402
 from pg_keras.config import (STRATEGIES, check_num_envs, check_render_mode,  # noqa: E402
                              check_run_options)
 from pg_keras.paths import check_writable  # noqa: E402
@@ -250,6 +250,11 @@ def _holds_export_of(export_dir: str, config) -> bool:
     return True
 
 
-if __name__ == "__main__":
+def launch() -> None:
+    """The `pg-keras-train` command: parses sys.argv, runs, exits with its status."""
     cli.run("train", main, bad_input=(pg_keras.InputError,),
             failures=(pg_keras.TrainingError,), check=check)
+
+
+if __name__ == "__main__":
+    launch()
