@@ -1,21 +1,23 @@
 """Running a launcher in the test process, as ``python -m <module> <args>`` runs it.
 
 For tests whose subject is what a launcher does with its flags, not how a process starts:
-they skip the new interpreter's imports of TensorFlow and pg_keras. The launcher runs its
-``if __name__ == "__main__"`` block (``cli.run``: the flags parsed, the checks, the error
-contract); its exit code, stdout and stderr come back as a ``subprocess`` result would.
-The contracts that are about a process (a kill, TensorFlow's start-up lines, nothing
-imported before the flags are checked) stay with real subprocesses.
+they skip the new interpreter's imports of TensorFlow and pg_keras. An installed command
+(train, export, evaluate) is the plain function ``pg_keras.cli.<name>.run(argv)``, which
+parses flags of its own; its exit code, stdout and stderr come back as a ``subprocess``
+result would. The contracts that are about a process (a kill, TensorFlow's start-up
+lines, nothing imported before the flags are checked) stay with real subprocesses.
 
-The launchers define their flags on absl's global ``FLAGS``, and some define the same name
-(``num_envs``, ``seeds``, ``quick``): during a run every flag but absl's own is set aside,
-and afterwards the launcher's flags are removed and the others put back.
+The research tools (suite, tune, plot, ...) define their flags on absl's global
+``FLAGS``, and some define the same name (``num_envs``, ``seeds``, ``quick``): during a
+run of one every flag but absl's own is set aside, and afterwards the tool's flags are
+removed and the others put back.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import io
 import os
 import runpy
@@ -40,15 +42,28 @@ class Completed:
 
 
 def run(module: str, *args: str, cwd: str = REPO) -> Completed:
-    """Runs ``python -m module *args`` in this process, from ``cwd``."""
+    """Runs ``python -m module *args`` in this process, from ``cwd``.
+
+    An installed command (``experiments.train`` or ``pg_keras.cli.train``: train, export,
+    evaluate) is called as the plain function it is, ``run(argv)`` on flags of its own; a
+    research tool's ``__main__`` block runs on absl's global flags."""
     out, err = io.StringIO(), io.StringIO()
-    with _flags_of_one_launcher(), _process_state(module, args, cwd), \
-            contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    command = _command(module)
+    with contextlib.ExitStack() as stack:
+        if command is None:
+            stack.enter_context(_flags_of_one_launcher())
+        stack.enter_context(_process_state(module, args, cwd))
+        stack.enter_context(contextlib.redirect_stdout(out))
+        stack.enter_context(contextlib.redirect_stderr(err))
         try:
-            with warnings.catch_warnings():  # runpy's: the test imported the module before
-                warnings.filterwarnings("ignore", "'.*' found in sys.modules", RuntimeWarning)
-                runpy.run_module(_command(module), run_name="__main__", alter_sys=False)
-            code = 0
+            if command is not None:
+                code = command.run([module.rsplit(".", 1)[-1], *args])
+            else:
+                with warnings.catch_warnings():  # runpy's: the test imported the module
+                    warnings.filterwarnings("ignore", "'.*' found in sys.modules",
+                                            RuntimeWarning)
+                    runpy.run_module(module, run_name="__main__", alter_sys=False)
+                code = 0
         except SystemExit as stop:
             code = _exit_status(stop.code, err)
     return Completed([sys.executable, "-m", module, *args], code, out.getvalue(),
@@ -70,18 +85,18 @@ def loaded(module: str, *args: str):
     """The namespace of ``module`` imported afresh, its flags defined and parsed from
     ``args``, for a test that calls its functions; its flags are removed afterwards."""
     with _flags_of_one_launcher():
-        namespace = runpy.run_module(_command(module), run_name=module)
+        namespace = runpy.run_module(module, run_name=module)
         flags.FLAGS([module.rsplit(".", 1)[-1], *args])
         yield namespace
 
 
-def _command(module: str) -> str:
-    """The module that holds the command ``module`` runs (``experiments.train`` runs
-    ``pg_keras.cli.train``): run afresh, it defines its flags again."""
-    name = module.rsplit(".", 1)[-1]
-    if module.startswith("experiments.") and name in ("train", "export", "evaluate"):
-        return f"pg_keras.cli.{name}"
-    return module
+def _command(module: str):
+    """The installed command ``module`` runs (``experiments.train``: pg_keras.cli.train),
+    or None for a research tool."""
+    package, _, name = module.rpartition(".")
+    if package in ("experiments", "pg_keras.cli") and name in ("train", "export", "evaluate"):
+        return importlib.import_module(f"pg_keras.cli.{name}")
+    return None
 
 
 def _exit_status(code, stderr) -> int:

@@ -139,8 +139,8 @@ BAD_FLAGS = [
 @pytest.fixture(scope="module")
 def bad_flag_runs(tmp_path_factory):
     """Each of BAD_FLAGS given to the train launcher's main block, each from an empty
-    directory of its own, one after the other in one fresh interpreter (tests/launchers.py
-    keeps their flags apart): {"runs": [[exit code, stderr, files written]], "tensorflow":
+    directory of its own, one after the other in one fresh interpreter (each run parses
+    flags of its own): {"runs": [[exit code, stderr, files written]], "tensorflow":
     whether any imported it}. The process itself must write nothing to stderr."""
     base = tmp_path_factory.mktemp("bad_flags")
     probe = textwrap.dedent(f"""
@@ -240,11 +240,12 @@ def test_an_export_that_fails_at_the_end_names_the_command_that_exports_again(tm
     result = type("Result", (), {"policy": learner.policy})()
     target = tmp_path / "export"
     target.write_text("")  # a file where the export directory should go
-    with launchers.loaded("experiments.train") as train:
-        with pytest.raises(pg_keras.TrainingError) as error:
-            train["_export"](result, learner.config, "runs/r", str(target), False)
+    from pg_keras.cli import train
+
+    with pytest.raises(pg_keras.TrainingError) as error:
+        train._export(result, learner.config, "runs/r", str(target), False)
     assert str(error.value).startswith("the export to export_dir"), error.value
-    assert (f"the run directory 'runs/r' is kept, and `python -m experiments.export "
+    assert (f"the run directory 'runs/r' is kept, and `pg-keras-export "
             f"--root_dir=runs/r --export_dir={target}` exports it again") in str(error.value)
 
 

@@ -1,7 +1,9 @@
-"""What the launchers share: bad input is one line on stderr and exit code 2.
+"""What the commands share: flags of their own (:func:`execute`), and bad input as one line
+on stderr and exit code 2.
 
-Imports absl alone, so the evaluate launcher stays free of pg_keras, and flags are parsed
-and checked before TensorFlow is imported: a bad flag costs a fraction of a second. The
+Imports absl alone, so the evaluate command needs nothing of pg_keras's models, and flags
+are parsed and checked before TensorFlow is imported: a bad flag costs a fraction of a
+second. The
 lines TensorFlow's C++ runtime prints while it starts (before its logging is set up, so
 ``TF_CPP_MIN_LOG_LEVEL`` cannot silence them: ``cudart_stub``, ``cuInit`` on a machine
 without a GPU, CPU feature notices) are held back; ``--tf_logs`` or ``PG_KERAS_TF_LOGS=1``
@@ -17,7 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from typing import Callable, Optional, Tuple, Type
+from typing import Callable, Optional, Sequence, Tuple, Type
 
 from absl import app, flags, logging
 
@@ -39,10 +41,7 @@ _STARTUP_NOISE = re.compile(
 
 def fail(name: str, message: str, code: int = EXIT_BAD_INPUT):
     """Prints ``name: error: message`` (one line) to stderr and exits with ``code``."""
-    line = " ".join(str(message).split())
-    sys.stderr.write(f"{name}: error: {line}\n")
-    sys.stderr.flush()
-    sys.exit(code)
+    sys.exit(_refuse(name, message, code))
 
 
 # Sleeps, then (if its parent is still the process that started it) prints the line and
@@ -165,3 +164,69 @@ def run(name: str, main: Callable, bad_input: Tuple[Type[BaseException], ...] = 
             fail(name, str(error), EXIT_FAILED)
 
     app.run(wrapped, flags_parser=parse)
+
+
+HELP_ARGS = ("-h", "-?", "--help", "--helpshort", "--helpfull")
+
+
+def execute(name: str, argv: Sequence[str], define: Callable[[flags.FlagValues], None],
+            main: Callable[[flags.FlagValues], Optional[int]], usage: str = "",
+            bad_input: Tuple[Type[BaseException], ...] = (),
+            failures: Tuple[Type[BaseException], ...] = (),
+            check: Optional[Callable[[flags.FlagValues], None]] = None,
+            tensorflow: bool = True) -> int:
+    """Runs a command on flags of its own: the plain function behind an installed command.
+
+    The flags live in a new ``FlagValues`` (absl's global registry is left alone), so a
+    test or a program can run a command in its own process as often as it likes.
+
+    Args:
+        name: The command's name in messages.
+        argv: The command line, program name first (as ``sys.argv``).
+        define: Defines the command's flags on the ``FlagValues`` it is given.
+        main: The command's work, given the parsed flags; returns an exit code (None: 0).
+        usage: Printed above the flags by ``--help``.
+        bad_input: Exceptions that mean bad input: one line, exit code 2.
+        failures: Exceptions that mean the work failed for a reason the message explains:
+            one line, exit code 1 (anything else keeps its traceback).
+        check: Given the parsed flags before TensorFlow is imported, to refuse bad input
+            in a fraction of a second.
+        tensorflow: Import TensorFlow (its start-up lines held back) before ``main``.
+
+    Returns:
+        The exit code.
+    """
+    values = flags.FlagValues()
+    define(values)
+    flags.DEFINE_bool("tf_logs", os.environ.get(TF_LOGS_ENV, "") not in ("", "0"),
+                      "Show the lines TensorFlow prints while it starts (hidden by default; "
+                      f"{TF_LOGS_ENV}=1 sets this too).", flag_values=values)
+    if any(arg in HELP_ARGS for arg in argv[1:]):  # before parsing: a required flag may lack
+        print(f"{usage.strip()}\n\nflags:\n{values.get_help()}".strip())
+        return 0
+    try:
+        rest = values(list(argv))
+    except flags.Error as error:
+        return _refuse(name, str(error).strip().splitlines()[0])
+    if len(rest) > 1:
+        return _refuse(name, f"unexpected arguments: {' '.join(rest[1:])}")
+    logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines drown the output.
+    try:
+        if check is not None:
+            check(values)
+        if tensorflow:
+            start_tensorflow(show_logs=values.tf_logs)
+        code = main(values)
+    except bad_input as error:
+        return _refuse(name, str(error))
+    except failures as error:
+        return _refuse(name, str(error), EXIT_FAILED)
+    return 0 if code is None else int(code)
+
+
+def _refuse(name: str, message: str, code: int = EXIT_BAD_INPUT) -> int:
+    """Prints ``name: error: message`` (one line) to stderr; returns ``code``."""
+    line = " ".join(str(message).split())
+    sys.stderr.write(f"{name}: error: {line}\n")
+    sys.stderr.flush()
+    return code

@@ -1,8 +1,8 @@
 """Evaluate an exported policy with TensorFlow and gymnasium alone.
 
-    python -m experiments.evaluate --saved_model=saved_models/cartpole --episodes=20
-    python -m experiments.evaluate --saved_model=DIR --env=Pendulum-v1 --eval_mode=sample --seed=3
-    python -m experiments.evaluate --saved_model=DIR --video_dir=videos --video_episodes=2
+    pg-keras-evaluate --saved_model=saved_models/cartpole --episodes=20
+    pg-keras-evaluate --saved_model=DIR --env=Pendulum-v1 --eval_mode=sample --seed=3
+    pg-keras-evaluate --saved_model=DIR --video_dir=videos --video_episodes=2
 
 Loads a SavedModel written by ``pg_keras.export_policy`` and runs ``--episodes`` episodes,
 one in each of as many copies of the environment, stepped together. Prints one line for
@@ -35,8 +35,9 @@ import importlib
 import json
 import math
 import os
+import sys
 import tempfile
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Rendering to frames needs no display or sound device.
@@ -47,32 +48,38 @@ from absl import flags  # noqa: E402
 
 from pg_keras.cli import common as cli  # noqa: E402
 
-flags.DEFINE_string("saved_model", None, "Directory of the exported policy (a SavedModel).")
-flags.DEFINE_string("env", None, "Gymnasium env id; 'module:Env-v0' imports module first. "
-                    "Default: env_id in the model's config.json, where it has no module.")
-flags.DEFINE_string("env_wrappers", None, "Comma-separated module:name wrappers applied in "
-                    "order to each env (imported: the model's config.json names them but "
-                    "is never imported from; '' for none).")
-flags.DEFINE_string("env_kwargs", None, "gym.make keyword arguments as a JSON object. "
-                    "Default: env_kwargs in the model's config.json.")
-flags.DEFINE_integer("episodes", 10, "Episodes to run (one per env copy).", lower_bound=1)
-flags.DEFINE_integer("seed", 0, "Seeds the env resets (env i gets seed + i) and the sampling.",
-                     lower_bound=0)
-flags.DEFINE_bool("greedy", True, "Act with the most likely action; --nogreedy samples "
-                  "(as --eval_mode=sample).")
-flags.DEFINE_enum("eval_mode", None, ["greedy", "sample"], "greedy: the most likely action; "
-                  "sample: actions drawn from the policy, as in training. Default: the "
-                  "eval_mode of the model's config.json (greedy without one), or sample "
-                  "with --nogreedy.")
-flags.DEFINE_string("video_dir", None, "Write GIFs of the first --video_episodes episodes here "
-                    "(needs Pillow).")
-flags.DEFINE_integer("video_episodes", 1, "Episodes to record with --video_dir; capped by "
-                     "--episodes. Each GIF is held in memory until its episode ends.",
-                     lower_bound=1)
-flags.DEFINE_integer("max_steps", 100_000, "Stop episodes still running after this many steps.",
-                     lower_bound=1)
-flags.mark_flag_as_required("saved_model")
-FLAGS = flags.FLAGS
+
+def define_flags(flag_values: flags.FlagValues) -> None:
+    """Defines the command's flags on ``flag_values``."""
+    define = {"flag_values": flag_values}
+    flags.DEFINE_string("saved_model", None, "Directory of the exported policy (a SavedModel).",
+                        required=True, **define)
+    flags.DEFINE_string("env", None, "Gymnasium env id; 'module:Env-v0' imports module first. "
+                        "Default: env_id in the model's config.json, where it has no module.",
+                        **define)
+    flags.DEFINE_string("env_wrappers", None, "Comma-separated module:name wrappers applied in "
+                        "order to each env (imported: the model's config.json names them but "
+                        "is never imported from; '' for none).", **define)
+    flags.DEFINE_string("env_kwargs", None, "gym.make keyword arguments as a JSON object. "
+                        "Default: env_kwargs in the model's config.json.", **define)
+    flags.DEFINE_integer("episodes", 10, "Episodes to run (one per env copy).", lower_bound=1,
+                         **define)
+    flags.DEFINE_integer("seed", 0, "Seeds the env resets (env i gets seed + i) and the "
+                         "sampling.", lower_bound=0, **define)
+    flags.DEFINE_bool("greedy", True, "Act with the most likely action; --nogreedy samples "
+                      "(as --eval_mode=sample).", **define)
+    flags.DEFINE_enum("eval_mode", None, ["greedy", "sample"], "greedy: the most likely action; "
+                      "sample: actions drawn from the policy, as in training. Default: the "
+                      "eval_mode of the model's config.json (greedy without one), or sample "
+                      "with --nogreedy.", **define)
+    flags.DEFINE_string("video_dir", None, "Write GIFs of the first --video_episodes episodes "
+                        "here (needs Pillow).", **define)
+    flags.DEFINE_integer("video_episodes", 1, "Episodes to record with --video_dir; capped by "
+                         "--episodes. Each GIF is held in memory until its episode ends.",
+                         lower_bound=1, **define)
+    flags.DEFINE_integer("max_steps", 100_000, "Stop episodes still running after this many "
+                         "steps.", lower_bound=1, **define)
+
 
 CONFIG_FILENAME = "config.json"
 # The latest format of an export's config.json this program reads (pg_keras.config's
@@ -102,14 +109,16 @@ def stored_config(saved_model: str) -> dict:
     return stored
 
 
-def env_options(stored: dict) -> Tuple[dict, list]:
+def env_options(flag_values: flags.FlagValues, stored: dict) -> Tuple[dict, list]:
     """(``gym.make`` kwargs, wrappers) from the flags, else from the stored config.
 
     Raises:
         EvaluationError: for kwargs that are not a JSON object, or a wrapper that cannot
             be imported.
     """
-    text = FLAGS.env_kwargs if FLAGS.env_kwargs is not None else stored.get("env_kwargs", "{}")
+    text = flag_values.env_kwargs
+    if text is None:
+        text = stored.get("env_kwargs", "{}")
     try:
         kwargs = json.loads(text or "{}")
     except ValueError as error:
@@ -117,8 +126,8 @@ def env_options(stored: dict) -> Tuple[dict, list]:
     if not isinstance(kwargs, dict):
         raise EvaluationError(f"--env_kwargs must be a JSON object; received "
                               f"--env_kwargs={text}")
-    if FLAGS.env_wrappers is not None:
-        entries = FLAGS.env_wrappers.split(",")
+    if flag_values.env_wrappers is not None:
+        entries = flag_values.env_wrappers.split(",")
     else:
         entries = stored.get("env_wrappers") or []
         if entries:  # code the export names: imported only when the flag names it
@@ -172,17 +181,17 @@ def resolve_env_id(env_id: str) -> str:
     return env_id
 
 
-def eval_mode(stored: dict) -> str:
+def eval_mode(flag_values: flags.FlagValues, stored: dict) -> str:
     """``greedy`` or ``sample``: --eval_mode, else sample for --nogreedy, else the export's.
 
     Raises:
         EvaluationError: for --eval_mode=greedy with --nogreedy.
     """
-    if FLAGS.eval_mode == "greedy" and not FLAGS.greedy:
+    if flag_values.eval_mode == "greedy" and not flag_values.greedy:
         raise EvaluationError("--eval_mode=greedy contradicts --nogreedy; pass one of them")
-    if FLAGS.eval_mode:
-        return FLAGS.eval_mode
-    if not FLAGS.greedy:
+    if flag_values.eval_mode:
+        return flag_values.eval_mode
+    if not flag_values.greedy:
         return "sample"
     recorded = stored.get("eval_mode", "greedy")
     return recorded if recorded in ("greedy", "sample") else "greedy"
@@ -414,8 +423,8 @@ def _render(env, env_id: str):
     return frame
 
 
-def main(argv):
-    result = evaluate_from_flags()
+def main(flag_values: flags.FlagValues) -> int:
+    result = evaluate_from_flags(flag_values)
     mean, std = result["mean_return"], result["std_return"]
     mode = "greedy" if result["greedy"] else "sampled"
     print(f"mean return over {result['episodes']} episodes: {mean:.2f} +- {std:.2f} "
@@ -424,28 +433,28 @@ def main(argv):
     return 0
 
 
-def evaluate_from_flags() -> dict:
+def evaluate_from_flags(flag_values: flags.FlagValues) -> dict:
     """Validates the flags, runs the episodes, writes the GIFs; the JSON line's content."""
-    saved_model = FLAGS.saved_model
+    saved_model = flag_values.saved_model
     if not os.path.isdir(saved_model):
         raise EvaluationError(f"--saved_model must be a directory written by export_policy; "
                               f"received --saved_model={saved_model}")
     stored = stored_config(saved_model)
-    env_arg = FLAGS.env or recorded_env_id(stored, saved_model)
-    record = min(FLAGS.video_episodes, FLAGS.episodes) if FLAGS.video_dir else 0
-    mode = eval_mode(stored)
+    env_arg = flag_values.env or recorded_env_id(stored, saved_model)
+    record = min(flag_values.video_episodes, flag_values.episodes) if flag_values.video_dir else 0
+    mode = eval_mode(flag_values, stored)
     if record:
-        check_writable(FLAGS.video_dir, "--video_dir")
+        check_writable(flag_values.video_dir, "--video_dir")
         gif_writer()  # Fails before the slow part when Pillow is missing.
     env_id = resolve_env_id(env_arg)
-    env_kwargs, wrappers = env_options(stored)
+    env_kwargs, wrappers = env_options(flag_values, stored)
     if env_kwargs.get("render_mode") == "human" and not (
             os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         raise EvaluationError("env_kwargs render_mode='human' opens a window, but this "
                               "machine has no display (neither DISPLAY nor WAYLAND_DISPLAY "
                               "is set); record GIFs with --video_dir instead")
 
-    cli.start_tensorflow(FLAGS.tf_logs)  # Late: its import is slow, bad flags fail fast.
+    cli.start_tensorflow(flag_values.tf_logs)  # Late: its import is slow, bad flags fail fast.
     import tensorflow as tf
 
     try:
@@ -454,26 +463,32 @@ def evaluate_from_flags() -> dict:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise EvaluationError(f"cannot load a SavedModel from --saved_model={saved_model}: "
                               f"{first_line}") from None
-    returns, frames, fps = run_episodes(policy, env_id, FLAGS.episodes, FLAGS.seed,
-                                        mode == "greedy", record, FLAGS.max_steps, env_kwargs,
-                                        wrappers, stored.get("use_action_mask", True))
+    returns, frames, fps = run_episodes(policy, env_id, flag_values.episodes, flag_values.seed,
+                                        mode == "greedy", record, flag_values.max_steps,
+                                        env_kwargs, wrappers, stored.get("use_action_mask", True))
     videos = []
     if record:
-        os.makedirs(FLAGS.video_dir, exist_ok=True)
+        os.makedirs(flag_values.video_dir, exist_ok=True)
         for i, episode_frames in enumerate(frames):
-            path = os.path.join(FLAGS.video_dir, f"episode_{i:03d}.gif")
+            path = os.path.join(flag_values.video_dir, f"episode_{i:03d}.gif")
             write_gif(path, episode_frames, fps)
             videos.append(path)
     mean = sum(returns) / len(returns)
     std = math.sqrt(sum((r - mean) ** 2 for r in returns) / len(returns))
     return {"env": env_arg, "saved_model": saved_model, "episodes": len(returns),
-            "greedy": mode == "greedy", "eval_mode": mode, "seed": FLAGS.seed, "mean_return": mean,
-            "std_return": std, "returns": returns, "videos": videos}
+            "greedy": mode == "greedy", "eval_mode": mode, "seed": flag_values.seed,
+            "mean_return": mean, "std_return": std, "returns": returns, "videos": videos}
+
+
+def run(argv: Sequence[str]) -> int:
+    """Runs the command on ``argv`` (program name first); returns its exit code."""
+    return cli.execute("evaluate", argv, define_flags, main, usage=__doc__,
+                       bad_input=(EvaluationError,), tensorflow=False)
 
 
 def launch() -> None:
-    """The `pg-keras-evaluate` command: parses sys.argv, runs, exits with its status."""
-    cli.run("evaluate", main, bad_input=(EvaluationError,), tensorflow=False)
+    """The `pg-keras-evaluate` command: runs on sys.argv and exits with its status."""
+    sys.exit(run(sys.argv))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Train a REINFORCE policy from the command line.
 
-    python -m experiments.train --flagfile=experiments/configs/cartpole.cfg
-    python -m experiments.train --env_id=Acrobot-v1 --total_steps=500000 --root_dir=runs/acrobot
+    pg-keras-train --flagfile=experiments/configs/cartpole.cfg
+    pg-keras-train --env_id=Acrobot-v1 --total_steps=500000 --root_dir=runs/acrobot
 
 Every pg_keras.Config field is a flag (``--helpfull`` lists them). The run directory
 (``--root_dir``) holds the config, metrics, TensorBoard events, checkpoints and a summary;
@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from typing import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -32,14 +34,6 @@ from pg_keras.cli.config_flags import config_from_flags, define_config_flags  # 
 from pg_keras.config import (STRATEGIES, check_num_envs, check_render_mode,  # noqa: E402
                              check_run_options)
 from pg_keras.paths import check_writable  # noqa: E402
-
-define_config_flags()
-flags.DEFINE_string("root_dir", None, "Run directory; default: runs/<env_id>-seed<seed>.")
-flags.DEFINE_integer("checkpoint_every", 0, "Env steps between checkpoints; 0: at every "
-                     "evaluation.")
-flags.DEFINE_string("export_dir", None, "Where the trained policy's SavedModel goes; default: "
-                    "saved_models/<run name>. Replaced atomically when it holds an export of "
-                    "the same config.")
 
 
 class _ExportParser(flags.ArgumentParser):
@@ -62,32 +56,44 @@ class _ExportParser(flags.ArgumentParser):
         return "final|best|none"
 
 
-flags.DEFINE_flag(flags.Flag(
-    _ExportParser(), flags.ArgumentSerializer(), "export", "final",
-    "Which policy is exported as a SavedModel at the end: final (the last; --export), "
-    "best (the evaluation with the highest mean, kept in <root_dir>/checkpoints/best/) "
-    "or none (--noexport).", boolean=True))
-flags.DEFINE_float("target_return", None, "Mean evaluation return that counts as solved; "
-                   "default: the env's registered reward threshold.")
-flags.DEFINE_bool("stop_when_solved", False, "End the run at the first evaluation that reaches "
-                  "--target_return (the policy exported is the one evaluated; a group of "
-                  "workers takes one more update).")
-flags.DEFINE_bool("overwrite", False, "Start over in a root_dir that holds a run of another "
-                  "config (its files are deleted), and replace an export_dir that holds "
-                  "another config's policy.")
-flags.DEFINE_bool("use_progress_bar", True, "Show a progress line while training.")
-flags.DEFINE_bool("quiet", False, "Print only the final result.")
-flags.DEFINE_enum("strategy", "default", list(STRATEGIES),
-                  "tf.distribute strategy: default (one device), mirrored (every GPU of this "
-                  "host), multi_worker (the processes TF_CONFIG describes; num_envs is per "
-                  "worker, total_steps counts all workers' steps).")
-flags.DEFINE_float("group_start_timeout", 600.0, "With --strategy=multi_worker: seconds "
-                   "to wait for every worker TF_CONFIG names to join the group before "
-                   "stopping with an error.")
-flags.DEFINE_float("collective_timeout", 600.0, "With --strategy=multi_worker: seconds a "
-                   "worker waits for the others in an all-reduce before the group stops "
-                   "with an error (a dead worker is detected within seconds anyway).")
-FLAGS = flags.FLAGS
+def define_flags(flag_values: flags.FlagValues) -> None:
+    """Defines the command's flags on ``flag_values``: Config's fields and the run's."""
+    define_config_flags(flag_values)
+    define = {"flag_values": flag_values}
+    flags.DEFINE_string("root_dir", None, "Run directory; default: runs/<env_id>-seed<seed>.",
+                        **define)
+    flags.DEFINE_integer("checkpoint_every", 0, "Env steps between checkpoints; 0: at every "
+                         "evaluation.", **define)
+    flags.DEFINE_string("export_dir", None, "Where the trained policy's SavedModel goes; default: "
+                        "saved_models/<run name>. Replaced atomically when it holds an export of "
+                        "the same config.", **define)
+    flags.DEFINE_flag(flags.Flag(
+        _ExportParser(), flags.ArgumentSerializer(), "export", "final",
+        "Which policy is exported as a SavedModel at the end: final (the last; --export), "
+        "best (the evaluation with the highest mean, kept in <root_dir>/checkpoints/best/) "
+        "or none (--noexport).", boolean=True), **define)
+    flags.DEFINE_float("target_return", None, "Mean evaluation return that counts as solved; "
+                       "default: the env's registered reward threshold.", **define)
+    flags.DEFINE_bool("stop_when_solved", False, "End the run at the first evaluation that reaches "
+                      "--target_return (the policy exported is the one evaluated; a group of "
+                      "workers takes one more update).", **define)
+    flags.DEFINE_bool("overwrite", False, "Start over in a root_dir that holds a run of another "
+                      "config (its files are deleted), and replace an export_dir that holds "
+                      "another config's policy.", **define)
+    flags.DEFINE_bool("use_progress_bar", True, "Show a progress line while training.",
+                      **define)
+    flags.DEFINE_bool("quiet", False, "Print only the final result.", **define)
+    flags.DEFINE_enum("strategy", "default", list(STRATEGIES),
+                      "tf.distribute strategy: default (one device), mirrored (every GPU of this "
+                      "host), multi_worker (the processes TF_CONFIG describes; num_envs is per "
+                      "worker, total_steps counts all workers' steps).", **define)
+    flags.DEFINE_float("group_start_timeout", 600.0, "With --strategy=multi_worker: seconds "
+                       "to wait for every worker TF_CONFIG names to join the group before "
+                       "stopping with an error.", **define)
+    flags.DEFINE_float("collective_timeout", 600.0, "With --strategy=multi_worker: seconds a "
+                       "worker waits for the others in an all-reduce before the group stops "
+                       "with an error (a dead worker is detected within seconds anyway).",
+                       **define)
 
 
 def default_root_dir(env_id: str, seed: int) -> str:
@@ -95,55 +101,56 @@ def default_root_dir(env_id: str, seed: int) -> str:
     return os.path.join("runs", f"{name}-seed{seed}")
 
 
-def _dirs(config) -> tuple:
-    root_dir = FLAGS.root_dir or default_root_dir(config.env_id, config.seed)
-    export_dir = FLAGS.export_dir or os.path.join(
+def _dirs(flag_values: flags.FlagValues, config) -> tuple:
+    root_dir = flag_values.root_dir or default_root_dir(config.env_id, config.seed)
+    export_dir = flag_values.export_dir or os.path.join(
         "saved_models", os.path.basename(os.path.normpath(root_dir)))
     return root_dir, export_dir
 
 
-def _check_dirs(config) -> bool:
+def _check_dirs(flag_values: flags.FlagValues, config) -> bool:
     """Refuses a root_dir or export_dir that cannot be written, and an export_dir that
     holds another config's policy (hours of compute must not end in a refused export).
 
     Returns:
         Whether the export may replace what ``export_dir`` holds.
     """
-    root_dir, export_dir = _dirs(config)
+    root_dir, export_dir = _dirs(flag_values, config)
     check_writable(root_dir, "root_dir")
-    if FLAGS.export == "none":
+    if flag_values.export == "none":
         return False
     check_writable(export_dir, "export_dir")
-    return FLAGS.overwrite or _holds_export_of(export_dir, config)
+    return flag_values.overwrite or _holds_export_of(export_dir, config)
 
 
-def check() -> None:
+def check(flag_values: flags.FlagValues) -> None:
     """Everything about the flags that can be refused before TensorFlow is imported."""
-    config = config_from_flags()
-    check_run_options(FLAGS.checkpoint_every, FLAGS.target_return)
+    config = config_from_flags(flag_values)
+    check_run_options(flag_values.checkpoint_every, flag_values.target_return)
     for name in ("group_start_timeout", "collective_timeout"):
-        if not 0 < FLAGS[name].value < float("inf"):  # NaN fails too
+        if not 0 < flag_values[name].value < float("inf"):  # NaN fails too
             raise pg_keras.InputError(f"{name} must be a positive number of seconds; "
-                                      f"received --{name}={FLAGS[name].value}")
+                                      f"received --{name}={flag_values[name].value}")
     check_render_mode(config.make_kwargs)
     if config.backend == "gymnasium":
         check_num_envs(config.num_envs)
-    if FLAGS.strategy != "multi_worker":  # else only the chief writes; it checks in main
-        _check_dirs(config)
+    if flag_values.strategy != "multi_worker":  # else only the chief writes; it checks in main
+        _check_dirs(flag_values, config)
 
 
-def main(argv):
-    config = config_from_flags()
+def main(flag_values: flags.FlagValues) -> int:
+    config = config_from_flags(flag_values)
     # First: a multi-worker strategy must exist before any other TensorFlow work.
-    strategy = _make_strategy()
+    strategy = _make_strategy(flag_values)
     chief = pg_keras.distributed.worker_of(strategy).is_chief
-    root_dir, export_dir = _dirs(config)
-    replace_export = _check_dirs(config) if chief else False
-    result = pg_keras.train(config, root_dir=root_dir, checkpoint_every=FLAGS.checkpoint_every,
-                            overwrite=FLAGS.overwrite, verbose=not FLAGS.quiet,
-                            progress=FLAGS.use_progress_bar and not FLAGS.quiet,
-                            strategy=strategy, target_return=FLAGS.target_return,
-                            stop_when_solved=FLAGS.stop_when_solved)
+    root_dir, export_dir = _dirs(flag_values, config)
+    replace_export = _check_dirs(flag_values, config) if chief else False
+    result = pg_keras.train(config, root_dir=root_dir,
+                            checkpoint_every=flag_values.checkpoint_every,
+                            overwrite=flag_values.overwrite, verbose=not flag_values.quiet,
+                            progress=flag_values.use_progress_bar and not flag_values.quiet,
+                            strategy=strategy, target_return=flag_values.target_return,
+                            stop_when_solved=flag_values.stop_when_solved)
     if result.interrupted:
         saved_by = "" if chief else "the chief, "
         print(f"interrupted by {result.interrupted} at {result.env_steps} env steps; checkpoint "
@@ -158,8 +165,8 @@ def main(argv):
               f"{result.env_steps} env steps (the chief evaluates and exports)")
         return 0
     exported = None
-    if FLAGS.export != "none":
-        exported = _exported_evaluation(result, root_dir)
+    if flag_values.export != "none":
+        exported = _exported_evaluation(flag_values, result, root_dir)
         _export(result, config, root_dir, export_dir, replace_export)
     if result.worker.count > 1:
         _leave_together(strategy)
@@ -177,9 +184,9 @@ def main(argv):
               f"steps: {exported.mean_return:.2f} +- {exported.std_return:.2f})")
 
 
-def _exported_evaluation(result, root_dir: str):
+def _exported_evaluation(flag_values: flags.FlagValues, result, root_dir: str):
     """The evaluation whose policy is exported; with --export=best, that policy restored."""
-    if FLAGS.export == "final":
+    if flag_values.export == "final":
         return result.evaluations[-1]
     best = pg_keras.checkpoint.restore_best(os.path.join(root_dir, "checkpoints"),
                                             result.learner)
@@ -195,7 +202,7 @@ def _export(result, config, root_dir: str, export_dir: str, replace: bool) -> No
                          for name in ("policy_network", "value_network")
                          # code: named again, never read from the run directory
                          if getattr(config, name).partition(":")[1])
-        again = (f"python -m experiments.export --root_dir={root_dir} "
+        again = (f"pg-keras-export --root_dir={root_dir} "
                  f"--export_dir={export_dir}{models}" + (" --overwrite" if replace else ""))
         raise pg_keras.TrainingError(
             f"the export to export_dir {export_dir!r} failed ({error}); the run directory "
@@ -212,16 +219,17 @@ def _leave_together(strategy) -> None:
             "directory holds the final checkpoint") from None
 
 
-def _make_strategy():
-    if FLAGS.strategy != "multi_worker":
-        return pg_keras.distributed.make_strategy(FLAGS.strategy)
+def _make_strategy(flag_values: flags.FlagValues):
+    if flag_values.strategy != "multi_worker":
+        return pg_keras.distributed.make_strategy(flag_values.strategy)
     # TensorFlow waits for the workers TF_CONFIG names without limit: one that never
     # comes (not started, or killed before the group formed) would hold the others forever.
-    with cli.deadline("train", FLAGS.group_start_timeout,
+    with cli.deadline("train", flag_values.group_start_timeout,
                       f"the worker group did not form within --group_start_timeout="
-                      f"{FLAGS.group_start_timeout:g} s: start every worker TF_CONFIG names, "
-                      "with the same cluster"):
-        return pg_keras.distributed.make_strategy(FLAGS.strategy, FLAGS.collective_timeout)
+                      f"{flag_values.group_start_timeout:g} s: start every worker TF_CONFIG "
+                      "names, with the same cluster"):
+        return pg_keras.distributed.make_strategy(flag_values.strategy,
+                                                  flag_values.collective_timeout)
 
 
 def _holds_export_of(export_dir: str, config) -> bool:
@@ -250,10 +258,16 @@ def _holds_export_of(export_dir: str, config) -> bool:
     return True
 
 
+def run(argv: Sequence[str]) -> int:
+    """Runs the command on ``argv`` (program name first); returns its exit code."""
+    return cli.execute("train", argv, define_flags, main, usage=__doc__,
+                       bad_input=(pg_keras.InputError,), failures=(pg_keras.TrainingError,),
+                       check=check)
+
+
 def launch() -> None:
-    """The `pg-keras-train` command: parses sys.argv, runs, exits with its status."""
-    cli.run("train", main, bad_input=(pg_keras.InputError,),
-            failures=(pg_keras.TrainingError,), check=check)
+    """The `pg-keras-train` command: runs on sys.argv and exits with its status."""
+    sys.exit(run(sys.argv))
 
 
 if __name__ == "__main__":
