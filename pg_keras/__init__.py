@@ -2,8 +2,8 @@
 
     import pg_keras
     config = pg_keras.Config(env_id="CartPole-v1", total_steps=50_000)
-    result = pg_keras.train(config)
-    actions = result.policy.act(observations)
+    result = pg_keras.train(config, callbacks=[pg_keras.ProgressLogger()])
+    actions, _ = result.policy.predict(observations)
 """
 
 import importlib as _importlib
@@ -22,29 +22,26 @@ __version__ = "0.1.0"
 # Imported on first use: `import pg_keras` (and the launchers' flag checks) must not pay
 # for importing TensorFlow.
 _LAZY = {
-    "ActionHead": "pg_keras.heads", "make_head": "pg_keras.heads",
     "export_policy": "pg_keras.export", "load_policy": "pg_keras.export",
-    "Batch": "pg_keras.batch", "Policy": "pg_keras.policy",
-    "Learner": "pg_keras.learner", "build_learner": "pg_keras.learner",
-    "LossInfo": "pg_keras.losses",
-    "mlp": "pg_keras.networks",
-    "RunningNormalization": "pg_keras.normalization",
+    "Policy": "pg_keras.policy", "build_learner": "pg_keras.learner",
     "Collector": "pg_keras.collect", "evaluate": "pg_keras.collect",
-    "make_vector_env": "pg_keras.collect",
-    "Evaluation": "pg_keras.training", "TrainResult": "pg_keras.training",
-    "train": "pg_keras.training",
-    "make_strategy": "pg_keras.distributed",
+    "make_vector_env": "pg_keras.collect", "make_strategy": "pg_keras.distributed",
+    "Evaluation": "pg_keras.training", "Run": "pg_keras.training",
+    "TrainResult": "pg_keras.training", "train": "pg_keras.training",
+    **{name: "pg_keras.callbacks" for name in (
+        "Callback", "Checkpointing", "HandleSignals", "LambdaCallback", "ProgressLogger",
+        "StopWhenSolved")},
 }
-_SUBMODULES = ("batch", "checkpoint", "collect", "convert", "distributed", "envs", "export",
-               "heads", "layers", "learner", "losses", "networks", "normalization", "paths",
-               "policy", "portable_random", "returns", "rollout", "training")
+# The modules stay reachable as attributes (``pg_keras.heads.make_head``), outside __all__.
+_SUBMODULES = ("batch", "callbacks", "checkpoint", "collect", "convert", "distributed", "envs",
+               "export", "heads", "layers", "learner", "losses", "networks", "normalization",
+               "paths", "policy", "portable_random", "returns", "rollout", "training")
 
 __all__ = [
-    "ActionHead", "Batch", "Collector", "Config", "Evaluation", "InputError", "Learner",
-    "build_learner",
-    "LossInfo", "Policy", "TrainingError",
-    "RunningNormalization", "TrainResult", "evaluate", "export_policy", "load_policy",
-    "distributed", "make_head", "make_strategy", "make_vector_env", "mlp", "train",
+    "Callback", "Checkpointing", "Collector", "Config", "Evaluation", "HandleSignals",
+    "InputError", "LambdaCallback", "Policy", "ProgressLogger", "Run", "StopWhenSolved", "TrainResult",
+    "TrainingError", "build_learner", "evaluate", "export_policy", "load_policy",
+    "make_strategy", "make_vector_env", "train",
 ]
 
 

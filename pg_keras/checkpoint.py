@@ -50,7 +50,7 @@ from google.protobuf import text_format
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 from tensorflow.python.training import checkpoint_state_pb2
 
-from pg_keras import strict_json
+from pg_keras import faults, strict_json
 from pg_keras.config import InputError
 
 FORMAT_VERSION = 2
@@ -219,6 +219,7 @@ class Checkpointer:
                           pickle.dumps(environments))
         _write_atomically(_path(self.save_directory, "loop", number, "json"),
                           strict_json.dumps(loop.to_dict(), indent=1).encode())
+        faults.point("checkpoint_save")
         prefix = self.manager.save(checkpoint_number=number)
         kept = {_number(p) for p in self.manager.checkpoints}
         for pattern in ("loop-*.json", "environments-*.pkl"):
@@ -542,8 +543,9 @@ def _write_pointer(directory: str, number: int, listed: Dict[int, List[str]]) ->
 def _none_restores(directory: str, damaged: List[Tuple[int, str]]) -> str:
     reasons = "; ".join(f"checkpoint {number}: {reason}" for number, reason in damaged)
     return (f"no checkpoint in {directory} restores completely ({reasons}); nothing was "
-            "changed: put back intact copies of its files, or pass overwrite=True "
-            "(--overwrite) to move them aside and start the run over")
+            "changed: put back intact copies of its files, or pass "
+            "Checkpointing(overwrite=True) (--overwrite) to move them aside and start the run "
+            "over")
 
 
 def _remove_if_present(path: str) -> None:

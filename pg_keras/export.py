@@ -64,7 +64,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import tensorflow as tf
 
-from pg_keras import convert, export_recurrent, spaces
+from pg_keras import convert, export_recurrent, faults, spaces
 from pg_keras.config import InputError
 from pg_keras.policy import Policy
 
@@ -227,6 +227,7 @@ def _move_into_place(temp_dir: str, export_dir: str, overwrite: bool) -> None:
     Never leaves a directory that mixes two models: ``export_dir`` is always either the old
     export, absent for an instant between two renames, or the new one.
     """
+    faults.point("export")
     # Checked again: another process may have written export_dir while we traced and saved.
     _check_target(export_dir, overwrite)
     old_dir = None

@@ -48,17 +48,25 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from pg_keras import layers, portable_random
+from pg_keras import portable_random, space_json
 from pg_keras.config import InputError
 
 tfd = tfp.distributions
 
 SUPPORTED_SPACES = ("Discrete", "Box", "MultiDiscrete", "MultiBinary")
 NO_ACTION = "action mask allows no action"
+# A state-dependent log-std is clipped to this range.
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+# The logit of a MultiDiscrete sub-action's padding past its size: probability 0.
+_PADDING_LOGIT = -1e9
 
 
 class ActionHead(keras.layers.Layer):
     """Base class: maps network outputs to a distribution and to env actions.
+
+    As a Keras layer it maps the network's output to :meth:`parameters`, and its config
+    holds the action space as JSON (``pg_keras.space_json``): ``Policy.keras_model`` ends
+    with the head, and ``keras.models.load_model`` rebuilds it from the config.
 
     Attributes:
         space: The gymnasium action space.
@@ -79,9 +87,9 @@ class ActionHead(keras.layers.Layer):
 
     def __init__(self, space: gym.Space, **kwargs):
         super().__init__(**kwargs)
-        self.space = space
-        self.env_shape = tuple(space.shape)
-        self._env_dtype = tf.as_dtype(space.dtype)
+        self.space = space_json.space_from_json(space) if isinstance(space, dict) else space
+        self.env_shape = tuple(self.space.shape)
+        self._env_dtype = tf.as_dtype(self.space.dtype)
 
     def refuse_mask(self, mask) -> None:
         """Refuses an action mask given to a head that takes none (InputError)."""
@@ -114,13 +122,11 @@ class ActionHead(keras.layers.Layer):
         """``distribution(params).log_prob(raw_action)`` [B], in the same portable ops."""
         raise NotImplementedError
 
-    def keras_parameters(self, params) -> Dict[str, keras.KerasTensor]:
-        """:meth:`parameters` of a symbolic Keras tensor, in layers ``keras.Model`` saves
-        (the layers compute them with the functions :meth:`parameters` calls)."""
-        return {"logits": params}
-
     def call(self, params):
-        return self.greedy(params)
+        return self.parameters(tf.cast(params, tf.float32))
+
+    def get_config(self):
+        return {**super().get_config(), "space": space_json.space_to_json(self.space)}
 
 
 class _LogitsHead(ActionHead):
@@ -150,16 +156,17 @@ class _LogitsHead(ActionHead):
         return _categorical_log_prob(self._logits(params, mask), raw_action)
 
 
+@keras.saving.register_keras_serializable(package="pg_keras")
 class CategoricalHead(_LogitsHead):
     """``Discrete(n, start)``: softmax over n logits."""
 
     def __init__(self, space: gym.spaces.Discrete, **kwargs):
         super().__init__(space, **kwargs)
-        self.param_size = int(space.n)
+        self.param_size = int(self.space.n)
         self.mask_size = self.param_size
         self.raw_shape = ()
         self.raw_dtype = tf.int32
-        self.start = np.int32(space.start)
+        self.start = np.int32(self.space.start)
 
     def _logits(self, params, mask):
         if mask is None:
@@ -175,6 +182,7 @@ class CategoricalHead(_LogitsHead):
         return tf.cast(raw_action + self.start, self._env_dtype)
 
 
+@keras.saving.register_keras_serializable(package="pg_keras")
 class MultiCategoricalHead(_LogitsHead):
     """``MultiDiscrete(nvec, start)``: independent softmaxes of different sizes.
 
@@ -182,24 +190,29 @@ class MultiCategoricalHead(_LogitsHead):
     past a sub-action's size get a logit of -1e9 (probability 0, no gradient).
 
     Attributes:
-        columns, valid: Where each sub-action's logits sit in ``params``: see
-            :func:`pg_keras.layers.logit_table`.
+        columns: [k, max(nvec)] int32, the index in ``params`` of each sub-action's
+            choices (0 past its size).
+        valid: [k, max(nvec)] bool, which entries of ``columns`` are choices.
     """
 
     def __init__(self, space: gym.spaces.MultiDiscrete, **kwargs):
         super().__init__(space, **kwargs)
-        nvec = np.asarray(space.nvec).reshape(-1).astype(np.int64)
+        nvec = np.asarray(self.space.nvec).reshape(-1).astype(np.int64)
         self.param_size = int(nvec.sum())
         self.mask_size = self.param_size
         self.raw_shape = (len(nvec),)
         self.raw_dtype = tf.int32
-        self._nvec = [int(n) for n in nvec]
-        self.columns, self.valid = layers.logit_table(nvec)
-        self.start = np.asarray(space.start).reshape(-1).astype(np.int32)
+        width = int(nvec.max())
+        offsets = np.concatenate([[0], np.cumsum(nvec)[:-1]])
+        self.valid = np.arange(width)[None, :] < nvec[:, None]
+        columns = offsets[:, None] + np.arange(width)[None, :]
+        self.columns = np.where(self.valid, columns, 0).astype(np.int32)
+        self.start = np.asarray(self.space.start).reshape(-1).astype(np.int32)
 
     def _logits(self, params, mask=None):
         """[B, k, max(nvec)]: padding at -1e9, illegal actions at the lowest float."""
-        logits = layers.masked_logits(params, self.columns, self.valid)
+        logits = tf.where(self.valid, tf.gather(params, self.columns, axis=-1),
+                          tf.constant(_PADDING_LOGIT, params.dtype))
         if mask is None:
             return logits
         legal = tf.gather(_checked_mask(mask, params, self.space), self.columns, axis=-1)
@@ -216,16 +229,14 @@ class MultiCategoricalHead(_LogitsHead):
         action = tf.reshape(raw_action + self.start, (-1,) + self.env_shape)
         return tf.cast(action, self._env_dtype)
 
-    def keras_parameters(self, params):
-        return {"logits": layers.MaskedLogits(self._nvec, name="masked_logits")(params)}
 
-
+@keras.saving.register_keras_serializable(package="pg_keras")
 class BernoulliHead(ActionHead):
     """``MultiBinary(n)``: independent Bernoulli per bit."""
 
     def __init__(self, space: gym.spaces.MultiBinary, **kwargs):
         super().__init__(space, **kwargs)
-        self.param_size = int(np.prod(space.shape))
+        self.param_size = int(np.prod(self.space.shape))
         self.raw_shape = (self.param_size,)
         self.raw_dtype = tf.int32
 
@@ -258,6 +269,7 @@ class BernoulliHead(ActionHead):
         return tf.reduce_sum(tf.cast(raw_action, params.dtype) * params - softplus, axis=-1)
 
 
+@keras.saving.register_keras_serializable(package="pg_keras")
 class GaussianHead(ActionHead):
     """``Box``: diagonal Gaussian over the flattened action.
 
@@ -278,6 +290,7 @@ class GaussianHead(ActionHead):
     def __init__(self, space: gym.spaces.Box, state_dependent_std: bool = False,
                  init_log_std: float = 0.0, bounds: str = "clip", **kwargs):
         super().__init__(space, **kwargs)
+        space = self.space
         self.action_size = int(np.prod(space.shape))
         self.state_dependent_std = bool(state_dependent_std)
         self.init_log_std = float(init_log_std)
@@ -301,8 +314,12 @@ class GaussianHead(ActionHead):
         self.built = True
 
     def _mean_and_log_std(self, params):
-        log_std = None if self.state_dependent_std else self.log_std
-        return layers.gaussian_mean_and_log_std(params, log_std, self.init_log_std)
+        """Mean and log-std [B, d]: from ``params`` [B, 2d] (the log-std offset by
+        ``init_log_std`` and clipped), or ``params`` [B, d] and the learned log-std."""
+        if self.state_dependent_std:
+            mean, offset = tf.split(params, 2, axis=-1)
+            return mean, tf.clip_by_value(offset + self.init_log_std, LOG_STD_MIN, LOG_STD_MAX)
+        return params, tf.broadcast_to(tf.cast(self.log_std, params.dtype), tf.shape(params))
 
     def distribution(self, params, mask=None):
         self.refuse_mask(mask)
@@ -340,13 +357,9 @@ class GaussianHead(ActionHead):
         return (tf.reduce_sum(-0.5 * tf.square(z) - log_std, axis=-1)
                 - 0.5 * self.action_size * float(np.log(2.0 * np.pi)))
 
-    def keras_parameters(self, params):
-        layer = layers.GaussianParameters(
-            self.action_size, self.state_dependent_std, self.init_log_std,
-            log_std=None if self.state_dependent_std else self.log_std,
-            name="gaussian_parameters")
-        mean, std = layer(params)
-        return {"mean": mean, "std": std}
+    def get_config(self):
+        return {**super().get_config(), "state_dependent_std": self.state_dependent_std,
+                "init_log_std": self.init_log_std, "bounds": self.bounds}
 
 
 def _gumbel_max(logits: tf.Tensor, seed) -> tf.Tensor:

@@ -3,7 +3,7 @@ policy and value networks, and the action head, put together; nothing here learn
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import gymnasium as gym
 import keras
@@ -23,7 +23,7 @@ class Policy(RecurrentSteps, tf.Module):
 
     Every method takes a batch of raw observations ``[B, *obs_shape]`` (numpy or tensor);
     for a Dict or Tuple observation space, the dict ``{leaf name: [B, *shape]}`` (see
-    pg_keras.spaces), which :meth:`act` also accepts in the env's own nested form.
+    pg_keras.spaces), which :meth:`predict` also accepts in the env's own nested form.
 
     Args:
         observation_space: The env's single observation space.
@@ -86,7 +86,7 @@ class Policy(RecurrentSteps, tf.Module):
     def params(self, observations) -> tf.Tensor:
         """The policy network's output, [B, head.param_size] (feed-forward networks)."""
         if self.state_sizes["policy"]:
-            raise InputError("a recurrent policy acts with a state: use act(observations, "
+            raise InputError("a recurrent policy acts with a state: use predict(observations, "
                              "state=...), greedy_step or sample_step; received a call "
                              "without one")
         return tf.cast(self.network(self.features(observations)), tf.float32)
@@ -134,13 +134,15 @@ class Policy(RecurrentSteps, tf.Module):
         features = EncodeObservations(self.observation_space, name="encode")(inputs)
         if self.normalizer is not None:
             features = self.normalizer(features)
-        outputs = self.head.keras_parameters(self.network(features))
+        outputs = self.head(self.network(features))
         return networks.functional_model(inputs, outputs, name="policy_parameters")
 
-    def act(self, observations, greedy: bool = True, seed: int = 0, state=None):
-        """Env-ready actions for a batch of observations, as numpy.
+    def predict(self, observations, state: Optional[dict] = None, deterministic: bool = True,
+                seed: Optional[int] = None) -> Tuple[np.ndarray, Optional[dict]]:
+        """Env-ready actions for a batch of observations, as numpy: ``(actions, state)``.
 
-        A recurrent policy returns ``(actions, state)``: pass the state back with the next
+        The same call serves every policy. A feed-forward policy takes and gives
+        ``state=None``; a recurrent one gives the state to pass back with the next
         observations (None: every episode starts now; set ``state["reset"]`` to 1 for the
         envs whose episode starts at the next call).
 
@@ -148,32 +150,51 @@ class Policy(RecurrentSteps, tf.Module):
             observations: [B, *obs_shape] raw observations, or one observation
                 [*obs_shape] (then one action comes back, without the batch axis; a
                 recurrent policy's state keeps its batch of 1).
-            greedy: the most likely action; otherwise a sample drawn with ``seed``.
-            seed: seeds the sample (ignored when greedy).
             state: A recurrent policy's state (see :meth:`state_spec`), or None.
+            deterministic: The most likely action; otherwise a sample from pi(.|s).
+            seed: Seeds the sample: the same seed draws the same actions; None draws
+                fresh ones at every call. Ignored when ``deterministic``.
+
+        Returns:
+            (actions [B, *action_shape], the next state or None).
 
         Raises:
-            InputError: for observations of another shape, or holding NaN or inf.
+            InputError: for observations of another shape, or holding NaN or inf, or a
+                seed out of range.
         """
+        if seed is not None and not (isinstance(seed, (int, np.integer)) and 0 <= seed < 2**31):
+            raise InputError(f"seed must be an integer in [0, 2**31) or None; received "
+                             f"seed={seed!r}")
         batch, single = spaces.checked_batch(self.observation_space, observations)
-        result = self._act(spaces.nest_map(tf.convert_to_tensor, batch), greedy, seed, state)
-        if not single:
-            return result
-        return (result[0][0], result[1]) if self.recurrent else result[0]
+        if deterministic:
+            seed_pair = None
+        elif seed is None:
+            seed_pair = self._fresh_seeds().integers(0, 2**31 - 1, size=2).astype(np.int32)
+        else:
+            seed_pair = np.array([seed, 0], np.int32)
+        actions, state = self._predict(spaces.nest_map(tf.convert_to_tensor, batch),
+                                       seed_pair, state)
+        return (actions[0] if single else actions), state
 
-    def _act(self, observations, greedy: bool, seed: int, state):
-        """:meth:`act` on a checked batch of tensors."""
-        if self.recurrent:
-            if state is None:
-                state = self.initial_state(int(tf.nest.flatten(observations)[0].shape[0]))
-            if greedy:
-                actions, following = self.greedy_step(observations, state)
-            else:
-                _, actions, following = self.sample_step(
-                    observations, tf.constant([seed, 0], tf.int32), state)
-            following = tf.nest.map_structure(lambda x: x.numpy(), following)
-            reset = np.zeros_like(np.asarray(state["reset"], np.float32))
-            return actions.numpy(), {**following, "reset": reset}
-        if greedy:
-            return self.greedy(observations).numpy()
-        return self.sample(observations, tf.constant([seed, 0], tf.int32))[1].numpy()
+    def _fresh_seeds(self) -> np.random.Generator:
+        """The stream of unseeded samples' seeds, seeded by the OS on first use."""
+        if not hasattr(self, "_unseeded"):
+            self._unseeded = np.random.default_rng()
+        return self._unseeded
+
+    def _predict(self, observations, seed: Optional[np.ndarray], state):
+        """:meth:`predict` on a checked batch of tensors; greedy when ``seed`` is None."""
+        if not self.recurrent:
+            if seed is None:
+                return self.greedy(observations).numpy(), None
+            return self.sample(observations, tf.constant(seed))[1].numpy(), None
+        if state is None:
+            state = self.initial_state(int(tf.nest.flatten(observations)[0].shape[0]))
+        if seed is None:
+            actions, following = self.greedy_step(observations, state)
+        else:
+            _, actions, following = self.sample_step(observations, tf.constant(seed), state)
+        following = tf.nest.map_structure(lambda x: x.numpy(), following)
+        reset = np.zeros_like(np.asarray(state["reset"], np.float32))
+        return actions.numpy(), {**following, "reset": reset}
+

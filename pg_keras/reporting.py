@@ -1,5 +1,6 @@
 """Where each update's record and each evaluation go: the history, metrics.jsonl,
-evaluations.jsonl, TensorBoard, the callbacks, the progress line.
+evaluations.jsonl, TensorBoard, the callbacks; the progress line and evaluation lines the
+terminal's callback prints.
 
 The loop hands every record and every evaluation to :class:`Reporter` once. Writing a file
 line and a dozen TensorBoard scalars per update, in eager mode, costs more than the update
@@ -203,60 +204,38 @@ def evaluation_line(evaluation, eval_mode: str, train_return: float) -> str:
 
 class Reporter:
     """Takes each update's record and each evaluation to every output: the history, the run
-    directory (metrics.jsonl, evaluations.jsonl, TensorBoard), the callbacks and the
-    terminal (progress line, evaluation lines).
+    directory (metrics.jsonl, evaluations.jsonl, TensorBoard) and the callbacks (which
+    include the terminal's, ``pg_keras.callbacks.ProgressLogger``).
 
     Args:
         history: The list the records are appended to (``TrainResult.history``).
         metrics: The run directory's log, or None without a run directory.
-        on_update: Called with each record, or None.
-        progress: The progress line.
         log_evaluation: Writes an evaluation to the run directory, or None.
-        on_evaluation: Called with each evaluation, after it is written, or None.
-        verbose: Print a line at each evaluation, with the latest training return beside it.
-        eval_mode: How evaluations act (``greedy`` or ``sample``), named in that line.
+        callbacks: The run's ``pg_keras.callbacks.CallbackList``, or None.
     """
 
     def __init__(self, history: List[Record], metrics: Optional[MetricsLog],
-                 on_update: Optional[Callable[[Record], None]], progress: Progress,
-                 log_evaluation: Optional[Callable[[Any], None]] = None,
-                 on_evaluation: Optional[Callable[[Any], None]] = None, verbose: bool = False,
-                 eval_mode: str = "greedy"):
+                 log_evaluation: Optional[Callable[[Any], None]] = None, callbacks=None):
         self.history = history
         self.metrics = metrics
-        self.on_update = on_update
-        self.progress = progress
         self.log_evaluation = log_evaluation
-        self.on_evaluation = on_evaluation
-        self.verbose = verbose
-        self.eval_mode = eval_mode
-        self.train_return = float("nan")  # of the latest update that ended episodes
+        self.callbacks = callbacks
 
     def update(self, record: Record) -> None:
-        self.train_return = record.get("return_mean", self.train_return)
         self.history.append(record)
         if self.metrics is not None:
             self.metrics.add(record)
-        if self.on_update is not None:
-            self.on_update(record)
-        self.progress.update(record)
+        if self.callbacks is not None:
+            self.callbacks.on_update_end(record)
 
     def evaluation(self, evaluation) -> None:
         """Reports an evaluation (``env_steps``, ``mean_return``, ``std_return``)."""
         if self.log_evaluation is not None:
             self.log_evaluation(evaluation)
-        if self.on_evaluation is not None:
-            self.on_evaluation(evaluation)
-        self.progress.last_evaluation = evaluation.mean_return
-        if self.verbose:
-            self.clear()
-            print(evaluation_line(evaluation, self.eval_mode, self.train_return), flush=True)
+        if self.callbacks is not None:
+            self.callbacks.on_evaluation(evaluation)
 
     def flush(self) -> None:
         """Writes every record so far (before a checkpoint: a resumed run keeps them)."""
         if self.metrics is not None:
             self.metrics.flush()
-
-    def clear(self) -> None:
-        """Removes the progress line (before other output)."""
-        self.progress.clear()

@@ -2,9 +2,10 @@
 
 :func:`train` builds the learner, the collector, the run directory and the reporter, then
 runs :class:`_Loop`: each update collects a batch, learns from it, agrees on its figures
-with the group (a single process is a group of one), reports the record, and fires the
-triggers due at that many env steps (evaluation, checkpoint). The loop's state is a
-:class:`~pg_keras.checkpoint.LoopState`, checkpointed with the weights.
+with the group (a single process is a group of one), reports the record (to the run
+directory and the callbacks, pg_keras.callbacks), and fires the triggers due at that many
+env steps (evaluation, checkpoint); a callback's ``run.stop_training`` ends it. The loop's
+state is a :class:`~pg_keras.checkpoint.LoopState`, checkpointed with the weights.
 
 With a ``root_dir`` the run directory holds everything needed to resume, evaluate and
 plot the run:
@@ -46,15 +47,18 @@ import tempfile
 import threading
 import time
 import warnings
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 
-from pg_keras import distributed, networks, reporting, space_json, strict_json
+from pg_keras import (distributed, faults, networks, reporting, run_export, space_json,
+                      strict_json)
+from pg_keras.callbacks import (Callback, CallbackList, Checkpointing, HandleSignals,
+                                StopWhenSolved)
 from pg_keras.checkpoint import Checkpointer, Evaluation, LoopState, checkpoint_numbers
-from pg_keras.config import Config, InputError, TrainingError, check_run_options
+from pg_keras.config import Config, InputError, TrainingError
 from pg_keras.learner import Learner, build_learner
 from pg_keras.policy import Policy
 from pg_keras.networks import ModelOrFactory
@@ -72,12 +76,13 @@ class TrainResult:
     """What :func:`train` returns.
 
     Attributes:
-        policy: The trained policy (``policy.act(observations)``).
+        policy: The trained policy (``policy.predict(observations)``).
         learner: Models, optimizers and the update, for further training or inspection.
         history: One record per update: env steps, episode returns, losses, gradient norms.
         evaluations: Every evaluation, the final one last.
         solved_at: Env steps at the first evaluation whose mean reached the target
-            (``target_return``, or the env's registered ``reward_threshold``), or None.
+            (``StopWhenSolved``'s ``target_return``, or the env's registered
+            ``reward_threshold``), or None.
         env_steps: Environment steps taken.
         wall_seconds: Duration of the loop (summed over resumptions).
         interrupted: The signal's name (``"SIGINT"``, ``"SIGTERM"``) when a signal stopped
@@ -145,87 +150,81 @@ def reward_threshold(env_id: str) -> Optional[float]:
     return gym.spec(split_env_id(env_id)).reward_threshold
 
 
-def train(config: Config, *, root_dir: Optional[str] = None,
-          policy_network: Optional[ModelOrFactory] = None,
-          value_network: Optional[ModelOrFactory] = None, checkpoint_every: int = 0,
-          overwrite: bool = False, target_return: Optional[float] = None,
-          on_update: Optional[Callable[[Dict[str, float]], None]] = None,
-          verbose: bool = False, progress: bool = False, handle_signals: bool = True,
-          strategy: Optional[tf.distribute.Strategy] = None, stop_when_solved: bool = False,
-          on_evaluation: Optional[Callable[[Evaluation], None]] = None) -> TrainResult:
+def train(config: Config, *, callbacks: Sequence[Callback] = (), root_dir: Optional[str] = None,
+          export_dir: Optional[str] = None, policy_network: Optional[ModelOrFactory] = None,
+          value_network: Optional[ModelOrFactory] = None,
+          strategy: Optional[tf.distribute.Strategy] = None) -> TrainResult:
     """Trains a policy with REINFORCE (with a value baseline unless ``config.baseline`` is
     off) and returns a :class:`TrainResult`.
 
     Args:
         config: Hyperparameters.
-        root_dir: Run directory (module docstring), resumed from its newest intact
-            checkpoint if it holds a run of the same config, and continued if only
-            ``total_steps`` grew or ``eval_every`` or ``checkpoint_every`` changed (see
-            ``Config.total_steps``); None keeps nothing on disk.
-        policy_network: Your own policy ``keras.Model`` or a factory for one (contract:
-            ``pg_keras.networks``); default: ``config.policy_network``'s, or an MLP. The
-            run directory records a factory as ``module:factory``, anything else as a
-            ``<python object ...>`` marker: pass it again to restore such a run.
+        callbacks: ``Callback`` instances, e.g. ``ProgressLogger()`` (pg_keras.callbacks).
+        root_dir: Run directory (module docstring), resumed from its newest intact checkpoint
+            if it holds a run of the same config (or one that differs only in
+            ``total_steps``, ``eval_every`` or the checkpoint interval); None: no files.
+        export_dir: Where the chief exports the final policy unless a signal stopped the
+            run; checked before training (``pg_keras.run_export``).
+        policy_network: Your own policy ``keras.Model`` or a factory for one
+            (``pg_keras.networks``); default: an MLP.
         value_network: Same for the value model.
-        checkpoint_every: Env steps between checkpoints (with a root_dir); 0: at every
-            evaluation, or every 10% of the run without evaluations.
-        overwrite: Start over in a root_dir that holds a run of a different config (or
-            checkpoints without a config).
-        target_return: The mean evaluation return that counts as solved (default: the
-            env's registered ``reward_threshold``).
-        on_update: Called with each update's record.
-        verbose: Print a line at each evaluation.
-        progress: Show a progress line (in place on a terminal, else every 10 s).
-        handle_signals: On SIGINT or SIGTERM (in the main thread), finish the update, save
-            a checkpoint and the summary, and return with ``interrupted`` set.
-        strategy: The ``tf.distribute`` strategy of the update (``distributed.make_strategy``;
-            groups of workers: see the module docstring); default: the current one.
-        stop_when_solved: End the run at the first evaluation that reaches
-            ``target_return`` (a group of workers: after the next update).
-        on_evaluation: Called with each evaluation (by the chief), after it is logged;
-            an exception it raises ends the run (e.g. a tuner pruning the trial).
+        strategy: The ``tf.distribute`` strategy of the update (groups of workers: module
+            docstring); default: the current one.
 
     Raises:
-        InputError: for bad input (env id, spaces, models, a root_dir holding another
-            config or in use by a live run); nothing is written then.
-        TrainingError: on non-finite env data or updates, or a worker of the group gone.
+        InputError: for bad input (env id, spaces, models, callbacks, a root_dir holding
+            another config or in use, an export_dir holding another config's policy);
+            nothing is written then.
+        TrainingError: on non-finite env data or updates, a lost worker, a failed export.
     """
-    check_run_options(checkpoint_every, target_return)
-    config, target_return = _checked(config, policy_network, value_network, target_return,
-                                     stop_when_solved)
+    callbacks, checkpointing, signals = _callbacks(callbacks, root_dir)
+    config, options = _checked(config, policy_network, value_network, callbacks, root_dir,
+                               checkpointing.every)
     group = distributed.make_group(strategy or tf.distribute.get_strategy())
     streams = SeedStreams(config.seed, group.worker.index)
+    exporting = export_dir if group.worker.is_chief else None
+    replace_export = run_export.check(exporting, config, checkpointing.overwrite)
     with contextlib.ExitStack() as cleanup, group.guard():
         # Everything that can refuse the input is built before anything is written.
         learner, collector = _build(config, streams, group.strategy, policy_network,
                                     value_network, cleanup)
-        run, checkpointer = _storage(root_dir, config, overwrite, group.worker, learner,
-                                     cleanup)
-        reporter = reporting.Reporter([], run and run.metrics, on_update,
-                                      reporting.Progress(config.total_steps, progress),
-                                      run and run.log_evaluation, on_evaluation,
-                                      verbose and group.worker.is_chief, config.eval_mode)
-        with _StopOnSignals(enabled=handle_signals) as stop:
-            return _Loop(config, learner, collector, group, streams, reporter, run,
-                         checkpointer, _Options(checkpoint_every, target_return,
-                                                stop_when_solved)).run(stop)
+        run, checkpointer = _storage(root_dir, config, checkpointing.overwrite, group.worker,
+                                     learner, cleanup)
+        reporter = reporting.Reporter([], run and run.metrics, run and run.log_evaluation,
+                                      callbacks)
+        with _StopOnSignals(enabled=signals.enabled) as stop:
+            result = _Loop(config, learner, collector, group, streams, reporter, run,
+                           checkpointer, options).run(stop, callbacks)
+    if exporting and not result.interrupted:
+        run_export.export(result.policy, config, exporting, replace_export, root_dir)
+    callbacks.on_train_end(result)
+    return result
 
 
-def _checked(config, policy_network, value_network, target_return, stop_when_solved):
-    """The config with its models recorded, and the target return; refuses bad input,
+def _callbacks(callbacks, root_dir) -> Tuple[CallbackList, Checkpointing, HandleSignals]:
+    """The run's callbacks, and its checkpointing and signal settings (given or default)."""
+    callbacks = CallbackList(callbacks)
+    checkpointing = callbacks.find(Checkpointing)
+    if checkpointing is not None and not root_dir:
+        raise InputError(f"Checkpointing needs a root_dir; received root_dir={root_dir!r}")
+    return (callbacks, checkpointing or Checkpointing(),
+            callbacks.find(HandleSignals) or HandleSignals())
+
+
+def _checked(config, policy_network, value_network, callbacks, root_dir, checkpoint_every):
+    """The config with its models recorded, and the loop's options; refuses bad input,
     warns of episodes longer than a segment, and makes TensorFlow's ops deterministic if
     the config asks."""
+    stop_when_solved = callbacks.find(StopWhenSolved)
     spec = gym.spec(split_env_id(config.env_id))  # an unknown env id fails here, first
     if config.backend == "gymnasium":
         check_env(config)  # then wrappers and env kwargs, on one env
     config = networks.record_models(config, policy_network, value_network)
-    if target_return is None:
-        target_return = spec.reward_threshold
-    if stop_when_solved and not (config.eval_every and target_return is not None):
-        raise InputError(
-            "stop_when_solved needs evaluations (eval_every > 0) and a target return (the "
-            f"env registers none: pass target_return); received eval_every={config.eval_every}, "
-            f"target_return={target_return}")
+    target_return = spec.reward_threshold
+    if stop_when_solved is not None:
+        stop_when_solved.check(config, target_return)
+        if stop_when_solved.target_return is not None:
+            target_return = stop_when_solved.target_return
     time_limit = config.make_kwargs.get("max_episode_steps", spec.max_episode_steps)
     if (config.resolved_collect_mode == "episodes" and time_limit
             and time_limit > config.steps_per_update):
@@ -236,7 +235,8 @@ def _checked(config, policy_network, value_network, target_return, stop_when_sol
             "episodes", stacklevel=3)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    return config, target_return
+    return config, _Options(checkpoint_every, target_return, stop_when_solved is not None,
+                            root_dir)
 
 
 def _build(config, streams, strategy, policy_network, value_network, cleanup):
@@ -294,6 +294,54 @@ class _Options:
     checkpoint_every: int
     target_return: Optional[float]
     stop_when_solved: bool
+    root_dir: Optional[str]
+
+
+class Run:
+    """The run being trained, as a callback sees it (``callback.run``).
+
+    Attributes:
+        config: The run's config (its models recorded).
+        learner: Models, optimizers and the update.
+        policy: The policy being trained.
+        root_dir: The run directory, or None.
+        worker: This process's place in its group of workers.
+        target_return: The mean evaluation return that counts as solved (``solved_at``):
+            ``StopWhenSolved``'s, or the env's ``reward_threshold``; a callback may set
+            it in ``on_train_begin``.
+        resumed_from: The checkpoint the run restored, or None.
+        stop_training: Set it to True to end the run after the current update (see
+            pg_keras.callbacks).
+    """
+
+    def __init__(self, loop: "_Loop"):
+        self._loop = loop
+        self.config, self.learner = loop.config, loop.learner
+        self.policy = loop.learner.policy
+        self.root_dir, self.worker = loop.options.root_dir, loop.group.worker
+        self.target_return = loop.options.target_return
+        self.resumed_from: Optional[str] = None
+        self.stop_training = False
+
+    @property
+    def env_steps(self) -> int:
+        """Env steps taken so far (by all workers)."""
+        return self._loop.state.env_steps
+
+    @property
+    def evaluations(self) -> List[Evaluation]:
+        """Every evaluation so far (restored ones included)."""
+        return list(self._loop.state.evaluations)
+
+    @property
+    def history(self) -> List[Dict[str, float]]:
+        """Every update's record so far (restored ones included)."""
+        return self._loop.reporter.history
+
+    @property
+    def solved_at(self) -> Optional[int]:
+        """Env steps of the first evaluation that reached ``target_return``, or None."""
+        return self._loop.state.solved_at
 
 
 class _Loop:
@@ -319,29 +367,33 @@ class _Loop:
         self.state = LoopState()
         self.restored_at: Optional[Tuple[int, int]] = None  # (env steps, evaluations)
         self.start = time.perf_counter()
+        self.view = Run(self)
 
-    def run(self, stop: "_StopOnSignals") -> TrainResult:
+    def run(self, stop: "_StopOnSignals", callbacks: CallbackList) -> TrainResult:
         """Trains to the end; returns early, checkpointed, on a signal to any worker."""
         loop = self.state = self._resume()
-        ending = self._solved_and_stopping()  # a resumed run that had reached the target
+        callbacks.on_train_begin(self.view)
+        ending = self.view.stop_training  # e.g. a resumed run that had reached the target
         while loop.env_steps < self.config.total_steps and not ending:
             tick = time.perf_counter()
             metrics, collected = self._collect_and_learn()
             record = {k: float(v) for k, v in metrics.items()}
             agreed = self.group(collected, stop.number, *self.collector.pop_episodes(),
-                                solved=self._solved_and_stopping())
+                                solved=self.view.stop_training)
             ending = agreed.solved
             loop.env_steps += agreed.env_steps
             self._report(record, agreed, tick)
+            faults.point("update")
             if self.evaluations.due(loop):
                 if self.chief:
                     self._evaluate()
                 self.evaluations.advance(loop)
-                ending = ending or self.group.ends_at_evaluation(self._solved_and_stopping())
+            ending = ending or self.group.ends_at_evaluation(self.view.stop_training)
             # Every worker saves at the same steps: the chief into the run directory.
             if self.checkpoints.due(loop):
                 self._save()
                 self.checkpoints.advance(loop)
+                faults.point("checkpoint")
             if agreed.stop_signal:
                 return self._finish(signal.Signals(agreed.stop_signal).name)
         if self.chief and (not loop.evaluations or loop.evaluations[-1].env_steps
@@ -364,9 +416,7 @@ class _Loop:
             loop, environments = restored
             if not self._nothing_left(loop):
                 self._restore_collector(loop, environments)
-            if self.reporter.verbose:
-                print(f"resumed from {self.checkpointer.restored} at {loop.env_steps} env "
-                      "steps", flush=True)
+            self.view.resumed_from = self.checkpointer.restored
         if self.run_directory is not None:
             self.run_directory.record_config()
             self.run_directory.truncate_after(loop.env_steps)
@@ -415,6 +465,7 @@ class _Loop:
             if self._fused is not None:
                 return self._fused(self.state.env_steps)
             batch, collected = self.collector.collect()
+            faults.point("collect")
             return self.learner.update(batch, self.state.env_steps), collected
         except NonFiniteError as error:
             raise TrainingError(f"{error}; the run stopped, its last checkpoint is intact "
@@ -438,13 +489,10 @@ class _Loop:
                 "a lower learning rate, normalize_returns, normalize_observations, or "
                 "max_grad_norm (the last checkpoint is intact)")
 
-    def _solved_and_stopping(self) -> bool:
-        return self.options.stop_when_solved and self.state.solved_at is not None
-
     def _evaluate(self) -> None:
         """The chief's evaluation (greedy or sampled, as ``eval_mode`` says): logged, kept
         as the best if it is, and checked against the target."""
-        loop, target = self.state, self.options.target_return
+        loop, target = self.state, self.view.target_return
         returns = evaluate(self.learner.policy, EnvOptions.of(self.config),
                            self.config.eval_episodes,
                            seed=self.streams.evaluation_seed(len(loop.evaluations)),
@@ -470,7 +518,6 @@ class _Loop:
 
     def _finish(self, interrupted: Optional[str]) -> TrainResult:
         """Saves a last checkpoint and the summary; the result."""
-        self.reporter.clear()
         loop = self.state
         result = TrainResult(
             policy=self.learner.policy, learner=self.learner, history=self.reporter.history,
@@ -633,7 +680,8 @@ class _RunDirectory:
         that differs in more than a run continues with (:data:`CONTINUABLE`), an unreadable
         config, or checkpoints without a config; refused without ``overwrite``."""
         config_path = os.path.join(self.path, "config.json")
-        advice = "pass overwrite=True (--overwrite) to replace it, or choose another root_dir"
+        advice = ("pass Checkpointing(overwrite=True) (--overwrite) to replace it, or choose "
+                  "another root_dir")
         if not os.path.exists(config_path):
             if checkpoint_numbers(os.path.join(self.path, "checkpoints")) and not overwrite:
                 raise InputError(f"root_dir {self.path!r} holds checkpoints but no config.json: "

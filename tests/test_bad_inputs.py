@@ -8,6 +8,7 @@ import json
 import math
 import os
 import sys
+import types
 
 import gymnasium as gym
 import numpy as np
@@ -128,13 +129,14 @@ def test_none_asks_for_no_hidden_layer():
     (dict(target_return=float("inf")), r"received target_return=inf"),
     (dict(target_return=-float("inf")), r"received target_return=-inf"),
 ], ids=str)
-def test_bad_run_options_are_refused_before_anything_is_built(options, message, tmp_path):
+def test_bad_run_options_are_refused_before_anything_is_built(options, message):
     with pytest.raises(InputError, match=message):
         check_run_options(**options)
     with pytest.raises(InputError, match=message):
-        pg_keras.train(pg_keras.Config(total_steps=256), root_dir=str(tmp_path / "run"),
-                       **options)
-    assert not (tmp_path / "run").exists()
+        if "checkpoint_every" in options:
+            pg_keras.Checkpointing(every=options["checkpoint_every"])
+        else:
+            pg_keras.StopWhenSolved(options["target_return"])
 
 
 def test_good_run_options_pass():
@@ -203,24 +205,19 @@ def policies():
     return _policies()
 
 
-def _actions(result, policy):
-    return result[0] if policy.recurrent else result
-
-
 @pytest.mark.parametrize("kind", ["feed-forward", "dict", "recurrent"])
-def test_act_takes_one_observation_and_gives_one_action(policies, kind):
+def test_predict_takes_one_observation_and_gives_one_action(policies, kind):
     policy, space = policies[kind]
     space.seed(0)
     observation = space.sample()
-    batch = spaces_batch([observation, space.sample()])
-    batched = _actions(policy.act(batch), policy)
-    single = policy.act(observation)
-    np.testing.assert_array_equal(_actions(single, policy), batched[0])
-    assert np.shape(_actions(single, policy)) == np.shape(batched[0])
+    batched, _ = policy.predict(spaces_batch([observation, space.sample()]))
+    single, state = policy.predict(observation)
+    np.testing.assert_array_equal(single, batched[0])
+    assert np.shape(single) == np.shape(batched[0])
     if policy.recurrent:  # the state keeps its batch of one, to be passed back
-        assert single[1]["reset"].shape == (1,)
-        policy.act(observation, state=single[1])
-    sampled = _actions(policy.act(observation, greedy=False, seed=3), policy)
+        assert state["reset"].shape == (1,)
+        policy.predict(observation, state=state)
+    sampled, _ = policy.predict(observation, deterministic=False, seed=3)
     assert np.shape(sampled) == np.shape(batched[0])
 
 
@@ -244,11 +241,22 @@ def spaces_batch(observations):
     ("dict", {"position": np.zeros((2, 2)), "goal": 1}, r"all batched or all single"),
     ("recurrent", np.full((1, 4), np.nan), r"^observations must be finite"),
     ("recurrent", np.zeros(5), r"received shape \[5\]"),
+    ("feed-forward", [[0.0] * 4, [0.0] * 2], r"^observations must be arrays of numbers of "
+     r"the observation space Box\(.*\); received list \(.*inhomogeneous"),
+    ("feed-forward", "abcd", r"^observations must be arrays of numbers"),
 ], ids=lambda value: value if isinstance(value, str) and " " not in value else "")
-def test_act_refuses_bad_observations_in_one_line(policies, kind, observations, message):
+def test_predict_refuses_bad_observations_in_one_line(policies, kind, observations, message):
     policy, _ = policies[kind]
     with pytest.raises(InputError, match=message):
-        policy.act(observations)
+        policy.predict(observations)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**31, 1.5, "3"])
+def test_predict_refuses_a_seed_out_of_range(policies, seed):
+    policy, _ = policies["feed-forward"]
+    with pytest.raises(InputError, match=r"^seed must be an integer in \[0, 2\*\*31\) or "
+                       rf"None; received seed={seed!r}$"):
+        policy.predict(np.zeros(4), deterministic=False, seed=seed)
 
 
 # ------------------------------------------------------------------- no NaN in JSON files
@@ -282,7 +290,8 @@ def test_a_run_whose_evaluations_are_all_non_finite_writes_null_and_the_count(tm
                              total_steps=40, eval_every=20, eval_episodes=3,
                              hidden_sizes=(8,), value_hidden_sizes=(8,))
     root = tmp_path / "run"
-    result = pg_keras.train(config, root_dir=str(root), target_return=1.0)
+    result = pg_keras.train(config, root_dir=str(root),
+                            callbacks=[pg_keras.StopWhenSolved(target_return=1.0)])
     assert [e.nonfinite_episodes for e in result.evaluations] == [3, 3]
     summary = _strict_json((root / "summary.json").read_text())
     assert summary["final_return_mean"] is None and summary["final_nonfinite_episodes"] == 3
@@ -305,7 +314,8 @@ def test_evaluations_act_as_eval_mode_says(eval_mode, expected, tmp_path, capsys
                              total_steps=80, eval_every=80, eval_episodes=16,
                              eval_mode=eval_mode, policy_learning_rate=1e-6,
                              hidden_sizes=(8,), value_hidden_sizes=(8,))
-    result = pg_keras.train(config, root_dir=str(tmp_path / "run"), verbose=True)
+    result = pg_keras.train(config, root_dir=str(tmp_path / "run"),
+                            callbacks=[pg_keras.ProgressLogger(bar=False)])
     # Barely trained: the sampled policy switches within the 20 steps (2^-19 it does not).
     assert result.final_return == expected
     summary = _strict_json((tmp_path / "run" / "summary.json").read_text())
@@ -316,13 +326,16 @@ def test_evaluations_act_as_eval_mode_says(eval_mode, expected, tmp_path, capsys
 
 
 def test_the_progress_line_shows_the_training_return_beside_the_evaluation(capsys):
-    progress = reporting.Progress(100, enabled=True)
-    reporter = reporting.Reporter([], None, None, progress, eval_mode="greedy")
-    reporter.update({"env_steps": 10, "steps_per_second": 5.0})
-    reporter.update({"env_steps": 20, "steps_per_second": 5.0, "return_mean": 0.75})
-    reporter.evaluation(Evaluation(20, 0.0, 0.0))
-    progress.last_print = -math.inf  # due again
-    reporter.update({"env_steps": 30, "steps_per_second": 5.0})
+    logger = pg_keras.ProgressLogger()
+    run = types.SimpleNamespace(config=pg_keras.Config(num_envs=1, steps_per_update=10,
+                                                            total_steps=100), resumed_from=None)
+    logger.set_run(run)
+    logger.on_train_begin(run)
+    logger.on_update_end({"env_steps": 10, "steps_per_second": 5.0})
+    logger.on_update_end({"env_steps": 20, "steps_per_second": 5.0, "return_mean": 0.75})
+    logger.on_evaluation(Evaluation(20, 0.0, 0.0))
+    logger._progress.last_print = -math.inf  # due again
+    logger.on_update_end({"env_steps": 30, "steps_per_second": 5.0})
     lines = capsys.readouterr().out.splitlines()
     assert "train return        -  eval        -" in lines[0]
     assert "train return     0.75  eval     0.00" in lines[-1]
@@ -344,9 +357,11 @@ def test_async_envs_collect_and_a_resume_resets_them_with_a_clear_line(tmp_path,
                              vectorization="async", hidden_sizes=(8,), value_hidden_sizes=(8,))
     root = str(tmp_path / "run")
     with pytest.raises(_Killed):  # after the checkpoint at 16 env steps
-        pg_keras.train(config, root_dir=root, checkpoint_every=16, on_update=_kill_at(32))
+        pg_keras.train(config, root_dir=root, callbacks=[
+            pg_keras.Checkpointing(every=16), pg_keras.LambdaCallback(on_update_end=_kill_at(32))])
     capsys.readouterr()
-    resumed = pg_keras.train(config, root_dir=root, checkpoint_every=16)
+    resumed = pg_keras.train(config, root_dir=root,
+                             callbacks=[pg_keras.Checkpointing(every=16)])
     assert resumed.env_steps == 48 and len(resumed.history) == 48 // 16
     assert "with vectorization='async' they run in subprocesses" in capsys.readouterr().err
 

@@ -51,7 +51,8 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(finished, tmp_path):
             raise Crash
 
     with pytest.raises(Crash):
-        pg_keras.train(CONFIG, root_dir=str(tmp_path / "b"), on_update=crash_after_13)
+        pg_keras.train(CONFIG, root_dir=str(tmp_path / "b"), callbacks=[
+            pg_keras.LambdaCallback(on_update_end=crash_after_13)])
     resumed = pg_keras.train(CONFIG, root_dir=str(tmp_path / "b"))
 
     for a, b in zip(_state(uninterrupted), _state(resumed)):
@@ -128,7 +129,8 @@ def test_a_different_config_is_refused_and_named(finished, tmp_path):
     with pytest.raises(ValueError, match=r"different config \(gamma: 0\.99 -> 0\.9\)"):
         pg_keras.train(CONFIG.replace(gamma=0.9), root_dir=root)
     assert sorted(os.listdir(root)) == before
-    result = pg_keras.train(CONFIG.replace(gamma=0.9), root_dir=root, overwrite=True)
+    result = pg_keras.train(CONFIG.replace(gamma=0.9), root_dir=root, callbacks=[
+        pg_keras.Checkpointing(overwrite=True)])
     assert int(result.learner.updates.numpy()) == 24  # started over, not resumed
     with open(os.path.join(root, "config.json")) as f:
         assert json.load(f)["gamma"] == 0.9

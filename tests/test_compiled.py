@@ -85,7 +85,7 @@ def test_compiled_cartpole_policy_solves_gymnasium_cartpole_through_the_savedmod
         backend="compiled", seed=1, num_envs=8, steps_per_update=25, total_steps=50_000,
         eval_every=10_000, eval_episodes=20, normalize_observations=True, gamma=0.999,
         policy_learning_rate=7e-4, value_learning_rate=3e-2))
-    result = pg_keras.train(config, stop_when_solved=True)
+    result = pg_keras.train(config, callbacks=[pg_keras.StopWhenSolved()])
     assert result.solved_at is not None, result.evaluations  # evaluated in gymnasium
     assert result.env_steps == result.solved_at
     pg_keras.export_policy(result.policy, str(tmp_path / "policy"))
@@ -115,7 +115,8 @@ def test_compiled_run_resumes_bit_identically(tmp_path):
 
     reference = pg_keras.train(config, root_dir=str(tmp_path / "a"))
     with pytest.raises(Crash):
-        pg_keras.train(config, root_dir=str(tmp_path / "b"), on_update=crash)
+        pg_keras.train(config, root_dir=str(tmp_path / "b"),
+                       callbacks=[pg_keras.LambdaCallback(on_update_end=crash)])
     resumed = pg_keras.train(config, root_dir=str(tmp_path / "b"))
     for a, b in zip(reference.learner.policy_variables, resumed.learner.policy_variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -21,6 +21,7 @@ import tensorflow as tf
 import pg_keras
 
 CHECKPOINT_EVERY = 400
+EVERY = [pg_keras.Checkpointing(every=CHECKPOINT_EVERY)]
 CONFIG = pg_keras.Config(total_steps=1200, num_envs=4, steps_per_update=25, eval_every=0,
                          eval_episodes=2, hidden_sizes=(8,), value_hidden_sizes=(8,),
                          lr_schedule="constant")
@@ -42,7 +43,7 @@ def longer(tmp_path_factory):
     """The weights of CONFIG trained to LONGER env steps in one go."""
     root = tmp_path_factory.mktemp("longer") / "run"
     result = pg_keras.train(CONFIG.replace(total_steps=LONGER), root_dir=str(root),
-                            checkpoint_every=CHECKPOINT_EVERY)
+                            callbacks=EVERY)
     return result
 
 
@@ -50,7 +51,7 @@ def longer(tmp_path_factory):
 def finished(tmp_path_factory):
     """(run directory, weights) of CONFIG trained to the end."""
     root = tmp_path_factory.mktemp("finished") / "run"
-    result = pg_keras.train(CONFIG, root_dir=str(root), checkpoint_every=CHECKPOINT_EVERY)
+    result = pg_keras.train(CONFIG, root_dir=str(root), callbacks=EVERY)
     names = sorted(os.listdir(root / "checkpoints"))
     assert [n for n in names if n.endswith(".index")] == [
         "ckpt-12.index", "ckpt-4.index", "ckpt-8.index"], names
@@ -163,8 +164,9 @@ def test_a_damaged_run_resumes_from_the_newest_intact_checkpoint(finished, longe
             resumed.append(_snapshot(root / "checkpoints"))
 
     result = pg_keras.train(CONFIG.replace(total_steps=total), root_dir=str(root),
-                            checkpoint_every=CHECKPOINT_EVERY, verbose=True,
-                            on_update=on_update)
+                            callbacks=[pg_keras.Checkpointing(every=CHECKPOINT_EVERY),
+                                       pg_keras.ProgressLogger(bar=False),
+                                       pg_keras.LambdaCallback(on_update_end=on_update)])
 
     out, err = capfd.readouterr()
     lines = re.findall(r"resumed from (\S+) at (\d+) env steps", out)
@@ -214,8 +216,7 @@ def test_no_checkpoint_that_restores_is_one_line_and_changes_nothing(finished, t
     before = _snapshot(root)
 
     with pytest.raises(pg_keras.InputError) as error:
-        pg_keras.train(CONFIG.replace(total_steps=2400), root_dir=str(root),
-                       checkpoint_every=CHECKPOINT_EVERY)
+        pg_keras.train(CONFIG.replace(total_steps=2400), root_dir=str(root), callbacks=EVERY)
 
     message = str(error.value)
     assert "\n" not in message and message.startswith("no checkpoint in"), message
@@ -231,8 +232,8 @@ def test_no_checkpoint_that_restores_is_one_line_and_changes_nothing(finished, t
     assert all(k.startswith("tensorboard") for k in set(after) - set(before))
 
     # Asked to overwrite, the run moves them all aside and starts over.
-    again = pg_keras.train(CONFIG, root_dir=str(root), checkpoint_every=CHECKPOINT_EVERY,
-                           overwrite=True)
+    again = pg_keras.train(CONFIG, root_dir=str(root), callbacks=[
+        pg_keras.Checkpointing(every=CHECKPOINT_EVERY, overwrite=True)])
     for a, b in zip(finished[1], _weights(again.learner)):
         np.testing.assert_array_equal(a, b)
     kept = _snapshot(root / "checkpoints" / "damaged")
@@ -251,7 +252,7 @@ def test_a_save_cut_short_before_any_checkpoint_starts_the_run(finished, tmp_pat
         if os.path.isfile(checkpoints / name) and name not in ("loop-4.json",
                                                                "environments-4.pkl"):
             os.remove(checkpoints / name)
-    result = pg_keras.train(CONFIG, root_dir=str(root), checkpoint_every=CHECKPOINT_EVERY)
+    result = pg_keras.train(CONFIG, root_dir=str(root), callbacks=EVERY)
     for a, b in zip(finished[1], _weights(result.learner)):
         np.testing.assert_array_equal(a, b)
     assert sorted(os.listdir(checkpoints / "damaged" / "ckpt-4")) == [
@@ -265,7 +266,7 @@ def test_checkpoints_without_a_config_are_not_overwritten(finished, tmp_path):
     os.remove(root / "config.json")
     before = _snapshot(root / "checkpoints")
     with pytest.raises(pg_keras.InputError, match="holds checkpoints but no config.json"):
-        pg_keras.train(CONFIG, root_dir=str(root), checkpoint_every=CHECKPOINT_EVERY)
+        pg_keras.train(CONFIG, root_dir=str(root), callbacks=EVERY)
     assert _snapshot(root / "checkpoints") == before
 
 
@@ -276,7 +277,7 @@ def test_a_checkpoint_of_another_format_is_refused_in_one_line(finished, tmp_pat
     (root / "checkpoints" / "loop-12.json").write_text(json.dumps({**loop,
                                                                    "format_version": 1}))
     with pytest.raises(pg_keras.InputError) as error:
-        pg_keras.train(CONFIG, root_dir=str(root), checkpoint_every=CHECKPOINT_EVERY)
+        pg_keras.train(CONFIG, root_dir=str(root), callbacks=EVERY)
     assert "loop-12.json holds a checkpoint of format 1; this version of pg_keras reads " \
            "format 2 only: train again" in str(error.value)
 
@@ -309,7 +310,7 @@ def test_a_finished_run_continued_to_a_larger_total_equals_one_run_of_that_total
     root = tmp_path / "run"
     shutil.copytree(finished[0], root)
     continued = pg_keras.train(CONFIG.replace(total_steps=LONGER), root_dir=str(root),
-                               checkpoint_every=CHECKPOINT_EVERY)
+                               callbacks=EVERY)
 
     assert continued.env_steps == longer.env_steps == LONGER
     for a, b in zip(_weights(continued.learner), _weights(longer.learner)):
@@ -331,11 +332,11 @@ def test_new_intervals_continue_a_run_and_a_smaller_total_is_another_config(fini
     root = tmp_path / "run"
     shutil.copytree(finished[0], root)
     with pytest.raises(pg_keras.InputError, match=r"different config \(total_steps: 1200 -> "
-                                                  r"800\); pass overwrite=True"):
+                                                  r"800\); pass Checkpointing\(overwrite=True\)"):
         pg_keras.train(CONFIG.replace(total_steps=800), root_dir=str(root))
 
     result = pg_keras.train(CONFIG.replace(total_steps=1800, eval_every=400),
-                            root_dir=str(root), checkpoint_every=200)
+                            root_dir=str(root), callbacks=[pg_keras.Checkpointing(every=200)])
 
     # Evaluated and checkpointed from the resumed step on at multiples of the new intervals
     # (1,200: the first run's final evaluation; 1,800: the final one).

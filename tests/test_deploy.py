@@ -254,7 +254,7 @@ def test_export_command_writes_tflite_that_acts_as_the_run(run_dir, tmp_path):
     runner = Interpreter(model_path=str(target / "policy.tflite")).get_signature_runner(
         "serving_default")
     np.testing.assert_array_equal(runner(observations=observations)["actions"],
-                                  policy.act(observations))
+                                  policy.predict(observations)[0])
 
 
 def test_export_command_names_the_extra_when_a_converter_is_missing(run_dir, tmp_path):

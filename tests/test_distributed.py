@@ -95,7 +95,7 @@ MIRRORED = textwrap.dedent('''
     observations = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
     out["train"] = {"env_steps": result.env_steps, "updates": int(result.learner.updates.numpy()),
                     "export_matches": bool(np.array_equal(
-                        loaded(observations).numpy(), result.policy.act(observations)))}
+                        loaded(observations).numpy(), result.policy.predict(observations)[0]))}
     print(json.dumps(out))
 ''')
 

@@ -175,7 +175,8 @@ def test_a_resumed_run_keeps_its_options_and_a_run_without_them_is_refused(tmp_p
         if len(first) == 2:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    interrupted = pg_keras.train(config, root_dir=root, on_update=interrupt_after_the_second)
+    interrupted = pg_keras.train(config, root_dir=root, callbacks=[
+        pg_keras.LambdaCallback(on_update_end=interrupt_after_the_second)])
     assert interrupted.interrupted == "SIGTERM"
     with pytest.raises(InputError, match=r"holds a run with a different config \(env_kwargs: "
                                          r".*, env_wrappers: .* -> \[\]\)"):

@@ -240,7 +240,7 @@ def loaded(fresh_interpreters):
 
 def _reference(learner, observations):
     policy = learner.policy
-    greedy = policy.act(observations)
+    greedy = policy.predict(observations)[0]
     raw_params = policy.params(tf.constant(observations))
     # The export samples with the head's portable sampler (ops TFLite and ONNX run).
     sample = policy.head.to_env(policy.head.portable_sample(raw_params, tf.constant([7, 3])))
@@ -335,7 +335,7 @@ def test_saved_model_cli_lists_signatures_and_runs_serving_default(exported):
     assert "inputs['seed']" in show.stdout
     assert run.returncode == 0, run.stderr[-2000:]
     assert "Result for output key actions" in run.stdout
-    expected = int(learner.policy.act(np.zeros((1, 4), np.float32))[0])
+    expected = int(learner.policy.predict(np.zeros((1, 4), np.float32))[0][0])
     assert run.stdout.strip().splitlines()[-1].strip() == f"[{expected}]"
 
 
@@ -345,7 +345,7 @@ def _previous_export(exported, target):
     _, learner, path, _ = exported["grid"]
     shutil.copytree(path, target)
     observations = np.arange(6, dtype=np.int32)
-    return learner, observations, learner.policy.act(observations)
+    return learner, observations, learner.policy.predict(observations)[0]
 
 
 def test_existing_dir_is_refused_then_replaced_with_overwrite(exported, tmp_path):
@@ -356,7 +356,7 @@ def test_existing_dir_is_refused_then_replaced_with_overwrite(exported, tmp_path
     assert str(target) in str(error.value) and "\n" not in str(error.value)
 
     _, replacement = _grid_learner(seed=11)
-    expected = replacement.policy.act(observations)
+    expected = replacement.policy.predict(observations)[0]
     assert not np.array_equal(expected, previous)
     assert export_policy(replacement.policy, target, overwrite=True) == str(target)
     model = load_policy(target)  # kept: its functions need the object alive
@@ -426,7 +426,7 @@ def test_image_observations_are_accepted_in_the_env_dtype(tmp_path):
     _randomize(learner, 5)
     observations = np.random.default_rng(0).integers(0, 256, (8, 5, 4, 1), np.uint8)
     model = load_policy(export_policy(learner.policy, tmp_path / "model"))
-    expected = learner.policy.act(observations.astype(np.float32))
+    expected = learner.policy.predict(observations.astype(np.float32))[0]
     np.testing.assert_array_equal(model.greedy(observations).numpy(), expected)
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match=r"observations must have shape \[None, 5, 4, 1\] .* dtype "

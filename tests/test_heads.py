@@ -373,6 +373,32 @@ def test_unsupported_spaces(space, name):
         assert supported in message
 
 
+@pytest.mark.parametrize("space, options", [
+    (gym.spaces.Discrete(3, start=1), {}),
+    (gym.spaces.MultiDiscrete([[2, 4]], start=[[0, -1]]), {}),
+    (gym.spaces.MultiBinary(3), {}),
+    (gym.spaces.Box(-2.0, 2.0, (2,), np.float32), dict(init_log_std=-0.5, action_bounds="tanh")),
+    (gym.spaces.Box(-1.0, 1.0, (2,), np.float64), dict(state_dependent_std=True)),
+], ids=str)
+def test_a_head_is_a_keras_layer_of_its_parameters_that_round_trips(space, options, tmp_path):
+    import keras
+    head = make_head(space, **options)
+    params = _params(head)
+    if isinstance(head, heads.GaussianHead) and not head.state_dependent_std:
+        head.log_std.assign([0.3, -0.7])
+    expected = {k: v.numpy() for k, v in head.parameters(params).items()}
+    inputs = keras.Input((head.param_size,))
+    model = keras.Model(inputs, head(inputs))
+    model.save(tmp_path / "head.keras")
+    loaded = keras.models.load_model(tmp_path / "head.keras")
+    clone = type(head).from_config(head.get_config())
+    assert clone.space == space and clone.param_size == head.param_size
+    for outputs in (model(params), loaded(params)):
+        assert sorted(outputs) == sorted(expected)
+        for key in expected:
+            np.testing.assert_array_equal(outputs[key], expected[key])
+
+
 def test_tanh_needs_finite_bounds():
     space = gym.spaces.Box(np.array([-1.0, -np.inf], np.float32),
                            np.array([1.0, np.inf], np.float32))

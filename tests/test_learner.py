@@ -54,9 +54,10 @@ def test_every_action_space_collects_trains_and_learns(name):
         assert np.isfinite(metrics["loss"].numpy())
     space = envs.single_action_space
     obs = np.tile(np.array([[0.5, -0.5, 1.0]], np.float32), (5, 1))
-    greedy = learner.policy.act(obs)
+    greedy = learner.policy.predict(obs)[0]
     assert all(space.contains(a) for a in greedy), greedy
-    sampled = learner.policy.act(np.tile(obs[:1], (64, 1)), greedy=False)
+    sampled = learner.policy.predict(np.tile(obs[:1], (64, 1)), deterministic=False,
+                                     seed=0)[0]
     assert all(space.contains(a) for a in sampled)
     assert all(env.bad_action is None for env in envs.envs)
     if isinstance(space, gym.spaces.Box):
@@ -71,7 +72,7 @@ def test_greedy_box_action_is_clipped_to_bounds():
     learner = pg_keras.build_learner(pg_keras.Config(num_envs=1), envs.single_observation_space,
                                      space)
     learner.policy.network.layers[-1].bias.assign([5.0, -5.0])  # mean far outside the box
-    np.testing.assert_array_equal(learner.policy.act(np.zeros((1, 3))), [[1.0, -1.0]])
+    np.testing.assert_array_equal(learner.policy.predict(np.zeros((1, 3)))[0], [[1.0, -1.0]])
 
 
 def test_update_traces_once():
@@ -145,7 +146,7 @@ def _linear_softmax_learner(steps, envs, **options):
     bootstrap[2, 1], bootstrap[-1] = 2.5, [1.0, -0.5, 3.0]
     mask = np.ones((steps, envs), np.float32)
     mask[3, 2] = 0.0
-    batch = pg_keras.Batch(
+    batch = pg_keras.batch.Batch(
         observations=rng.normal(size=(steps, envs, 2)).astype(np.float32),
         actions=rng.integers(0, 3, size=(steps, envs)).astype(np.int32),
         rewards=rng.normal(size=(steps, envs)).astype(np.float32),

@@ -45,7 +45,7 @@ def _batch(learner, seed=0):
     fields["rewards"] = rng.normal(size=(steps, envs)).astype(np.float32)
     fields["mask"][:] = 1.0
     fields["action_masks"][:] = True
-    return pg_keras.Batch(**fields)
+    return pg_keras.batch.Batch(**fields)
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +69,8 @@ def test_checkpoint_round_trip_gives_the_same_policy(learner, tmp_path):
     restored = build_learner(CONFIG, SPACE, gym.spaces.Discrete(3))
     tf.train.Checkpoint(learner=restored).read(path).assert_consumed()
     observations = _observations(16, seed=7)
-    np.testing.assert_array_equal(restored.policy.act(observations),
-                                  learner.policy.act(observations))
+    np.testing.assert_array_equal(restored.policy.predict(observations)[0],
+                                  learner.policy.predict(observations)[0])
     for a, b in zip(learner.normalizer.weights, restored.normalizer.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
@@ -84,7 +84,7 @@ def export_dir(learner, tmp_path_factory):
 def test_exported_policy_takes_one_input_per_leaf_and_equals_act(learner, export_dir,
                                                                  tmp_path):
     observations = _observations(16, seed=9)
-    expected = learner.policy.act(observations)
+    expected = learner.policy.predict(observations)[0]
     flat = spaces.as_numpy(SPACE, observations)
     # Served with TensorFlow alone, in a fresh process.
     script = ("import sys, numpy as np, tensorflow as tf\n"
@@ -169,8 +169,8 @@ def test_a_dict_observation_run_resumes_and_restores(tmp_path):
     restored = restore_learner(str(tmp_path / "run"))
     observations = {"cue": np.array([0, 1, 1, 0]),
                     "position": np.array([[0.3], [-0.2], [0.9], [-0.7]], np.float32)}
-    np.testing.assert_array_equal(restored.policy.act(observations),
-                                  result.policy.act(observations))
+    np.testing.assert_array_equal(restored.policy.predict(observations)[0],
+                                  result.policy.predict(observations)[0])
     for a, b in zip(restored.normalizer.weights, result.learner.normalizer.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 

@@ -125,12 +125,12 @@ def test_restore_and_export_need_no_env_and_import_no_env_code(trained, tmp_path
     source, result = trained
     root, marker = _plant(source, tmp_path, env_id, models=False)
     learner = restore_learner(str(root))
-    np.testing.assert_array_equal(learner.policy.act(OBSERVATIONS, greedy=True),
-                                  result.policy.act(OBSERVATIONS, greedy=True))
+    np.testing.assert_array_equal(learner.policy.predict(OBSERVATIONS)[0],
+                                  result.policy.predict(OBSERVATIONS)[0])
     export = pg_keras.export_policy(learner.policy, tmp_path / "export", config=learner.config)
     served = tf.saved_model.load(export)
     np.testing.assert_array_equal(served(OBSERVATIONS).numpy(),
-                                  result.policy.act(OBSERVATIONS, greedy=True))
+                                  result.policy.predict(OBSERVATIONS)[0])
     watched(marker)
 
 
@@ -145,8 +145,8 @@ def test_a_run_without_spaces_json_is_refused_until_resumed(trained, tmp_path):
     assert "train it again, or resume it with this version" in str(error.value)
     pg_keras.train(CONFIG, root_dir=str(root))  # the finished run, resumed: records them
     learner = restore_learner(str(root))
-    np.testing.assert_array_equal(learner.policy.act(OBSERVATIONS, greedy=True),
-                                  result.policy.act(OBSERVATIONS, greedy=True))
+    np.testing.assert_array_equal(learner.policy.predict(OBSERVATIONS)[0],
+                                  result.policy.predict(OBSERVATIONS)[0])
 
 
 PROBE = """

@@ -310,7 +310,8 @@ def test_resume_after_a_crash_is_bit_identical(tmp_path):
             raise Crash
 
     with pytest.raises(Crash):
-        pg_keras.train(config, root_dir=str(tmp_path / "b"), on_update=crash_after_11)
+        pg_keras.train(config, root_dir=str(tmp_path / "b"), callbacks=[
+            pg_keras.LambdaCallback(on_update_end=crash_after_11)])
     with open(str(tmp_path / "b" / "checkpoints" / "environments-8.pkl"), "rb") as f:
         kept = pickle.load(f)
     live = kept["recurrent_state"]
@@ -383,7 +384,7 @@ def test_the_exported_policy_carries_its_state_like_policy_act(tmp_path):
     observation, _ = env.reset(seed=0)
     carried, steps, actions = None, 0, []
     while True:
-        expected, carried = policy.act(observation[None], state=carried)
+        expected, carried = policy.predict(observation[None], state=carried)
         out = serve(observations=tf.constant(observation[None]), **state)
         state = {name: out[name] for name in ("state_0", "state_1")}
         np.testing.assert_array_equal(out["actions"], expected)

@@ -3,7 +3,7 @@
 import fcntl
 import json
 import os
-import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -127,7 +127,7 @@ def test_non_finite_env_data_stops_the_run_naming_step_and_field(tmp_path, env_i
     root = tmp_path / "run"
     # The first episodes are clean: checkpoint after the first update, then the fault.
     with pytest.raises(pg_keras.TrainingError) as error:
-        pg_keras.train(config, root_dir=str(root), checkpoint_every=32)
+        pg_keras.train(config, root_dir=str(root), callbacks=[pg_keras.Checkpointing(every=32)])
     message = str(error.value)
     assert f"returned a non-finite {field}" in message and "env step " in message
     assert "last checkpoint is intact" in message
@@ -155,7 +155,7 @@ def test_consecutive_non_finite_updates_stop_the_run_with_remedies():
     records = []
     with pytest.raises(pg_keras.TrainingError, match="3 consecutive updates were skipped.*"
                                                      "lower learning rate"):
-        pg_keras.train(config, on_update=records.append)
+        pg_keras.train(config, callbacks=[pg_keras.LambdaCallback(on_update_end=records.append)])
     assert [r["skipped"] for r in records] == [1.0, 1.0, 1.0]
 
 
@@ -166,57 +166,67 @@ def _final_variables(root):
     return {n: reader.get_tensor(n) for n in names}
 
 
-RUN_FLAGS = ["--total_steps=8192", "--num_envs=4", "--steps_per_update=32", "--eval_every=2048",
-             "--eval_episodes=2", "--checkpoint_every=512", "--nouse_progress_bar", "--quiet"]
+KILL_FIELDS = dict(total_steps=4096, num_envs=4, steps_per_update=32, eval_every=2048,
+                   eval_episodes=2)
+KILL_EVERY = 512
+KILLED_RUN = textwrap.dedent("""
+    import sys
+    import pg_keras
+    pg_keras.train(pg_keras.Config(**{fields!r}), root_dir=sys.argv[1], export_dir=sys.argv[2],
+                   callbacks=[pg_keras.Checkpointing(every={every})])
+""").format(fields=KILL_FIELDS, every=KILL_EVERY)
 
 
-def test_random_kills_never_lose_the_run_or_the_export(tmp_path):
-    reference, killed = tmp_path / "reference", tmp_path / "killed"
-    export = tmp_path / "export"
-    # The uninterrupted reference and the last resume run in this process: the kills are
-    # of train processes.
-    run = launchers.run("experiments.train", *RUN_FLAGS, f"--root_dir={reference}",
-                        f"--export_dir={tmp_path / 'ref_export'}")
-    assert run.returncode == 0, run.stderr[-2000:]
-    # A previous export of this config that every later kill must leave loadable.
-    shutil_copy = subprocess.run(["cp", "-r", str(tmp_path / "ref_export"), str(export)])
-    assert shutil_copy.returncode == 0
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """(run directory, export) of the run the killed ones must end as."""
+    base = tmp_path_factory.mktemp("uninterrupted")
+    pg_keras.train(pg_keras.Config(**KILL_FIELDS), root_dir=str(base / "run"),
+                   export_dir=str(base / "export"),
+                   callbacks=[pg_keras.Checkpointing(every=KILL_EVERY)])
+    return base / "run", base / "export"
 
-    rng = random.Random(0)
-    kills = 0
-    for _ in range(3):
-        process = subprocess.Popen(
-            [sys.executable, "-m", "experiments.train", *RUN_FLAGS, f"--root_dir={killed}",
-             f"--export_dir={export}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
-        # Kill at a random moment after the next checkpoint: while collecting, updating,
-        # writing a checkpoint, or exporting, wherever the run happens to be.
-        marker = killed / "checkpoints" / "checkpoint"
-        seen = marker.stat().st_mtime if marker.exists() else None
-        deadline = time.time() + 120
-        while process.poll() is None and time.time() < deadline and (
-                not marker.exists() or marker.stat().st_mtime == seen):
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, 1.5))
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-            kills += 1
-        process.wait()
-        # After every kill: the checkpoint directory reads, the export loads.
-        if (killed / "checkpoints" / "checkpoint").exists():
-            assert tf.train.latest_checkpoint(str(killed / "checkpoints"))
-            _final_variables(killed)
-        loaded = tf.saved_model.load(str(export))
-        assert loaded(np.zeros((1, 4), np.float32)).shape == (1,)
-    assert kills >= 1
-    run = launchers.run("experiments.train", *RUN_FLAGS, f"--root_dir={killed}",
-                        f"--export_dir={export}")
-    assert run.returncode == 0, run.stderr[-2000:]
+
+def _records(root):
+    """metrics.jsonl without the wall-clock figures."""
+    with open(os.path.join(root, "metrics.jsonl")) as f:
+        return [{k: v for k, v in json.loads(line).items()
+                 if k not in ("wall_seconds", "steps_per_second")} for line in f]
+
+
+# Each point is reached mid-run: the 14th update (1792 env steps) follows the checkpoint at
+# 1536, the third checkpoint is that one, and the export comes once the run is over.
+@pytest.mark.parametrize("fault", ["collect:14", "update:14", "checkpoint_save:3",
+                                   "checkpoint:3", "export:1"])
+def test_a_kill_at_each_point_of_the_loop_loses_neither_the_run_nor_the_export(
+        uninterrupted, fault, tmp_path):
+    reference, reference_export = uninterrupted
+    killed, export = tmp_path / "killed", tmp_path / "export"
+    # An export of this config that the kill must leave loadable (the run replaces it).
+    shutil.copytree(reference_export, export)
+    process = subprocess.run([sys.executable, "-c", KILLED_RUN, str(killed), str(export)],
+                             capture_output=True, text=True, timeout=300,
+                             env={**ENV, "PG_KERAS_FAULT": fault})
+    assert process.returncode == -signal.SIGKILL, process.stderr[-2000:]
+    if (killed / "checkpoints" / "checkpoint").exists():
+        assert tf.train.latest_checkpoint(str(killed / "checkpoints"))
+    loaded = tf.saved_model.load(str(export))
+    assert loaded(np.zeros((1, 4), np.float32)).shape == (1,)
+
+    resumed = pg_keras.train(pg_keras.Config(**KILL_FIELDS), root_dir=str(killed),
+                             export_dir=str(export),
+                             callbacks=[pg_keras.Checkpointing(every=KILL_EVERY)])
+    assert resumed.env_steps == KILL_FIELDS["total_steps"]
     expected, actual = _final_variables(reference), _final_variables(killed)
+    assert sorted(expected) == sorted(actual)
     for name in expected:
         np.testing.assert_array_equal(expected[name], actual[name], err_msg=name)
+    assert _records(killed) == _records(reference)  # every record once, in order
     assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]  # no half-written export
-    with open(killed / "metrics.jsonl") as f:
-        assert [json.loads(line)["env_steps"] for line in f] == [128 * (i + 1) for i in range(64)]
+    again = tf.saved_model.load(str(export))
+    observations = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
+    np.testing.assert_array_equal(again(observations).numpy(),
+                                  resumed.policy.predict(observations)[0])
 
 
 @pytest.fixture(scope="module")
@@ -286,10 +296,12 @@ def test_an_interrupted_and_resumed_run_logs_every_update_once(tmp_path):
         if len(first) == 5:  # the loop stops after the next update
             os.kill(os.getpid(), signal.SIGTERM)
 
-    interrupted = pg_keras.train(CONFIG, root_dir=root, on_update=interrupt_after_the_fifth)
+    interrupted = pg_keras.train(CONFIG, root_dir=root, callbacks=[
+        pg_keras.LambdaCallback(on_update_end=interrupt_after_the_fifth)])
     assert interrupted.interrupted == "SIGTERM" and interrupted.env_steps == 6 * 128
     second = []
-    resumed = pg_keras.train(CONFIG, root_dir=root, on_update=second.append)
+    resumed = pg_keras.train(CONFIG, root_dir=root, callbacks=[
+        pg_keras.LambdaCallback(on_update_end=second.append)])
     assert resumed.history == first + second
     with open(os.path.join(root, "metrics.jsonl")) as f:
         assert [json.loads(line) for line in f] == resumed.history

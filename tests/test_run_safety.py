@@ -59,8 +59,8 @@ def test_restore_export_and_evaluate_never_unpickle_the_run_directory(tmp_path, 
 
     learner = restore_learner(str(root))
     observations = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
-    np.testing.assert_array_equal(learner.policy.act(observations, greedy=True),
-                                  result.policy.act(observations, greedy=True))
+    np.testing.assert_array_equal(learner.policy.predict(observations)[0],
+                                  result.policy.predict(observations)[0])
     returns = pg_keras.evaluate(learner.policy, CONFIG.env_id, episodes=2, seed=0)
     assert len(returns) == 2 and not marker.exists()
 
@@ -70,7 +70,7 @@ def test_restore_export_and_evaluate_never_unpickle_the_run_directory(tmp_path, 
     assert not marker.exists()
     served = tf.saved_model.load(str(export))
     np.testing.assert_array_equal(served(observations).numpy(),
-                                  result.policy.act(observations, greedy=True))
+                                  result.policy.predict(observations)[0])
 
 
 def test_restoring_weights_needs_no_loop_state_or_environments(tmp_path, trained_run):

@@ -138,27 +138,28 @@ def test_the_clipped_value_loss_keeps_the_worse_of_the_two_errors():
     np.testing.assert_allclose(tape.gradient(loss, inside).numpy(), [-1.8], rtol=1e-6)
 
 
+NO_SIGNALS = [pg_keras.HandleSignals(enabled=False)]
 SMALL = pg_keras.Config(total_steps=1024, num_envs=4, steps_per_update=32, eval_every=0,
                         hidden_sizes=(16,), value_hidden_sizes=(16,), update_epochs=3,
                         minibatches=4, clip_ratio=0.2, value_clip=0.5)
 
 
 def test_epochs_minibatches_and_the_kl_stop_are_reported():
-    history = pg_keras.train(SMALL, handle_signals=False).history
+    history = pg_keras.train(SMALL, callbacks=NO_SIGNALS).history
     assert [r["epochs"] for r in history] == [3.0] * 8
     assert all(r["approx_kl"] > 0 and 0 <= r["clip_fraction"] <= 1 for r in history)
     # A target no second step can meet: each update takes its first step only.
-    stopped = pg_keras.train(SMALL.replace(target_kl=1e-12), handle_signals=False).history
+    stopped = pg_keras.train(SMALL.replace(target_kl=1e-12), callbacks=NO_SIGNALS).history
     assert [r["epochs"] for r in stopped] == [0.25] * 8
     assert all(r["skipped"] == 0.0 for r in stopped)
 
 
 def test_the_compiled_path_reuses_the_batch_inside_its_one_graph():
     config = SMALL.replace(backend="compiled", target_kl=0.5)
-    result = pg_keras.train(config, handle_signals=False)
+    result = pg_keras.train(config, callbacks=NO_SIGNALS)
     assert [r["epochs"] for r in result.history] == [3.0] * 8
     assert result.learner.trace_count == 0  # the update ran only inside the fused graph
-    again = pg_keras.train(config, handle_signals=False)
+    again = pg_keras.train(config, callbacks=NO_SIGNALS)
     for a, b in zip(result.learner.policy_variables, again.learner.policy_variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
@@ -188,8 +189,9 @@ KILLED_RUN = textwrap.dedent("""
     def kill_after_the_checkpoint(record):
         if record["env_steps"] == {kill_at}:
             os.kill(os.getpid(), signal.SIGKILL)
-    pg_keras.train(config, root_dir=sys.argv[1], checkpoint_every=256,
-                   on_update=kill_after_the_checkpoint)
+    pg_keras.train(config, root_dir=sys.argv[1], callbacks=[
+        pg_keras.Checkpointing(every=256),
+        pg_keras.LambdaCallback(on_update_end=kill_after_the_checkpoint)])
 """)
 
 
@@ -203,8 +205,9 @@ def test_a_killed_and_resumed_run_equals_the_uninterrupted_one(tmp_path):
     killed = subprocess.run([sys.executable, "-c", script, root], cwd=REPO, timeout=300,
                             capture_output=True, text=True)
     assert killed.returncode == -9, killed.stderr[-2000:]
-    resumed = pg_keras.train(config, root_dir=root, checkpoint_every=256, handle_signals=False)
-    uninterrupted = pg_keras.train(config, handle_signals=False)
+    resumed = pg_keras.train(config, root_dir=root,
+                             callbacks=[pg_keras.Checkpointing(every=256), *NO_SIGNALS])
+    uninterrupted = pg_keras.train(config, callbacks=NO_SIGNALS)
     for a, b in zip(resumed.learner.policy_variables + resumed.learner.value_variables,
                     uninterrupted.learner.policy_variables
                     + uninterrupted.learner.value_variables):

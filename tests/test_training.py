@@ -31,7 +31,7 @@ def test_two_updates_move_the_greedy_action_to_the_rewarded_one(rewarded):
     result = pg_keras.train(config)
     assert int(result.learner.updates.numpy()) == 2
     assert result.final_return == 1.0, result.evaluations
-    assert result.policy.act(np.array([[0.5, -0.5, 1.0]], np.float32)).tolist() == [rewarded]
+    assert result.policy.predict(np.array([[0.5, -0.5, 1.0]], np.float32))[0].tolist() == [rewarded]
 
 
 @pytest.mark.slow
@@ -123,7 +123,7 @@ def test_one_seed_fixes_envs_weights_and_sampling():
 def test_five_line_api():
     config = pg_keras.Config(env_id="CartPole-v1", total_steps=2048, eval_episodes=2)
     result = pg_keras.train(config)
-    actions = result.policy.act(np.zeros((3, 4), np.float32))
+    actions = result.policy.predict(np.zeros((3, 4), np.float32))[0]
     assert actions.shape == (3,) and actions.dtype == np.int64
     assert set(actions.tolist()) <= {0, 1}
 
@@ -132,18 +132,18 @@ def test_stop_when_solved_ends_at_the_solving_evaluation_and_stays_ended(tmp_pat
     config = pg_keras.Config(env_id="CartPole-v1", num_envs=4, steps_per_update=16,
                              total_steps=4096, eval_every=512, eval_episodes=2)
     # Every CartPole episode lasts at least 8 steps: the first evaluation reaches 8.
-    result = pg_keras.train(config, root_dir=str(tmp_path / "run"), target_return=8.0,
-                            stop_when_solved=True)
+    stop = [pg_keras.StopWhenSolved(target_return=8.0)]
+    result = pg_keras.train(config, root_dir=str(tmp_path / "run"), callbacks=stop)
     assert result.solved_at == 512 and result.env_steps == 512, result.evaluations
     assert [e.env_steps for e in result.evaluations] == [512]
-    again = pg_keras.train(config, root_dir=str(tmp_path / "run"), target_return=8.0,
-                           stop_when_solved=True)
+    again = pg_keras.train(config, root_dir=str(tmp_path / "run"), callbacks=stop)
     assert again.env_steps == 512 and int(again.learner.updates.numpy()) == 8
-    # Without the option the run takes all its steps, solved or not.
-    full = pg_keras.train(config, target_return=8.0)
+    # Without the callback the run takes all its steps, solved or not.
+    target = pg_keras.LambdaCallback(on_train_begin=lambda run: setattr(run, "target_return", 8))
+    full = pg_keras.train(config, callbacks=[target])
     assert full.solved_at == 512 and full.env_steps == 4096
-    with pytest.raises(pg_keras.InputError, match="stop_when_solved needs evaluations"):
-        pg_keras.train(config.replace(eval_every=0), stop_when_solved=True)
+    with pytest.raises(pg_keras.InputError, match="StopWhenSolved needs evaluations"):
+        pg_keras.train(config.replace(eval_every=0), callbacks=[pg_keras.StopWhenSolved()])
 
 
 def test_launcher_prints_the_final_evaluation(tmp_path):
@@ -167,8 +167,8 @@ def test_the_run_directory_holds_each_update_record_once_as_a_line_and_as_scalar
     config = pg_keras.Config(env_id="CartPole-v1", num_envs=2, steps_per_update=8,
                              total_steps=512, eval_every=256, eval_episodes=2)
     seen = []
-    result = pg_keras.train(config, root_dir=str(tmp_path), on_update=seen.append,
-                            progress=True)
+    result = pg_keras.train(config, root_dir=str(tmp_path), callbacks=[
+        pg_keras.LambdaCallback(on_update_end=seen.append), pg_keras.ProgressLogger()])
     assert "env steps" in capsys.readouterr().out  # the progress line, not a terminal
     assert len(result.history) == 32 and seen == result.history
     with open(tmp_path / "metrics.jsonl") as f:

@@ -116,7 +116,7 @@ def test_on_evaluation_sees_every_evaluation_and_can_end_the_run():
     config = pg_keras.Config(total_steps=600, eval_every=200, eval_episodes=1, num_envs=2,
                              steps_per_update=50)
     seen = []
-    result = pg_keras.train(config, on_evaluation=seen.append)
+    result = pg_keras.train(config, callbacks=[pg_keras.LambdaCallback(on_evaluation=seen.append)])
     assert seen == result.evaluations and len(seen) == 3
 
     class Stop(Exception):
@@ -126,7 +126,7 @@ def test_on_evaluation_sees_every_evaluation_and_can_end_the_run():
         raise Stop(evaluation.env_steps)
 
     with pytest.raises(Stop, match="200"):
-        pg_keras.train(config, on_evaluation=stop)
+        pg_keras.train(config, callbacks=[pg_keras.LambdaCallback(on_evaluation=stop)])
 
 
 def test_search_entries_and_their_default_ranges():

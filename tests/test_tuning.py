@@ -60,7 +60,7 @@ def _scheduled_run(backend, entropy_coef=0.05):
     pg_keras.train(pg_keras.Config(**SMALL, backend=backend, lr_schedule="linear",
                                    entropy_schedule="linear", entropy_coef=entropy_coef,
                                    policy_learning_rate=1e-3, value_learning_rate=4e-3),
-                   on_update=records.append)
+                   callbacks=[pg_keras.LambdaCallback(on_update_end=records.append)])
     return records
 
 
@@ -96,7 +96,8 @@ def test_constant_schedules_leave_the_metrics_and_rates_alone():
     records = []
     config = pg_keras.Config(**SMALL, lr_schedule="constant", entropy_schedule="constant",
                              policy_learning_rate=3e-3)
-    result = pg_keras.train(config, on_update=records.append)
+    result = pg_keras.train(config, callbacks=[
+        pg_keras.LambdaCallback(on_update_end=records.append)])
     assert "policy_learning_rate" not in records[0]
     assert float(result.learner.policy_optimizer.learning_rate) == pytest.approx(3e-3)
 
@@ -116,7 +117,8 @@ def test_a_resumed_run_with_schedules_matches_an_uninterrupted_one(tmp_path):
             raise Crash
 
     with pytest.raises(Crash):
-        pg_keras.train(config, root_dir=str(tmp_path / "b"), on_update=crash)
+        pg_keras.train(config, root_dir=str(tmp_path / "b"), callbacks=[
+            pg_keras.LambdaCallback(on_update_end=crash)])
     resumed = pg_keras.train(config, root_dir=str(tmp_path / "b"))
     for a, b in zip(reference.learner.policy_variables + reference.learner.value_variables,
                     resumed.learner.policy_variables + resumed.learner.value_variables):
@@ -165,13 +167,13 @@ def test_observation_clip_is_applied_by_the_policy_and_its_export(clip, tmp_path
         assert np.max(np.abs(features)) > 20
     directory = pg_keras.export_policy(learner.policy, str(tmp_path / "export"))
     loaded = tf.saved_model.load(directory)
-    np.testing.assert_array_equal(loaded(far).numpy(), learner.policy.act(far))
+    np.testing.assert_array_equal(loaded(far).numpy(), learner.policy.predict(far)[0])
     # The clip decides actions here: an export that did not clip would act otherwise.
     normalizer = learner.normalizer
     unclipped = (far - normalizer.mean.numpy()) / np.sqrt(normalizer.variance.numpy() + 1e-8)
     head = learner.policy.head
     unclipped_actions = head.to_env(head.greedy(learner.policy.network(unclipped))).numpy()
-    assert (clip == 0) == np.array_equal(unclipped_actions, learner.policy.act(far))
+    assert (clip == 0) == np.array_equal(unclipped_actions, learner.policy.predict(far)[0])
 
 
 @pytest.mark.parametrize("field, value, message", [

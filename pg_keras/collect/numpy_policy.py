@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from pg_keras import heads, spaces
-from pg_keras.layers import LOG_STD_MAX, LOG_STD_MIN
+from pg_keras.heads import LOG_STD_MAX, LOG_STD_MIN
 from pg_keras.policy import Policy
 
 # sampler(params, rng, mask=None) -> (raw action, env action), for the head's current
