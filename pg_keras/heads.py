@@ -68,6 +68,9 @@ class ActionHead(keras.layers.Layer):
     holds the action space as JSON (``pg_keras.space_json``): ``Policy.keras_model`` ends
     with the head, and ``keras.models.load_model`` rebuilds it from the config.
 
+    Args:
+        space: The gymnasium action space, or its JSON form (what the config holds).
+
     Attributes:
         space: The gymnasium action space.
         param_size: Output units the policy network must produce.
