@@ -140,13 +140,13 @@ def gymnasium_training(env_id: str, num_envs: int, steps: int, updates: int):
 
 
 class _Stop(Exception):
-    """Ends a benchmark's training run from its on_update."""
+    """Ends a benchmark's training run from its callback."""
 
 
 def launcher_training(config: pg_keras.Config, updates: int, root_dir=None):
     """``pg_keras.train`` as ``experiments.train`` calls it, ``updates`` updates per run().
 
-    The run goes on in a thread of its own, paused between runs in its ``on_update``, so
+    The run goes on in a thread of its own, paused between runs in its callback, so
     that it can be timed in alternation with other subjects while its tracing, run
     directory and writers stay warm. Returns (Timed, stop): ``stop()`` ends the run.
     """
@@ -163,8 +163,8 @@ def launcher_training(config: pg_keras.Config, updates: int, root_dir=None):
 
     def target():
         try:
-            pg_keras.train(config, root_dir=root_dir, verbose=True, progress=True,
-                           on_update=on_update)
+            pg_keras.train(config, root_dir=root_dir, callbacks=[
+                pg_keras.ProgressLogger(), pg_keras.LambdaCallback(on_update_end=on_update)])
         except _Stop:
             pass
         except BaseException as error:  # noqa: B036 (raised again by run())

@@ -48,7 +48,7 @@ def main(argv):
                               "wall_seconds": round(record["wall_seconds"], 1)}), flush=True)
             state["next"] += 1
 
-    result = pg_keras.train(config, on_update=on_update)
+    result = pg_keras.train(config, callbacks=[pg_keras.LambdaCallback(on_update_end=on_update)])
     traces = result.learner.trace_count
     print(json.dumps({"update_traces": traces, "history_records": len(result.history),
                       "cpu_cores": os.cpu_count()}))

@@ -81,7 +81,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     # Config's defaults for everything else: the residual model is the only change.
     config = pg_keras.Config(env_id=FLAGS.env_id, total_steps=FLAGS.total_steps, seed=FLAGS.seed)
-    result = pg_keras.train(config, policy_network=policy, value_network=value, verbose=True)
+    result = pg_keras.train(config, policy_network=policy, value_network=value,
+                            callbacks=[pg_keras.ProgressLogger(bar=False)])
     print(f"final evaluation return: {result.final_return:.2f}")
     if FLAGS.export_dir:
         pg_keras.export_policy(result.policy, FLAGS.export_dir, config=result.learner.config,

@@ -108,7 +108,8 @@ def main(argv):
     rows = []
     for seed_config in configs:
         start = time.perf_counter()
-        result = pg_keras.train(seed_config, target_return=target, verbose=FLAGS.verbose)
+        result = pg_keras.train(seed_config, callbacks=[pg_keras.ProgressLogger(bar=False)]
+                                if FLAGS.verbose else [])
         wall = time.perf_counter() - start
         if result.interrupted:
             # A stopped run's last evaluation is not its final one: record nothing for it,
@@ -119,7 +120,8 @@ def main(argv):
         means = [e.mean_return for e in result.evaluations]
         row = {
             "seed": seed_config.seed,
-            "solved_at": result.solved_at,
+            "solved_at": next((e.env_steps for e in result.evaluations
+                               if e.mean_return >= target), None),
             "best_eval": round(max(means), 2),
             "final_eval": round(means[-1], 2),
             "env_steps": result.env_steps,

@@ -125,8 +125,10 @@ def objective_fn(base: pg_keras.Config, space: List[Param], seeds: List[int]):
                     raise optuna.TrialPruned(f"seed {seed}, evaluation {len(means)}")
 
             try:
-                pg_keras.train(config.replace(seed=seed), on_evaluation=on_evaluation,
-                               handle_signals=False)
+                # The sweep's own Ctrl-C ends it all, not just this trial's run.
+                pg_keras.train(config.replace(seed=seed), callbacks=[
+                    pg_keras.LambdaCallback(on_evaluation=on_evaluation),
+                    pg_keras.HandleSignals(enabled=False)])
             except pg_keras.TrainingError as error:
                 trial.set_user_attr("error", str(error))
                 raise optuna.TrialPruned(str(error)) from None

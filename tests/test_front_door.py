@@ -237,13 +237,12 @@ def test_an_export_that_fails_at_the_end_names_the_command_that_exports_again(tm
     from pg_keras.training import restore_learner
 
     learner = restore_learner(os.path.join(FIXTURES, "cartpole-run"))
-    result = type("Result", (), {"policy": learner.policy})()
     target = tmp_path / "export"
     target.write_text("")  # a file where the export directory should go
-    from pg_keras.cli import train
+    from pg_keras import run_export
 
     with pytest.raises(pg_keras.TrainingError) as error:
-        train._export(result, learner.config, "runs/r", str(target), False)
+        run_export.export(learner.policy, learner.config, str(target), False, "runs/r")
     assert str(error.value).startswith("the export to export_dir"), error.value
     assert (f"the run directory 'runs/r' is kept, and `pg-keras-export "
             f"--root_dir=runs/r --export_dir={target}` exports it again") in str(error.value)

@@ -16,7 +16,6 @@ describes the group and names the worker (see the README).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Sequence
@@ -33,6 +32,7 @@ import pg_keras  # noqa: E402  (TensorFlow is imported once the flags are checke
 from pg_keras.cli.config_flags import config_from_flags, define_config_flags  # noqa: E402
 from pg_keras.config import (STRATEGIES, check_num_envs, check_render_mode,  # noqa: E402
                              check_run_options)
+from pg_keras import run_export  # noqa: E402  (no TensorFlow)
 from pg_keras.paths import check_writable  # noqa: E402
 
 
@@ -119,8 +119,7 @@ def _check_dirs(flag_values: flags.FlagValues, config) -> bool:
     check_writable(root_dir, "root_dir")
     if flag_values.export == "none":
         return False
-    check_writable(export_dir, "export_dir")
-    return flag_values.overwrite or _holds_export_of(export_dir, config)
+    return run_export.check(export_dir, config, flag_values.overwrite)
 
 
 def check(flag_values: flags.FlagValues) -> None:
@@ -145,12 +144,10 @@ def main(flag_values: flags.FlagValues) -> int:
     chief = pg_keras.distributed.worker_of(strategy).is_chief
     root_dir, export_dir = _dirs(flag_values, config)
     replace_export = _check_dirs(flag_values, config) if chief else False
-    result = pg_keras.train(config, root_dir=root_dir,
-                            checkpoint_every=flag_values.checkpoint_every,
-                            overwrite=flag_values.overwrite, verbose=not flag_values.quiet,
-                            progress=flag_values.use_progress_bar and not flag_values.quiet,
-                            strategy=strategy, target_return=flag_values.target_return,
-                            stop_when_solved=flag_values.stop_when_solved)
+    # The final policy is the library's export; the best one is restored here first.
+    export_final = flag_values.export == "final"
+    result = pg_keras.train(config, callbacks=_callbacks(flag_values), root_dir=root_dir,
+                            export_dir=export_dir if export_final else None, strategy=strategy)
     if result.interrupted:
         saved_by = "" if chief else "the chief, "
         print(f"interrupted by {result.interrupted} at {result.env_steps} env steps; checkpoint "
@@ -167,7 +164,8 @@ def main(flag_values: flags.FlagValues) -> int:
     exported = None
     if flag_values.export != "none":
         exported = _exported_evaluation(flag_values, result, root_dir)
-        _export(result, config, root_dir, export_dir, replace_export)
+    if flag_values.export == "best":
+        run_export.export(result.policy, config, export_dir, replace_export, root_dir)
     if result.worker.count > 1:
         _leave_together(strategy)
     final = result.evaluations[-1]
@@ -193,20 +191,19 @@ def _exported_evaluation(flag_values: flags.FlagValues, result, root_dir: str):
     return pg_keras.Evaluation(**best)
 
 
-def _export(result, config, root_dir: str, export_dir: str, replace: bool) -> None:
-    """Exports the policy; a failure names the command that exports the run again."""
-    try:
-        pg_keras.export_policy(result.policy, export_dir, config=config, overwrite=replace)
-    except (OSError, pg_keras.InputError) as error:
-        models = "".join(f" --{name}={getattr(config, name)}"
-                         for name in ("policy_network", "value_network")
-                         # code: named again, never read from the run directory
-                         if getattr(config, name).partition(":")[1])
-        again = (f"pg-keras-export --root_dir={root_dir} "
-                 f"--export_dir={export_dir}{models}" + (" --overwrite" if replace else ""))
-        raise pg_keras.TrainingError(
-            f"the export to export_dir {export_dir!r} failed ({error}); the run directory "
-            f"{root_dir!r} is kept, and `{again}` exports it again") from None
+def _callbacks(flag_values: flags.FlagValues) -> list:
+    """The callbacks the flags ask for."""
+    callbacks = [pg_keras.Checkpointing(every=flag_values.checkpoint_every,
+                                        overwrite=flag_values.overwrite)]
+    if not flag_values.quiet:
+        callbacks.append(pg_keras.ProgressLogger(bar=flag_values.use_progress_bar))
+    target = flag_values.target_return
+    if flag_values.stop_when_solved:
+        callbacks.append(pg_keras.StopWhenSolved(target_return=target))
+    elif target is not None:  # the target of summary.json's solved_at alone
+        callbacks.append(pg_keras.LambdaCallback(
+            on_train_begin=lambda run: setattr(run, "target_return", target)))
+    return callbacks
 
 
 def _leave_together(strategy) -> None:
@@ -230,32 +227,6 @@ def _make_strategy(flag_values: flags.FlagValues):
                       "names, with the same cluster"):
         return pg_keras.distributed.make_strategy(flag_values.strategy,
                                                   flag_values.collective_timeout)
-
-
-def _holds_export_of(export_dir: str, config) -> bool:
-    """Whether ``export_dir`` holds an export made with ``config``, or by the same run
-    stopped earlier (safe to replace).
-
-    Raises:
-        InputError: if it holds anything else (another config's export, named by the
-            fields that differ, or no export at all).
-    """
-    if not os.path.lexists(export_dir):
-        return False
-    path = os.path.join(export_dir, "config.json")
-    advice = "pass --overwrite to replace it, or choose another --export_dir"
-    try:
-        with open(path) as f:
-            stored = json.load(f)
-    except (OSError, ValueError):
-        raise pg_keras.InputError(f"export_dir {export_dir!r} exists and holds no pg_keras "
-                                  f"export (no readable config.json); {advice}") from None
-    # The export of the same run, stopped earlier, is replaced by the run continued.
-    differing = config.differences_to_resume(stored, path)
-    if differing:
-        raise pg_keras.InputError(f"export_dir {export_dir!r} holds the policy of another "
-                                  f"config ({', '.join(differing)}); {advice}")
-    return True
 
 
 def run(argv: Sequence[str]) -> int:
