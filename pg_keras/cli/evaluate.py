@@ -11,8 +11,9 @@ people and one JSON line for programs:
     mean return over 20 episodes: 500.00 +- 0.00 (CartPole-v1, greedy, saved_models/cartpole)
     {"env": "CartPole-v1", "episodes": 20, "mean_return": 500.0, "std_return": 0.0, ...}
 
-This program deliberately imports neither pg_keras nor tensorflow_probability: it is the
-proof that an exported policy runs on TensorFlow alone. ``--env`` defaults to the
+This program deliberately imports nothing of pg_keras but its own modules and the config
+it reads, and neither Keras nor tensorflow_probability: it is the proof that an exported
+policy runs on TensorFlow alone. ``--env`` defaults to the
 ``env_id`` of the ``config.json`` exported with the model, and the env is made as the run
 made it: that file's ``env_kwargs`` go to ``gym.make`` and its ``env_wrappers`` wrap each
 env (``--env_kwargs`` and ``--env_wrappers`` replace them). That file is data: code it
