@@ -552,8 +552,8 @@ def check_render_mode(make_kwargs: dict) -> None:
         raise InputError(
             "env_kwargs render_mode='human' opens a window, but this machine has no display "
             "(neither DISPLAY nor WAYLAND_DISPLAY is set); leave render_mode out to train, "
-            "and record an exported policy with `python -m experiments.evaluate "
-            "--video_dir=DIR`; received env_kwargs="
+            "and record an exported policy with `pg-keras-evaluate --video_dir=DIR`; "
+            "received env_kwargs="
             + json.dumps(make_kwargs, sort_keys=True))
     if isinstance(mode, str) and mode.startswith("rgb_array"):
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")

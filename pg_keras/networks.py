@@ -34,7 +34,7 @@ Pass it to :func:`pg_keras.train` as the model itself, or as a factory
 a module defines can also be named, ``"module:factory"`` (``Config.policy_network``,
 ``--policy_network`` of the launchers): the run directory records the name, and the
 train launcher rebuilds the model to resume the run. Exporting or restoring it needs the
-same name again from the caller (``experiments.export --policy_network=module:factory``):
+same name again from the caller (``pg-keras-export --policy_network=module:factory``):
 a run directory names code but never runs it (:func:`model_to_restore`, SECURITY.md). A
 model given as any other Python object is recorded as ``<python object NAME>``, and only
 Python can restore such a run, by passing the model again.
