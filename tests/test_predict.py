@@ -1,0 +1,79 @@
+"""Policy.predict: one call for every policy, fresh draws unless seeded."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import pg_keras
+
+OBSERVATIONS = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+SMALL = pg_keras.Config(hidden_sizes=(8,), value_hidden_sizes=(8,))
+
+
+@pytest.fixture(scope="module")
+def policies():
+    """A feed-forward policy of 5 discrete actions and a recurrent one of a 2-d box."""
+    return {
+        "feed-forward": pg_keras.build_learner(SMALL, OBSERVATIONS,
+                                               gym.spaces.Discrete(5)).policy,
+        "recurrent": pg_keras.build_learner(
+            SMALL.replace(recurrent_cell="gru", recurrent_units=8), OBSERVATIONS,
+            gym.spaces.Box(-1.0, 1.0, (2,), np.float32)).policy,
+    }
+
+
+def _observations(n=256, seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, (n, 4)).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["feed-forward", "recurrent"])
+def test_unseeded_draws_are_fresh_and_seeded_draws_repeat(policies, kind):
+    policy, observations = policies[kind], _observations()
+    first, _ = policy.predict(observations, deterministic=False)
+    second, _ = policy.predict(observations, deterministic=False)
+    # 256 draws of a barely trained policy: the same twice only if the noise repeated.
+    assert not np.array_equal(first, second)
+    seeded = [policy.predict(observations, deterministic=False, seed=7)[0] for _ in range(2)]
+    np.testing.assert_array_equal(seeded[0], seeded[1])
+    other, _ = policy.predict(observations, deterministic=False, seed=8)
+    assert not np.array_equal(seeded[0], other)
+
+
+def test_deterministic_is_the_greedy_action_and_feed_forward_state_stays_none(policies):
+    policy, observations = policies["feed-forward"], _observations()
+    actions, state = policy.predict(observations)
+    assert state is None
+    np.testing.assert_array_equal(actions, policy.greedy(tf.constant(observations)).numpy())
+    again, _ = policy.predict(observations, deterministic=True, seed=3)  # seed unused
+    np.testing.assert_array_equal(actions, again)
+
+
+def test_sampled_actions_follow_the_policy(policies):
+    policy = policies["feed-forward"]
+    observation = _observations(1)
+    probabilities = tf.nn.softmax(policy.params(tf.constant(observation))[0]).numpy()
+    draws = np.concatenate([policy.predict(np.repeat(observation, 500, 0),
+                                           deterministic=False)[0] for _ in range(8)])
+    frequencies = np.bincount(draws, minlength=5) / draws.size
+    # 4000 draws: each frequency within 5 standard errors of its probability.
+    np.testing.assert_allclose(frequencies, probabilities,
+                               atol=5 * np.sqrt(0.25 / draws.size))
+
+
+def test_the_recurrent_state_threads_through_predict(policies):
+    policy, observations = policies["recurrent"], _observations(6 * 3).reshape(6, 3, 4)
+    state = policy.initial_state(3)
+    fresh, _ = policy.predict(observations[0])
+    carried = None
+    for step in range(6):
+        actions, carried = policy.predict(observations[step], state=carried)
+        expected, state = policy.greedy_step(tf.constant(observations[step]), state)
+        np.testing.assert_allclose(actions, expected.numpy(), rtol=1e-6)
+        state = {**state, "reset": tf.zeros([3])}
+        assert carried["reset"].shape == (3,) and not carried["reset"].any()
+        if step == 0:
+            np.testing.assert_array_equal(actions, fresh)  # None is the initial state
+    # The state carries memory: the same observation after another history acts otherwise.
+    later, _ = policy.predict(observations[0], state=carried)
+    assert not np.allclose(later, fresh)
