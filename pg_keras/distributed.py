@@ -215,7 +215,8 @@ class GroupStep:
         env_steps: Env steps of this update, summed over the workers.
         stop_signal: The signal number a worker was asked to stop with (SIGINT, SIGTERM),
             the largest one if several; 0 if none.
-        solved: Whether a worker (the chief, which evaluates) has seen the target reached.
+        solved: Whether a worker's callbacks asked the run to stop (``run.stop_training``,
+            e.g. the chief's ``StopWhenSolved`` at an evaluation).
         episodes: Episodes that ended in this update, on all workers.
         return_mean, return_min, return_max, length_mean: Their statistics (NaN if none).
     """
@@ -242,7 +243,7 @@ class Group:
     """A group of one: this process alone. :class:`GroupSync` is the group of several.
 
     The training loop talks to either the same way: once per update it agrees on the
-    figures of the update, and the group decides when a solve ends the run.
+    figures of the update, and the group decides when a callback's stop ends the run.
 
     Args:
         strategy: The strategy the update runs under.
@@ -267,7 +268,7 @@ class Group:
                          episodes=len(returns))
 
     def ends_at_evaluation(self, solved: bool) -> bool:
-        """Whether a solve seen by the chief's evaluation ends the loop at once; a group
+        """Whether a stop asked by this process's callbacks ends the loop at once; a group
         of several ends together after the next update instead."""
         return solved
 
@@ -321,7 +322,7 @@ class GroupSync(Group):
             length_mean=sums[4] / episodes if episodes else float("nan"))
 
     def ends_at_evaluation(self, solved: bool) -> bool:
-        """Never: the other workers learn of the solve at the next update's agreement."""
+        """Never: the other workers learn of the stop at the next update's agreement."""
         return False
 
     def barrier(self) -> None:
