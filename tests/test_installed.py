@@ -67,9 +67,11 @@ def test_importing_the_commands_starts_no_tensorflow():
     assert run.stdout.strip() == "[]"
 
 
-def _tracked_copy(destination: str) -> str:
-    """The checkout's tracked files (as `pip install .` of a clone sees them)."""
-    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
+def _source_copy(destination: str) -> str:
+    """The checkout's files, tracked or new, without what git ignores (build outputs,
+    runs, the virtual environment): what `pip install .` of a clone sees."""
+    tracked = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
+                              "--exclude-standard"], cwd=ROOT, capture_output=True,
                              check=True).stdout.decode().split("\0")
     for name in filter(None, tracked):
         source = os.path.join(ROOT, name)
@@ -94,7 +96,7 @@ def _fresh_venv(base: str) -> str:
                              check=True).stdout.strip()
     with open(os.path.join(purelib, "pg_keras_test_dependencies.pth"), "w") as f:
         f.write(sysconfig.get_paths()["purelib"] + "\n")
-    source = _tracked_copy(os.path.join(base, "source"))
+    source = _source_copy(os.path.join(base, "source"))
     subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-deps",
                     "--no-build-isolation", "--no-index", source], check=True, timeout=600,
                    cwd=base)
