@@ -109,20 +109,10 @@ def export_policy(policy: Policy, export_dir: str | os.PathLike, *, config: Opti
     _check_policy(policy, format)
     export_dir = os.path.abspath(os.fspath(export_dir))
     _check_target(export_dir, overwrite)
-    config_text = None
-    if config is not None:
-        # Serialized before anything is written, so a config that is not JSON fails early.
-        stored = config.to_stored() if hasattr(config, "to_stored") else config.to_dict()
-        config_text = json.dumps(stored, indent=2, sort_keys=True) + "\n"
-
+    # Serialized before anything is written, so a config that is not JSON fails early.
+    config_text = None if config is None else _config_text(config)
     module, signatures = _build_module(policy)
-    parent = os.path.dirname(export_dir)
-    os.makedirs(parent, exist_ok=True)
-    _remove_abandoned_temp_dirs(export_dir)
-    # Same parent, hence same filesystem: the renames below are atomic. The pid in the
-    # name tells a later export whether the writer is still alive.
-    temp_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.tmp-{os.getpid()}-",
-                                dir=parent)
+    temp_dir = _temp_dir(export_dir)
     try:
         _write(module, signatures, temp_dir, format)
         _make_readable(temp_dir)
@@ -134,6 +124,24 @@ def export_policy(policy: Policy, export_dir: str | os.PathLike, *, config: Opti
         shutil.rmtree(temp_dir, ignore_errors=True)
         raise
     return export_dir
+
+
+def _config_text(config) -> str:
+    """``config.json``'s text: the config's stored form (or ``to_dict()``), sorted."""
+    stored = config.to_stored() if hasattr(config, "to_stored") else config.to_dict()
+    return json.dumps(stored, indent=2, sort_keys=True) + "\n"
+
+
+def _temp_dir(export_dir: str) -> str:
+    """A new directory next to ``export_dir`` (its parent created if missing) to write the
+    export in, once the abandoned ones of dead writers are removed."""
+    parent = os.path.dirname(export_dir)
+    os.makedirs(parent, exist_ok=True)
+    _remove_abandoned_temp_dirs(export_dir)
+    # Same parent, hence same filesystem: the renames into place are atomic. The pid in
+    # the name tells a later export whether the writer is still alive.
+    return tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.tmp-{os.getpid()}-",
+                            dir=parent)
 
 
 def _check_policy(policy, format: str) -> None:
