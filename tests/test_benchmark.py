@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from experiments import benchmark
+from benchmarks import benchmark
 from benchmarks.benchmark import (Timed, _keep_best, interleaved_rates, measure_launcher,
                                    summarize)
 
