@@ -53,7 +53,7 @@ from tensorflow.python.training import checkpoint_state_pb2
 from pg_keras import faults, strict_json
 from pg_keras.config import InputError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 @dataclasses.dataclass

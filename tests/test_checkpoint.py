@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import pg_keras
+from pg_keras.checkpoint import FORMAT_VERSION
 
 CONFIG = pg_keras.Config(total_steps=3072, num_envs=4, steps_per_update=32, eval_every=1024,
                          eval_episodes=2, normalize_observations=True)
@@ -95,7 +96,7 @@ def test_run_directory_files(finished):
                     for n in (16, 24, 8)]
     with open(os.path.join(root, "checkpoints", "loop-24.json")) as f:
         loop = json.load(f)
-    assert loop["env_steps"] == 3072 and loop["format_version"] == 2
+    assert loop["env_steps"] == 3072 and loop["format_version"] == FORMAT_VERSION
     assert [e["env_steps"] for e in loop["evaluations"]] == [1024, 2048, 3072]
 
 

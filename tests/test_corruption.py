@@ -19,6 +19,7 @@ import pytest
 import tensorflow as tf
 
 import pg_keras
+from pg_keras.checkpoint import FORMAT_VERSION
 
 CHECKPOINT_EVERY = 400
 EVERY = [pg_keras.Checkpointing(every=CHECKPOINT_EVERY)]
@@ -279,7 +280,7 @@ def test_a_checkpoint_of_another_format_is_refused_in_one_line(finished, tmp_pat
     with pytest.raises(pg_keras.InputError) as error:
         pg_keras.train(CONFIG, root_dir=str(root), callbacks=EVERY)
     assert "loop-12.json holds a checkpoint of format 1; this version of pg_keras reads " \
-           "format 2 only: train again" in str(error.value)
+           f"format {FORMAT_VERSION} only: train again" in str(error.value)
 
 
 def test_the_launcher_refuses_a_run_with_no_intact_checkpoint_in_one_line(finished,
