@@ -4,7 +4,7 @@ what survives a kill reproduces exactly, on any machine.
 ``PG_KERAS_FAULT=<point>:<n>`` makes the n-th arrival (from 1) at ``<point>`` SIGKILL the
 process. The points:
 
-    collect           a batch collected, before the update learns from it
+    collect           a batch collected, before the update learns from it (gymnasium backend)
     update            an update learned and reported (its record not yet on disk)
     checkpoint_save   mid-checkpoint: the loop state written, the weights not yet
     checkpoint        a checkpoint saved
