@@ -49,16 +49,23 @@ import pg_keras  # noqa: E402
 # Imported by main, once the flags are checked and TensorFlow has started quietly.
 gym = keras = tf = CompiledCollector = make_compiled_env = None
 
-flags.DEFINE_bool("quick", False, "A few seconds per configuration, for a smoke run.")
-flags.DEFINE_list("paths", ["launcher", "gymnasium", "compiled"], "Which paths to measure.")
-flags.DEFINE_list("env_ids", [], "Only these env ids (default: all).")
-flags.DEFINE_list("num_envs", [], "Only these numbers of envs (default: all).")
-flags.DEFINE_integer("repeats", 7, "Timed (reference, training) pairs; medians reported.")
-flags.DEFINE_bool("async_reference", True, "Also time the async vector env (gymnasium).")
+# This tool's flags: its own, never absl's global registry.
+FLAGS = flags.FlagValues()
+flags.DEFINE_bool("quick", False, "A few seconds per configuration, for a smoke run.",
+                  flag_values=FLAGS)
+flags.DEFINE_list("paths", ["launcher", "gymnasium", "compiled"], "Which paths to measure.",
+                  flag_values=FLAGS)
+flags.DEFINE_list("env_ids", [], "Only these env ids (default: all).", flag_values=FLAGS)
+flags.DEFINE_list("num_envs", [], "Only these numbers of envs (default: all).",
+                  flag_values=FLAGS)
+flags.DEFINE_integer("repeats", 7, "Timed (reference, training) pairs; medians reported.",
+                     flag_values=FLAGS)
+flags.DEFINE_bool("async_reference", True, "Also time the async vector env (gymnasium).",
+                  flag_values=FLAGS)
 flags.DEFINE_list("jit_compile", ["false", "true"], "Compiled path: the update without, with "
-                  "XLA.")
-flags.DEFINE_bool("xla_rollout", True, "Compiled path without jit_compile: the rollout under XLA.")
-FLAGS = flags.FLAGS
+                  "XLA.", flag_values=FLAGS)
+flags.DEFINE_bool("xla_rollout", True, "Compiled path without jit_compile: the rollout under XLA.",
+                  flag_values=FLAGS)
 
 # (env id, num_envs, steps per update) of the gymnasium path.
 GYMNASIUM = [("CartPole-v1", 16, 32), ("CartPole-v1", 64, 32), ("CartPole-v1", 256, 32),
@@ -364,4 +371,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run("benchmark", main, bad_input=(pg_keras.InputError,))
+    cli.run("benchmark", FLAGS, main, usage=__doc__, bad_input=(pg_keras.InputError,))

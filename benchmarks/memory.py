@@ -24,11 +24,13 @@ cli.require_tensorflow_backend("memory")
 
 import pg_keras  # noqa: E402
 
-flags.DEFINE_string("env_id", "CartPole-v1", "Gymnasium env id.")
-flags.DEFINE_integer("total_steps", 1_000_000, "Env steps.")
-flags.DEFINE_list("checkpoints", ["250000", "1000000"], "Env steps at which to report.")
-flags.DEFINE_string("backend", "gymnasium", "gymnasium or compiled.")
-FLAGS = flags.FLAGS
+# This tool's flags: its own, never absl's global registry.
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("env_id", "CartPole-v1", "Gymnasium env id.", flag_values=FLAGS)
+flags.DEFINE_integer("total_steps", 1_000_000, "Env steps.", flag_values=FLAGS)
+flags.DEFINE_list("checkpoints", ["250000", "1000000"], "Env steps at which to report.",
+                  flag_values=FLAGS)
+flags.DEFINE_string("backend", "gymnasium", "gymnasium or compiled.", flag_values=FLAGS)
 
 
 def peak_rss_mib() -> float:
@@ -55,4 +57,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run("memory", main, bad_input=(pg_keras.InputError,))
+    cli.run("memory", FLAGS, main, usage=__doc__, bad_input=(pg_keras.InputError,))

@@ -22,13 +22,16 @@ from absl import flags
 
 from pg_keras.cli import common as cli
 
-flags.DEFINE_list("workers", ["1", "2"], "Group sizes to measure.")
-flags.DEFINE_integer("num_envs", 8, "Environments per worker.")
-flags.DEFINE_integer("total_steps", 40_000, "Env steps of each run, summed over workers.")
+# This tool's flags: its own, never absl's global registry.
+FLAGS = flags.FlagValues()
+flags.DEFINE_list("workers", ["1", "2"], "Group sizes to measure.", flag_values=FLAGS)
+flags.DEFINE_integer("num_envs", 8, "Environments per worker.", flag_values=FLAGS)
+flags.DEFINE_integer("total_steps", 40_000, "Env steps of each run, summed over workers.",
+                     flag_values=FLAGS)
 flags.DEFINE_string("flagfile_for_train", "experiments/configs/cartpole.cfg",
-                    "The flagfile every worker trains with.")
-flags.DEFINE_list("train_flags", [], "More flags for experiments.train (comma-separated).")
-FLAGS = flags.FLAGS
+                    "The flagfile every worker trains with.", flag_values=FLAGS)
+flags.DEFINE_list("train_flags", [], "More flags for experiments.train (comma-separated).",
+                  flag_values=FLAGS)
 
 
 def run_group(workers: int, root: str, extra) -> dict:
@@ -77,4 +80,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run("scaling", main, tensorflow=False)
+    cli.run("scaling", FLAGS, main, usage=__doc__, tensorflow=False)

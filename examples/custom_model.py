@@ -33,14 +33,16 @@ import keras  # noqa: E402
 
 import pg_keras  # noqa: E402
 
-FLAGS = flags.FLAGS
+# The example's flags: its own, never absl's global registry.
+FLAGS = flags.FlagValues()
 
 
 def _define_flags() -> None:
-    flags.DEFINE_string("env_id", "CartPole-v1", "Gymnasium env id.")
-    flags.DEFINE_integer("total_steps", 50_000, "Env steps to train for.")
-    flags.DEFINE_integer("seed", 0, "Seed.")
-    flags.DEFINE_string("export_dir", None, "Export the policy here (optional).")
+    flags.DEFINE_string("env_id", "CartPole-v1", "Gymnasium env id.", flag_values=FLAGS)
+    flags.DEFINE_integer("total_steps", 50_000, "Env steps to train for.", flag_values=FLAGS)
+    flags.DEFINE_integer("seed", 0, "Seed.", flag_values=FLAGS)
+    flags.DEFINE_string("export_dir", None, "Export the policy here (optional).",
+                        flag_values=FLAGS)
 
 
 @keras.saving.register_keras_serializable(package="examples")
@@ -92,4 +94,5 @@ def main(argv):
 
 if __name__ == "__main__":
     _define_flags()
-    cli.run("custom_model", main, bad_input=(pg_keras.InputError,), tensorflow=False)
+    cli.run("custom_model", FLAGS, main, usage=__doc__, bad_input=(pg_keras.InputError,),
+            tensorflow=False)

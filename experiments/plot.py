@@ -21,11 +21,14 @@ from experiments.curves import draw_band
 from pg_keras.config import InputError
 from pg_keras.paths import check_writable_file
 
-flags.DEFINE_list("root_dirs", None, "Run directories to plot.", required=True)
-flags.DEFINE_string("out", "curves.png", "Output image (PNG, SVG or PDF).")
-flags.DEFINE_enum("source", "eval", ["eval", "train"], "Which return to plot.")
-flags.DEFINE_string("title", None, "Figure title; default: the env id(s).")
-FLAGS = flags.FLAGS
+# This tool's flags: its own, never absl's global registry.
+FLAGS = flags.FlagValues()
+flags.DEFINE_list("root_dirs", None, "Run directories to plot.", required=True,
+                  flag_values=FLAGS)
+flags.DEFINE_string("out", "curves.png", "Output image (PNG, SVG or PDF).", flag_values=FLAGS)
+flags.DEFINE_enum("source", "eval", ["eval", "train"], "Which return to plot.",
+                  flag_values=FLAGS)
+flags.DEFINE_string("title", None, "Figure title; default: the env id(s).", flag_values=FLAGS)
 
 
 def read_curve(root_dir: str, source: str) -> Tuple[List[float], List[float]]:
@@ -117,4 +120,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run("plot", main, bad_input=(InputError,), check=check, tensorflow=False)
+    cli.run("plot", FLAGS, main, usage=__doc__, bad_input=(InputError,), check=check,
+            tensorflow=False)

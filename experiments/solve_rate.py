@@ -39,13 +39,18 @@ cli.require_tensorflow_backend("solve_rate")
 import pg_keras  # noqa: E402  (TensorFlow is imported once the flags are checked)
 from pg_keras.cli.config_flags import config_from_flags, define_config_flags  # noqa: E402
 
-define_config_flags()
-flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds to train with, one run each.")
+# This tool's flags: its own, never absl's global registry.
+FLAGS = flags.FlagValues()
+define_config_flags(FLAGS)
+flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds to train with, one run each.",
+                  flag_values=FLAGS)
 flags.DEFINE_float("target", None, "Mean evaluation return that counts as solved; default: "
-                   "the env's registered reward_threshold (required where it has none).")
-flags.DEFINE_bool("verbose", False, "Print a line at each evaluation while training.")
-flags.DEFINE_string("output", None, "Also append the JSON lines to this file.")
-FLAGS = flags.FLAGS
+                   "the env's registered reward_threshold (required where it has none).",
+                   flag_values=FLAGS)
+flags.DEFINE_bool("verbose", False, "Print a line at each evaluation while training.",
+                  flag_values=FLAGS)
+flags.DEFINE_string("output", None, "Also append the JSON lines to this file.",
+                    flag_values=FLAGS)
 
 
 def summarize(rows, target: float) -> dict:
@@ -79,7 +84,7 @@ def checked_flags():
     if FLAGS.target is not None and not math.isfinite(FLAGS.target):
         raise pg_keras.InputError(f"target must be a finite number (or left out for the env's "
                                   f"reward_threshold); received --target={FLAGS.target}")
-    config = config_from_flags()
+    config = config_from_flags(FLAGS)
     configs = [config.replace(seed=seed) for seed in seeds]
     if config.eval_every == 0:
         raise pg_keras.InputError("the protocol evaluates during training; received "
@@ -135,4 +140,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run("solve_rate", main, bad_input=(pg_keras.InputError,), check=checked_flags)
+    cli.run("solve_rate", FLAGS, main, usage=__doc__, bad_input=(pg_keras.InputError,),
+            check=checked_flags)

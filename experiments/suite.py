@@ -46,26 +46,32 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK_FLAGS = ("--total_steps=4000", "--eval_every=2000", "--eval_episodes=3")
 INTERRUPTED = (130, 143, -2, -15)
 
+# This tool's flags: its own, never absl's global registry.
+FLAGS = flags.FlagValues()
 flags.DEFINE_list("tasks", None, "Task names (experiments/configs/<task>.cfg) or flagfile "
-                  "paths.")
+                  "paths.", flag_values=FLAGS)
 flags.DEFINE_list("seeds", None, "Seeds, one run each, for every task; default: each "
-                  "flagfile's '# seeds:' header, or 100-104.")
-flags.DEFINE_string("root", "results", "Directory of the runs, runs.jsonl, logs and report.")
-flags.DEFINE_integer("parallel", 1, "Runs at a time (processes).")
+                  "flagfile's '# seeds:' header, or 100-104.", flag_values=FLAGS)
+flags.DEFINE_string("root", "results", "Directory of the runs, runs.jsonl, logs and report.",
+                    flag_values=FLAGS)
+flags.DEFINE_integer("parallel", 1, "Runs at a time (processes).", flag_values=FLAGS)
 flags.DEFINE_bool("quick", False, "A smoke test: CartPole, seeds 0,1, 4,000 steps, a tmp "
-                  "root, 2 runs at a time, the results page left alone (explicit flags win).")
-flags.DEFINE_bool("report_only", False, "Run nothing; report what runs.jsonl holds.")
+                  "root, 2 runs at a time, the results page left alone (explicit flags win).",
+                  flag_values=FLAGS)
+flags.DEFINE_bool("report_only", False, "Run nothing; report what runs.jsonl holds.",
+                  flag_values=FLAGS)
 flags.DEFINE_string("results_page", os.path.join(REPO, "docs", "results.md"), "Markdown page "
-                    "whose results table is regenerated; '' for none.")
+                    "whose results table is regenerated; '' for none.", flag_values=FLAGS)
 flags.DEFINE_string("plots_dir", os.path.join(REPO, "docs", "results"), "Where the "
-                    "learning-curve PNGs go (<task>.png).")
+                    "learning-curve PNGs go (<task>.png).", flag_values=FLAGS)
 flags.DEFINE_float("hold_fraction", 0.95, "A solved run stays solved if every later "
                    "evaluation is >= target - (1 - hold_fraction) * |target| (a flagfile's "
-                   "'# hold_fraction:' header wins).")
+                   "'# hold_fraction:' header wins).", flag_values=FLAGS)
 flags.DEFINE_bool("overwrite", False, "Start over in a run directory that holds a run of an "
-                  "older version of the flagfile (passes --overwrite to the train launcher).")
-flags.DEFINE_integer("bootstrap_reps", 10_000, "Bootstrap replicates of the IQM's interval.")
-FLAGS = flags.FLAGS
+                  "older version of the flagfile (passes --overwrite to the train launcher).",
+                  flag_values=FLAGS)
+flags.DEFINE_integer("bootstrap_reps", 10_000, "Bootstrap replicates of the IQM's interval.",
+                     flag_values=FLAGS)
 
 
 class BadInput(ValueError):
@@ -462,4 +468,4 @@ def _update_page(plan, summaries, records, plots) -> None:
 
 
 if __name__ == "__main__":
-    cli.run("suite", main, bad_input=(BadInput,), tensorflow=False)
+    cli.run("suite", FLAGS, main, usage=__doc__, bad_input=(BadInput,), tensorflow=False)

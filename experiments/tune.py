@@ -47,30 +47,37 @@ from pg_keras.paths import check_writable, check_writable_file  # noqa: E402
 from pg_keras.cli.config_flags import config_from_flags, define_config_flags  # noqa: E402
 from experiments.tune_space import field_types, from_choice, parse_param  # noqa: E402
 
-define_config_flags()
+# This tool's flags: its own, never absl's global registry.
+FLAGS = flags.FlagValues()
+define_config_flags(FLAGS)
 flags.DEFINE_list("search", None, "Flags to search: name, name:low:high[:log|:linear], or "
-                  "name:a|b|c.")
-flags.DEFINE_integer("trials", 20, "Finished (complete or pruned) trials the study should hold.")
+                  "name:a|b|c.", flag_values=FLAGS)
+flags.DEFINE_integer("trials", 20, "Finished (complete or pruned) trials the study should hold.",
+                     flag_values=FLAGS)
 flags.DEFINE_string("study", None, "SQLite file of the study (.db), or a directory for "
-                    "<dir>/study.db.")
+                    "<dir>/study.db.", flag_values=FLAGS)
 flags.DEFINE_string("study_name", None, "Name of the study in the file; default: the "
-                    "flagfile's name.")
-flags.DEFINE_list("seeds", ["0"], "Seeds each trial trains with (its score is their mean).")
+                    "flagfile's name.", flag_values=FLAGS)
+flags.DEFINE_list("seeds", ["0"], "Seeds each trial trains with (its score is their mean).",
+                  flag_values=FLAGS)
 flags.DEFINE_enum("objective", "final", ["final", "auc"], "final: the last evaluation's mean; "
-                  "auc: the mean of every evaluation's mean.")
-flags.DEFINE_integer("sampler_seed", 0, "Seed of the TPE sampler.", lower_bound=0)
+                  "auc: the mean of every evaluation's mean.", flag_values=FLAGS)
+flags.DEFINE_integer("sampler_seed", 0, "Seed of the TPE sampler.", lower_bound=0,
+                     flag_values=FLAGS)
 flags.DEFINE_integer("random_trials", 10, "Trials sampled at random before TPE models the "
-                     "results.", lower_bound=0)
-flags.DEFINE_bool("prune", True, "Stop trials whose evaluations fall below the median.")
+                     "results.", lower_bound=0, flag_values=FLAGS)
+flags.DEFINE_bool("prune", True, "Stop trials whose evaluations fall below the median.",
+                  flag_values=FLAGS)
 flags.DEFINE_integer("prune_after_trials", 5, "Finished trials before any pruning.",
-                     lower_bound=0)
+                     lower_bound=0, flag_values=FLAGS)
 flags.DEFINE_integer("prune_warmup_evals", 2, "Evaluations of a trial's first seed before "
-                     "it can be pruned.", lower_bound=0)
-flags.DEFINE_string("out", None, "Also write the best flagfile here.")
-flags.DEFINE_integer("parallel", 1, "Processes that run trials of the study at once.")
+                     "it can be pruned.", lower_bound=0, flag_values=FLAGS)
+flags.DEFINE_string("out", None, "Also write the best flagfile here.", flag_values=FLAGS)
+flags.DEFINE_integer("parallel", 1, "Processes that run trials of the study at once.",
+                     flag_values=FLAGS)
 flags.DEFINE_integer("worker", 0, "Set by --parallel: this process's index among them (0, "
-                     "the one started by hand, also reports the best trial).")
-FLAGS = flags.FLAGS
+                     "the one started by hand, also reports the best trial).",
+                     flag_values=FLAGS)
 
 def flagfile_argument(argv: Sequence[str]) -> str:
     """The one ``--flagfile`` of the command line (the flagfile the result rewrites)."""
@@ -251,7 +258,7 @@ def main(argv):
                                   f"--seeds={','.join(FLAGS.seeds)}") from None
     if not seeds:
         raise pg_keras.InputError("seeds must name at least one seed; received --seeds=''")
-    base = config_from_flags()
+    base = config_from_flags(FLAGS)
     if not base.eval_every:
         raise pg_keras.InputError("tune scores trials by their evaluations; received "
                                   "--eval_every=0")
@@ -325,5 +332,6 @@ def _config_overrides(argv: Sequence[str]) -> List[str]:
 
 
 if __name__ == "__main__":
-    cli.run("tune", main, bad_input=(pg_keras.InputError, flagfiles.FlagfileError),
+    cli.run("tune", FLAGS, main, usage=__doc__,
+            bad_input=(pg_keras.InputError, flagfiles.FlagfileError),
             failures=(pg_keras.TrainingError,))

@@ -2,15 +2,12 @@
 
 For tests whose subject is what a launcher does with its flags, not how a process starts:
 they skip the new interpreter's imports of TensorFlow and pg_keras. An installed command
-(train, export, evaluate) is the plain function ``pg_keras.cli.<name>.run(argv)``, which
-parses flags of its own; its exit code, stdout and stderr come back as a ``subprocess``
-result would. The contracts that are about a process (a kill, TensorFlow's start-up
-lines, nothing imported before the flags are checked) stay with real subprocesses.
-
-The research tools (suite, tune, plot, ...) define their flags on absl's global
-``FLAGS``, and some define the same name (``num_envs``, ``seeds``, ``quick``): during a
-run of one every flag but absl's own is set aside, and afterwards the tool's flags are
-removed and the others put back.
+(train, export, evaluate) is the plain function ``pg_keras.cli.<name>.run(argv)``; a
+research tool (suite, tune, plot, ...) runs its ``__main__`` block, executed afresh, so
+its flags (a ``FlagValues`` of its own) start from their defaults. Neither touches absl's
+global flags. The exit code, stdout and stderr come back as a ``subprocess`` result
+would. The contracts that are about a process (a kill, TensorFlow's start-up lines,
+nothing imported before the flags are checked) stay with real subprocesses.
 """
 
 from __future__ import annotations
@@ -25,8 +22,6 @@ import signal
 import subprocess
 import sys
 import warnings
-
-from absl import app, flags  # noqa: F401  (app: its own flags exist before any launcher runs)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,16 +40,12 @@ def run(module: str, *args: str, cwd: str = REPO) -> Completed:
     """Runs ``python -m module *args`` in this process, from ``cwd``.
 
     An installed command (``experiments.train`` or ``pg_keras.cli.train``: train, export,
-    evaluate) is called as the plain function it is, ``run(argv)`` on flags of its own; a
-    research tool's ``__main__`` block runs on absl's global flags."""
+    evaluate) is called as the plain function it is, ``run(argv)``; a research tool's
+    ``__main__`` block runs."""
     out, err = io.StringIO(), io.StringIO()
     command = _command(module)
-    with contextlib.ExitStack() as stack:
-        if command is None:
-            stack.enter_context(_flags_of_one_launcher())
-        stack.enter_context(_process_state(module, args, cwd))
-        stack.enter_context(contextlib.redirect_stdout(out))
-        stack.enter_context(contextlib.redirect_stderr(err))
+    with _process_state(module, args, cwd), contextlib.redirect_stdout(out), \
+            contextlib.redirect_stderr(err):
         try:
             if command is not None:
                 code = command.run([module.rsplit(".", 1)[-1], *args])
@@ -82,12 +73,11 @@ def run_processes(*commands: list, timeout: float = 300, **popen_kwargs) -> list
 
 @contextlib.contextmanager
 def loaded(module: str, *args: str):
-    """The namespace of ``module`` imported afresh, its flags defined and parsed from
-    ``args``, for a test that calls its functions; its flags are removed afterwards."""
-    with _flags_of_one_launcher():
-        namespace = runpy.run_module(module, run_name=module)
-        flags.FLAGS([module.rsplit(".", 1)[-1], *args])
-        yield namespace
+    """The namespace of the research tool ``module`` imported afresh, its flags (its
+    ``FLAGS``) parsed from ``args``, for a test that calls its functions."""
+    namespace = runpy.run_module(module, run_name=module)
+    namespace["FLAGS"]([module.rsplit(".", 1)[-1], *args])
+    yield namespace
 
 
 def _command(module: str):
@@ -123,34 +113,3 @@ def _process_state(module, args, cwd):
         os.chdir(directory)
         for s, handler in handlers.items():
             signal.signal(s, handler)
-
-
-def _absl_flags(values) -> set:
-    """The names of the flags absl itself defines (absl.app's, absl.logging's)."""
-    owners = {id(flag): module for module, defined in values.flags_by_module_dict().items()
-              for flag in defined}
-    return {name for name, flag in values._flags().items()
-            if owners.get(id(flag), "").split(".")[0] == "absl"}
-
-
-@contextlib.contextmanager
-def _flags_of_one_launcher():
-    values = flags.FLAGS
-    owners = {id(flag): module for module, defined in values.flags_by_module_dict().items()
-              for flag in defined}
-    kept = _absl_flags(values)
-    aside = {name: flag for name, flag in values._flags().items() if name not in kept}
-    for name in aside:
-        delattr(values, name)
-    try:
-        yield
-    finally:
-        kept = _absl_flags(values)  # with those of absl modules the launcher imported
-        for name in [n for n in values._flags() if n not in kept]:
-            delattr(values, name)
-        registered = set()
-        for name, flag in aside.items():
-            values[name] = flag
-            if id(flag) not in registered and id(flag) in owners:
-                values.register_flag_by_module(owners[id(flag)], flag)
-                registered.add(id(flag))

@@ -21,7 +21,7 @@ import sys
 import tempfile
 from typing import Callable, Optional, Sequence, Tuple, Type
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -123,47 +123,26 @@ def start_tensorflow(show_logs: bool = False) -> None:
             sys.stderr.flush()
 
 
-def run(name: str, main: Callable, bad_input: Tuple[Type[BaseException], ...] = (),
+def run(name: str, flag_values: flags.FlagValues, main: Callable, usage: str = "",
+        bad_input: Tuple[Type[BaseException], ...] = (),
         failures: Tuple[Type[BaseException], ...] = (), check: Optional[Callable] = None,
         tensorflow: bool = True) -> None:
-    """``absl.app.run`` with our error contract.
+    """Runs a research tool on ``sys.argv`` and exits with its status.
+
+    For tools that define their flags when imported, on a ``FlagValues`` of their own
+    (never absl's global registry): :func:`execute`'s contract, with ``main`` and
+    ``check`` reading the flags from there.
 
     Args:
-        name: The launcher's name in messages.
-        main: The absl main function.
-        bad_input: Exceptions that mean bad input: one line, exit code 2.
-        failures: Exceptions that mean the work failed for a reason the message explains:
-            one line, exit code 1 (anything else keeps its traceback).
+        name: The tool's name in messages.
+        flag_values: The tool's flags.
+        main: Called with ``[name]``; returns the exit code (None: 0).
+        usage, bad_input, failures, tensorflow: As for :func:`execute`.
         check: Called with no argument after the flags are parsed and before TensorFlow
             is imported, to refuse bad input in a fraction of a second.
-        tensorflow: Import TensorFlow (its start-up lines held back) before ``main``.
     """
-    flags.DEFINE_bool("tf_logs", os.environ.get(TF_LOGS_ENV, "") not in ("", "0"),
-                      "Show the lines TensorFlow prints while it starts (hidden by default; "
-                      f"{TF_LOGS_ENV}=1 sets this too).")
-
-    def parse(argv):
-        try:
-            return flags.FLAGS(argv)
-        except flags.Error as error:
-            fail(name, str(error).strip().splitlines()[0])
-
-    def wrapped(argv):
-        logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines drown the output.
-        if len(argv) > 1:
-            fail(name, f"unexpected arguments: {' '.join(argv[1:])}")
-        try:
-            if check is not None:
-                check()
-            if tensorflow:
-                start_tensorflow(show_logs=flags.FLAGS.tf_logs)
-            return main(argv)
-        except bad_input as error:
-            fail(name, str(error))
-        except failures as error:
-            fail(name, str(error), EXIT_FAILED)
-
-    app.run(wrapped, flags_parser=parse)
+    sys.exit(_execute(name, sys.argv, flag_values, lambda values: main([name]), usage,
+                      bad_input, failures, check and (lambda values: check()), tensorflow))
 
 
 HELP_ARGS = ("-h", "-?", "--help", "--helpshort", "--helpfull")
@@ -198,6 +177,11 @@ def execute(name: str, argv: Sequence[str], define: Callable[[flags.FlagValues],
     """
     values = flags.FlagValues()
     define(values)
+    return _execute(name, argv, values, main, usage, bad_input, failures, check, tensorflow)
+
+
+def _execute(name, argv, values, main, usage, bad_input, failures, check, tensorflow) -> int:
+    """:func:`execute` on flags already defined on ``values``."""
     flags.DEFINE_bool("tf_logs", os.environ.get(TF_LOGS_ENV, "") not in ("", "0"),
                       "Show the lines TensorFlow prints while it starts (hidden by default; "
                       f"{TF_LOGS_ENV}=1 sets this too).", flag_values=values)

@@ -1,7 +1,7 @@
 """absl flags generated from :class:`pg_keras.Config`, so the two cannot drift.
 
 Every Config field is a flag of the same name, with the field's default and the help text
-of its docstring. ``config_from_flags()`` builds the validated Config.
+of its docstring. ``config_from_flags(flag_values)`` builds the validated Config.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def _field_help() -> dict:
     return help_by_name
 
 
-def define_config_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+def define_config_flags(flag_values: flags.FlagValues) -> None:
     """Defines one flag per Config field on ``flag_values``."""
     hints = typing.get_type_hints(Config)
     help_by_name = _field_help()
@@ -53,7 +53,7 @@ def define_config_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
             raise TypeError(f"no flag type for Config.{field.name}: {kind}")
 
 
-def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> Config:
+def config_from_flags(flag_values: flags.FlagValues) -> Config:
     """The Config the parsed flags describe (validated; raises InputError)."""
     hints = typing.get_type_hints(Config)
     values = {}
