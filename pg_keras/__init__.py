@@ -35,7 +35,7 @@ _LAZY = {
 # The modules stay reachable as attributes (``pg_keras.heads.make_head``), outside __all__.
 _SUBMODULES = ("batch", "callbacks", "checkpoint", "collect", "convert", "distributed", "envs",
                "export", "heads", "layers", "learner", "losses", "networks", "normalization",
-               "paths", "policy", "portable_random", "returns", "rollout", "training")
+               "paths", "policy", "portable_random", "returns", "training")
 
 __all__ = [
     "Callback", "Checkpointing", "Collector", "Config", "Evaluation", "HandleSignals",

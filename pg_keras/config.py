@@ -31,14 +31,8 @@ EVAL_MODES = ("greedy", "sample")
 VECTORIZATIONS = ("sync", "async")
 
 # Version of the config.json files pg_keras writes (in a run directory and in an export).
-# 1: no "format_version" field (pg_keras 0.1.0); fields added to Config since a file was
-# written read as their defaults (or as _WHEN_ABSENT says). 2: the field. A file of a later
-# version is refused.
+# Before 1.0 there is one: a file of any other version is refused in one line.
 FORMAT_VERSION = 2
-
-# The value a stored config without the field was run with, where the field's default has
-# changed since: such a file keeps the meaning it had when it was written.
-_WHEN_ABSENT = {"advantage_std_floor": 0.0, "lr_schedule": "constant"}
 
 
 class InputError(ValueError):
@@ -425,25 +419,20 @@ class Config:
 
     @classmethod
     def completed(cls, values: dict) -> dict:
-        """``values`` (a saved config) with each field it lacks filled in.
-
-        A field missing from a saved config was added after the file was written, and the
-        saved run had the field's value of that time: its default, or the earlier default
-        where it has changed since (``_WHEN_ABSENT``).
-        """
-        defaults = {f.name: _WHEN_ABSENT.get(f.name, f.default) for f in dataclasses.fields(cls)}
+        """``values`` with each field it lacks at its default (a config written by hand)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
         return {**defaults, **values}
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> "Config":
         """The Config of ``values``, a :meth:`to_dict` or a stored config.json.
 
-        Fields missing from ``values`` are filled as :meth:`completed` does (a file written
-        before they existed); ``source`` names the file in messages.
+        Fields missing from ``values`` take their defaults; ``source`` names the file in
+        messages.
 
         Raises:
-            InputError: for an unknown field, an invalid value, or a file written by a
-                later version of pg_keras.
+            InputError: for an unknown field, an invalid value, or a stored config of
+                another format version.
         """
         _stored_version(values, source)
         values = {k: v for k, v in values.items() if k != "format_version"}
@@ -457,14 +446,14 @@ class Config:
     def differences(self, stored: dict, source: str = "config") -> List[str]:
         """The fields where a stored config.json differs from this config.
 
-        The one rule for run directories and exports: a field missing from ``stored`` (a
-        file written before the field existed) counts as :meth:`completed` fills it.
+        The one rule for run directories and exports: a field missing from ``stored``
+        counts as its default.
 
         Returns:
             ``"field: stored -> this"`` for each differing field, sorted by name.
 
         Raises:
-            InputError: if ``stored`` was written by a later version of pg_keras.
+            InputError: if ``stored`` has another format version.
         """
         _stored_version(stored, source)
         # Compared as JSON values: tuples are lists there, as in the file.
@@ -575,17 +564,27 @@ def check_run_options(checkpoint_every: int = 0, target_return=None) -> None:
                          f"reward_threshold); received target_return={target_return!r}")
 
 
-def _stored_version(values: dict, source: str) -> int:
-    """The format version of a stored config (1 when it has none); a later one is refused."""
-    version = values.get("format_version", 1)
+def _stored_version(values: dict, source: str) -> None:
+    """Refuses a stored config of another format version than this one's (a config
+    without the field is a :meth:`Config.to_dict`, not a stored file)."""
+    if "format_version" not in values:
+        return
+    version = values["format_version"]
     if not _is_int(version) or version < 1:
         raise InputError(f"{source} has an invalid format_version; received "
                          f"format_version={version!r}")
-    if version > FORMAT_VERSION:
-        raise InputError(f"{source} was written by a later version of pg_keras (format_version "
-                         f"{version}; this version reads up to {FORMAT_VERSION}): upgrade "
-                         "pg_keras to use it")
-    return version
+    if version != FORMAT_VERSION:
+        raise InputError(format_message(source, version))
+
+
+def format_message(source: str, version) -> str:
+    """The one line that refuses a config.json of another format version."""
+    newer = isinstance(version, int) and version > FORMAT_VERSION
+    remedy = ("upgrade pg_keras to use it" if newer else "train again with this version, or "
+              "use the pg_keras release that wrote it")
+    return (f"{source} was written by {'a later' if newer else 'an earlier'} version of "
+            f"pg_keras (format_version {version!r}; this version reads format "
+            f"{FORMAT_VERSION} only): {remedy}")
 
 
 def _wrapper_names(value):

@@ -34,20 +34,12 @@ def _fixture_config() -> dict:
 
 # Stored configs: one rule for run directories and exports.
 
-# Fields Config gained after the first committed export's config.json was written.
-LATER_FIELDS = ("jit_compile", "deterministic", "max_consecutive_skips", "on_nonfinite",
-                "backend", "xla_rollout")
-
-
-def test_a_version_1_config_equals_the_config_with_its_missing_fields_at_defaults():
-    # The fixture's config as the first version wrote it: no format_version, no later fields.
-    stored = {k: v for k, v in _fixture_config().items()
-              if k not in LATER_FIELDS and k != "format_version"}
-    config = pg_keras.Config.from_dict(stored)
-    assert config.jit_compile is False and config.backend == "gymnasium"
-    assert config.differences(stored) == []
-    assert config.replace(jit_compile=True, seed=3).differences(stored) == [
-        "jit_compile: False -> True", "seed: 0 -> 3"]
+def test_a_stored_config_of_an_earlier_format_is_refused_in_one_line():
+    stored = {**_fixture_config(), "format_version": 1}
+    message = (r"run/config.json was written by an earlier version of pg_keras "
+               r"\(format_version 1; this version reads format 2 only\): train again")
+    with pytest.raises(pg_keras.InputError, match=message):
+        pg_keras.Config.from_dict(stored, "run/config.json")
 
 
 def test_the_stored_format_version_is_written_read_and_a_later_one_refused():
@@ -58,7 +50,7 @@ def test_the_stored_format_version_is_written_read_and_a_later_one_refused():
     assert config.differences(stored) == []
     later = {**stored, "format_version": FORMAT_VERSION + 1}
     message = (r"run/config.json was written by a later version of pg_keras \(format_version "
-               r"3; this version reads up to 2\): upgrade pg_keras")
+               r"3; this version reads format 2 only\): upgrade pg_keras")
     with pytest.raises(pg_keras.InputError, match=message):
         pg_keras.Config.from_dict(later, "run/config.json")
     with pytest.raises(pg_keras.InputError, match=message):
@@ -82,7 +74,7 @@ def test_a_run_directory_of_a_later_version_is_refused_in_one_line(tmp_path):
     (run_dir / "config.json").write_text(json.dumps(
         {**pg_keras.Config().to_stored(), "format_version": 99}))
     config = pg_keras.Config(total_steps=256, eval_every=0)
-    with pytest.raises(pg_keras.InputError, match="format_version 99; this version reads up"):
+    with pytest.raises(pg_keras.InputError, match="format_version 99; this version reads format"):
         pg_keras.train(config, root_dir=str(run_dir))
     assert sorted(os.listdir(run_dir)) == [".lock", "config.json"]
 
@@ -94,7 +86,7 @@ def test_an_export_of_a_later_version_is_refused_by_evaluate_in_one_line(tmp_pat
                                                     "env_id": "CartPole-v1"}))
     run = _launch("experiments.evaluate", f"--saved_model={export}", cwd=tmp_path)
     _assert_one_line(run, "evaluate", "was written by a later version of pg_keras "
-                     "(format_version 7; this version reads up to 2)")
+                     "(format_version 7; this version reads format 2 only)")
 
 
 # The launchers: quiet start, bad flags before TensorFlow, one line for bad input.
@@ -277,7 +269,7 @@ def _custom_policy(shape, units):
 
 
 def test_a_custom_activation_falls_back_to_tensorflow_sampling():
-    from pg_keras.rollout import NumpyPolicy
+    from pg_keras.collect.numpy_policy import NumpyPolicy
 
     config = pg_keras.Config(total_steps=256, num_envs=4, eval_every=0, eval_episodes=1)
     result = pg_keras.train(config, policy_network=_custom_policy)

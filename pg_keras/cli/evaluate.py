@@ -48,6 +48,7 @@ os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 from absl import flags  # noqa: E402
 
 from pg_keras.cli import common as cli  # noqa: E402
+from pg_keras.config import FORMAT_VERSION, format_message  # noqa: E402  (no TensorFlow)
 
 
 def define_flags(flag_values: flags.FlagValues) -> None:
@@ -83,9 +84,6 @@ def define_flags(flag_values: flags.FlagValues) -> None:
 
 
 CONFIG_FILENAME = "config.json"
-# The latest format of an export's config.json this program reads (pg_keras.config's
-# FORMAT_VERSION; a file without the field is version 1).
-FORMAT_VERSION = 2
 
 
 class EvaluationError(Exception):
@@ -102,11 +100,9 @@ def stored_config(saved_model: str) -> dict:
             stored = json.load(f)
     except (OSError, ValueError) as error:
         raise EvaluationError(f"cannot read {path}: {error}") from None
-    version = stored.get("format_version", 1)
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise EvaluationError(f"{path} was written by a later version of pg_keras "
-                              f"(format_version {version!r}; this version reads up to "
-                              f"{FORMAT_VERSION}): upgrade pg_keras to use it")
+    version = stored.get("format_version")
+    if version != FORMAT_VERSION:
+        raise EvaluationError(format_message(path, version))
     return stored
 
 

@@ -37,14 +37,13 @@ from pg_keras.paths import check_writable  # noqa: E402
 
 
 class _ExportParser(flags.ArgumentParser):
-    """``--export=final|best|none``, and the boolean spellings it had before.
+    """``--export=final|best|none``, and ``--export`` (final) / ``--noexport`` (none).
 
-    The flag stays boolean to absl, so ``--export`` (final) and ``--noexport`` (none) keep
-    working beside ``--export=best``.
+    The flag is boolean to absl, which hands those two spellings in as true and false.
     """
 
-    VALUES = {"final": "final", "true": "final", "1": "final", "best": "best",
-              "none": "none", "false": "none", "0": "none"}
+    VALUES = {"final": "final", "true": "final", "best": "best", "none": "none",
+              "false": "none"}
 
     def parse(self, argument):
         text = str(argument).lower()
