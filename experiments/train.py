@@ -1,6 +1,6 @@
 """``python -m experiments.train``: the installed `pg-keras-train` command, run from a checkout."""
 
-from pg_keras.cli.train import launch
+from experiments import launch
 
 if __name__ == "__main__":
-    launch()
+    launch("train")
