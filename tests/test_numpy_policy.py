@@ -90,7 +90,7 @@ def test_a_subclassed_model_falls_back_to_tensorflow():
                                      policy_network=Custom())
     assert not NumpyPolicy.supports(learner.policy)
     envs = pg_keras.make_vector_env("CartPole-v1", 2)
-    collector = pg_keras.Collector(envs, learner, config)
+    collector = pg_keras.Collector(envs, learner.policy, config)
     assert collector.numpy_policy is None
     batch, _ = collector.collect()
     assert batch.actions.shape == (32, 2)
