@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from pg_keras import networks, recurrent, spaces
 from pg_keras.config import InputError
-from pg_keras.heads import ActionHead
+from pg_keras.heads import ActionHead, check_mask_shape
 from pg_keras.layers import EncodeObservations
 from pg_keras.normalization import RunningNormalization
 from pg_keras.recurrent_policy import RecurrentSteps
@@ -138,7 +138,8 @@ class Policy(RecurrentSteps, tf.Module):
         return networks.functional_model(inputs, outputs, name="policy_parameters")
 
     def predict(self, observations, state: Optional[dict] = None, deterministic: bool = True,
-                seed: Optional[int] = None) -> Tuple[np.ndarray, Optional[dict]]:
+                seed: Optional[int] = None, action_mask=None
+                ) -> Tuple[np.ndarray, Optional[dict]]:
         """Env-ready actions for a batch of observations, as numpy: ``(actions, state)``.
 
         The same call serves every policy. A feed-forward policy takes and gives
@@ -154,6 +155,8 @@ class Policy(RecurrentSteps, tf.Module):
             deterministic: The most likely action; otherwise a sample from pi(.|s).
             seed: Seeds the sample: the same seed draws the same actions; None draws
                 fresh ones at every call. Ignored when ``deterministic``.
+            action_mask: [B, W] (or [W] with one observation) the legal actions, for a
+                head that takes masks; default: a Dict observation's ``action_mask`` key.
 
         Returns:
             (actions [B, *action_shape], the next state or None).
@@ -165,7 +168,11 @@ class Policy(RecurrentSteps, tf.Module):
         if seed is not None and not (isinstance(seed, (int, np.integer)) and 0 <= seed < 2**31):
             raise InputError(f"seed must be an integer in [0, 2**31) or None; received "
                              f"seed={seed!r}")
+        if action_mask is None and isinstance(observations, dict):
+            action_mask = observations.get(spaces.ACTION_MASK_KEY)
         batch, single = spaces.checked_batch(self.observation_space, observations)
+        mask = self._checked_mask(action_mask, single,
+                                  int(tf.nest.flatten(batch)[0].shape[0]))
         if deterministic:
             seed_pair = None
         elif seed is None:
@@ -173,8 +180,19 @@ class Policy(RecurrentSteps, tf.Module):
         else:
             seed_pair = np.array([seed, 0], np.int32)
         actions, state = self._predict(spaces.nest_map(tf.convert_to_tensor, batch),
-                                       seed_pair, state)
+                                       seed_pair, state, mask)
         return (actions[0] if single else actions), state
+
+    def _checked_mask(self, action_mask, single: bool, rows: int) -> Optional[tf.Tensor]:
+        """The [B, W] bool mask of :meth:`predict`, or None (no mask, or a head without)."""
+        width = self.head.mask_size or 0
+        if action_mask is None or not width:
+            return None
+        mask = np.asarray(action_mask).astype(bool)
+        if single:
+            mask = mask[None]
+        check_mask_shape(mask.shape, (rows, width), self.head.space)
+        return tf.constant(mask)
 
     def _fresh_seeds(self) -> np.random.Generator:
         """The stream of unseeded samples' seeds, seeded by the OS on first use."""
@@ -182,18 +200,23 @@ class Policy(RecurrentSteps, tf.Module):
             self._unseeded = np.random.default_rng()
         return self._unseeded
 
-    def _predict(self, observations, seed: Optional[np.ndarray], state):
-        """:meth:`predict` on a checked batch of tensors; greedy when ``seed`` is None."""
+    def _predict(self, observations, seed: Optional[np.ndarray], state, mask):
+        """:meth:`predict` on a checked batch of tensors; greedy when ``seed`` is None;
+        among the actions ``mask`` allows when it is not None."""
+        masked, suffix = (() if mask is None else (mask,)), ("" if mask is None else "_masked")
         if not self.recurrent:
             if seed is None:
-                return self.greedy(observations).numpy(), None
-            return self.sample(observations, tf.constant(seed))[1].numpy(), None
+                return getattr(self, "greedy" + suffix)(observations, *masked).numpy(), None
+            sample = getattr(self, "sample" + suffix)
+            return sample(observations, tf.constant(seed), *masked)[1].numpy(), None
         if state is None:
             state = self.initial_state(int(tf.nest.flatten(observations)[0].shape[0]))
         if seed is None:
-            actions, following = self.greedy_step(observations, state)
+            actions, following = getattr(self, "greedy_step" + suffix)(observations, state,
+                                                                       *masked)
         else:
-            _, actions, following = self.sample_step(observations, tf.constant(seed), state)
+            _, actions, following = getattr(self, "sample_step" + suffix)(
+                observations, tf.constant(seed), state, *masked)
         following = tf.nest.map_structure(lambda x: x.numpy(), following)
         reset = np.zeros_like(np.asarray(state["reset"], np.float32))
         return actions.numpy(), {**following, "reset": reset}

@@ -77,3 +77,19 @@ def test_the_recurrent_state_threads_through_predict(policies):
     # The state carries memory: the same observation after another history acts otherwise.
     later, _ = policy.predict(observations[0], state=carried)
     assert not np.allclose(later, fresh)
+
+
+def test_predict_acts_only_among_the_actions_the_mask_allows():
+    observation_space = gym.spaces.Dict({"observation": OBSERVATIONS,
+                                         "action_mask": gym.spaces.MultiBinary(5)})
+    policy = pg_keras.build_learner(SMALL, observation_space, gym.spaces.Discrete(5)).policy
+    mask = np.zeros((256, 5), np.int8)
+    mask[:, [1, 3]] = 1
+    observations = {"observation": _observations(), "action_mask": mask}
+    sampled, _ = policy.predict(observations, deterministic=False, seed=0)
+    assert set(np.unique(sampled)) == {1, 3}  # both legal actions drawn, nothing else
+    unmasked = {"observation": observations["observation"]}
+    greedy, _ = policy.predict(unmasked, action_mask=mask)
+    assert set(np.unique(greedy)) <= {1, 3}
+    with pytest.raises(pg_keras.InputError, match=r"action mask must have shape \[B, 5\]"):
+        policy.predict(unmasked, action_mask=mask[:, :4])
