@@ -125,9 +125,12 @@ def clipped_value_loss(values, old_values, targets, mask, value_clip: float):
     """
     targets, old_values = tf.stop_gradient(targets), tf.stop_gradient(old_values)
     clipped = old_values + tf.clip_by_value(values - old_values, -value_clip, value_clip)
-    errors = tf.maximum(tf.square(targets - values), tf.square(targets - clipped))
-    errors = tf.where(tf.cast(mask, tf.bool), errors, tf.zeros_like(errors))
-    return masked_mean(errors, mask)
+    # Selected before squaring: a non-finite target at a padded step stays out of the
+    # gradient too (as in value_loss).
+    valid, zeros = tf.cast(mask, tf.bool), tf.zeros_like(values)
+    error = tf.where(valid, targets - values, zeros)
+    clipped_error = tf.where(valid, targets - clipped, zeros)
+    return masked_mean(tf.maximum(tf.square(error), tf.square(clipped_error)), mask)
 
 
 def value_loss(values, targets, mask):

@@ -136,6 +136,13 @@ def test_the_clipped_value_loss_keeps_the_worse_of_the_two_errors():
     with tf.GradientTape() as tape:
         loss = losses.clipped_value_loss(inside, tf.zeros([1]), tf.ones([1]), tf.ones([1]), 0.2)
     np.testing.assert_allclose(tape.gradient(loss, inside).numpy(), [-1.8], rtol=1e-6)
+    # A padded step (mask 0) holding a NaN target leaves the loss and the gradient alone.
+    padded = tf.Variable([0.1, 0.0])
+    with tf.GradientTape() as tape:
+        loss = losses.clipped_value_loss(padded, tf.zeros([2]), tf.constant([1.0, np.nan]),
+                                         tf.constant([1.0, 0.0]), 0.2)
+    np.testing.assert_allclose(loss.numpy(), 0.81, rtol=1e-6)
+    np.testing.assert_allclose(tape.gradient(loss, padded).numpy(), [-1.8, 0.0], rtol=1e-6)
 
 
 NO_SIGNALS = [pg_keras.HandleSignals(enabled=False)]
