@@ -434,7 +434,7 @@ class Config:
             InputError: for an unknown field, an invalid value, or a stored config of
                 another format version.
         """
-        _stored_version(values, source)
+        _stored_version(values, source, required=False)
         values = {k: v for k, v in values.items() if k != "format_version"}
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
@@ -442,6 +442,17 @@ class Config:
             raise InputError(f"unknown Config field(s) {unknown} in {source}; known fields: "
                              f"{sorted(names)}")
         return cls(**cls.completed(values))
+
+    @classmethod
+    def from_stored(cls, values: dict, source: str) -> "Config":
+        """The Config of a stored config.json (run directory or export), which must hold
+        this version's ``format_version``.
+
+        Raises:
+            InputError: as :meth:`from_dict` does, and for a file without the field.
+        """
+        _stored_version(values, source, required=True)
+        return cls.from_dict(values, source)
 
     def differences(self, stored: dict, source: str = "config") -> List[str]:
         """The fields where a stored config.json differs from this config.
@@ -453,9 +464,9 @@ class Config:
             ``"field: stored -> this"`` for each differing field, sorted by name.
 
         Raises:
-            InputError: if ``stored`` has another format version.
+            InputError: if ``stored`` has another format version, or none.
         """
-        _stored_version(stored, source)
+        _stored_version(stored, source, required=True)
         # Compared as JSON values: tuples are lists there, as in the file.
         old = json.loads(json.dumps(Config.completed(
             {k: v for k, v in stored.items() if k != "format_version"})))
@@ -564,10 +575,12 @@ def check_run_options(checkpoint_every: int = 0, target_return=None) -> None:
                          f"reward_threshold); received target_return={target_return!r}")
 
 
-def _stored_version(values: dict, source: str) -> None:
-    """Refuses a stored config of another format version than this one's (a config
-    without the field is a :meth:`Config.to_dict`, not a stored file)."""
+def _stored_version(values: dict, source: str, required: bool) -> None:
+    """Refuses a stored config of another format version than this one's; without the
+    field, a stored file (``required``) is format 1, a :meth:`Config.to_dict` is fine."""
     if "format_version" not in values:
+        if required:
+            raise InputError(format_message(source, 1))
         return
     version = values["format_version"]
     if not _is_int(version) or version < 1:

@@ -623,7 +623,7 @@ def restore_learner(root_dir: str, policy_network: Optional[ModelOrFactory] = No
         raise InputError(f"root_dir {root_dir!r} is not a run directory: it has no config.json")
     try:
         with open(config_path) as f:
-            config = Config.from_dict(json.load(f), config_path)
+            config = Config.from_stored(json.load(f), config_path)
     except json.JSONDecodeError as error:
         raise InputError(f"cannot read {config_path}: {error}") from None
     observation_space, action_space = space_json.read_spaces(root_dir)

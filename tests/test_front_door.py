@@ -300,3 +300,12 @@ def test_train_leaves_the_callers_random_streams_alone_and_seeds_the_weights():
     # Same config seed, whatever the caller's streams: the same weights after training.
     for a, b in zip(*weights):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_stored_config_without_a_format_version_is_refused_in_one_line():
+    stored = {k: v for k, v in _fixture_config().items() if k != "format_version"}
+    with pytest.raises(pg_keras.InputError, match=r"\(format_version 1; this version reads "):
+        pg_keras.Config().differences(stored, "run/config.json")
+    with pytest.raises(pg_keras.InputError, match="run/config.json was written by an earlier"):
+        pg_keras.Config.from_stored(stored, "run/config.json")
+    assert pg_keras.Config.from_dict(stored) == pg_keras.Config.from_dict(_fixture_config())
