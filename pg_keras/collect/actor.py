@@ -127,9 +127,11 @@ class Actor:
         self.rng.state.assign(rng_state["tensorflow"])
 
     def reseed(self, sampling_seed: int) -> None:
-        """Starts TensorFlow's sampling stream at ``sampling_seed`` (a worker that resumes
-        without its own saved stream)."""
+        """Starts both sampling streams at ``sampling_seed`` (a worker that resumes without
+        its own saved streams: it must not repeat the draws it made before)."""
         self.rng.reset_from_seed(sampling_seed)
+        if self.numpy_policy is not None:
+            self.numpy_policy.rng = np.random.default_rng(sampling_seed)
 
     def saved_state(self):
         """A copy of the recurrent state (the checkpoint's ``recurrent_state``), or None."""

@@ -149,7 +149,11 @@ class CompiledCollector(tf.Module):
                                 else tf.nest.flatten(self._recurrent_state))
 
     def reseed(self, sampling_seed: int) -> None:
-        """Nothing to do: the rollout's draws are keyed by its own step counter."""
+        """Keys the rollout's draws by ``sampling_seed`` too (a worker that resumes without
+        its saved state, whose step counter starts again at 0). Before the first rollout:
+        the key is a constant of its graph."""
+        self._seed = tf.random.experimental.stateless_fold_in(
+            self._seed, sampling_seed % (2**31 - 1))
 
     def record(self, ends: EpisodeEnds) -> int:
         """Records a segment's finished episodes; returns the env steps it took."""

@@ -121,7 +121,7 @@ class Collector:
         raise NotImplementedError
 
     def reseed(self, sampling_seed: int) -> None:
-        """Starts TensorFlow's sampling stream anew (a worker resuming without its own)."""
+        """Starts the sampling streams anew (a worker resuming without its own)."""
         self.actor.reseed(sampling_seed)
 
     def pop_episodes(self) -> Tuple[List[float], List[int]]:
