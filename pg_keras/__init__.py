@@ -34,8 +34,9 @@ _LAZY = {
 }
 # The modules stay reachable as attributes (``pg_keras.heads.make_head``), outside __all__.
 _SUBMODULES = ("batch", "callbacks", "checkpoint", "collect", "convert", "distributed", "envs",
-               "export", "heads", "layers", "learner", "losses", "networks", "normalization",
-               "paths", "policy", "portable_random", "returns", "training")
+               "export", "faults", "heads", "layers", "learner", "losses", "networks",
+               "normalization", "paths", "policy", "portable_random", "recurrent", "returns",
+               "run_export", "schedules", "seeding", "space_json", "spaces", "training")
 
 __all__ = [
     "Callback", "Checkpointing", "Collector", "Config", "Evaluation", "HandleSignals",

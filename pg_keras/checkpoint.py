@@ -1,12 +1,14 @@
 """Checkpoints of every piece of state that changes during a run.
 
 TensorFlow state (both models, the action head's log-std, the normalizer statistics, both
-optimizers, the update counters and the sampling RNG) goes into a ``tf.train.Checkpoint``
+optimizers, the update counters, the entropy bonus and the minibatches' stream) goes
+into a ``tf.train.Checkpoint``
 kept by a ``tf.train.CheckpointManager``. Beside checkpoint ``N`` lie
 
     loop-N.json           the loop's state (:class:`LoopState`: env steps, schedules,
                           evaluations), plain JSON with a format version
-    environments-N.pkl    the environments' own state (pickled), read only to resume
+    environments-N.pkl    the collector's state (pickled): the environments, both sampling
+                          streams, a recurrent policy's state; read only to resume
 
 both written before the TF checkpoint that makes them current, so that a checkpoint is
 only ever visible together with them.
@@ -20,7 +22,7 @@ rotation never deletes a checkpoint newer than the one resumed from. A loop stat
 environments without their TF checkpoint (a save cut short) are no checkpoint, only set
 aside. When none restores, the error says so and the directory is left as it was (or,
 asked to start over, they are all set aside). A directory of another checkpoint format is
-refused in one line: there is one format before pg_keras 1.0.
+refused in one line: this version reads checkpoint format ``FORMAT_VERSION`` only.
 
 Reading a run directory to restore its weights (export, evaluation) loads the TF
 checkpoint and JSON alone; nothing in it is executed. Resuming unpickles the environments:

@@ -446,7 +446,7 @@ def make_head(space: gym.Space, state_dependent_std: bool = False, init_log_std:
     """The head for a gymnasium action space.
 
     Raises:
-        ValueError: for a space the library does not support, naming it and the supported ones.
+        InputError: for a space the library does not support, naming it and the supported ones.
     """
     if isinstance(space, gym.spaces.Discrete):
         return CategoricalHead(space)

@@ -563,11 +563,9 @@ def build_learner(config: Config, observation_space: gym.Space, action_space: gy
         if policy.value_network is not None:
             value_optimizer = make_optimizer(config.optimizer, config.value_learning_rate)
             value_optimizer.build(policy.value_network.trainable_variables)
-    # Outside the scope: one stream per worker, not a mirrored one. The loop reseeds it
-    # with its worker's stream.
     _check_minibatches(config, devices, policy.recurrent)
     minibatch_rng = None
-    if config.minibatches > 1:  # outside the scope: one stream, not a mirrored one
+    if config.minibatches > 1:  # outside the scope: one stream, the chief's on every worker
         minibatch_rng = tf.random.Generator.from_seed(SeedStreams(config.seed).minibatches)
     return Learner(config, policy, policy_optimizer, value_optimizer, return_stats,
                    strategy, minibatch_rng)

@@ -67,8 +67,9 @@ from pg_keras.collect import (Collector, CollectorProtocol, CompiledCollector, E
                               make_vector_env, split_env_id)
 from pg_keras.seeding import SeedStreams
 
-RUN_FILES = ("config.json", "metrics.jsonl", "evaluations.jsonl", "summary.json", "checkpoints",
-             "tensorboard")
+RUN_FILES = ("config.json", "spaces.json", "metrics.jsonl", "evaluations.jsonl",
+             "metrics.jsonl.damaged", "evaluations.jsonl.damaged", "summary.json",
+             "checkpoints", "tensorboard")
 
 
 @dataclasses.dataclass

@@ -1,5 +1,5 @@
 """Bad input is refused in one line that names it, before long work where it can be known:
-flags and options, envs whose observations do not fit their space, ``Policy.act`` calls,
+flags and options, envs whose observations do not fit their space, ``Policy.predict`` calls,
 output paths, rendering without a display; no file a run writes holds a bare NaN; and
 evaluations act as ``eval_mode`` says (a greedy policy that loops is seen beside its
 sampled return)."""
@@ -182,7 +182,7 @@ def test_an_observation_that_does_not_fit_its_space_is_named_before_training(
     assert not (tmp_path / "run").exists()
 
 
-# ---------------------------------------------------------------------------- Policy.act
+# ------------------------------------------------------------------------ Policy.predict
 
 DICT_SPACE = gym.spaces.Dict({"position": gym.spaces.Box(-1, 1, (2,), np.float32),
                               "goal": gym.spaces.Discrete(3)})

@@ -111,7 +111,7 @@ def test_quickstart_runs_verbatim_and_remakes_the_committed_model(tmp_path):
     out = _run(train, tree)
     assert "final evaluation return over 20 episodes: 500.00" in out, out
     again = _run(resume, tree)
-    assert "500.00 +- 0.00 (CartPole-v1, 50000 env steps" in again, again
+    assert "500.00 +- 0.00 (greedy, CartPole-v1, 50000 env steps" in again, again
     _run(export, tree)
     with open(committed) as f, open(os.path.join(tree, "saved_models", "cartpole-v1",
                                                  "config.json")) as g:

@@ -196,8 +196,12 @@ def _records(root):
 
 # Each point is reached mid-run: the 14th update (1792 env steps) follows the checkpoint at
 # 1536, the third checkpoint is that one, and the export comes once the run is over.
-@pytest.mark.parametrize("fault", ["collect:14", "update:14", "checkpoint_save:3",
-                                   "checkpoint:3", "export:1"])
+# The save cut short and the export are the delicate points; the others run with
+# `make test-slow` (each kill costs a process start and two runs).
+@pytest.mark.parametrize("fault", [
+    pytest.param("collect:14", marks=pytest.mark.slow),
+    pytest.param("update:14", marks=pytest.mark.slow), "checkpoint_save:3",
+    pytest.param("checkpoint:3", marks=pytest.mark.slow), "export:1"])
 def test_a_kill_at_each_point_of_the_loop_loses_neither_the_run_nor_the_export(
         uninterrupted, fault, tmp_path):
     reference, reference_export = uninterrupted
