@@ -43,8 +43,8 @@ def test_the_fields_parse_from_flags_and_round_trip_through_config_json():
         "env_kwargs: '{}' -> '{\"a\": 1, \"b\": [1, 2]}'"]
 
 
-def test_a_config_written_before_the_fields_equals_one_with_them_at_their_defaults():
-    old = {k: v for k, v in pg_keras.Config().to_dict().items()
+def test_a_stored_configs_missing_fields_count_as_their_defaults():
+    old = {k: v for k, v in pg_keras.Config().to_stored().items()
            if k not in ("env_wrappers", "env_kwargs", "use_action_mask")}
     old = json.loads(json.dumps(old))
     assert pg_keras.Config.from_dict(old) == pg_keras.Config()
