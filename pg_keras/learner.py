@@ -372,7 +372,8 @@ class Learner(tf.Module):
             log_probs = _unflatten(pi.log_prob(_flatten(batch.actions)), batch)
             info = losses.reinforce_loss(
                 log_probs, _unflatten(pi.entropy(), batch), weights, batch.mask,
-                self.entropy_coef, values, part.value_targets, part.step_weights if cfg.gamma_weighting else None,
+                self.entropy_coef, values, part.value_targets,
+                part.step_weights if cfg.gamma_weighting else None,
                 part.old_log_probs, cfg.clip_ratio, part.old_values, cfg.value_clip)
             loss = info.total * moments.share
         kl, clip_fraction = losses.ratio_statistics(log_probs, part.old_log_probs,
