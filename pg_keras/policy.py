@@ -171,8 +171,8 @@ class Policy(RecurrentSteps, tf.Module):
         if action_mask is None and isinstance(observations, dict):
             action_mask = observations.get(spaces.ACTION_MASK_KEY)
         batch, single = spaces.checked_batch(self.observation_space, observations)
-        mask = self._checked_mask(action_mask, single,
-                                  int(tf.nest.flatten(batch)[0].shape[0]))
+        mask = _checked_mask(self.head, action_mask, single,
+                             int(tf.nest.flatten(batch)[0].shape[0]))
         if deterministic:
             seed_pair = None
         elif seed is None:
@@ -182,17 +182,6 @@ class Policy(RecurrentSteps, tf.Module):
         actions, state = self._predict(spaces.nest_map(tf.convert_to_tensor, batch),
                                        seed_pair, state, mask)
         return (actions[0] if single else actions), state
-
-    def _checked_mask(self, action_mask, single: bool, rows: int) -> Optional[tf.Tensor]:
-        """The [B, W] bool mask of :meth:`predict`, or None (no mask, or a head without)."""
-        width = self.head.mask_size or 0
-        if action_mask is None or not width:
-            return None
-        mask = np.asarray(action_mask).astype(bool)
-        if single:
-            mask = mask[None]
-        check_mask_shape(mask.shape, (rows, width), self.head.space)
-        return tf.constant(mask)
 
     def _fresh_seeds(self) -> np.random.Generator:
         """The stream of unseeded samples' seeds, seeded by the OS on first use."""
@@ -221,3 +210,16 @@ class Policy(RecurrentSteps, tf.Module):
         reset = np.zeros_like(np.asarray(state["reset"], np.float32))
         return actions.numpy(), {**following, "reset": reset}
 
+
+def _checked_mask(head: ActionHead, action_mask, single: bool,
+                  rows: int) -> Optional[tf.Tensor]:
+    """The [B, W] bool mask of :meth:`Policy.predict`, or None (no mask, or a head that
+    takes none)."""
+    width = head.mask_size or 0
+    if action_mask is None or not width:
+        return None
+    mask = np.asarray(action_mask).astype(bool)
+    if single:
+        mask = mask[None]
+    check_mask_shape(mask.shape, (rows, width), head.space)
+    return tf.constant(mask)

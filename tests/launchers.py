@@ -18,6 +18,7 @@ import importlib
 import io
 import os
 import runpy
+import shutil
 import signal
 import subprocess
 import sys
@@ -113,3 +114,17 @@ def _process_state(module, args, cwd):
         os.chdir(directory)
         for s, handler in handlers.items():
             signal.signal(s, handler)
+
+
+def copy_of_checkout(destination, untracked: bool = False) -> str:
+    """The checkout's tracked files (and, with ``untracked``, the new ones git does not
+    ignore: what `pip install .` of the working tree sees) copied under ``destination``."""
+    extra = ["--others", "--exclude-standard"] if untracked else []
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", *extra], cwd=REPO,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = os.path.join(REPO, name)
+        if os.path.isfile(source):
+            os.makedirs(os.path.join(destination, os.path.dirname(name)), exist_ok=True)
+            shutil.copy2(source, os.path.join(destination, name))
+    return str(destination)

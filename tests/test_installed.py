@@ -12,13 +12,14 @@ import glob
 import importlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import sysconfig
 import time
 
 import pytest
+
+import launchers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMANDS = {"pg-keras-train": "pg_keras.cli.train", "pg-keras-export": "pg_keras.cli.export",
@@ -67,20 +68,6 @@ def test_importing_the_commands_starts_no_tensorflow():
     assert run.stdout.strip() == "[]"
 
 
-def _source_copy(destination: str) -> str:
-    """The checkout's files, tracked or new, without what git ignores (build outputs,
-    runs, the virtual environment): what `pip install .` of a clone sees."""
-    tracked = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
-                              "--exclude-standard"], cwd=ROOT, capture_output=True,
-                             check=True).stdout.decode().split("\0")
-    for name in filter(None, tracked):
-        source = os.path.join(ROOT, name)
-        if os.path.isfile(source):
-            os.makedirs(os.path.join(destination, os.path.dirname(name)), exist_ok=True)
-            shutil.copy2(source, os.path.join(destination, name))
-    return destination
-
-
 def _fresh_venv(base: str) -> str:
     """A new virtual environment with pg_keras installed from a copy of the checkout.
 
@@ -96,7 +83,7 @@ def _fresh_venv(base: str) -> str:
                              check=True).stdout.strip()
     with open(os.path.join(purelib, "pg_keras_test_dependencies.pth"), "w") as f:
         f.write(sysconfig.get_paths()["purelib"] + "\n")
-    source = _source_copy(os.path.join(base, "source"))
+    source = launchers.copy_of_checkout(os.path.join(base, "source"), untracked=True)
     subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-deps",
                     "--no-build-isolation", "--no-index", source], check=True, timeout=600,
                    cwd=base)

@@ -54,17 +54,6 @@ def _the_four(commands) -> list:
     return wanted
 
 
-def _copy_of_the_checkout(destination) -> str:
-    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
-                             check=True).stdout.decode().split("\0")
-    for name in filter(None, tracked):
-        source = os.path.join(ROOT, name)
-        if os.path.isfile(source):
-            os.makedirs(os.path.join(destination, os.path.dirname(name)), exist_ok=True)
-            shutil.copy2(source, os.path.join(destination, name))
-    return str(destination)
-
-
 def _run(command, cwd):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     run = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=1200,
@@ -89,7 +78,7 @@ def test_quickstart_commands_are_read_from_the_readme():
 def test_quickstart_runs_as_written_on_a_short_run(tmp_path):
     """The README's commands with a shorter run appended (the committed model, of the full
     run's config, is removed from the copy: the short run exports there instead)."""
-    tree = _copy_of_the_checkout(tmp_path / "clone")
+    tree = launchers.copy_of_checkout(tmp_path / "clone")
     shutil.rmtree(os.path.join(tree, "saved_models", "cartpole-v1"))
     train, resume, export, evaluate = _the_four(quickstart_commands())
     out = _run(train + SHORT, tree)
@@ -105,7 +94,7 @@ def test_quickstart_runs_as_written_on_a_short_run(tmp_path):
 
 @pytest.mark.slow
 def test_quickstart_runs_verbatim_and_remakes_the_committed_model(tmp_path):
-    tree = _copy_of_the_checkout(tmp_path / "clone")
+    tree = launchers.copy_of_checkout(tmp_path / "clone")
     committed = os.path.join(ROOT, "saved_models", "cartpole-v1", "config.json")
     train, resume, export, evaluate = _the_four(quickstart_commands())
     out = _run(train, tree)
