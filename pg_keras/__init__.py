@@ -26,7 +26,7 @@ _LAZY = {
     "Policy": "pg_keras.policy", "build_learner": "pg_keras.learner",
     "Collector": "pg_keras.collect", "evaluate": "pg_keras.collect",
     "make_vector_env": "pg_keras.collect", "make_strategy": "pg_keras.distributed",
-    "Evaluation": "pg_keras.training", "Run": "pg_keras.training",
+    "Evaluation": "pg_keras.run_dir", "Run": "pg_keras.training",
     "TrainResult": "pg_keras.training", "train": "pg_keras.training",
     **{name: "pg_keras.callbacks" for name in (
         "Callback", "Checkpointing", "HandleSignals", "LambdaCallback", "ProgressLogger",
@@ -36,7 +36,7 @@ _LAZY = {
 _SUBMODULES = ("batch", "callbacks", "checkpoint", "collect", "convert", "distributed", "envs",
                "export", "faults", "heads", "layers", "learner", "losses", "networks",
                "normalization", "paths", "policy", "portable_random", "recurrent", "returns",
-               "run_export", "schedules", "seeding", "space_json", "spaces", "training")
+               "run_dir", "schedules", "seeding", "space_json", "spaces", "training")
 
 __all__ = [
     "Callback", "Checkpointing", "Collector", "Config", "Evaluation", "HandleSignals",

@@ -33,7 +33,7 @@ from pg_keras import reporting
 from pg_keras.config import InputError, check_run_options
 
 if TYPE_CHECKING:  # the loop imports this module
-    from pg_keras.checkpoint import Evaluation
+    from pg_keras.run_dir import Evaluation
     from pg_keras.training import Run, TrainResult
 
 

@@ -1,12 +1,14 @@
-"""Checkpoints of every piece of state that changes during a run.
+"""The checkpoint files of a run directory (``<root_dir>/checkpoints``): every piece of
+state that changes during a run. The run directory's API (open, restore, export) is
+``pg_keras.run_dir``'s.
 
 TensorFlow state (both models, the action head's log-std, the normalizer statistics, both
 optimizers, the update counters, the entropy bonus and the minibatches' stream) goes
 into a ``tf.train.Checkpoint``
 kept by a ``tf.train.CheckpointManager``. Beside checkpoint ``N`` lie
 
-    loop-N.json           the loop's state (:class:`LoopState`: env steps, schedules,
-                          evaluations), plain JSON with a format version
+    loop-N.json           the loop's state (``pg_keras.run_dir.LoopState``: env steps,
+                          schedules, evaluations), plain JSON with a format version
     environments-N.pkl    the collector's state (pickled): the environments, both sampling
                           streams, a recurrent policy's state; read only to resume
 
@@ -22,7 +24,8 @@ rotation never deletes a checkpoint newer than the one resumed from. A loop stat
 environments without their TF checkpoint (a save cut short) are no checkpoint, only set
 aside. When none restores, the error says so and the directory is left as it was (or,
 asked to start over, they are all set aside). A directory of another checkpoint format is
-refused in one line: this version reads checkpoint format ``FORMAT_VERSION`` only.
+refused in one line: this version reads the run directory's format
+(``pg_keras.config.FORMAT_VERSION``) only.
 
 Reading a run directory to restore its weights (export, evaluation) loads the TF
 checkpoint and JSON alone; nothing in it is executed. Resuming unpickles the environments:
@@ -36,7 +39,6 @@ when a better evaluation arrives.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import glob
 import json
 import os
@@ -54,119 +56,7 @@ from tensorflow.python.training import checkpoint_state_pb2
 
 from pg_keras import faults, strict_json
 from pg_keras.config import InputError
-
-FORMAT_VERSION = 3
-
-
-@dataclasses.dataclass
-class Evaluation:
-    """An evaluation at one point of training (greedy or sampled, as ``eval_mode`` says).
-
-    Attributes:
-        env_steps: Env steps trained when it ran.
-        mean_return: Mean return of its episodes whose return is finite; NaN (``null``
-            in JSON files) when none is.
-        std_return: Their standard deviation (NaN likewise).
-        nonfinite_episodes: Episodes left out because their return was NaN or inf.
-    """
-
-    env_steps: int
-    mean_return: float
-    std_return: float
-    nonfinite_episodes: int = 0
-
-    def __post_init__(self):
-        # A JSON file holds null for NaN (see pg_keras.strict_json).
-        self.mean_return = float("nan") if self.mean_return is None else self.mean_return
-        self.std_return = float("nan") if self.std_return is None else self.std_return
-
-
-@dataclasses.dataclass
-class LoopState:
-    """The training loop's state between updates (what a checkpoint adds to the weights).
-
-    Attributes:
-        env_steps: Env steps taken by all workers together.
-        collector_steps: Env steps taken by the chief's collector.
-        next_eval: Env steps at which the next evaluation is due.
-        next_checkpoint: Env steps at which the next checkpoint is due (0: not set yet).
-        evaluations: Every evaluation so far.
-        solved_at: Env steps of the first evaluation that reached the target, or None.
-        wall_seconds: Seconds spent in the loop, summed over resumptions.
-        consecutive_skips: Non-finite updates skipped in a row.
-    """
-
-    env_steps: int = 0
-    collector_steps: int = 0
-    next_eval: int = 0
-    next_checkpoint: int = 0
-    evaluations: List[Evaluation] = dataclasses.field(default_factory=list)
-    solved_at: Optional[int] = None
-    wall_seconds: float = 0.0
-    consecutive_skips: int = 0
-
-    def to_dict(self) -> dict:
-        return {"format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
-
-    @classmethod
-    def from_dict(cls, values: Any, source: str) -> "LoopState":
-        """The state of :meth:`to_dict`; ``source`` names the file in errors.
-
-        Raises:
-            InputError: if ``values`` is of another checkpoint format.
-            DamagedCheckpoint: if ``values`` is not a loop state of this format.
-        """
-        if not isinstance(values, dict):
-            raise DamagedCheckpoint(f"{source} holds {_shown(values)}, not a loop state")
-        version = values.get("format_version")
-        if not _is_count(version):
-            raise DamagedCheckpoint(f"{source} holds format_version={_shown(version)}")
-        if version != FORMAT_VERSION:
-            raise InputError(other_format_message(source, version))
-        names = {f.name for f in dataclasses.fields(cls)}
-        fields = {k: v for k, v in values.items() if k in names}
-        try:
-            fields["evaluations"] = [Evaluation(**e) for e in fields.get("evaluations", [])]
-            state = cls(**fields)
-        except TypeError as error:
-            raise DamagedCheckpoint(f"{source} is not a loop state ({error})") from None
-        state._check(source)
-        return state
-
-    def _check(self, source: str) -> None:
-        """Refuses fields of the wrong type (a file damaged into other valid JSON)."""
-        counts = ("env_steps", "collector_steps", "next_eval", "next_checkpoint",
-                  "consecutive_skips")
-        for name in counts:
-            value = getattr(self, name)
-            if not _is_count(value):
-                raise DamagedCheckpoint(f"{source} holds {name}={_shown(value)}, not a count "
-                                        "of steps")
-        if not (self.solved_at is None or _is_count(self.solved_at)):
-            raise DamagedCheckpoint(f"{source} holds solved_at={_shown(self.solved_at)}")
-        if not all(_is_count(e.env_steps) for e in self.evaluations):
-            raise DamagedCheckpoint(f"{source} holds an evaluation without its env steps")
-
-
-class DamagedCheckpoint(Exception):
-    """A checkpoint that does not restore completely (a file missing, cut short or altered)."""
-
-
-def other_format_message(source: str, version: Any) -> str:
-    """The one line that refuses a checkpoint of another format than this version's."""
-    return (f"{source} holds a checkpoint of format {_shown(version)}; this version of "
-            f"pg_keras reads format {FORMAT_VERSION} only: train again in a new root_dir "
-            "(or pass --overwrite to replace this run), or resume it with the pg_keras "
-            "release that wrote it")
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _shown(value: Any) -> str:
-    """A value for a one-line message, cut short."""
-    return _shown_text(repr(value), 40)
+from pg_keras.run_dir import DamagedCheckpoint, LoopState, other_format_message, shortened
 
 
 class Checkpointer:
@@ -321,7 +211,7 @@ class Checkpointer:
             except DamagedCheckpoint as error:
                 damaged.append((number, str(error)))
                 continue
-            self._set_aside(damaged, listed, number, owner)
+            _set_aside(self.directory, damaged, listed, number, owner)
             self._restore_tensorflow(number)
             if owner:
                 _write_pointer(self.directory, number, listed)
@@ -331,7 +221,7 @@ class Checkpointer:
         # before it was complete: no checkpoint at all.
         if not start_over and any(_tensorflow_files(listed[n]) for n, _ in damaged):
             raise InputError(_none_restores(self.directory, damaged))
-        self._set_aside(damaged, listed, None, owner)
+        _set_aside(self.directory, damaged, listed, None, owner)
         if owner:  # a pointer to nothing would stop TensorFlow's manager at the first save
             _remove_if_present(os.path.join(self.directory, POINTER))
         return None
@@ -359,43 +249,45 @@ class Checkpointer:
 
     def _restore_tensorflow(self, number: int) -> None:
         prefix = os.path.join(self.directory, f"ckpt-{number}")
-        self._check_models(prefix)
+        _check_models(self.learner, prefix)
         self.checkpoint.restore(prefix).assert_existing_objects_matched()
         self.restored = prefix
 
-    def _set_aside(self, damaged: List[Tuple[int, str]], listed: Dict[int, List[str]],
-                   resumed: Optional[int], owner: bool) -> None:
-        """Moves each damaged checkpoint's files to ``damaged/ckpt-N/`` and names it in one
-        line (a worker only names it)."""
-        then = f"resuming from checkpoint {resumed}" if resumed is not None else \
-            "starting the run over"
-        for number, reason in damaged:
-            said = f"checkpoint {number} of {self.directory} does not restore ({reason})"
-            if not owner:
-                _say(f"{said}; {then}")
-                continue
-            target = base = os.path.join(self.directory, DAMAGED, f"ckpt-{number}")
-            copies = 0
-            while os.path.exists(target):  # one damaged before under that name: keep both
-                copies += 1
-                target = f"{base}.{copies}"
-            os.makedirs(target)
-            for name in listed[number]:
-                os.replace(os.path.join(self.directory, name), os.path.join(target, name))
-            _say(f"{said}; moved to {target}, {then}")
 
-    def _check_models(self, prefix: str) -> None:
-        """Refuses a checkpoint whose model variables do not have the learner's shapes."""
-        saved = _saved_variable_shapes(prefix)
-        for role in ("policy", "value"):
-            built = [list(v.shape) for v in getattr(self.learner, f"{role}_variables", [])]
-            held = saved.get(role, [])
-            if built != held:
-                raise InputError(
-                    f"the checkpoint {prefix} holds another {role} network than the one built "
-                    f"for it (variable shapes {held} in the checkpoint, {built} built): the run "
-                    f"was trained with its own model; build the Learner with that model "
-                    f"(pg_keras.training.restore_learner(root_dir, {role}_network=...))")
+def _set_aside(directory: str, damaged: List[Tuple[int, str]], listed: Dict[int, List[str]],
+               resumed: Optional[int], owner: bool) -> None:
+    """Moves each damaged checkpoint's files to ``damaged/ckpt-N/`` and names it in one
+    line (a worker only names it)."""
+    then = f"resuming from checkpoint {resumed}" if resumed is not None else \
+        "starting the run over"
+    for number, reason in damaged:
+        said = f"checkpoint {number} of {directory} does not restore ({reason})"
+        if not owner:
+            _say(f"{said}; {then}")
+            continue
+        target = base = os.path.join(directory, DAMAGED, f"ckpt-{number}")
+        copies = 0
+        while os.path.exists(target):  # one damaged before under that name: keep both
+            copies += 1
+            target = f"{base}.{copies}"
+        os.makedirs(target)
+        for name in listed[number]:
+            os.replace(os.path.join(directory, name), os.path.join(target, name))
+        _say(f"{said}; moved to {target}, {then}")
+
+
+def _check_models(learner: tf.Module, prefix: str) -> None:
+    """Refuses a checkpoint whose model variables do not have the learner's shapes."""
+    saved = _saved_variable_shapes(prefix)
+    for role in ("policy", "value"):
+        built = [list(v.shape) for v in getattr(learner, f"{role}_variables", [])]
+        held = saved.get(role, [])
+        if built != held:
+            raise InputError(
+                f"the checkpoint {prefix} holds another {role} network than the one built "
+                f"for it (variable shapes {held} in the checkpoint, {built} built): the run "
+                f"was trained with its own model; build the Learner with that model "
+                f"(pg_keras.run_dir.restore_learner(root_dir, {role}_network=...))")
 
 
 def _saved_variable_shapes(prefix: str) -> dict:
@@ -557,38 +449,12 @@ def _remove_if_present(path: str) -> None:
 
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
-    return _shown_text(text[0] if text else type(error).__name__, 120)
-
-
-def _shown_text(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return shortened(text[0] if text else type(error).__name__, 120)
 
 
 def _say(line: str) -> None:
     print(f"pg_keras: {line}", file=sys.stderr, flush=True)
 
-
-def restore_best(directory: str, learner: tf.Module) -> Optional[dict]:
-    """Restores the best evaluation's checkpoint (see :meth:`Checkpointer.save_best`).
-
-    Args:
-        directory: The checkpoints directory (``<root_dir>/checkpoints``).
-        learner: The learner to restore into.
-
-    Returns:
-        That evaluation (``env_steps``, ``mean_return``, ``std_return``), or None when
-        the directory holds no best checkpoint.
-    """
-    pointer = os.path.join(directory, BEST, "evaluation.json")
-    if not os.path.exists(pointer):
-        return None
-    with open(pointer) as f:
-        evaluation = json.load(f)
-    prefix = os.path.join(directory, BEST, evaluation.pop("checkpoint"))
-    # The file also holds the loop's save counter, which a learner has no use for.
-    tf.train.Checkpoint(learner=learner).read(prefix).assert_existing_objects_matched() \
-        .expect_partial()
-    return evaluation
 
 
 def _number(path: str) -> int:

@@ -30,9 +30,10 @@ STRATEGIES = ("default", "mirrored", "multi_worker")
 EVAL_MODES = ("greedy", "sample")
 VECTORIZATIONS = ("sync", "async")
 
-# Version of the config.json files pg_keras writes (in a run directory and in an export).
-# Before 1.0 there is one: a file of any other version is refused in one line.
-FORMAT_VERSION = 2
+# The one format version of every file pg_keras writes in a run directory (config.json,
+# spaces.json, the checkpoints' loop state) and in an export (config.json). Before 1.0
+# there is one: a file of any other version is refused in one line.
+FORMAT_VERSION = 3
 
 
 class InputError(ValueError):

@@ -415,7 +415,7 @@ def python_object_message(root_dir: str, role: str, reference: str) -> str:
             f"object ({name}), which cannot be rebuilt from the run directory: restore it "
             f"from Python by passing that model again (pg_keras.train(config, "
             f"root_dir=..., {role}_network=...) to resume, "
-            f"pg_keras.training.restore_learner(root_dir, {role}_network=...) to export), "
+            f"pg_keras.run_dir.restore_learner(root_dir, {role}_network=...) to export), "
             f"or train with --{role}_network=module:factory")
 
 

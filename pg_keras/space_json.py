@@ -30,11 +30,9 @@ from typing import Any, Tuple
 import gymnasium as gym
 import numpy as np
 
-from pg_keras.config import InputError
+from pg_keras.config import FORMAT_VERSION, InputError, format_message
 
 SPACES_FILENAME = "spaces.json"
-# Version of spaces.json; a file of a later version is refused.
-FORMAT_VERSION = 1
 _INFINITIES = {"inf": math.inf, "-inf": -math.inf}
 
 
@@ -185,7 +183,7 @@ def read_spaces(root_dir: str) -> Tuple[gym.Space, gym.Space]:
 
     Raises:
         InputError: if the file is missing (a run directory of an earlier version),
-            unreadable, of a later version, or does not describe two spaces.
+            unreadable, of another format version, or does not describe two spaces.
     """
     path = os.path.join(root_dir, SPACES_FILENAME)
     if not os.path.exists(path):
@@ -200,8 +198,6 @@ def read_spaces(root_dir: str) -> Tuple[gym.Space, gym.Space]:
         raise InputError(f"cannot read {path}: {error}") from None
     version = record.get("format_version") if isinstance(record, dict) else None
     if not isinstance(version, int) or isinstance(version, bool) or version != FORMAT_VERSION:
-        raise InputError(f"{path} has format_version {version!r}; this version of pg_keras "
-                         f"reads {FORMAT_VERSION}: upgrade pg_keras, or resume the run with "
-                         "this version to record its spaces again")
+        raise InputError(format_message(path, version))
     return (space_from_json(record.get("observation_space"), f"{path} observation_space"),
             space_from_json(record.get("action_space"), f"{path} action_space"))

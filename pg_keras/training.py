@@ -5,24 +5,12 @@ runs :class:`_Loop`: each update collects a batch, learns from it, agrees on its
 with the group (a single process is a group of one), reports the record (to the run
 directory and the callbacks, pg_keras.callbacks), and fires the triggers due at that many
 env steps (evaluation, checkpoint); a callback's ``run.stop_training`` ends it. The loop's
-state is a :class:`~pg_keras.checkpoint.LoopState`, checkpointed with the weights.
+state is a :class:`~pg_keras.run_dir.LoopState`, checkpointed with the weights.
 
-With a ``root_dir`` the run directory holds everything needed to resume, evaluate and
-plot the run:
-
-    config.json          the resolved Config
-    spaces.json          the observation and action spaces, as data (pg_keras.space_json):
-                         written at every start; export and restore read them, not the env
-    metrics.jsonl        one record per update (env steps, wall time, returns, losses, ...)
-    evaluations.jsonl    one record per evaluation (greedy or sampled: ``eval_mode``)
-    tensorboard/         the same scalars as TensorBoard events
-    checkpoints/         tf.train.CheckpointManager checkpoints + the loop state;
-                         best/ the checkpoint of the best evaluation so far
-    summary.json         written at the end: final evaluation, steps, time, solve step
-
-Calling :func:`train` again on the same ``root_dir`` resumes from its newest checkpoint
-that restores completely (``pg_keras.checkpoint``); a finished run only reports its result,
-and goes on when ``total_steps`` grows.
+With a ``root_dir`` the run directory (``pg_keras.run_dir``) holds everything needed to
+resume, evaluate, export and plot the run. Calling :func:`train` again on the same
+``root_dir`` resumes from its newest checkpoint that restores completely; a finished run
+only reports its result, and goes on when ``total_steps`` grows.
 
 In a group of workers (``MultiWorkerMirroredStrategy``), every worker calls :func:`train`
 with the same config and root_dir: each steps its own ``num_envs`` environments, seeded
@@ -36,14 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
-import json
-import os
 import random
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -53,11 +36,10 @@ import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 
-from pg_keras import (distributed, faults, networks, reporting, run_export, space_json,
-                      strict_json)
+from pg_keras import distributed, faults, networks, reporting, run_dir
 from pg_keras.callbacks import (Callback, CallbackList, Checkpointing, HandleSignals,
                                 StopWhenSolved)
-from pg_keras.checkpoint import Checkpointer, Evaluation, LoopState, checkpoint_numbers
+from pg_keras.checkpoint import Checkpointer
 from pg_keras.config import Config, InputError, TrainingError
 from pg_keras.learner import Learner, build_learner
 from pg_keras.policy import Policy
@@ -65,11 +47,8 @@ from pg_keras.networks import ModelOrFactory
 from pg_keras.collect import (Collector, CollectorProtocol, CompiledCollector, EnvOptions,
                               NonFiniteError, check_env, evaluate, make_compiled_env,
                               make_vector_env, split_env_id)
+from pg_keras.run_dir import Evaluation, LoopState
 from pg_keras.seeding import SeedStreams
-
-RUN_FILES = ("config.json", "spaces.json", "metrics.jsonl", "evaluations.jsonl",
-             "metrics.jsonl.damaged", "evaluations.jsonl.damaged", "summary.json",
-             "checkpoints", "tensorboard")
 
 
 @dataclasses.dataclass
@@ -164,8 +143,9 @@ def train(config: Config, *, callbacks: Sequence[Callback] = (), root_dir: Optio
         root_dir: Run directory (module docstring), resumed from its newest intact checkpoint
             if it holds a run of the same config (or one that differs only in
             ``total_steps``, ``eval_every`` or the checkpoint interval); None: no files.
-        export_dir: Where the chief exports the final policy unless a signal stopped the
-            run; checked before training (``pg_keras.run_export``).
+        export_dir: Where the chief exports the final policy as a SavedModel, as the
+            launcher does (``pg_keras.run_dir.export``), unless a signal stopped the run;
+            checked before training (``pg_keras.run_dir.check_export``). None: no export.
         policy_network: Your own policy ``keras.Model`` or a factory for one
             (``pg_keras.networks``); default: an MLP.
         value_network: Same for the value model.
@@ -184,20 +164,20 @@ def train(config: Config, *, callbacks: Sequence[Callback] = (), root_dir: Optio
     group = distributed.make_group(strategy or tf.distribute.get_strategy())
     streams = SeedStreams(config.seed, group.worker.index)
     exporting = export_dir if group.worker.is_chief else None
-    replace_export = run_export.check(exporting, config, checkpointing.overwrite)
+    replace_export = run_dir.check_export(exporting, config, checkpointing.overwrite)
     with contextlib.ExitStack() as cleanup, group.guard():
         # Everything that can refuse the input is built before anything is written.
         learner, collector = _build(config, streams, group.strategy, policy_network,
                                     value_network, cleanup)
-        run, checkpointer = _storage(root_dir, config, checkpointing.overwrite, group.worker,
-                                     learner, cleanup)
+        run, checkpointer = run_dir.open_run(root_dir, config, checkpointing.overwrite,
+                                             group.worker, learner, cleanup)
         reporter = reporting.Reporter([], run and run.metrics, run and run.log_evaluation,
                                       callbacks)
         with _StopOnSignals(enabled=signals.enabled) as stop:
             result = _Loop(config, learner, collector, group, streams, reporter, run,
                            checkpointer, options).run(stop, callbacks)
     if exporting and not result.interrupted:
-        run_export.export(result.policy, config, exporting, replace_export, root_dir)
+        run_dir.export(result.policy, config, exporting, replace_export, root_dir)
     callbacks.on_train_end(result)
     return result
 
@@ -257,23 +237,6 @@ def _build(config, streams, strategy, policy_network, value_network, cleanup):
     if compiled:
         return learner, CompiledCollector(graph_env, learner.policy, collect_config)
     return learner, Collector(envs, learner.policy, collect_config, streams.sampling)
-
-
-def _storage(root_dir, config, overwrite, worker, learner, cleanup):
-    """The run directory (the chief's, else None) and the checkpointer (None without a
-    root_dir); both are closed, and a worker's scratch directory removed, by ``cleanup``."""
-    if not root_dir:
-        return None, None
-    checkpoints = os.path.join(root_dir, "checkpoints")
-    if worker.is_chief:
-        run = _RunDirectory(root_dir, config, overwrite)
-        cleanup.callback(run.close)
-        # The spaces as data: export and restore then need no env and import nothing.
-        space_json.write_spaces(root_dir, learner.policy.observation_space, learner.head.space)
-        return run, Checkpointer(checkpoints, learner)
-    scratch = tempfile.mkdtemp(prefix=f"pg_keras-worker{worker.index}-")
-    cleanup.callback(shutil.rmtree, scratch, ignore_errors=True)
-    return None, Checkpointer(checkpoints, learner, save_directory=scratch)
 
 
 class _Every:
@@ -353,7 +316,7 @@ class _Loop:
 
     def __init__(self, config: Config, learner: Learner, collector: CollectorProtocol,
                  group: distributed.Group, streams: SeedStreams, reporter: reporting.Reporter,
-                 run: Optional["_RunDirectory"], checkpointer: Optional[Checkpointer],
+                 run: Optional[run_dir.RunDirectory], checkpointer: Optional[Checkpointer],
                  options: _Options):
         self.config, self.learner, self.collector = config, learner, collector
         self.group, self.streams, self.reporter = group, streams, reporter
@@ -534,21 +497,6 @@ class _Loop:
         return result
 
 
-def _record(line: bytes) -> Optional[dict]:
-    """The record a JSONL line holds, or None when it holds none with its env steps."""
-    try:
-        record = json.loads(line)
-    except ValueError:  # not JSON, or not UTF-8
-        return None
-    if not isinstance(record, dict):
-        return None
-    steps = record.get("env_steps")
-    if isinstance(steps, bool) or not isinstance(steps, (int, float)) \
-            or not np.isfinite(steps):
-        return None
-    return record
-
-
 @contextlib.contextmanager
 def _global_streams_seeded(seed: int):
     """Seeds Python's and NumPy's global random streams for the block, then restores them.
@@ -595,194 +543,3 @@ class _StopOnSignals:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         return False
-
-
-def restore_learner(root_dir: str, policy_network: Optional[ModelOrFactory] = None,
-                    value_network: Optional[ModelOrFactory] = None) -> Learner:
-    """The learner of a run directory, restored from its latest checkpoint's weights.
-
-    Reads ``config.json``, ``spaces.json`` and the TensorFlow checkpoint alone: no
-    environment is made and nothing the run directory names or holds is imported or
-    unpickled (see SECURITY.md). The default models are rebuilt from the config; a model
-    of your own is code, so it comes from you, checked against what the run recorded
-    (``networks.model_to_restore``).
-
-    Args:
-        root_dir: The run directory.
-        policy_network: The policy model or factory the run was trained with, or its
-            ``"module:factory"`` name exactly as the run recorded it (imported then, never
-            from inside ``root_dir``); None for the default model.
-        value_network: The same for the value model.
-
-    Raises:
-        InputError: if ``root_dir`` holds no config, no ``spaces.json`` (a run directory
-            of an earlier version) or no checkpoint, or was trained with a model of its
-            own that is not passed, or is passed under another name.
-    """
-    config_path = os.path.join(root_dir, "config.json")
-    if not os.path.exists(config_path):
-        raise InputError(f"root_dir {root_dir!r} is not a run directory: it has no config.json")
-    try:
-        with open(config_path) as f:
-            config = Config.from_stored(json.load(f), config_path)
-    except json.JSONDecodeError as error:
-        raise InputError(f"cannot read {config_path}: {error}") from None
-    observation_space, action_space = space_json.read_spaces(root_dir)
-    models = [networks.model_to_restore(root_dir, role, getattr(config, f"{role}_network"),
-                                        given, needed)
-              for role, given, needed in (("policy", policy_network, True),
-                                          ("value", value_network, config.baseline))]
-    learner = build_learner(config, observation_space, action_space, *models)
-    checkpointer = Checkpointer(os.path.join(root_dir, "checkpoints"), learner)
-    if checkpointer.restore_weights() is None:
-        raise InputError(f"root_dir {root_dir!r} has no checkpoint to restore")
-    return learner
-
-
-class _RunDirectory:
-    """The files of a run directory (see the module docstring)."""
-
-    def __init__(self, path: str, config: Config, overwrite: bool):
-        self.path = path
-        self._writer = None
-        # One live run per directory. The lock dies with its process, so a killed run
-        # never leaves a stale lock behind.
-        try:
-            os.makedirs(path, exist_ok=True)
-            self._lock = open(os.path.join(path, ".lock"), "a+")
-        except OSError as error:
-            raise InputError(f"root_dir {path!r} cannot be written: {error.strerror}") from None
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.seek(0)
-            owner = self._lock.read().strip() or "unknown"
-            self._lock.close()
-            raise InputError(f"root_dir {path!r} is in use by a live run (pid {owner}); wait "
-                             "for it to finish or choose another root_dir") from None
-        try:
-            if self._holds_another_run(config, overwrite):
-                self._empty()
-        except InputError:
-            self.close()
-            raise
-        self.config, self.overwrite = config, overwrite
-        self._lock.seek(0)
-        self._lock.truncate()
-        self._lock.write(str(os.getpid()))
-        self._lock.flush()
-        # config.json is written once the loop has restored (record_config): a resume that
-        # finds no checkpoint to restore leaves the directory as it was.
-        self._writer = tf.summary.create_file_writer(os.path.join(path, "tensorboard"))
-        self.metrics = reporting.MetricsLog(os.path.join(path, "metrics.jsonl"), self._writer)
-
-    def _holds_another_run(self, config: Config, overwrite: bool) -> bool:
-        """Whether the directory holds another run that ``overwrite`` replaces: a config
-        that differs in more than a run continues with (:data:`CONTINUABLE`), an unreadable
-        config, or checkpoints without a config; refused without ``overwrite``."""
-        config_path = os.path.join(self.path, "config.json")
-        advice = ("pass Checkpointing(overwrite=True) (--overwrite) to replace it, or choose "
-                  "another root_dir")
-        if not os.path.exists(config_path):
-            if checkpoint_numbers(os.path.join(self.path, "checkpoints")) and not overwrite:
-                raise InputError(f"root_dir {self.path!r} holds checkpoints but no config.json: "
-                                 f"put the run's config.json back to resume it, or {advice}")
-            return overwrite
-        try:
-            with open(config_path) as f:
-                previous = json.load(f)
-            differing = config.differences_to_resume(previous, config_path)
-        except (OSError, ValueError) as error:
-            if overwrite:
-                return True
-            if isinstance(error, InputError):
-                raise
-            raise InputError(f"root_dir {self.path!r} holds a config.json that does not read "
-                             f"({error}); {advice}") from None
-        if differing and not overwrite:
-            for role in ("policy", "value"):
-                recorded = previous.get(f"{role}_network", "")
-                changed = any(d.startswith(f"{role}_network:") for d in differing)
-                if changed and networks.is_python_object(recorded):
-                    raise InputError(networks.python_object_message(self.path, role, recorded))
-            raise InputError(f"root_dir {self.path!r} holds a run with a different config "
-                             f"({', '.join(differing)}); {advice}")
-        return bool(differing)
-
-    def _empty(self) -> None:
-        for name in RUN_FILES:
-            target = os.path.join(self.path, name)
-            if os.path.isdir(target):
-                shutil.rmtree(target)
-            elif os.path.exists(target):
-                os.remove(target)
-
-    def record_config(self) -> None:
-        """Writes config.json (the values this run goes on with)."""
-        self.write_json("config.json", self.config.to_stored())
-
-    def write_json(self, name: str, value) -> None:
-        target = os.path.join(self.path, name)
-        with open(target + ".tmp", "w") as f:
-            f.write(strict_json.dumps(value, indent=2) + "\n")
-        os.replace(target + ".tmp", target)
-
-    def _read_jsonl(self, name: str) -> List[dict]:
-        """The records of a JSONL file. A line that is not a record with its env steps (cut
-        short by a kill, or damaged) is skipped, counted in one line on stderr, and kept
-        in ``<name>.damaged``; the lines after it are read on."""
-        path = os.path.join(self.path, name)
-        if not os.path.exists(path):
-            return []
-        records, damaged = [], []
-        with open(path, "rb") as f:
-            for line in f:
-                record = _record(line)
-                if record is None:
-                    damaged.append(line if line.endswith(b"\n") else line + b"\n")
-                else:
-                    records.append(record)
-        if damaged:
-            with open(path + ".damaged", "ab") as f:
-                f.writelines(damaged)
-            print(f"pg_keras: skipped {len(damaged)} damaged line(s) of {path} (kept in "
-                  f"{os.path.basename(path)}.damaged); read the {len(records)} others",
-                  file=sys.stderr, flush=True)
-        return records
-
-    def read_metrics(self) -> List[dict]:
-        return self._read_jsonl("metrics.jsonl")
-
-    def truncate_after(self, env_steps: int) -> None:
-        """Drops records past ``env_steps`` (a resumed run writes them again), and damaged
-        lines (kept aside by :meth:`_read_jsonl`)."""
-        for name in ("metrics.jsonl", "evaluations.jsonl"):
-            kept = [r for r in self._read_jsonl(name) if r["env_steps"] <= env_steps]
-            target = os.path.join(self.path, name)
-            with open(target + ".tmp", "w") as f:
-                f.writelines(strict_json.dumps(r) + "\n" for r in kept)
-            os.replace(target + ".tmp", target)
-
-    def _append(self, name: str, record: dict) -> None:
-        with open(os.path.join(self.path, name), "a") as f:
-            f.write(strict_json.dumps(record) + "\n")
-
-    def log_evaluation(self, evaluation: Evaluation) -> None:
-        self.metrics.flush()  # the updates before it come first in the event file
-        self._append("evaluations.jsonl", dataclasses.asdict(evaluation))
-        with self._writer.as_default(step=evaluation.env_steps):
-            tf.summary.scalar("eval/return_mean", evaluation.mean_return)
-            tf.summary.scalar("eval/return_std", evaluation.std_return)
-        self._writer.flush()
-
-    def close(self) -> None:
-        if self._writer is not None:
-            try:
-                self.metrics.close()
-            finally:
-                self._writer.close()
-            self._writer = None
-        if not self._lock.closed:
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
-

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import pg_keras
-from pg_keras.checkpoint import FORMAT_VERSION
+from pg_keras.config import FORMAT_VERSION
 
 CONFIG = pg_keras.Config(total_steps=3072, num_envs=4, steps_per_update=32, eval_every=1024,
                          eval_episodes=2, normalize_observations=True)
@@ -117,7 +117,7 @@ def test_a_gaussian_policy_run_resumes_and_restores(tmp_path, state_dependent_st
     root = str(tmp_path / "run")
     first = pg_keras.train(config, root_dir=root)
     again = pg_keras.train(config, root_dir=root)
-    restored = pg_keras.training.restore_learner(root)
+    restored = pg_keras.run_dir.restore_learner(root)
     for a, b, c in zip(_state(first), _state(again), [*(
             v.numpy() for v in restored.policy_variables + restored.value_variables)]):
         np.testing.assert_array_equal(a, b)

@@ -19,7 +19,7 @@ import pytest
 import tensorflow as tf
 
 import pg_keras
-from pg_keras.checkpoint import FORMAT_VERSION
+from pg_keras.config import FORMAT_VERSION
 
 CHECKPOINT_EVERY = 400
 EVERY = [pg_keras.Checkpointing(every=CHECKPOINT_EVERY)]
@@ -357,7 +357,7 @@ def test_restoring_weights_skips_a_damaged_checkpoint_and_changes_nothing(finish
     _truncate(root / "checkpoints" / DATA)
     before = _snapshot(root)
 
-    learner = pg_keras.training.restore_learner(str(root))
+    learner = pg_keras.run_dir.restore_learner(str(root))
 
     key = "learner/policy_variables/0/.ATTRIBUTES/VARIABLE_VALUE"
     np.testing.assert_array_equal(

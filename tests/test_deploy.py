@@ -248,7 +248,7 @@ def test_export_command_writes_tflite_that_acts_as_the_run(run_dir, tmp_path):
                            f"--export_dir={target}", "--format=tflite")
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(os.listdir(target)) == ["config.json", "policy.tflite"]
-    from pg_keras.training import restore_learner
+    from pg_keras.run_dir import restore_learner
     policy = restore_learner(run_dir).policy
     observations = np.random.default_rng(3).normal(size=(N, 4)).astype(np.float32)
     runner = Interpreter(model_path=str(target / "policy.tflite")).get_signature_runner(

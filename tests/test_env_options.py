@@ -154,7 +154,7 @@ def test_the_options_reach_training_evaluation_the_export_and_the_evaluate_comma
     returns = json.loads(run.stdout.strip().splitlines()[-1])["returns"]
     _assert_scaled_and_cut(returns)
     config = pg_keras.Config.from_dict(json.loads((root / "config.json").read_text()))
-    policy = pg_keras.training.restore_learner(str(root)).policy
+    policy = pg_keras.run_dir.restore_learner(str(root)).policy
     np.testing.assert_array_equal(returns, pg_keras.evaluate(policy, config, 4, seed=3))
     # A wrapper that does not give back an env: one line, as in training.
     run = launchers.run("experiments.evaluate", f"--saved_model={tmp_path / 'model'}",

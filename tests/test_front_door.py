@@ -37,7 +37,7 @@ def _fixture_config() -> dict:
 def test_a_stored_config_of_an_earlier_format_is_refused_in_one_line():
     stored = {**_fixture_config(), "format_version": 1}
     message = (r"run/config.json was written by an earlier version of pg_keras "
-               r"\(format_version 1; this version reads format 2 only\): train again")
+               r"\(format_version 1; this version reads format 3 only\): train again")
     with pytest.raises(pg_keras.InputError, match=message):
         pg_keras.Config.from_dict(stored, "run/config.json")
 
@@ -45,12 +45,12 @@ def test_a_stored_config_of_an_earlier_format_is_refused_in_one_line():
 def test_the_stored_format_version_is_written_read_and_a_later_one_refused():
     config = pg_keras.Config()
     stored = config.to_stored()
-    assert stored["format_version"] == FORMAT_VERSION == 2
+    assert stored["format_version"] == FORMAT_VERSION == 3
     assert pg_keras.Config.from_dict(json.loads(json.dumps(stored))) == config
     assert config.differences(stored) == []
     later = {**stored, "format_version": FORMAT_VERSION + 1}
     message = (r"run/config.json was written by a later version of pg_keras \(format_version "
-               r"3; this version reads format 2 only\): upgrade pg_keras")
+               r"4; this version reads format 3 only\): upgrade pg_keras")
     with pytest.raises(pg_keras.InputError, match=message):
         pg_keras.Config.from_dict(later, "run/config.json")
     with pytest.raises(pg_keras.InputError, match=message):
@@ -62,10 +62,14 @@ def test_an_unknown_stored_field_is_a_difference():
     assert pg_keras.Config().differences(stored) == ["trust_radius: 0.2 -> (absent)"]
 
 
-def test_the_evaluate_launcher_reads_the_same_format_version():
+def test_the_run_directory_has_one_format_version():
+    from pg_keras import checkpoint, run_dir, space_json
     from pg_keras.cli import evaluate
 
-    assert evaluate.FORMAT_VERSION == FORMAT_VERSION
+    for module in (evaluate, run_dir, space_json):
+        assert module.FORMAT_VERSION is FORMAT_VERSION, module
+    assert not hasattr(checkpoint, "FORMAT_VERSION")  # its loop state is run_dir's
+    assert run_dir.LoopState().to_dict()["format_version"] == FORMAT_VERSION
 
 
 def test_a_run_directory_of_a_later_version_is_refused_in_one_line(tmp_path):
@@ -86,7 +90,7 @@ def test_an_export_of_a_later_version_is_refused_by_evaluate_in_one_line(tmp_pat
                                                     "env_id": "CartPole-v1"}))
     run = _launch("experiments.evaluate", f"--saved_model={export}", cwd=tmp_path)
     _assert_one_line(run, "evaluate", "was written by a later version of pg_keras "
-                     "(format_version 7; this version reads format 2 only)")
+                     "(format_version 7; this version reads format 3 only)")
 
 
 # The launchers: quiet start, bad flags before TensorFlow, one line for bad input.
@@ -226,15 +230,15 @@ def test_tf_logs_shows_tensorflows_start_up_lines(tmp_path):
 
 
 def test_an_export_that_fails_at_the_end_names_the_command_that_exports_again(tmp_path):
-    from pg_keras.training import restore_learner
+    from pg_keras.run_dir import restore_learner
 
     learner = restore_learner(os.path.join(FIXTURES, "cartpole-run"))
     target = tmp_path / "export"
     target.write_text("")  # a file where the export directory should go
-    from pg_keras import run_export
+    from pg_keras import run_dir
 
     with pytest.raises(pg_keras.TrainingError) as error:
-        run_export.export(learner.policy, learner.config, str(target), False, "runs/r")
+        run_dir.export(learner.policy, learner.config, str(target), False, "runs/r")
     assert str(error.value).startswith("the export to export_dir"), error.value
     assert (f"the run directory 'runs/r' is kept, and `pg-keras-export "
             f"--root_dir=runs/r --export_dir={target}` exports it again") in str(error.value)

@@ -20,7 +20,7 @@ import tensorflow as tf
 import launchers
 import pg_keras
 import toy_models
-from pg_keras.training import restore_learner
+from pg_keras.run_dir import restore_learner
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ENV = {**os.environ, "PYTHONPATH": TESTS + os.pathsep + os.environ.get("PYTHONPATH", "")}

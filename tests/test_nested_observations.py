@@ -161,7 +161,7 @@ def test_collectors_store_the_observation_each_action_was_taken_in(mode):
 
 
 def test_a_dict_observation_run_resumes_and_restores(tmp_path):
-    from pg_keras.training import restore_learner
+    from pg_keras.run_dir import restore_learner
     config = pg_keras.Config(env_id="PgkCuePosition-v0", total_steps=256, num_envs=4,
                              steps_per_update=16, eval_every=256, eval_episodes=2,
                              normalize_observations=True)

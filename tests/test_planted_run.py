@@ -21,7 +21,7 @@ import launchers
 import pg_keras
 from pg_keras import imports
 from pg_keras.config import InputError
-from pg_keras.training import restore_learner
+from pg_keras.run_dir import restore_learner
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TESTS)

@@ -132,7 +132,7 @@ def test_non_finite_env_data_stops_the_run_naming_step_and_field(tmp_path, env_i
     assert f"returned a non-finite {field}" in message and "env step " in message
     assert "last checkpoint is intact" in message
     # What was saved before the fault restores, and holds finite weights.
-    learner = pg_keras.training.restore_learner(str(root))
+    learner = pg_keras.run_dir.restore_learner(str(root))
     assert all(np.isfinite(v.numpy()).all() for v in learner.policy_variables)
 
 

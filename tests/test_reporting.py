@@ -5,7 +5,7 @@ import json
 import numpy as np
 import tensorflow as tf
 
-from pg_keras.reporting import MetricsLog
+from pg_keras.run_dir import MetricsLog
 from run_files import tensorboard_events
 
 

@@ -17,8 +17,8 @@ import tensorflow as tf
 
 import launchers
 import pg_keras
-from pg_keras.checkpoint import FORMAT_VERSION, Evaluation, LoopState
-from pg_keras.training import restore_learner
+from pg_keras.config import FORMAT_VERSION
+from pg_keras.run_dir import Evaluation, LoopState, restore_learner
 
 CONFIG = pg_keras.Config(total_steps=1024, num_envs=4, steps_per_update=32, eval_every=512,
                          eval_episodes=2)

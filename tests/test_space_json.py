@@ -103,6 +103,9 @@ def test_spaces_json_is_written_and_read_back_and_a_missing_one_says_what_to_do(
     _assert_same(observation_space, SPACES["nested tuple and dict"])
     _assert_same(action_space, SPACES["multi-discrete"])
     record = json.loads((tmp_path / "spaces.json").read_text())
-    (tmp_path / "spaces.json").write_text(json.dumps({**record, "format_version": 2}))
-    with pytest.raises(InputError, match="format_version 2; this version of pg_keras reads 1"):
+    assert record["format_version"] == 3
+    (tmp_path / "spaces.json").write_text(json.dumps({**record, "format_version": 1}))
+    with pytest.raises(InputError, match=r"spaces.json was written by an earlier version of "
+                                         r"pg_keras \(format_version 1; this version reads "
+                                         r"format 3 only\): train again"):
         read_spaces(str(tmp_path))

@@ -212,8 +212,8 @@ def test_the_best_evaluation_is_kept_apart_and_restores_that_policy(best_run):
     assert sorted(p.name for p in (root / "checkpoints" / "best").iterdir()) == [
         f"ckpt-{result.evaluations[best].env_steps}.data-00000-of-00001",
         f"ckpt-{result.evaluations[best].env_steps}.index", "evaluation.json"]
-    learner = pg_keras.training.restore_learner(str(root))
-    restored = pg_keras.checkpoint.restore_best(str(root / "checkpoints"), learner)
+    learner = pg_keras.run_dir.restore_learner(str(root))
+    restored = pg_keras.run_dir.restore_best(str(root / "checkpoints"), learner)
     assert restored == dataclasses.asdict(result.evaluations[best])
     # The evaluation repeated with its own episodes' seed gives the same returns.
     again = pg_keras.evaluate(learner.policy, BEST_RUN.env_id, BEST_RUN.eval_episodes,

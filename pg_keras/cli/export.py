@@ -62,7 +62,7 @@ def check(flag_values: flags.FlagValues) -> None:
 
 
 def main(flag_values: flags.FlagValues) -> None:
-    from pg_keras.training import restore_learner
+    from pg_keras.run_dir import restore_learner
 
     export_dir = flag_values.export_dir or default_export_dir(flag_values.root_dir)
     learner = restore_learner(flag_values.root_dir, flag_values.policy_network,

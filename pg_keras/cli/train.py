@@ -32,7 +32,7 @@ import pg_keras  # noqa: E402  (TensorFlow is imported once the flags are checke
 from pg_keras.cli.config_flags import config_from_flags, define_config_flags  # noqa: E402
 from pg_keras.config import (STRATEGIES, check_num_envs, check_render_mode,  # noqa: E402
                              check_run_options)
-from pg_keras import run_export  # noqa: E402  (no TensorFlow)
+from pg_keras import run_dir  # noqa: E402  (no TensorFlow at import)
 from pg_keras.paths import check_writable  # noqa: E402
 
 
@@ -118,7 +118,7 @@ def _check_dirs(flag_values: flags.FlagValues, config) -> bool:
     check_writable(root_dir, "root_dir")
     if flag_values.export == "none":
         return False
-    return run_export.check(export_dir, config, flag_values.overwrite)
+    return run_dir.check_export(export_dir, config, flag_values.overwrite)
 
 
 def check(flag_values: flags.FlagValues) -> None:
@@ -164,7 +164,7 @@ def main(flag_values: flags.FlagValues) -> int:
     if flag_values.export != "none":
         exported = _exported_evaluation(flag_values, result, root_dir)
     if flag_values.export == "best":
-        run_export.export(result.policy, config, export_dir, replace_export, root_dir)
+        run_dir.export(result.policy, config, export_dir, replace_export, root_dir)
     if result.worker.count > 1:
         _leave_together(strategy)
     final = result.evaluations[-1]
@@ -185,8 +185,7 @@ def _exported_evaluation(flag_values: flags.FlagValues, result, root_dir: str):
     """The evaluation whose policy is exported; with --export=best, that policy restored."""
     if flag_values.export == "final":
         return result.evaluations[-1]
-    best = pg_keras.checkpoint.restore_best(os.path.join(root_dir, "checkpoints"),
-                                            result.learner)
+    best = run_dir.restore_best(os.path.join(root_dir, run_dir.CHECKPOINTS), result.learner)
     return pg_keras.Evaluation(**best)
 
 
