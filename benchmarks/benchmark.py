@@ -251,11 +251,13 @@ def compiled_subjects(env_id, num_envs, steps, iterations, jit_compile,
     iterate = learner.fuse(collector)
     policy = learner.policy
     observations = tf.random.normal([num_envs] + list(env.observation_space.shape))
+    mask, state = policy.all_legal(num_envs), policy.initial_state(num_envs)
 
     def inference():
         def body(t, total):
             seed = tf.stack([t, 7])
-            _, action = policy.sample(observations + tf.cast(t, tf.float32) * 1e-3, seed)
+            _, action, _ = policy.sample(observations + tf.cast(t, tf.float32) * 1e-3, seed,
+                                         mask, state)
             return t + 1, total + tf.reduce_sum(tf.cast(action, tf.float32))
         return tf.while_loop(lambda t, _: t < steps, body, (tf.constant(0), tf.constant(0.0)))
 

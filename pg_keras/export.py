@@ -347,7 +347,7 @@ def _policy_functions(policy: Policy, check: Callable) -> Dict[str, Callable]:
     head = policy.head
 
     def greedy(observations):
-        return {"actions": policy.greedy(check(observations))}
+        return {"actions": head.to_env(head.greedy(policy.params(check(observations))))}
 
     def sample(observations, seed):
         params = policy.params(check(observations))
@@ -360,10 +360,9 @@ def _policy_functions(policy: Policy, check: Callable) -> Dict[str, Callable]:
     functions = {"greedy": greedy, "sample": sample, "distribution": distribution}
     # A recurrent value model beside a feed-forward policy needs a state the feed-forward
     # signatures do not carry: such an export has no value signature.
-    value_state = getattr(policy, "state_sizes", {}).get("value")
-    if getattr(policy, "value_network", None) is not None and not value_state:
-        functions["value"] = lambda observations: {
-            "values": policy.value(check(observations))}
+    if policy.has_value and not policy.state_sizes["value"]:
+        functions["value"] = lambda observations: {"values": policy.normalized_value(
+            check(observations)) * policy.return_scale()}
     if head.mask_size:
         functions.update(_masked_functions(policy, check))
     return functions

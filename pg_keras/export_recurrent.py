@@ -55,7 +55,7 @@ def build_module(policy: Policy, inputs, check, cast, specs):
         observations = check(cast(observations, inputs))
         carried = tuple(tf.convert_to_tensor(state[name], tf.float32) for name in names)
         full = {"policy": carried, "value": (), "reset": tf.zeros(tf.shape(carried[0])[:1])}
-        params, _, following = policy._step_outputs(observations, full, value=False)
+        params, _, following = policy.step(observations, full, value=False)
         outputs = dict(zip(names, following["policy"]))
         if seed is None:
             outputs["actions"] = head.to_env(head.greedy(params))

@@ -54,6 +54,7 @@ import tensorflow as tf
 
 from pg_keras import imports, recurrent, spaces
 from pg_keras.config import PYTHON_OBJECT, Config, InputError
+from pg_keras.layers import EncodeObservations
 
 SUPPORTED_OBSERVATION_SPACES = spaces.SUPPORTED
 # (filters, kernel, stride) of the Nature-DQN convolutions; then a 512-unit layer.
@@ -98,6 +99,29 @@ def conv_layout(height: int, width: int) -> List[Tuple[int, int, int]]:
         layout.append((filters, kernel, stride))
         side = (side - kernel) // stride + 1
     return layout
+
+
+def parameters_model(policy) -> keras.Model:
+    """One functional ``keras.Model`` from raw observations to a feed-forward policy's head
+    parameters (``Policy.keras_model``).
+
+    It chains the observation encoding, the normalizer (statistics included), the policy
+    network and the action head's parameters, sharing their weights with ``policy``. It
+    takes ``[B, *obs_shape]`` observations of ``spaces.serving_dtype`` (one input per
+    leaf, by leaf name, for a nested space) and returns what ``head.parameters`` does:
+    ``{"logits"}`` or ``{"mean", "std"}``. It round-trips through
+    ``model.save("policy.keras")`` and ``keras.models.load_model`` (with pg_keras
+    imported: it registers the layers).
+    """
+    if policy.state_sizes["policy"]:
+        raise InputError("keras_model() is for feed-forward policies; a recurrent "
+                         "policy's network is policy.network (see pg_keras.recurrent)")
+    inputs = spaces.keras_inputs(policy.observation_space)
+    features = EncodeObservations(policy.observation_space, name="encode")(inputs)
+    if policy.normalizer is not None:
+        features = policy.normalizer(features)
+    outputs = policy.head(policy.network(features))
+    return functional_model(inputs, outputs, name="policy_parameters")
 
 
 def functional_model(inputs, outputs, name: str) -> keras.Model:

@@ -3,7 +3,7 @@ policy and value networks, and the action head, put together; nothing here learn
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import gymnasium as gym
 import keras
@@ -13,12 +13,18 @@ import tensorflow as tf
 from pg_keras import networks, recurrent, spaces
 from pg_keras.config import InputError
 from pg_keras.heads import ActionHead, check_mask_shape
-from pg_keras.layers import EncodeObservations
 from pg_keras.normalization import RunningNormalization
-from pg_keras.recurrent_policy import RecurrentSteps
 
 
-class Policy(RecurrentSteps, tf.Module):
+class StepOutputs(NamedTuple):
+    """One step of both models: the policy network's output [B, P], V(s) [B] in units of
+    the return scale (None where the value model did not run), and the next state."""
+    params: tf.Tensor
+    values: Optional[tf.Tensor]
+    state: dict
+
+
+class Policy(tf.Module):
     """Observations in, actions out: encoding, normalization, network and head.
 
     Every method takes a batch of raw observations ``[B, *obs_shape]`` (numpy or tensor);
@@ -34,19 +40,19 @@ class Policy(RecurrentSteps, tf.Module):
         return_scale: A function returning the scalar the value network's output is
             multiplied by (the running return std when returns are normalized), or None.
 
-    Attributes:
-        greedy: ``tf.function`` observations -> the most likely env action, [B, ...].
-        sample: ``tf.function`` (observations, seed [2] int32) -> (raw action, env action)
-            drawn from pi(.|s) with a stateless seed.
-        value: ``tf.function`` observations -> V(s) [B] in the return's units (only with a
-            value network).
-    These are graph functions with a fixed input signature: cheap to call eagerly, and
-    callable from inside another ``tf.function``.
+    Graph functions (fixed input signatures: cheap to call eagerly, and callable from
+    inside another ``tf.function``), the same for every policy:
 
-    A recurrent policy (its policy or value network declares ``state_sizes``, see
-    pg_keras.recurrent) acts with ``greedy_step``, ``sample_step`` and ``value_step``
-    instead, which take and give a state (:meth:`initial_state`); the update replays a
-    segment with :meth:`replay` (see pg_keras.recurrent_policy).
+        greedy(observations, mask, state) -> (env actions, next state)
+        sample(observations, seed [2] int32, mask, state)
+            -> (raw actions, env actions, next state), drawn from pi(.|s)
+        value(observations, state) -> V(s) [B] in the return's units
+
+    ``mask`` [B, W] bool, the legal actions, is always given (:meth:`all_legal`; W is 0
+    for a head without masks), and so is ``state`` (:meth:`initial_state`): a recurrent
+    policy's (see pg_keras.recurrent) carries the models' state from step to step, a
+    feed-forward one's holds only ``reset``. The update replays a segment with
+    :meth:`replay`. Without a value network ``value`` raises InputError (:attr:`has_value`).
     """
 
     def __init__(self, observation_space: gym.Space, head: ActionHead, network: keras.Model,
@@ -59,24 +65,41 @@ class Policy(RecurrentSteps, tf.Module):
         self.normalizer = normalizer
         self.value_network = value_network
         self._return_scale = return_scale
-        obs_spec = spaces.tensor_spec(observation_space, (None,))
-        self.greedy = tf.function(self._greedy, input_signature=[obs_spec], autograph=False)
-        self.sample = tf.function(self._sample, input_signature=[
-            obs_spec, tf.TensorSpec([2], tf.int32)], autograph=False)
-        if value_network is not None:
-            self.value = tf.function(self._value, input_signature=[obs_spec], autograph=False)
         self.state_sizes = {"policy": recurrent.state_sizes(network),
                             "value": recurrent.state_sizes(value_network)}
         self.recurrent = bool(self.state_sizes["policy"] or self.state_sizes["value"])
-        if self.recurrent:
-            self._trace_recurrent(obs_spec)
-        if head.mask_size:
-            # The same with an action mask [B, mask_size] (see heads.py).
-            mask_spec = tf.TensorSpec([None, head.mask_size], tf.bool)
-            self.greedy_masked = tf.function(self._greedy, input_signature=[
-                obs_spec, mask_spec], autograph=False)
-            self.sample_masked = tf.function(self._sample, input_signature=[
-                obs_spec, tf.TensorSpec([2], tf.int32), mask_spec], autograph=False)
+        self.mask_width = head.mask_size or 0
+        obs, state = spaces.tensor_spec(observation_space, (None,)), self.state_spec()
+        mask, seed = tf.TensorSpec([None, self.mask_width], tf.bool), tf.TensorSpec([2], tf.int32)
+        self.greedy = tf.function(self._greedy, input_signature=[obs, mask, state],
+                                  autograph=False)
+        self.sample = tf.function(self._sample, input_signature=[obs, seed, mask, state],
+                                  autograph=False)
+        self.value = tf.function(self._value, input_signature=[obs, state], autograph=False)
+
+    @property
+    def has_value(self) -> bool:
+        """Whether the policy has a value network (``value`` works)."""
+        return self.value_network is not None
+
+    def state_spec(self, batch_shape=(None,)) -> dict:
+        """``{"policy": (...), "value": (...), "reset": [*batch_shape]}`` of TensorSpecs:
+        each model's state tensors ``[*batch_shape, n]`` (none for a feed-forward model);
+        ``reset`` 1.0 where an episode starts (the models zero their state there first)."""
+        batch_shape = tuple(batch_shape)
+        return {**{role: tuple(tf.TensorSpec(batch_shape + (n,), tf.float32) for n in sizes)
+                   for role, sizes in self.state_sizes.items()},
+                "reset": tf.TensorSpec(batch_shape, tf.float32)}
+
+    def initial_state(self, batch_size: int) -> dict:
+        """The state of ``batch_size`` environments whose episodes start now: zeros, reset 1."""
+        return {**{role: tuple(np.zeros((batch_size, n), np.float32) for n in sizes)
+                   for role, sizes in self.state_sizes.items()},
+                "reset": np.ones(batch_size, np.float32)}
+
+    def all_legal(self, batch_size: int) -> np.ndarray:
+        """The mask that allows every action: [batch_size, W] true."""
+        return np.ones((batch_size, self.mask_width), bool)
 
     def features(self, observations) -> tf.Tensor:
         """Encoded and (if on) normalized observations, [B, *observation_shape]."""
@@ -86,14 +109,12 @@ class Policy(RecurrentSteps, tf.Module):
     def params(self, observations) -> tf.Tensor:
         """The policy network's output, [B, head.param_size] (feed-forward networks)."""
         if self.state_sizes["policy"]:
-            raise InputError("a recurrent policy acts with a state: use predict(observations, "
-                             "state=...), greedy_step or sample_step; received a call "
-                             "without one")
+            raise InputError("a recurrent policy acts with a state (predict, greedy or "
+                             "sample); received a call of params without one")
         return tf.cast(self.network(self.features(observations)), tf.float32)
 
     def distribution(self, observations, mask=None):
-        """pi(.|s) as a ``tfp.distributions`` distribution with batch shape [B]; over the
-        actions ``mask`` allows, when given."""
+        """pi(.|s) (``tfp.distributions``, batch shape [B]), over the actions ``mask`` allows."""
         return self.head.distribution(self.params(observations), mask)
 
     def normalized_value(self, observations) -> tf.Tensor:
@@ -106,36 +127,64 @@ class Policy(RecurrentSteps, tf.Module):
         """The scalar the value network's output is multiplied by to be in return units."""
         return tf.ones([]) if self._return_scale is None else self._return_scale()
 
-    def _greedy(self, observations, mask=None):
-        return self.head.to_env(self.head.greedy(self.params(observations), mask))
+    def step(self, observations, state: dict, value: bool) -> StepOutputs:
+        """One step of each model from ``state``; the value model runs only if ``value``
+        (V(s) in units of :meth:`return_scale`)."""
+        features = self.features(observations)
+        params, policy_state = recurrent.one_step(
+            self.network, self.state_sizes["policy"], features, state["policy"], state["reset"])
+        values, value_state = None, tuple(state["value"])
+        if value:
+            values, value_state = recurrent.one_step(
+                self.value_network, self.state_sizes["value"], features, state["value"],
+                state["reset"])
+            values = tf.reshape(tf.cast(values, tf.float32), [-1])
+        return StepOutputs(tf.cast(params, tf.float32), values,
+                           {"policy": policy_state, "value": value_state,
+                            "reset": state["reset"]})
 
-    def _sample(self, observations, seed, mask=None):
-        raw = self.distribution(observations, mask).sample(seed=seed)
-        return raw, self.head.to_env(raw)
+    def _greedy(self, observations, mask, state):
+        params, _, following = self.step(observations, state, value=False)
+        mask = mask if self.mask_width else None  # a head without masks takes none
+        return self.head.to_env(self.head.greedy(params, mask)), following
 
-    def _value(self, observations):
-        return self.normalized_value(observations) * self.return_scale()
+    def _sample(self, observations, seed, mask, state):
+        # The value model steps too when it carries a state of its own.
+        params, _, following = self.step(observations, state,
+                                         value=bool(self.state_sizes["value"]))
+        mask = mask if self.mask_width else None
+        raw = self.head.distribution(params, mask).sample(seed=seed)
+        return raw, self.head.to_env(raw), following
+
+    def _value(self, observations, state):
+        if not self.has_value:
+            raise InputError("this policy has no value network (train with a baseline: "
+                             "Config(baseline=True)); received a call of policy.value")
+        return self.step(observations, state, value=True).values * self.return_scale()
+
+    def replay(self, observations, initial_state: dict, done):
+        """Both models over a time-major segment of observations [T, B, ...] from
+        ``initial_state`` (the state entering row 0, as :class:`~pg_keras.batch.Batch`
+        holds it: ``[1, B, n]`` each, ``reset`` [1, B]); ``done`` [T, B] bool resets the
+        state after a row. Returns (the policy network's output [T * B, P], V(s) [T * B]
+        in units of :meth:`return_scale` or None), rows time-major."""
+        steps, envs = done.shape
+        features = self.features(tf.nest.map_structure(recurrent.merge_time, observations))
+        reset = tf.transpose(tf.concat([initial_state["reset"],
+                                        tf.cast(done[:-1], tf.float32)], axis=0))
+        params = recurrent.replay(self.network, features, initial_state["policy"], reset,
+                                  steps, envs)
+        values = None
+        if self.has_value:
+            values = tf.reshape(recurrent.replay(self.value_network, features,
+                                                 initial_state["value"], reset, steps, envs),
+                                [-1])
+        return params, values
 
     def keras_model(self) -> keras.Model:
-        """One functional ``keras.Model`` from raw observations to the head's parameters.
-
-        It chains the observation encoding, the normalizer (statistics included), the
-        policy network and the action head's parameters, sharing their weights with this
-        policy. It takes ``[B, *obs_shape]`` observations of ``spaces.serving_dtype`` (one
-        input per leaf, by leaf name, for a nested space) and
-        returns what ``head.parameters`` does: ``{"logits"}`` or ``{"mean", "std"}``. It
-        round-trips through ``model.save("policy.keras")`` and
-        ``keras.models.load_model`` (with pg_keras imported: it registers the layers).
-        """
-        if self.state_sizes["policy"]:
-            raise InputError("keras_model() is for feed-forward policies; a recurrent "
-                             "policy's network is policy.network (see pg_keras.recurrent)")
-        inputs = spaces.keras_inputs(self.observation_space)
-        features = EncodeObservations(self.observation_space, name="encode")(inputs)
-        if self.normalizer is not None:
-            features = self.normalizer(features)
-        outputs = self.head(self.network(features))
-        return networks.functional_model(inputs, outputs, name="policy_parameters")
+        """One functional ``keras.Model`` from raw observations to the head's parameters,
+        sharing this policy's weights: see :func:`pg_keras.networks.parameters_model`."""
+        return networks.parameters_model(self)
 
     def predict(self, observations, state: Optional[dict] = None, deterministic: bool = True,
                 seed: Optional[int] = None, action_mask=None
@@ -165,50 +214,46 @@ class Policy(RecurrentSteps, tf.Module):
             InputError: for observations of another shape, or holding NaN or inf, or a
                 seed out of range.
         """
-        if seed is not None and not (isinstance(seed, (int, np.integer)) and 0 <= seed < 2**31):
-            raise InputError(f"seed must be an integer in [0, 2**31) or None; received "
-                             f"seed={seed!r}")
         if action_mask is None and isinstance(observations, dict):
             action_mask = observations.get(spaces.ACTION_MASK_KEY)
+        seed_pair = _seed_pair(seed, deterministic)
         batch, single = spaces.checked_batch(self.observation_space, observations)
-        mask = _checked_mask(self.head, action_mask, single,
-                             int(tf.nest.flatten(batch)[0].shape[0]))
-        if deterministic:
-            seed_pair = None
-        elif seed is None:
-            seed_pair = self._fresh_seeds().integers(0, 2**31 - 1, size=2).astype(np.int32)
-        else:
-            seed_pair = np.array([seed, 0], np.int32)
-        actions, state = self._predict(spaces.nest_map(tf.convert_to_tensor, batch),
-                                       seed_pair, state, mask)
+        rows = int(tf.nest.flatten(batch)[0].shape[0])
+        mask = _checked_mask(self.head, action_mask, single, rows)
+        actions, state = _act(self, spaces.nest_map(tf.convert_to_tensor, batch), seed_pair,
+                              self.initial_state(rows) if state is None else state,
+                              self.all_legal(rows) if mask is None else mask)
         return (actions[0] if single else actions), state
 
-    def _fresh_seeds(self) -> np.random.Generator:
-        """The stream of unseeded samples' seeds, seeded by the OS on first use."""
-        if not hasattr(self, "_unseeded"):
-            self._unseeded = np.random.default_rng()
-        return self._unseeded
 
-    def _predict(self, observations, seed: Optional[np.ndarray], state, mask):
-        """:meth:`predict` on a checked batch of tensors; greedy when ``seed`` is None;
-        among the actions ``mask`` allows when it is not None."""
-        masked, suffix = (() if mask is None else (mask,)), ("" if mask is None else "_masked")
-        if not self.recurrent:
-            if seed is None:
-                return getattr(self, "greedy" + suffix)(observations, *masked).numpy(), None
-            sample = getattr(self, "sample" + suffix)
-            return sample(observations, tf.constant(seed), *masked)[1].numpy(), None
-        if state is None:
-            state = self.initial_state(int(tf.nest.flatten(observations)[0].shape[0]))
-        if seed is None:
-            actions, following = getattr(self, "greedy_step" + suffix)(observations, state,
-                                                                       *masked)
-        else:
-            _, actions, following = getattr(self, "sample_step" + suffix)(
-                observations, tf.constant(seed), state, *masked)
-        following = tf.nest.map_structure(lambda x: x.numpy(), following)
-        reset = np.zeros_like(np.asarray(state["reset"], np.float32))
-        return actions.numpy(), {**following, "reset": reset}
+# The seeds of unseeded samples: the OS seeds it.
+_UNSEEDED = np.random.default_rng()
+
+
+def _seed_pair(seed: Optional[int], deterministic: bool) -> Optional[np.ndarray]:
+    """:meth:`Policy.predict`'s stateless seed [2] int32: None for the greedy action."""
+    if seed is not None and not (isinstance(seed, (int, np.integer)) and 0 <= seed < 2**31):
+        raise InputError(f"seed must be an integer in [0, 2**31) or None; received "
+                         f"seed={seed!r}")
+    if deterministic:
+        return None
+    if seed is None:
+        return _UNSEEDED.integers(0, 2**31 - 1, size=2).astype(np.int32)
+    return np.array([seed, 0], np.int32)
+
+
+def _act(policy: Policy, observations, seed: Optional[np.ndarray], state: dict, mask):
+    """:meth:`Policy.predict` on a checked batch of tensors, as numpy: (actions, the next
+    state, None for a feed-forward policy); greedy when ``seed`` is None."""
+    if seed is None:
+        actions, following = policy.greedy(observations, mask, state)
+    else:
+        _, actions, following = policy.sample(observations, tf.constant(seed), mask, state)
+    if not policy.recurrent:
+        return actions.numpy(), None
+    following = tf.nest.map_structure(lambda x: x.numpy(), following)
+    reset = np.zeros_like(np.asarray(state["reset"], np.float32))
+    return actions.numpy(), {**following, "reset": reset}
 
 
 def _checked_mask(head: ActionHead, action_mask, single: bool,

@@ -174,3 +174,34 @@ def _layers(model):
     if seen is not None:
         return list(seen(include_self=False, recursive=True))
     return list(getattr(model, "layers", []))
+
+
+def one_step(model, sizes, features, state, reset):
+    """``model`` on one step of B envs: (output [B, ...], next state; () if feed-forward)."""
+    if not sizes:
+        return model(features), ()
+    sequence = tf.nest.map_structure(lambda x: x[:, None], features)
+    outputs, final = model((sequence, tuple(state), reset[:, None]))
+    return outputs[:, 0], tuple(final)
+
+
+def replay(model, features, state, reset, steps: int, envs: int) -> tf.Tensor:
+    """``model`` on [T * B] time-major feature rows -> its output, [T * B, ...] float32;
+    a recurrent model runs over each env's T steps from ``state`` ([1, B, n] each)."""
+    if not state:
+        return tf.cast(model(features), tf.float32)
+    sequence = tf.nest.map_structure(
+        lambda x: _swap(tf.reshape(x, [steps, envs] + x.shape[1:])), features)
+    outputs, _ = model((sequence, tuple(s[0] for s in state), reset))
+    outputs = _swap(tf.cast(outputs, tf.float32))
+    return tf.reshape(outputs, [steps * envs] + outputs.shape[2:])
+
+
+def merge_time(x):
+    """[T, B, ...] -> [T * B, ...]."""
+    return tf.reshape(x, [x.shape[0] * x.shape[1]] + x.shape[2:])
+
+
+def _swap(x):
+    """Swaps the two leading axes ([T, B, ...] <-> [B, T, ...])."""
+    return tf.transpose(x, [1, 0] + list(range(2, len(x.shape))))

@@ -1,5 +1,6 @@
 """The compiled backend: graph-native rollout + the same update, in one tf.function."""
 
+import gymnasium as gym
 import keras
 import numpy as np
 import pytest
@@ -95,10 +96,22 @@ def test_compiled_cartpole_policy_solves_gymnasium_cartpole_through_the_savedmod
 
 
 class _LoadedPolicy:
-    """Adapts a loaded SavedModel to what pg_keras.evaluate calls."""
+    """Adapts a loaded feed-forward SavedModel to what pg_keras.evaluate calls of a Policy."""
+
+    mask_width = 0
 
     def __init__(self, loaded):
-        self.greedy = loaded.greedy
+        self._loaded = loaded
+        self.observation_space = gym.make("CartPole-v1").observation_space
+
+    def all_legal(self, batch_size):
+        return np.ones((batch_size, 0), bool)
+
+    def initial_state(self, batch_size):
+        return {"reset": np.ones(batch_size, np.float32)}
+
+    def greedy(self, observations, mask, state):
+        return self._loaded.greedy(observations), state
 
 
 def test_compiled_run_resumes_bit_identically(tmp_path):

@@ -434,7 +434,7 @@ def test_learner_update_is_the_advantage_weighted_score_and_a_value_regression_s
             G[t, b] = batch.rewards[t, b] + gamma * beyond
     np.testing.assert_array_equal(batch.bootstrap[batch.terminated], 0.0)
     obs = tf.reshape(batch.observations, [T * B, 1])
-    V = learner.policy.value(obs).numpy().astype(np.float64).reshape(T, B)
+    V = learner.policy.value(obs, learner.policy.initial_state(T * B)).numpy().astype(np.float64).reshape(T, B)
     advantage = (G - V).reshape(-1)
 
     with tf.GradientTape(persistent=True) as tape:

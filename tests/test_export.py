@@ -247,7 +247,8 @@ def _reference(learner, observations):
     sample = policy.head.to_env(policy.head.portable_sample(raw_params, tf.constant([7, 3])))
     sample = sample.numpy()
     params = {k: v.numpy() for k, v in policy.head.parameters(raw_params).items()}
-    value = policy.value(tf.constant(observations)).numpy() if learner.has_baseline else None
+    value = (policy.value(tf.constant(observations), policy.initial_state(len(observations)))
+             .numpy() if learner.has_baseline else None)
     return greedy, sample, params, value
 
 

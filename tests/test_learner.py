@@ -80,7 +80,7 @@ def test_update_traces_once():
     for _ in range(4):
         learner.update(collector.collect()[0])
     assert learner.trace_count == 1
-    assert collector.actor.steps.step.experimental_get_tracing_count() <= 1
+    assert collector.actor.steps.sample.experimental_get_tracing_count() <= 1
     assert int(learner.updates.numpy()) == 4
 
 
@@ -259,7 +259,7 @@ def test_value_model_fits_the_returns():
     for i in range(200):
         learner.update(collector.collect()[0])
         if i >= 150:
-            values.append(learner.policy.value(obs).numpy()[0])
+            values.append(learner.policy.value(obs, learner.policy.initial_state(1)).numpy()[0])
     # A near-frozen uniform policy over 4 bits scores 2 matches on average.
     assert abs(np.mean(values) - 2.0) < 0.2
 

@@ -44,7 +44,9 @@ def test_deterministic_is_the_greedy_action_and_feed_forward_state_stays_none(po
     policy, observations = policies["feed-forward"], _observations()
     actions, state = policy.predict(observations)
     assert state is None
-    np.testing.assert_array_equal(actions, policy.greedy(tf.constant(observations)).numpy())
+    expected, _ = policy.greedy(tf.constant(observations), policy.all_legal(len(observations)),
+                                policy.initial_state(len(observations)))
+    np.testing.assert_array_equal(actions, expected.numpy())
     again, _ = policy.predict(observations, deterministic=True, seed=3)  # seed unused
     np.testing.assert_array_equal(actions, again)
 
@@ -68,7 +70,8 @@ def test_the_recurrent_state_threads_through_predict(policies):
     carried = None
     for step in range(6):
         actions, carried = policy.predict(observations[step], state=carried)
-        expected, state = policy.greedy_step(tf.constant(observations[step]), state)
+        expected, state = policy.greedy(tf.constant(observations[step]), policy.all_legal(3),
+                                        state)
         np.testing.assert_allclose(actions, expected.numpy(), rtol=1e-6)
         state = {**state, "reset": tf.zeros([3])}
         assert carried["reset"].shape == (3,) and not carried["reset"].any()
@@ -93,3 +96,46 @@ def test_predict_acts_only_among_the_actions_the_mask_allows():
     assert set(np.unique(greedy)) <= {1, 3}
     with pytest.raises(pg_keras.InputError, match=r"action mask must have shape \[B, 5\]"):
         policy.predict(unmasked, action_mask=mask[:, :4])
+
+
+def _graph_functions(policy):
+    return sorted(name for name, value in vars(policy).items()
+                  if isinstance(value, tf.types.experimental.GenericFunction)
+                  and not name.startswith("_"))
+
+
+def test_every_policy_has_the_same_three_graph_functions(policies):
+    masked = pg_keras.build_learner(SMALL.replace(baseline=False), OBSERVATIONS,
+                                    gym.spaces.MultiDiscrete([2, 3])).policy
+    for policy in [*policies.values(), masked]:
+        assert _graph_functions(policy) == ["greedy", "sample", "value"]
+
+
+def test_the_graph_functions_take_a_mask_and_a_state_for_every_policy(policies):
+    observations = tf.constant(_observations(6))
+    for policy in policies.values():
+        mask, state = policy.all_legal(6), policy.initial_state(6)
+        greedy, after = policy.greedy(observations, mask, state)
+        np.testing.assert_array_equal(greedy.numpy(), policy.predict(observations.numpy())[0])
+        raw, actions, _ = policy.sample(observations, tf.constant([3, 0]), mask, state)
+        assert actions.shape[0] == 6 and raw.shape[0] == 6
+        assert sorted(after) == ["policy", "reset", "value"]
+        if not policy.recurrent:  # a feed-forward policy's state comes back as it went in
+            assert after["policy"] == () and after["value"] == ()
+    # A Discrete head's mask: only the allowed action is taken, sampled or greedy.
+    policy = policies["feed-forward"]
+    only_two = np.zeros((6, 5), bool)
+    only_two[:, 2] = True
+    state = policy.initial_state(6)
+    np.testing.assert_array_equal(policy.greedy(observations, only_two, state)[0].numpy(), 2)
+    np.testing.assert_array_equal(
+        policy.sample(observations, tf.constant([1, 2]), only_two, state)[1].numpy(), 2)
+
+
+def test_value_of_a_policy_without_a_value_network_says_so_in_one_line():
+    policy = pg_keras.build_learner(SMALL.replace(baseline=False), OBSERVATIONS,
+                                    gym.spaces.Discrete(5)).policy
+    assert not policy.has_value
+    with pytest.raises(pg_keras.InputError, match="no value network") as raised:
+        policy.value(tf.constant(_observations(2)), policy.initial_state(2))
+    assert "\n" not in str(raised.value)

@@ -147,15 +147,15 @@ class _Recorder:
     the log-probability of the sampled action and the value, as collection computed them."""
 
     def __init__(self, collector):
-        self.steps, self.step = collector.actor.steps, collector.actor.steps.recurrent
+        self.steps, self.step = collector.actor.steps, collector.actor.steps.sample
         self.policy = collector.policy
         self.rows = []
-        self.steps.recurrent = self
+        self.steps.sample = self
 
-    def __call__(self, observations, state):
-        raw, env_action, next_state = self.step(observations, state)
+    def __call__(self, observations, mask, state):
+        raw, env_action, next_state = self.step(observations, mask, state)
         policy = self.policy
-        params, values, _ = policy._step_outputs(observations, state, value=True)
+        params, values, _ = policy.step(observations, state, value=True)
         self.rows.append(dict(
             state=tf.nest.map_structure(np.copy, state),
             log_prob=policy.head.distribution(params).log_prob(raw).numpy(),
@@ -180,7 +180,7 @@ def test_the_update_replays_the_log_probs_collection_computed(cell, mode):
     for _ in range(3):
         recorder = _Recorder(collector)
         batch, _ = collector.collect()
-        recorder.steps.recurrent = recorder.step
+        recorder.steps.sample = recorder.step
         params, values = policy.replay(
             tf.constant(batch.observations), tf.nest.map_structure(tf.constant, batch.initial_state),
             tf.constant(batch.terminated | batch.truncated))
@@ -237,7 +237,7 @@ def test_states_reset_exactly_where_episodes_start():
     policy = learner.policy
     zero = {**policy.initial_state(2), "reset": np.zeros(2, np.float32)}
     for row in recorder.rows:
-        params = policy._step_outputs(row["observations"], zero, value=False)[0].numpy()
+        params = policy.step(row["observations"], zero, value=False)[0].numpy()
         starts = row["state"]["reset"] > 0
         np.testing.assert_array_equal(params[starts], row["params"][starts])
         for i in np.flatnonzero(~starts):
@@ -256,10 +256,10 @@ def test_truncations_bootstrap_from_the_carried_value_state():
     assert batch.truncated[1].all() and batch.truncated[3].all()
     for t in (1, 3):
         # V(final observation) continuing the episode: the state after row t, no reset.
-        _, _, after = policy._step_outputs(recorder.rows[t]["observations"],
-                                           recorder.rows[t]["state"], value=True)
+        _, _, after = policy.step(recorder.rows[t]["observations"], recorder.rows[t]["state"],
+                                  value=True)
         state = {**after, "reset": np.zeros(2, np.float32)}
-        expected = policy.value_step(tf.zeros((2, 1)), state).numpy()
+        expected = policy.value(tf.zeros((2, 1)), state).numpy()
         np.testing.assert_allclose(batch.bootstrap[t], expected, rtol=1e-6)
     assert not np.allclose(batch.bootstrap[1], batch.bootstrap[3])
 
@@ -499,7 +499,7 @@ def test_the_compiled_rollout_carries_the_state_the_replay_ends_with():
                                   tf.cast(done[-1], tf.float32))
     state = tf.nest.map_structure(lambda x: x[0], second.initial_state)
     open_ = ~done[-1].numpy()
-    expected = policy.value_step(second.observations[0], state).numpy()
+    expected = policy.value(second.observations[0], state).numpy()
     np.testing.assert_allclose(first.bootstrap[-1].numpy()[open_], expected[open_], rtol=1e-5)
     restored = CompiledCollector(env, learner.policy, config)
     restored.restore(collector.state())
@@ -536,5 +536,7 @@ def test_a_feed_forward_policy_with_a_recurrent_value_model_exports(tmp_path):
     loaded = tf.saved_model.load(str(tmp_path / "policy"))
     observations = np.zeros((3, 4), np.float32)
     np.testing.assert_array_equal(loaded.signatures["serving_default"](
-        observations=observations)["actions"].numpy(), result.policy.greedy(observations))
+        observations=observations)["actions"].numpy(),
+        result.policy.greedy(observations, result.policy.all_legal(3),
+                             result.policy.initial_state(3))[0])
     assert "value" not in loaded.signatures

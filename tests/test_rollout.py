@@ -202,7 +202,7 @@ def reference_collect(envs, learner, config, policy, state):
 
     def value(observation):
         batch = np.asarray(observation, b["observations"].dtype)[None]
-        return float(learner.policy.value(batch).numpy()[0])
+        return float(learner.policy.value(batch, learner.policy.initial_state(1)).numpy()[0])
 
     for t in range(steps):
         obs = np.asarray(obs, b["observations"].dtype)

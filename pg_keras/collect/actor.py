@@ -57,6 +57,10 @@ class Actor:
         self.steps = TensorFlowSteps(policy, self.rng)
         self.state = None
         self.reset_state()
+        # What a feed-forward policy's graph functions take for the mask and state it has
+        # not got: every action legal, a state without models' tensors.
+        self._all_legal = policy.all_legal(num_envs)
+        self._no_state = policy.initial_state(num_envs)
         self._next_state = None  # the models' state after the step being taken
 
     def reset_state(self) -> None:
@@ -75,17 +79,11 @@ class Actor:
         the actions ``mask`` [num_envs, W] allows, when given."""
         if self.numpy_policy is not None:
             return self.numpy_policy(observations, mask)
-        steps = self.steps
+        state = self.state if self.recurrent else self._no_state
+        raw, env_action, next_state = self.steps.sample(
+            observations, self._all_legal if mask is None else mask, state)
         if self.recurrent:
-            args = (observations, self.state) + (() if mask is None else (mask,))
-            step = steps.recurrent if mask is None else steps.recurrent_masked
-            raw, env_action, next_state = step(*args)
             self._next_state = tf.nest.map_structure(lambda x: x.numpy(), next_state)
-            return raw.numpy(), env_action.numpy()
-        if mask is None:
-            raw, env_action = steps.step(observations)
-        else:
-            raw, env_action = steps.step_masked(observations, mask)
         return raw.numpy(), env_action.numpy()
 
     def end_step(self, ended: np.ndarray) -> None:
@@ -99,14 +97,11 @@ class Actor:
         recurrent value model continues those envs' episodes from the carried state."""
         if self.numpy_policy is not None and self.numpy_policy.has_value:
             return self.numpy_policy.values(observations)
-        policy = self.policy
-        if self.recurrent:
-            state = {"policy": tuple(s[rows] for s in self.state["policy"]),
-                     "value": tuple(s[rows] for s in self.state["value"]),
-                     "reset": np.zeros(int(rows.sum()), np.float32)}
-            return policy.value_step(spaces.as_tensors(self._space, observations),
-                                     state).numpy()
-        return policy.value(spaces.as_tensors(self._space, observations)).numpy()
+        rows_state = self._no_state if not self.recurrent else self.state
+        state = {"policy": tuple(s[rows] for s in rows_state["policy"]),
+                 "value": tuple(s[rows] for s in rows_state["value"]),
+                 "reset": np.zeros(int(rows.sum()), np.float32)}
+        return self.policy.value(spaces.as_tensors(self._space, observations), state).numpy()
 
     def record_initial_state(self, kept) -> None:
         """Writes the state a batch starts from into row 0 of ``kept`` (the batch's
@@ -144,50 +139,26 @@ class Actor:
 
 
 class TensorFlowSteps:
-    """The policy's sampling steps as compiled functions, for when TensorFlow acts.
+    """The policy's sampling step as a compiled function, for when TensorFlow acts.
 
     Each call draws a fresh seed from ``rng`` (the actor's checkpointed stream), so a
-    resumed run samples what the uninterrupted one would. A step of a policy with action
-    masks also exists masked; a recurrent policy's steps take and return its state.
+    resumed run samples what the uninterrupted one would.
 
     Args:
         policy: The policy sampled from.
         rng: The stream the seeds come from.
 
     Attributes:
-        step: ``(observations) -> (raw action, env action)``.
-        step_masked: ``(observations, mask [B, W] bool) -> ...``, or None without masks.
-        recurrent: ``(observations, state) -> (raw action, env action, next state)`` of a
-            recurrent policy, else None.
-        recurrent_masked: The same with a mask, or None.
+        sample: ``(observations, mask [B, W] bool, state) -> (raw action, env action,
+            next state)``: ``Policy.sample`` with the seed drawn here.
     """
 
     def __init__(self, policy: Policy, rng: tf.random.Generator):
         self.policy, self.rng = policy, rng
-        observation = spaces.tensor_spec(policy.observation_space, (None,))
-        width = policy.head.mask_size
-        mask = tf.TensorSpec([None, width], tf.bool) if width else None
+        specs = [spaces.tensor_spec(policy.observation_space, (None,)),
+                 tf.TensorSpec([None, policy.mask_width], tf.bool), policy.state_spec()]
+        self.sample = tf.function(self._sample, input_signature=specs, autograph=False)
 
-        def compiled(function, *specs):
-            if None in specs:
-                return None
-            return tf.function(function, input_signature=list(specs), autograph=False)
-
-        self.step = compiled(self._step, observation)
-        self.step_masked = compiled(self._step, observation, mask)
-        state = policy.state_spec() if policy.recurrent else None
-        self.recurrent = compiled(self._recurrent, observation, state)
-        self.recurrent_masked = compiled(self._recurrent, observation, state, mask)
-
-    def _seed(self) -> tf.Tensor:
-        return tf.cast(self.rng.make_seeds(1)[:, 0], tf.int32)
-
-    def _step(self, observations, mask=None):
-        if mask is None:
-            return self.policy.sample(observations, self._seed())
-        return self.policy.sample_masked(observations, self._seed(), mask)
-
-    def _recurrent(self, observations, state, mask=None):
-        if mask is None:
-            return self.policy.sample_step(observations, self._seed(), state)
-        return self.policy.sample_step_masked(observations, self._seed(), state, mask)
+    def _sample(self, observations, mask, state):
+        seed = tf.cast(self.rng.make_seeds(1)[:, 0], tf.int32)
+        return self.policy.sample(observations, seed, mask, state)

@@ -183,7 +183,7 @@ class CompiledCollector(tf.Module):
         (obs, raw, reward, terminated, truncated, bootstrap, episode_steps,
          returns) = [a.stack() for a in arrays]
         done = terminated | truncated
-        if self.policy.value_network is not None:
+        if self.policy.has_value:
             # The cut at the end of the segment bootstraps from V(s_T).
             value = self._value(self.env.observe(state), carried if recurrent else None)
             last = tf.where(~done[-1], value, bootstrap[-1])
@@ -209,8 +209,8 @@ class CompiledCollector(tf.Module):
     def _value(self, observations, carried):
         """V(s) in return units; a recurrent value model continues from ``carried``."""
         if carried is None:
-            return self.policy.value(observations)
-        return self.policy.value_step(observations, carried)
+            carried = self.policy.initial_state(self.config.num_envs)
+        return self.policy.value(observations, carried)
 
     def _rollout_step(self, base, t, state, episode_return, episode_length, arrays, carried):
         """The while loop's body: act, step with autoreset, write row ``t``; a recurrent
@@ -220,9 +220,11 @@ class CompiledCollector(tf.Module):
         seed = tf.random.experimental.stateless_fold_in(base, 2 * t)
         recurrent = self._recurrent_state is not None
         if not recurrent:
-            raw, env_action = policy.sample(obs, seed)
+            raw, env_action, _ = policy.sample(obs, seed, policy.all_legal(num),
+                                               policy.initial_state(num))
         else:
-            raw, env_action, following = policy.sample_step(obs, seed, carried)
+            raw, env_action, following = policy.sample(obs, seed, policy.all_legal(num),
+                                                       carried)
             # The loop and the batch keep static shapes: [num_envs, ...].
             raw, env_action, following = tf.nest.map_structure(
                 lambda x: tf.reshape(x, [num] + x.shape[1:]), (raw, env_action, following))
@@ -231,7 +233,7 @@ class CompiledCollector(tf.Module):
         done = terminated | truncated
         cut = truncated & ~terminated
         bootstrap = tf.zeros([num])
-        if policy.value_network is not None:
+        if policy.has_value:
             # A truncated episode continues at its final observation: no reset.
             after = {**following, "reset": tf.zeros([num])} if recurrent else None
             bootstrap = tf.cond(tf.reduce_any(cut),

@@ -22,8 +22,7 @@ def evaluate(policy: Policy, env: Union[str, Config, EnvOptions], episodes: int,
     legal actions, as it did in training.
 
     Args:
-        policy: The policy to act with: a Policy, or anything with its ``greedy`` (and
-            ``sample`` when not greedy), such as a loaded feed-forward SavedModel.
+        policy: The policy to act with.
         env: Gymnasium env id, or the options (or Config) of a run: its wrappers, env
             kwargs and use of action masks.
         episodes: Number of episodes (and of environments).
@@ -40,17 +39,16 @@ def evaluate(policy: Policy, env: Union[str, Config, EnvOptions], episodes: int,
         totals = np.zeros(episodes, np.float64)
         running = np.ones(episodes, bool)
         # A recurrent policy carries its state; each env runs one episode, so it never resets.
-        state = policy.initial_state(episodes) if getattr(policy, "recurrent", False) else None
-        space = getattr(policy, "observation_space", envs.single_observation_space)
+        state = policy.initial_state(episodes)
         for t in range(max_steps):
             mask = _action_mask(policy, obs, info, episodes)
-            obs = spaces.as_tensors(space, _without_mask(obs))
-            step_seed = tf.constant([seed, t], tf.int32)
-            if state is not None:
-                action, state = _act_recurrent(policy, obs, state, mask, greedy, step_seed)
-                state = {**state, "reset": np.zeros(episodes, np.float32)}
+            obs = spaces.as_tensors(policy.observation_space, _without_mask(obs))
+            if greedy:
+                action, state = policy.greedy(obs, mask, state)
             else:
-                action = _act(policy, obs, mask, greedy, step_seed)
+                _, action, state = policy.sample(obs, tf.constant([seed, t], tf.int32), mask,
+                                                 state)
+            state = {**state, "reset": np.zeros(episodes, np.float32)}
             obs, reward, terminated, truncated, info = envs.step(action.numpy())
             totals += np.where(running, reward, 0.0)
             running &= ~(terminated | truncated)
@@ -61,27 +59,6 @@ def evaluate(policy: Policy, env: Union[str, Config, EnvOptions], episodes: int,
         envs.close()
 
 
-def _act(policy: Policy, observations, mask: Optional[np.ndarray], greedy: bool,
-         seed: tf.Tensor) -> tf.Tensor:
-    """A feed-forward policy's env actions, among those ``mask`` allows when given."""
-    if greedy:
-        return policy.greedy(observations) if mask is None else policy.greedy_masked(
-            observations, mask)
-    return (policy.sample(observations, seed) if mask is None
-            else policy.sample_masked(observations, seed, mask))[1]
-
-
-def _act_recurrent(policy: Policy, observations, state, mask: Optional[np.ndarray],
-                   greedy: bool, seed: tf.Tensor):
-    """A recurrent policy's (env actions, next state), among the actions ``mask`` allows."""
-    masked = () if mask is None else (mask,)
-    if greedy:
-        step = policy.greedy_step if mask is None else policy.greedy_step_masked
-        return step(observations, state, *masked)
-    step = policy.sample_step if mask is None else policy.sample_step_masked
-    return step(observations, seed, state, *masked)[1:]
-
-
 def _without_mask(observations):
     if isinstance(observations, dict) and spaces.ACTION_MASK_KEY in observations:
         return {key: value for key, value in observations.items()
@@ -89,10 +66,10 @@ def _without_mask(observations):
     return observations
 
 
-def _action_mask(policy: Policy, observations, info: dict, num: int) -> Optional[np.ndarray]:
+def _action_mask(policy: Policy, observations, info: dict, num: int) -> np.ndarray:
     """The [num, W] mask of the legal actions the env gave (a Dict observation's
-    ``action_mask`` key, or ``info["action_mask"]``), or None where it gave none."""
-    width = getattr(getattr(policy, "head", None), "mask_size", None) or 0
-    if not width:
-        return None
-    return env_action_mask(observations, info, num, width)
+    ``action_mask`` key, or ``info["action_mask"]``); all legal where it gave none."""
+    mask = None
+    if policy.mask_width:
+        mask = env_action_mask(observations, info, num, policy.mask_width)
+    return policy.all_legal(num) if mask is None else mask

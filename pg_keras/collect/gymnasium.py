@@ -96,7 +96,7 @@ class Collector:
         self._batch = Batch(**{name: tf.nest.map_structure(
             lambda s: np.zeros(s.shape, s.dtype.as_numpy_dtype), field)
             for name, field in spec._asdict().items()})
-        self._baseline = policy.value_network is not None
+        self._baseline = policy.has_value
         # config.seed is this worker's envs stream, from which the actor's is derived.
         if sampling_seed is None:
             sampling_seed = SeedStreams(config.seed).sampling
