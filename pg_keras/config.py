@@ -1,34 +1,38 @@
-"""Every hyperparameter of a run, in one frozen dataclass validated on creation.
+"""Every hyperparameter of a run, in one frozen, typed dataclass validated on creation.
 
-The launcher's flags are generated from these fields, so the two cannot drift. Derived
-sizes (steps per iteration, number of updates) are computed here and nowhere else.
+The launcher's flags are generated from these fields, so the two cannot drift. A field of
+choices is typed ``Literal[...]``: the annotation is the one list of its values, which
+validation (and :meth:`Config.choices`) read. Derived sizes (steps per iteration, number
+of updates) are computed here and nowhere else.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
-import os
 import re
 import sys
-from typing import List, Tuple
+import typing
+from typing import Any, List, Literal, Mapping, Tuple
 
-ACTIVATIONS = ("tanh", "relu", "elu", "gelu", "silu", "swish", "leaky_relu", "selu", "sigmoid")
-OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
-COLLECT_MODES = ("auto", "steps", "episodes")
-ACTION_BOUNDS = ("clip", "tanh")
-ON_NONFINITE = ("stop", "drop")
-BACKENDS = ("gymnasium", "compiled")
-RECURRENT_CELLS = ("none", "lstm", "gru")
-SCHEDULES = ("constant", "linear")
-ADVANTAGE_NORMALIZATIONS = ("batch", "minibatch")
+Activation = Literal["tanh", "relu", "elu", "gelu", "silu", "swish", "leaky_relu", "selu",
+                     "sigmoid"]
+Optimizer = Literal["adam", "adamw", "rmsprop", "sgd"]
+CollectMode = Literal["auto", "steps", "episodes"]
+ActionBounds = Literal["clip", "tanh"]
+OnNonfinite = Literal["stop", "drop"]
+Backend = Literal["gymnasium", "compiled"]
+RecurrentCell = Literal["none", "lstm", "gru"]
+Schedule = Literal["constant", "linear"]
+AdvantageNormalization = Literal["batch", "minibatch"]
+EvalMode = Literal["greedy", "sample"]
+Vectorization = Literal["sync", "async"]
 # A model factory importable by name; and the record of a model given as a Python object.
 MODEL_REFERENCE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 PYTHON_OBJECT = re.compile(r"<python object .*>")
-STRATEGIES = ("default", "mirrored", "multi_worker")
-EVAL_MODES = ("greedy", "sample")
-VECTORIZATIONS = ("sync", "async")
+STRATEGIES = ("default", "mirrored", "multi_worker")  # a launcher flag, not a Config field
 
 # The one format version of every file pg_keras writes in a run directory (config.json,
 # spaces.json, the checkpoints' loop state) and in an export (config.json). Before 1.0
@@ -54,6 +58,23 @@ class TrainingError(RuntimeError):
     """
 
 
+class FrozenDict(dict):
+    """A dict that refuses changes, so that a frozen Config stays frozen and hashable
+    (``env_kwargs``); it pickles, copies and serializes to JSON as a dict."""
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("a Config's env_kwargs are read-only; make another Config with "
+                        "config.replace(env_kwargs=...)")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _refuse
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self, sort_keys=True))
+
+    def __reduce__(self):
+        return type(self), (dict(self),)
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Hyperparameters of a REINFORCE run.
@@ -64,8 +85,9 @@ class Config:
             (training, evaluation, export, resume), before vectorization: ``module:name``
             entries, each a wrapper class or a function taking the env and returning it
             wrapped (``module`` is imported); the flag takes them comma-separated.
-        env_kwargs: Keyword arguments of ``gym.make`` for every env of the run, as a JSON
-            object (``'{"max_episode_steps": 100}'``); a dict is accepted in Python.
+        env_kwargs: Keyword arguments of ``gym.make`` for every env of the run: a mapping
+            of names to JSON values (``{"max_episode_steps": 100}``; the flag takes it as
+            JSON text). Stored read-only, as a JSON object in config.json.
         use_action_mask: Obey the action mask the env gives (``info["action_mask"]``, or
             a Dict observation's ``action_mask`` key) when sampling, in the update and in
             evaluations; False hides it, so every action is legal to the policy.
@@ -191,23 +213,23 @@ class Config:
 
     env_id: str = "CartPole-v1"
     env_wrappers: Tuple[str, ...] = ()
-    env_kwargs: str = "{}"
+    env_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=FrozenDict)
     use_action_mask: bool = True
     seed: int = 0
     num_envs: int = 8
-    vectorization: str = "sync"
+    vectorization: Vectorization = "sync"
     steps_per_update: int = 32
     total_steps: int = 50_000
-    collect_mode: str = "auto"
+    collect_mode: CollectMode = "auto"
     gamma: float = 0.99
     gae_lambda: float = 1.0
     baseline: bool = True
     policy_learning_rate: float = 1e-3
     value_learning_rate: float = 1e-2
-    optimizer: str = "adam"
-    lr_schedule: str = "linear"
+    optimizer: Optimizer = "adam"
+    lr_schedule: Schedule = "linear"
     entropy_coef: float = 0.0
-    entropy_schedule: str = "constant"
+    entropy_schedule: Schedule = "constant"
     max_grad_norm: float = 0.0
     value_max_grad_norm: float = -1.0
     normalize_advantages: bool = True
@@ -217,27 +239,27 @@ class Config:
     clip_ratio: float = 0.0
     value_clip: float = 0.0
     target_kl: float = 0.0
-    advantage_normalization: str = "batch"
+    advantage_normalization: AdvantageNormalization = "batch"
     normalize_returns: bool = True
     gamma_weighting: bool = False
     normalize_observations: bool = False
     clip_observations: float = 10.0
     hidden_sizes: Tuple[int, ...] = (64, 64)
     value_hidden_sizes: Tuple[int, ...] = (64, 64)
-    activation: str = "tanh"
+    activation: Activation = "tanh"
     policy_network: str = ""
     value_network: str = ""
-    recurrent_cell: str = "none"
+    recurrent_cell: RecurrentCell = "none"
     recurrent_units: int = 64
     state_dependent_std: bool = False
     init_log_std: float = 0.0
-    action_bounds: str = "clip"
+    action_bounds: ActionBounds = "clip"
     eval_every: int = 10_000
     eval_episodes: int = 20
-    eval_mode: str = "greedy"
-    on_nonfinite: str = "stop"
+    eval_mode: EvalMode = "greedy"
+    on_nonfinite: OnNonfinite = "stop"
     max_consecutive_skips: int = 10
-    backend: str = "gymnasium"
+    backend: Backend = "gymnasium"
     jit_compile: bool = False
     xla_rollout: bool = True
     deterministic: bool = False
@@ -254,7 +276,7 @@ class Config:
                 value = tuple(_python_scalar(v) for v in value)
             object.__setattr__(self, field.name, _python_scalar(value))
         object.__setattr__(self, "env_wrappers", _wrapper_names(self.env_wrappers))
-        object.__setattr__(self, "env_kwargs", _canonical_json(self.env_kwargs))
+        object.__setattr__(self, "env_kwargs", _frozen_kwargs(self.env_kwargs))
         self._validate()
 
     def _validate(self) -> None:
@@ -301,19 +323,12 @@ class Config:
 
     def _validate_choices(self) -> None:
         fail = self._fail
-        for name in ("use_action_mask", "baseline", "normalize_advantages",
-                     "normalize_returns", "gamma_weighting", "normalize_observations",
-                     "state_dependent_std", "deterministic", "jit_compile", "xla_rollout"):
-            if not isinstance(getattr(self, name), bool):
+        for name, kind in _field_types().items():
+            value = getattr(self, name)
+            if kind is bool and not isinstance(value, bool):
                 fail(name, "True or False")
-        for name, choices in (("optimizer", OPTIMIZERS), ("activation", ACTIVATIONS),
-                              ("collect_mode", COLLECT_MODES), ("action_bounds", ACTION_BOUNDS),
-                              ("on_nonfinite", ON_NONFINITE), ("backend", BACKENDS),
-                              ("lr_schedule", SCHEDULES), ("entropy_schedule", SCHEDULES),
-                              ("recurrent_cell", RECURRENT_CELLS), ("eval_mode", EVAL_MODES),
-                              ("vectorization", VECTORIZATIONS),
-                              ("advantage_normalization", ADVANTAGE_NORMALIZATIONS)):
-            if getattr(self, name) not in choices:
+            choices = self.choices(name)
+            if choices and not (isinstance(value, str) and value in choices):
                 fail(name, "one of " + ", ".join(repr(c) for c in choices))
         for name in ("hidden_sizes", "value_hidden_sizes"):
             sizes = getattr(self, name)
@@ -336,23 +351,19 @@ class Config:
                 "env_wrappers must be comma-separated 'module:name' entries (a gymnasium "
                 "wrapper class, or a function taking the env and returning it wrapped); "
                 f"received env_wrappers={shown!r}")
-        try:
-            kwargs = json.loads(self.env_kwargs) if isinstance(self.env_kwargs, str) else None
-        except ValueError as error:
-            kwargs = error
-        if not isinstance(kwargs, dict):
-            reason = f" ({kwargs})" if isinstance(kwargs, ValueError) else ""
+        if not isinstance(self.env_kwargs, FrozenDict):
             raise InputError(
-                "env_kwargs must be a JSON object of gym.make keyword arguments, e.g. "
-                f"'{{\"max_episode_steps\": 100}}'{reason}; received env_kwargs="
-                f"{self.env_kwargs!r}")
+                "env_kwargs must be a mapping of gym.make keyword arguments (names to JSON "
+                "values, e.g. {'max_episode_steps': 100}; the --env_kwargs flag takes it as "
+                f"JSON text); received env_kwargs={self.env_kwargs!r}")
 
     def _validate_combinations(self) -> None:
-        if self.backend == "compiled" and (self.env_wrappers or self.make_kwargs):
+        if self.backend == "compiled" and (self.env_wrappers or self.env_kwargs):
             raise InputError(
                 "backend='compiled' steps pg_keras's own graph-native env, which takes no "
                 "env_wrappers or env_kwargs; use backend='gymnasium'; received "
-                f"env_wrappers={','.join(self.env_wrappers)!r}, env_kwargs={self.env_kwargs!r}")
+                f"env_wrappers={','.join(self.env_wrappers)!r}, "
+                f"env_kwargs={json.dumps(self.env_kwargs, sort_keys=True)}")
         if self.collect_mode == "steps" and not self.baseline:
             raise InputError(
                 "collect_mode='steps' cuts episodes at the segment end and needs a value "
@@ -387,8 +398,15 @@ class Config:
 
     @property
     def make_kwargs(self) -> dict:
-        """``env_kwargs`` as the dict ``gym.make`` receives."""
-        return json.loads(self.env_kwargs)
+        """``env_kwargs`` as a plain dict of its own, for a caller that changes it."""
+        return dict(self.env_kwargs)
+
+    @classmethod
+    def choices(cls, name: str) -> tuple:
+        """The values field ``name`` allows, from its ``Literal`` annotation (() if it is
+        not one)."""
+        kind = _field_types()[name]
+        return typing.get_args(kind) if typing.get_origin(kind) is Literal else ()
 
     @property
     def resolved_collect_mode(self) -> str:
@@ -412,7 +430,8 @@ class Config:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields as JSON-ready values (``env_kwargs`` a plain dict)."""
+        return {**dataclasses.asdict(self), "env_kwargs": dict(self.env_kwargs)}
 
     def to_stored(self) -> dict:
         """What a config.json holds: :meth:`to_dict` and the ``format_version``."""
@@ -421,8 +440,7 @@ class Config:
     @classmethod
     def completed(cls, values: dict) -> dict:
         """``values`` with each field it lacks at its default (a config written by hand)."""
-        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
-        return {**defaults, **values}
+        return {**field_defaults(), **values}
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> "Config":
@@ -507,59 +525,6 @@ class _Absent:
 _ABSENT = _Absent()
 
 
-# The most environments one process steps (one by one, in Python) unless the environment
-# variable below allows more: past a few hundred they add no speed, while building 100,000
-# CartPoles took 70 s and their batches 7.6 GB.
-MAX_NUM_ENVS = 4096
-MAX_NUM_ENVS_VARIABLE = "PG_KERAS_MAX_NUM_ENVS"
-
-
-def check_num_envs(num_envs: int) -> None:
-    """Refuses more environments than one process should step (gymnasium backend).
-
-    Raises:
-        InputError: past :data:`MAX_NUM_ENVS`, or past ``PG_KERAS_MAX_NUM_ENVS`` where
-            that environment variable is set; the message says how to go past it.
-    """
-    value = os.environ.get(MAX_NUM_ENVS_VARIABLE, "")
-    try:
-        limit = int(value) if value.strip() else MAX_NUM_ENVS
-    except ValueError:
-        raise InputError(f"{MAX_NUM_ENVS_VARIABLE} must be an integer; received "
-                         f"{MAX_NUM_ENVS_VARIABLE}={value!r}") from None
-    if num_envs > limit:
-        raise InputError(
-            f"num_envs must be at most {limit} (environments stepped one by one in one "
-            f"process: more cost minutes to build and gigabytes of batches, for no speed); "
-            f"received num_envs={num_envs}. Use fewer, or several processes "
-            f"(--strategy=multi_worker), or set {MAX_NUM_ENVS_VARIABLE}={num_envs} to go past it")
-
-
-def check_render_mode(make_kwargs: dict) -> None:
-    """Refuses a window to render into where there is no display; frames need none.
-
-    ``render_mode="human"`` opens a window on the first step: on a machine without a
-    display that is a crash (a segmentation fault, in pygame) after the run has started.
-    Frame rendering (``rgb_array``) is sent to SDL's dummy video driver unless
-    ``SDL_VIDEODRIVER`` says otherwise.
-
-    Raises:
-        InputError: for ``render_mode="human"`` with neither ``DISPLAY`` nor
-            ``WAYLAND_DISPLAY`` set (on Linux).
-    """
-    mode = make_kwargs.get("render_mode")
-    if mode == "human" and sys.platform.startswith("linux") and not (
-            os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        raise InputError(
-            "env_kwargs render_mode='human' opens a window, but this machine has no display "
-            "(neither DISPLAY nor WAYLAND_DISPLAY is set); leave render_mode out to train, "
-            "and record an exported policy with `pg-keras-evaluate --video_dir=DIR`; "
-            "received env_kwargs="
-            + json.dumps(make_kwargs, sort_keys=True))
-    if isinstance(mode, str) and mode.startswith("rgb_array"):
-        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-
-
 def check_run_options(checkpoint_every: int = 0, target_return=None) -> None:
     """Refuses the options of ``train`` that are not Config fields, before any work.
 
@@ -612,17 +577,28 @@ def _wrapper_names(value):
     return value
 
 
-def _canonical_json(value):
-    """``env_kwargs`` as canonical JSON text (sorted keys), so that two spellings of the
-    same arguments compare equal; a dict is accepted, "" means none, and text that is not
-    JSON is left for validation to refuse."""
-    if isinstance(value, str) and not value.strip():
-        return "{}"
+def _frozen_kwargs(value):
+    """``env_kwargs`` as a :class:`FrozenDict` of its own (deep) copy, keys sorted (one
+    spelling of equal mappings in config.json and messages): a mapping of string keys to
+    JSON values is accepted; anything else is left for validation to refuse."""
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        return value
     try:
-        decoded = json.loads(value) if isinstance(value, str) else value
-        return json.dumps(decoded, sort_keys=True) if isinstance(decoded, dict) else value
+        return FrozenDict(json.loads(json.dumps(dict(value), sort_keys=True, allow_nan=False)))
     except (TypeError, ValueError):
         return value
+
+
+@functools.lru_cache(maxsize=None)
+def _field_types() -> dict:
+    """Config field -> its type (the annotations, evaluated once)."""
+    return typing.get_type_hints(Config)
+
+
+def field_defaults() -> dict:
+    """Config field -> its default value."""
+    return {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
+            for f in dataclasses.fields(Config)}
 
 
 def _python_scalar(value):

@@ -17,7 +17,7 @@ from pg_keras.config import Config
 
 
 class Scheduled(NamedTuple):
-    """The values one update uses (float32 scalars)."""
+    """The values one update uses (float32 scalars), or the variables they go to."""
 
     policy_learning_rate: tf.Tensor
     value_learning_rate: tf.Tensor
@@ -42,3 +42,16 @@ def scheduled_values(config: Config, env_steps) -> Scheduled:
     values = (config.policy_learning_rate * lr, config.value_learning_rate * lr,
               config.entropy_coef * factor(config.entropy_schedule))
     return Scheduled(*(tf.cast(v, tf.float32) for v in values))
+
+
+def assign(variables: Scheduled, values: Scheduled) -> None:
+    """Assigns each scheduled value to its variable (None: a value no model uses)."""
+    for variable, value in zip(variables, values):
+        if variable is not None:
+            variable.assign(value)
+
+
+def as_metrics(variables: Scheduled) -> dict:
+    """The values the variables hold, by name, as an update's metrics."""
+    return {name: tf.identity(variable) for name, variable in variables._asdict().items()
+            if variable is not None}

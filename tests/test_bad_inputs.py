@@ -22,7 +22,8 @@ from pg_keras.cli.config_flags import config_from_flags, define_config_flags
 from pg_keras import reporting, strict_json
 from pg_keras.run_dir import Evaluation
 from pg_keras.collect.gym_envs import check_env, make_vector_env
-from pg_keras.config import InputError, check_render_mode, check_run_options
+from pg_keras.config import InputError, check_run_options
+from pg_keras.env_limits import check_render_mode
 from pg_keras.learner import build_learner
 from pg_keras.training import evaluation_of
 

@@ -3,13 +3,14 @@
 import dataclasses
 import json
 import math
+import typing
+from typing import Literal
 
 import keras
 import numpy as np
 import pytest
 
-from pg_keras import config as config_module
-from pg_keras.config import Config
+from pg_keras.config import Config, InputError
 
 
 def test_defaults_are_valid():
@@ -194,7 +195,32 @@ def test_equal_configs_hash_equal():
     assert Config(seed=1) != Config()
 
 
-@pytest.mark.parametrize("activation", config_module.ACTIVATIONS)
+@pytest.mark.parametrize("activation", Config.choices("activation"))
 def test_every_allowed_activation_exists_in_keras(activation):
     """The choices the config accepts must all be names the default MLP can use."""
     assert callable(keras.activations.get(activation))
+
+
+# Each field of choices, from its annotation: the one list of its values.
+CHOICE_FIELDS = sorted(name for name, kind in typing.get_type_hints(Config).items()
+                       if typing.get_origin(kind) is Literal)
+
+
+def test_the_choices_are_the_literal_annotations():
+    assert {"optimizer", "activation", "backend", "vectorization", "lr_schedule",
+            "advantage_normalization"} <= set(CHOICE_FIELDS)
+    assert Config.choices("optimizer") == ("adam", "adamw", "rmsprop", "sgd")
+    assert Config.choices("num_envs") == ()
+    for name in CHOICE_FIELDS:
+        assert getattr(Config(), name) in Config.choices(name)
+
+
+@pytest.mark.parametrize("name", CHOICE_FIELDS)
+@pytest.mark.parametrize("value", ["not_a_choice", 3, None])
+def test_a_value_outside_its_literal_is_refused_in_one_line(name, value):
+    with pytest.raises(InputError) as error:
+        Config(**{name: value})
+    message = str(error.value)
+    choices = ", ".join(repr(c) for c in Config.choices(name))
+    assert message == f"{name} must be one of {choices}; received {name}={value!r}"
+    assert "\n" not in message

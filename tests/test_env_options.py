@@ -7,6 +7,7 @@ evaluate command all make their envs with them. Bad options are one line, before
 
 import json
 import os
+import pickle
 import signal
 
 import numpy as np
@@ -33,14 +34,41 @@ def test_the_fields_parse_from_flags_and_round_trip_through_config_json():
             "--nouse_action_mask"])
     config = config_from_flags(values)
     assert config.env_wrappers == ("wrapped_envs:CountingWrapper", "wrapped_envs:scale_reward")
-    assert config.make_kwargs == {"a": 1, "b": [1, 2]} and not config.use_action_mask
+    assert config.env_kwargs == {"a": 1, "b": [1, 2]} and not config.use_action_mask
     stored = json.loads(json.dumps(config.to_stored()))
+    assert stored["env_kwargs"] == {"a": 1, "b": [1, 2]}  # a JSON object, not JSON text
     assert pg_keras.Config.from_dict(stored) == config and config.differences(stored) == []
-    # Another spelling of the same kwargs, and a dict in Python, are the same config.
-    assert config.replace(env_kwargs='{"a":1,"b":[1,2]}') == config
+    # The same mapping in another order is the same config.
     assert config.replace(env_kwargs={"b": [1, 2], "a": 1}) == config
-    assert config.differences({**stored, "env_kwargs": "{}"}) == [
-        "env_kwargs: '{}' -> '{\"a\": 1, \"b\": [1, 2]}'"]
+    assert config.differences({**stored, "env_kwargs": {}}) == [
+        "env_kwargs: {} -> {'a': 1, 'b': [1, 2]}"]
+
+
+def test_env_kwargs_round_trip_through_the_stored_config_and_the_flag():
+    config = pg_keras.Config(env_kwargs={"max_episode_steps": 50})
+    stored = json.loads(json.dumps(config.to_stored()))
+    assert stored["env_kwargs"] == {"max_episode_steps": 50}
+    again = pg_keras.Config.from_stored(stored, "config.json")
+    assert again == config and hash(again) == hash(config)
+    assert again.env_kwargs == {"max_episode_steps": 50}
+    values = flags.FlagValues()
+    define_config_flags(values)
+    values(["train", "--env_kwargs=" + json.dumps(dict(config.env_kwargs))])
+    assert config_from_flags(values) == config
+    values = flags.FlagValues()
+    define_config_flags(values)
+    values(["train"])
+    assert config_from_flags(values).env_kwargs == {}  # the flag's default, "{}"
+
+
+def test_env_kwargs_are_read_only_and_a_copy_of_the_callers():
+    given = {"max_episode_steps": 50, "nested": [1]}
+    config = pg_keras.Config(env_kwargs=given)
+    given["nested"].append(2)
+    assert config.env_kwargs == {"max_episode_steps": 50, "nested": [1]}
+    with pytest.raises(TypeError, match="read-only"):
+        config.env_kwargs["max_episode_steps"] = 9
+    assert pickle.loads(pickle.dumps(config)) == config
 
 
 def test_a_stored_configs_missing_fields_count_as_their_defaults():
@@ -48,7 +76,7 @@ def test_a_stored_configs_missing_fields_count_as_their_defaults():
            if k not in ("env_wrappers", "env_kwargs", "use_action_mask")}
     old = json.loads(json.dumps(old))
     assert pg_keras.Config.from_dict(old) == pg_keras.Config()
-    assert pg_keras.Config(env_kwargs="", env_wrappers="").differences(old) == []
+    assert pg_keras.Config(env_kwargs={}, env_wrappers="").differences(old) == []
     assert pg_keras.Config(env_wrappers=("a:B",)).differences(old) == [
         "env_wrappers: [] -> ['a:B']"]
 
@@ -56,16 +84,33 @@ def test_a_stored_configs_missing_fields_count_as_their_defaults():
 @pytest.mark.parametrize("changes, message", [
     (dict(env_wrappers="no_colon"), r"env_wrappers must be comma-separated 'module:name' "
      r"entries .*; received env_wrappers='no_colon'"),
-    (dict(env_kwargs="{max: 1}"), r"env_kwargs must be a JSON object .*\(Expecting property "
-     r"name .*\); received env_kwargs='\{max: 1\}'"),
-    (dict(env_kwargs="[1, 2]"), r"env_kwargs must be a JSON object .*; received "
-     r"env_kwargs='\[1, 2\]'"),
-    (dict(backend="compiled", env_kwargs='{"max_episode_steps": 9}'),
+    (dict(env_kwargs='{"max_episode_steps": 9}'), r"env_kwargs must be a mapping of gym.make "
+     r"keyword arguments .*the --env_kwargs flag takes it as JSON text\); received "
+     r"env_kwargs='\{\"max_episode_steps\": 9\}'$"),
+    (dict(env_kwargs=[1, 2]), r"env_kwargs must be a mapping .*; received "
+     r"env_kwargs=\[1, 2\]$"),
+    (dict(env_kwargs={1: 2}), r"env_kwargs must be a mapping .*; received env_kwargs=\{1: 2\}$"),
+    (dict(env_kwargs={"a": {1, 2}}), r"env_kwargs must be a mapping .*names to JSON values"),
+    (dict(backend="compiled", env_kwargs={"max_episode_steps": 9}),
      r"backend='compiled' .* takes no env_wrappers or env_kwargs"),
 ])
 def test_malformed_options_are_refused_by_the_config(changes, message):
-    with pytest.raises(InputError, match=message):
+    with pytest.raises(InputError, match=message) as error:
         pg_keras.Config(**changes)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{max: 1}", r"env_kwargs must be a JSON object .*\(Expecting property name .*\); "
+     r"received env_kwargs='\{max: 1\}'"),
+    ("[1, 2]", r"env_kwargs must be a JSON object .*; received env_kwargs='\[1, 2\]'"),
+])
+def test_the_flag_refuses_text_that_is_not_a_json_object(text, message):
+    values = flags.FlagValues()
+    define_config_flags(values)
+    values(["train", f"--env_kwargs={text}"])
+    with pytest.raises(InputError, match=message):
+        config_from_flags(values)
 
 
 def _train_flags(tmp_path, *extra):
@@ -135,7 +180,7 @@ def test_the_options_reach_training_evaluation_the_export_and_the_evaluate_comma
     for path in (root / "config.json", tmp_path / "model" / "config.json"):
         stored = json.loads(path.read_text())
         assert stored["env_wrappers"] == WRAPPERS.split(",")
-        assert json.loads(stored["env_kwargs"]) == {"max_episode_steps": LIMIT}
+        assert stored["env_kwargs"] == {"max_episode_steps": LIMIT}
 
     count = made["CartPole-v1"]
     run = launchers.run("experiments.export", f"--root_dir={root}",

@@ -18,7 +18,8 @@ import pytest
 import launchers
 import pg_keras
 from earlier_defaults import EARLIER_DEFAULT_FLAGS
-from pg_keras.config import FORMAT_VERSION, MAX_NUM_ENVS, check_num_envs
+from pg_keras.config import FORMAT_VERSION
+from pg_keras.env_limits import MAX_NUM_ENVS, check_num_envs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")

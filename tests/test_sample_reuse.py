@@ -6,6 +6,7 @@ at the collecting policy r = 1 and grad r = grad log pi, so the first step of th
 surrogate, clipped or not, is REINFORCE's step.
 """
 
+import functools
 import json
 import os
 import subprocess
@@ -72,9 +73,11 @@ def _first_step_gradients(case, clip_ratio, value_clip):
     batch = learner.tensors(Collector(envs, learner.policy, config).collect()[0])
     strategy = learner.strategy
     reinforce, _, _ = strategy.run(learner._loss_and_gradients, args=(batch,))
-    reused, _, _ = strategy.run(learner._prepare, args=(batch,))
-    order = learner._orders()[0, 0]
-    clipped, metrics = strategy.run(learner._minibatch_gradients, args=(reused, order))
+    reuse = learner.reuse
+    reused, _, _ = strategy.run(functools.partial(reuse.prepare, learner), args=(batch,))
+    order = reuse.orders()[0, 0]
+    clipped, metrics = strategy.run(functools.partial(reuse.minibatch_gradients, learner),
+                                    args=(reused, order))
     envs.close()
     return reinforce, clipped, metrics
 

@@ -1,18 +1,23 @@
 """absl flags generated from :class:`pg_keras.Config`, so the two cannot drift.
 
 Every Config field is a flag of the same name, with the field's default and the help text
-of its docstring. ``config_from_flags(flag_values)`` builds the validated Config.
+of its docstring (a ``Literal`` field is a string flag that Config validates; a mapping,
+``env_kwargs``, is JSON text). ``config_from_flags(flag_values)`` builds the validated
+Config.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
+import json
 import re
 import typing
+from typing import Literal
 
 from absl import flags
 
-from pg_keras.config import Config, InputError
+from pg_keras.config import Config, InputError, field_defaults
 
 
 def _field_help() -> dict:
@@ -33,10 +38,10 @@ def _field_help() -> dict:
 def define_config_flags(flag_values: flags.FlagValues) -> None:
     """Defines one flag per Config field on ``flag_values``."""
     hints = typing.get_type_hints(Config)
-    help_by_name = _field_help()
+    help_by_name, defaults = _field_help(), field_defaults()
     for field in dataclasses.fields(Config):
         kind = hints[field.name]
-        default = field.default
+        default = defaults[field.name]
         text = help_by_name.get(field.name, field.name)
         if kind is bool:
             flags.DEFINE_bool(field.name, default, text, flag_values=flag_values)
@@ -44,8 +49,11 @@ def define_config_flags(flag_values: flags.FlagValues) -> None:
             flags.DEFINE_integer(field.name, default, text, flag_values=flag_values)
         elif kind is float:
             flags.DEFINE_float(field.name, default, text, flag_values=flag_values)
-        elif kind is str:
+        elif kind is str or typing.get_origin(kind) is Literal:
             flags.DEFINE_string(field.name, default, text, flag_values=flag_values)
+        elif _is_mapping(kind):
+            flags.DEFINE_string(field.name, json.dumps(default), text,
+                                flag_values=flag_values)
         elif typing.get_origin(kind) is tuple:
             flags.DEFINE_list(field.name, [str(v) for v in default], text + " (comma-separated)",
                               flag_values=flag_values)
@@ -63,8 +71,31 @@ def config_from_flags(flag_values: flags.FlagValues) -> Config:
             value = tuple(value)
         elif typing.get_origin(hints[field.name]) is tuple:
             value = _layer_sizes(field.name, value)
+        elif _is_mapping(hints[field.name]):
+            value = _json_object(field.name, value)
         values[field.name] = value
     return Config(**values)
+
+
+def _is_mapping(kind) -> bool:
+    return typing.get_origin(kind) is collections.abc.Mapping
+
+
+def _json_object(name: str, text: str) -> dict:
+    """A mapping flag's JSON text as a dict; empty text is an empty object.
+
+    Raises:
+        InputError: for text that is not a JSON object.
+    """
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except ValueError as error:
+        value = error
+    if not isinstance(value, dict):
+        reason = f" ({value})" if isinstance(value, ValueError) else ""
+        raise InputError(f"{name} must be a JSON object of gym.make keyword arguments, e.g. "
+                         f"'{{\"max_episode_steps\": 100}}'{reason}; received {name}={text!r}")
+    return value
 
 
 # What a layer-sizes flag says for no hidden layer (a linear model): an empty flag is
@@ -94,12 +125,14 @@ def _layer_sizes(name: str, value) -> tuple:
 def markdown_table() -> str:
     """The Config table of docs/flags.md (experiments.flags_doc), so it cannot drift."""
     hints = typing.get_type_hints(Config)
-    help_by_name = _field_help()
+    help_by_name, defaults = _field_help(), field_defaults()
     rows = ["| flag | default | meaning |", "|---|---|---|"]
     for field in dataclasses.fields(Config):
-        default = field.default
+        default = defaults[field.name]
         if typing.get_origin(hints[field.name]) is tuple:
             default = ",".join(str(v) for v in default)
+        elif _is_mapping(hints[field.name]):
+            default = json.dumps(default)
         meaning = help_by_name.get(field.name, "").replace("``", "`").replace("|", "\\|")
         rows.append(f"| `--{field.name}` | `{default}` | {meaning} |")
     return "\n".join(rows)

@@ -114,8 +114,8 @@ def env_options(flag_values: flags.FlagValues, stored: dict) -> Tuple[dict, list
             be imported.
     """
     text = flag_values.env_kwargs
-    if text is None:
-        text = stored.get("env_kwargs", "{}")
+    if text is None:  # config.json holds the object itself
+        text = json.dumps(stored.get("env_kwargs", {}))
     try:
         kwargs = json.loads(text or "{}")
     except ValueError as error:

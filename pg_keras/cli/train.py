@@ -30,8 +30,8 @@ cli.require_tensorflow_backend("train")
 
 import pg_keras  # noqa: E402  (TensorFlow is imported once the flags are checked)
 from pg_keras.cli.config_flags import config_from_flags, define_config_flags  # noqa: E402
-from pg_keras.config import (STRATEGIES, check_num_envs, check_render_mode,  # noqa: E402
-                             check_run_options)
+from pg_keras.config import STRATEGIES, check_run_options  # noqa: E402
+from pg_keras.env_limits import check_num_envs, check_render_mode  # noqa: E402
 from pg_keras import run_dir  # noqa: E402  (no TensorFlow at import)
 from pg_keras.paths import check_writable  # noqa: E402
 
@@ -129,7 +129,7 @@ def check(flag_values: flags.FlagValues) -> None:
         if not 0 < flag_values[name].value < float("inf"):  # NaN fails too
             raise pg_keras.InputError(f"{name} must be a positive number of seconds; "
                                       f"received --{name}={flag_values[name].value}")
-    check_render_mode(config.make_kwargs)
+    check_render_mode(config.env_kwargs)
     if config.backend == "gymnasium":
         check_num_envs(config.num_envs)
     if flag_values.strategy != "multi_worker":  # else only the chief writes; it checks in main

@@ -24,8 +24,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
-from pg_keras.config import (VECTORIZATIONS, Config, InputError, check_num_envs,
-                             check_render_mode)
+from pg_keras.config import Config, InputError
+from pg_keras.env_limits import check_num_envs, check_render_mode
 from pg_keras.wrappers import WithoutActionMask
 
 
@@ -51,7 +51,7 @@ class EnvOptions:
         if isinstance(env, EnvOptions):
             return env
         if isinstance(env, Config):
-            return cls(env.env_id, env.env_wrappers, env.make_kwargs, env.use_action_mask)
+            return cls(env.env_id, env.env_wrappers, dict(env.env_kwargs), env.use_action_mask)
         return cls(env)
 
 
@@ -267,11 +267,12 @@ def make_vector_env(env: Union[str, Config, EnvOptions], num_envs: int,
     Raises:
         InputError: for an unknown env id, an env whose package lacks a dependency, bad
             wrappers or env kwargs (see :func:`make_env`), or more environments than
-            ``pg_keras.config.check_num_envs`` allows.
+            ``pg_keras.env_limits.check_num_envs`` allows.
     """
     check_num_envs(num_envs)
-    if vectorization not in VECTORIZATIONS:
-        raise InputError(f"vectorization must be one of {', '.join(VECTORIZATIONS)}; "
+    choices = Config.choices("vectorization")
+    if vectorization not in choices:
+        raise InputError(f"vectorization must be one of {', '.join(choices)}; "
                          f"received vectorization={vectorization!r}")
     options = EnvOptions.of(env)
     bare = split_env_id(options.env_id)
