@@ -396,11 +396,6 @@ class Config:
         return (self.update_epochs, self.minibatches, self.clip_ratio, self.value_clip,
                 self.target_kl) != (1, 1, 0.0, 0.0, 0.0)
 
-    @property
-    def make_kwargs(self) -> dict:
-        """``env_kwargs`` as a plain dict of its own, for a caller that changes it."""
-        return dict(self.env_kwargs)
-
     @classmethod
     def choices(cls, name: str) -> tuple:
         """The values field ``name`` allows, from its ``Literal`` annotation (() if it is

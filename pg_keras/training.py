@@ -206,7 +206,7 @@ def _checked(config, policy_network, value_network, callbacks, root_dir, checkpo
         stop_when_solved.check(config, target_return)
         if stop_when_solved.target_return is not None:
             target_return = stop_when_solved.target_return
-    time_limit = config.make_kwargs.get("max_episode_steps", spec.max_episode_steps)
+    time_limit = config.env_kwargs.get("max_episode_steps", spec.max_episode_steps)
     if (config.resolved_collect_mode == "episodes" and time_limit
             and time_limit > config.steps_per_update):
         warnings.warn(

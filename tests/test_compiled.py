@@ -1,6 +1,5 @@
 """The compiled backend: graph-native rollout + the same update, in one tf.function."""
 
-import gymnasium as gym
 import keras
 import numpy as np
 import pytest
@@ -8,6 +7,7 @@ import tensorflow as tf
 
 import pg_keras
 from earlier_defaults import with_earlier_defaults
+from loaded_policy import LoadedPolicy
 from pg_keras import envs
 from pg_keras.collect import CollectorProtocol, CompiledCollector, make_compiled_env
 
@@ -91,27 +91,9 @@ def test_compiled_cartpole_policy_solves_gymnasium_cartpole_through_the_savedmod
     assert result.env_steps == result.solved_at
     pg_keras.export_policy(result.policy, str(tmp_path / "policy"))
     loaded = tf.saved_model.load(str(tmp_path / "policy"))
-    returns = pg_keras.evaluate(_LoadedPolicy(loaded), "CartPole-v1", episodes=20, seed=99)
+    returns = pg_keras.evaluate(LoadedPolicy(loaded, "CartPole-v1"), "CartPole-v1", episodes=20,
+                               seed=99)
     assert returns.mean() >= 475, returns
-
-
-class _LoadedPolicy:
-    """Adapts a loaded feed-forward SavedModel to what pg_keras.evaluate calls of a Policy."""
-
-    mask_width = 0
-
-    def __init__(self, loaded):
-        self._loaded = loaded
-        self.observation_space = gym.make("CartPole-v1").observation_space
-
-    def all_legal(self, batch_size):
-        return np.ones((batch_size, 0), bool)
-
-    def initial_state(self, batch_size):
-        return {"reset": np.ones(batch_size, np.float32)}
-
-    def greedy(self, observations, mask, state):
-        return self._loaded.greedy(observations), state
 
 
 def test_compiled_run_resumes_bit_identically(tmp_path):

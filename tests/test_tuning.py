@@ -4,7 +4,6 @@ import dataclasses
 import json
 import subprocess
 import sys
-import types
 
 import gymnasium as gym
 import keras
@@ -16,6 +15,7 @@ import launchers
 import pg_keras
 from pg_keras import schedules
 from earlier_defaults import with_earlier_defaults
+from loaded_policy import LoadedPolicy
 from pg_keras import returns
 
 SMALL = dict(num_envs=4, steps_per_update=16, total_steps=1024, eval_every=0, eval_episodes=2)
@@ -231,7 +231,7 @@ def test_launcher_exports_the_best_policy_or_refuses_a_bad_choice(best_run, tmp_
     assert (f"the policy evaluated at {best.env_steps} env steps: {best.mean_return:.2f}"
             in run.stdout)
     loaded = tf.saved_model.load(str(tmp_path / "export"))
-    again = pg_keras.evaluate(types.SimpleNamespace(greedy=loaded), BEST_RUN.env_id, 2,
+    again = pg_keras.evaluate(LoadedPolicy(loaded, BEST_RUN.env_id), BEST_RUN.env_id, 2,
                               seed=BEST_RUN.seed + 1_000_003 + result.evaluations.index(best))
     assert float(np.mean(again)) == best.mean_return
     bad = subprocess.run([sys.executable, "-m", "experiments.train", "--export=latest"],
