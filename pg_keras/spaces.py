@@ -372,6 +372,29 @@ def checked_batch(space: gym.Space, observations: Nest) -> Tuple[Nest, bool]:
     return batch, single
 
 
+def misfit(space: gym.Space, observation, key: str = "") -> str:
+    """How one env ``observation`` does not fit ``space`` (shapes, keys, at ``key``), or
+    "" if it does: the start-of-run check of what an env returns."""
+    at = f" at key {key!r}" if key else ""
+    if isinstance(space, gym.spaces.Dict):
+        if not isinstance(observation, dict) or set(observation) != set(space.spaces):
+            keys = sorted(observation) if isinstance(observation, dict) else type(observation)
+            return f"keys{at} {keys}, but the space has {sorted(space.spaces)}"
+        parts = (misfit(s, observation[k], f"{key}/{k}" if key else str(k))
+                 for k, s in space.spaces.items())
+        return next((p for p in parts if p), "")
+    if isinstance(space, gym.spaces.Tuple):
+        if not isinstance(observation, (tuple, list)) or len(observation) != len(space.spaces):
+            return f"{type(observation).__name__}{at}, but the space is a Tuple of " \
+                   f"{len(space.spaces)}"
+        parts = (misfit(s, o, f"{key}/{i}" if key else str(i))
+                 for i, (s, o) in enumerate(zip(space.spaces, observation)))
+        return next((p for p in parts if p), "")
+    if space.shape is not None and np.shape(observation) != tuple(space.shape):
+        return f"shape {list(np.shape(observation))}{at}, but the space's is {list(space.shape)}"
+    return ""
+
+
 def _at_key(name: str) -> str:
     return f" at observation key {name!r}" if name else ""
 

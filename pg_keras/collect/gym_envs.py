@@ -24,6 +24,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
+from pg_keras import spaces
 from pg_keras.config import Config, InputError
 from pg_keras.env_limits import check_num_envs, check_render_mode
 from pg_keras.wrappers import WithoutActionMask
@@ -224,32 +225,10 @@ def _legal_action(env: gym.Env, observation, info):
 
 
 def _check_observation(space: gym.Space, observation, env_id: str, where: str) -> None:
-    misfit = _misfit(space, observation, "")
+    misfit = spaces.misfit(space, observation)
     if misfit:
         raise InputError(f"env {env_id!r} returned an observation that does not fit its "
                          f"observation_space {space} from {where}: {misfit}")
-
-
-def _misfit(space: gym.Space, observation, key: str) -> str:
-    """How ``observation`` does not fit ``space`` (shapes, keys), or "" if it does."""
-    at = f" at key {key!r}" if key else ""
-    if isinstance(space, gym.spaces.Dict):
-        if not isinstance(observation, dict) or set(observation) != set(space.spaces):
-            keys = sorted(observation) if isinstance(observation, dict) else type(observation)
-            return f"keys{at} {keys}, but the space has {sorted(space.spaces)}"
-        parts = (_misfit(s, observation[k], f"{key}/{k}" if key else str(k))
-                 for k, s in space.spaces.items())
-        return next((p for p in parts if p), "")
-    if isinstance(space, gym.spaces.Tuple):
-        if not isinstance(observation, (tuple, list)) or len(observation) != len(space.spaces):
-            return f"{type(observation).__name__}{at}, but the space is a Tuple of " \
-                   f"{len(space.spaces)}"
-        parts = (_misfit(s, o, f"{key}/{i}" if key else str(i))
-                 for i, (s, o) in enumerate(zip(space.spaces, observation)))
-        return next((p for p in parts if p), "")
-    if space.shape is not None and np.shape(observation) != tuple(space.shape):
-        return f"shape {list(np.shape(observation))}{at}, but the space's is {list(space.shape)}"
-    return ""
 
 
 def make_vector_env(env: Union[str, Config, EnvOptions], num_envs: int,
