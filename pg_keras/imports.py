@@ -8,6 +8,7 @@ directory is on ``sys.path`` and a module planted in ``runs/x/`` is importable a
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from typing import List, Optional
@@ -86,3 +87,21 @@ def refuse_inside(module: str, directory: str, what: str) -> None:
             raise InputError(f"{what} names module {module!r}, whose file {path} lies inside "
                              f"the run directory {directory!r}: code is never imported from a "
                              "run directory; install or place that module elsewhere")
+
+
+def import_env_module(env_id: str) -> str:
+    """Imports the module of a ``"module:EnvName-v0"`` id, which registers its envs, and
+    returns the bare id (an id without a module comes back as it is).
+
+    Raises:
+        InputError: if the module cannot be imported.
+    """
+    if ":" not in env_id:
+        return env_id
+    module, bare = env_id.split(":", 1)
+    try:
+        importlib.import_module(module)
+    except ImportError as error:
+        raise InputError(f"env_id {env_id!r} names module {module!r}, which cannot be "
+                         f"imported: {error}") from None
+    return bare

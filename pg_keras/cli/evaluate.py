@@ -48,7 +48,8 @@ os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 from absl import flags  # noqa: E402
 
 from pg_keras.cli import common as cli  # noqa: E402
-from pg_keras.config import FORMAT_VERSION, format_message  # noqa: E402  (no TensorFlow)
+from pg_keras.config import FORMAT_VERSION, InputError, format_message  # noqa: E402  (no TensorFlow)
+from pg_keras.imports import import_env_module  # noqa: E402
 
 
 def define_flags(flag_values: flags.FlagValues) -> None:
@@ -168,14 +169,10 @@ def _wrapper(entry: str):
 
 def resolve_env_id(env_id: str) -> str:
     """Imports the module of a ``"module:Env-v0"`` id; returns the bare id."""
-    if ":" in env_id:
-        module, env_id = env_id.split(":", 1)
-        try:
-            importlib.import_module(module)
-        except ImportError as error:
-            raise EvaluationError(f"cannot import the module of --env={module}:{env_id}: "
-                                  f"{error}") from None
-    return env_id
+    try:
+        return import_env_module(env_id)
+    except InputError as error:
+        raise EvaluationError(f"--env: {error}") from None
 
 
 def eval_mode(flag_values: flags.FlagValues, stored: dict) -> str:

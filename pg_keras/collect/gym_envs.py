@@ -24,7 +24,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
-from pg_keras import spaces
+from pg_keras import imports, spaces
 from pg_keras.config import Config, InputError
 from pg_keras.env_limits import check_num_envs, check_render_mode
 from pg_keras.wrappers import WithoutActionMask
@@ -63,14 +63,7 @@ def split_env_id(env_id: str) -> str:
         InputError: if the module cannot be imported or the id is not registered (the
             message carries gymnasium's suggestions of close matches).
     """
-    bare = env_id
-    if ":" in env_id:
-        module, bare = env_id.split(":", 1)
-        try:
-            importlib.import_module(module)
-        except ImportError as error:
-            raise InputError(f"env_id {env_id!r} names module {module!r}, which cannot be "
-                             f"imported: {error}") from None
+    bare = imports.import_env_module(env_id)
     try:
         gym.spec(bare)
     except gym.error.Error as error:
