@@ -233,7 +233,10 @@ def _refuse_other_configs(jobs, plan: dict) -> None:
             continue
         except (OSError, ValueError) as error:
             raise BadInput(f"{stored_path} cannot be read: {error}") from None
-        differing = _config_of(ff, seed, plan["extra"]).differences(stored, stored_path)
+        try:
+            differing = _config_of(ff, seed, plan["extra"]).differences(stored, stored_path)
+        except ValueError as error:  # another format version (InputError), or not a config
+            differing = [str(error)]
         if differing:
             stale.append(f"{ff.name} seed {seed} ({', '.join(differing)})")
     if stale:

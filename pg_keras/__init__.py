@@ -33,10 +33,11 @@ _LAZY = {
         "StopWhenSolved")},
 }
 # The modules stay reachable as attributes (``pg_keras.heads.make_head``), outside __all__.
-_SUBMODULES = ("batch", "callbacks", "checkpoint", "collect", "convert", "distributed", "envs",
-               "export", "faults", "heads", "layers", "learner", "losses", "networks",
-               "normalization", "paths", "policy", "portable_random", "recurrent", "returns",
-               "run_dir", "schedules", "seeding", "space_json", "spaces", "training")
+_SUBMODULES = ("batch", "builder", "callbacks", "checkpoint", "collect", "convert",
+               "distributed", "env_limits", "envs", "export", "faults", "heads", "layers",
+               "learner", "losses", "networks", "normalization", "paths", "policy",
+               "portable_random", "recurrent", "returns", "reuse", "run_dir", "schedules",
+               "seeding", "space_json", "spaces", "training")
 
 __all__ = [
     "Callback", "Checkpointing", "Collector", "Config", "Evaluation", "HandleSignals",

@@ -498,8 +498,8 @@ class Config:
         which a resumed run continues with (see ``total_steps``).
 
         Raises:
-            InputError: if ``stored`` is not a config object, or was written by a later
-                version of pg_keras.
+            InputError: if ``stored`` is not a config object, or was written in another
+                format version.
         """
         if not isinstance(stored, dict):
             raise InputError(f"{source} holds {type(stored).__name__}, not a config")

@@ -40,7 +40,7 @@ def check_num_envs(num_envs: int) -> None:
             f"(--strategy=multi_worker), or set {MAX_NUM_ENVS_VARIABLE}={num_envs} to go past it")
 
 
-def check_render_mode(make_kwargs: Mapping) -> None:
+def check_render_mode(env_kwargs: Mapping) -> None:
     """Refuses a window to render into where there is no display; frames need none.
 
     ``render_mode="human"`` opens a window on the first step: on a machine without a
@@ -52,13 +52,13 @@ def check_render_mode(make_kwargs: Mapping) -> None:
         InputError: for ``render_mode="human"`` with neither ``DISPLAY`` nor
             ``WAYLAND_DISPLAY`` set (on Linux).
     """
-    mode = make_kwargs.get("render_mode")
+    mode = env_kwargs.get("render_mode")
     if mode == "human" and sys.platform.startswith("linux") and not (
             os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         raise InputError(
             "env_kwargs render_mode='human' opens a window, but this machine has no display "
             "(neither DISPLAY nor WAYLAND_DISPLAY is set); leave render_mode out to train, "
             "and record an exported policy with `pg-keras-evaluate --video_dir=DIR`; "
-            "received env_kwargs=" + json.dumps(dict(make_kwargs), sort_keys=True))
+            "received env_kwargs=" + json.dumps(dict(env_kwargs), sort_keys=True))
     if isinstance(mode, str) and mode.startswith("rgb_array"):
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")

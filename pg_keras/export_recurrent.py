@@ -28,7 +28,7 @@ from pg_keras.policy import Policy
 
 def is_recurrent(policy: Policy) -> bool:
     """Whether ``policy`` acts with a state (its policy network is recurrent)."""
-    return bool(getattr(policy, "state_sizes", {}).get("policy"))
+    return bool(policy.state_sizes["policy"])
 
 
 def state_names(policy: Policy) -> List[str]:

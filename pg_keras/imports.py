@@ -89,9 +89,10 @@ def refuse_inside(module: str, directory: str, what: str) -> None:
                              "run directory; install or place that module elsewhere")
 
 
-def import_env_module(env_id: str) -> str:
+def import_env_module(env_id: str, name: str = "env_id") -> str:
     """Imports the module of a ``"module:EnvName-v0"`` id, which registers its envs, and
-    returns the bare id (an id without a module comes back as it is).
+    returns the bare id (an id without a module comes back as it is); errors call the id
+    ``name`` (a Config field or a flag).
 
     Raises:
         InputError: if the module cannot be imported.
@@ -102,6 +103,6 @@ def import_env_module(env_id: str) -> str:
     try:
         importlib.import_module(module)
     except ImportError as error:
-        raise InputError(f"env_id {env_id!r} names module {module!r}, which cannot be "
+        raise InputError(f"{name} {env_id!r} names module {module!r}, which cannot be "
                          f"imported: {error}") from None
     return bare

@@ -35,6 +35,7 @@ from pg_keras.batch import Batch, batch_spec
 from pg_keras.config import Config, InputError
 from pg_keras.normalization import RunningNormalization
 from pg_keras.policy import Policy
+from pg_keras.recurrent import merge_time
 from pg_keras.reuse import SampleReuse
 from pg_keras.seeding import SeedStreams
 
@@ -183,12 +184,12 @@ class Learner(tf.Module):
 
     @property
     def has_baseline(self) -> bool:
-        return self.policy.value_network is not None
+        return self.policy.has_value
 
     def _outputs(self, batch: Batch) -> Outputs:
         """What the models say of this replica's rows; a recurrent policy replays each
         env's segment from the state it collected it with (``batch.initial_state``)."""
-        observations = tf.nest.map_structure(_flatten, batch.observations)
+        observations = tf.nest.map_structure(merge_time, batch.observations)
         if self.policy.recurrent:
             params, values = self.policy.replay(batch.observations, batch.initial_state,
                                                 batch.terminated | batch.truncated)
@@ -197,7 +198,7 @@ class Learner(tf.Module):
             pi = self.policy.distribution(observations, _action_masks(batch))
             values = (self.policy.normalized_value(observations) if self.has_baseline
                       else None)
-        return Outputs(_unflatten(pi.log_prob(_flatten(batch.actions)), batch),
+        return Outputs(_unflatten(pi.log_prob(merge_time(batch.actions)), batch),
                        _unflatten(pi.entropy(), batch),
                        None if values is None else _unflatten(values, batch), observations)
 
@@ -344,18 +345,13 @@ def policy_gradient_weights(config: Config, batch: Batch, values: Optional[tf.Te
     return Weights(weights, value_targets, step_weights, target_returns, moments, metrics)
 
 
-def _flatten(x: tf.Tensor) -> tf.Tensor:
-    """[T, B, ...] -> [T * B, ...]."""
-    return tf.reshape(x, [x.shape[0] * x.shape[1]] + x.shape[2:])
-
-
 def _action_masks(batch: Batch) -> Optional[tf.Tensor]:
     """[T * B, W] the legal actions, or None for a head without masks; padding rows
     (mask 0) hold no mask and allow every action."""
     if not batch.action_masks.shape[-1]:
         return None
     padding = tf.reshape(batch.mask <= 0, [-1, 1])
-    return _flatten(batch.action_masks) | padding
+    return merge_time(batch.action_masks) | padding
 
 
 def _unflatten(x: tf.Tensor, batch: Batch) -> tf.Tensor:

@@ -110,7 +110,7 @@ class Policy(tf.Module):
         """The policy network's output, [B, head.param_size] (feed-forward networks)."""
         if self.state_sizes["policy"]:
             raise InputError("a recurrent policy acts with a state (predict, greedy or "
-                             "sample); received a call of params without one")
+                             "sample); received a call of params or distribution")
         return tf.cast(self.network(self.features(observations)), tf.float32)
 
     def distribution(self, observations, mask=None):
@@ -129,7 +129,8 @@ class Policy(tf.Module):
 
     def step(self, observations, state: dict, value: bool) -> StepOutputs:
         """One step of each model from ``state``; the value model runs only if ``value``
-        (V(s) in units of :meth:`return_scale`)."""
+        (V(s) in units of :meth:`return_scale`). The next state's ``reset`` is 0: set it
+        to 1 for the envs whose episode ended."""
         features = self.features(observations)
         params, policy_state = recurrent.one_step(
             self.network, self.state_sizes["policy"], features, state["policy"], state["reset"])
@@ -141,10 +142,12 @@ class Policy(tf.Module):
             values = tf.reshape(tf.cast(values, tf.float32), [-1])
         return StepOutputs(tf.cast(params, tf.float32), values,
                            {"policy": policy_state, "value": value_state,
-                            "reset": state["reset"]})
+                            "reset": tf.zeros_like(state["reset"], tf.float32)})
 
     def _greedy(self, observations, mask, state):
-        params, _, following = self.step(observations, state, value=False)
+        # The value model steps too when it carries a state of its own (as in _sample).
+        params, _, following = self.step(observations, state,
+                                         value=bool(self.state_sizes["value"]))
         mask = mask if self.mask_width else None  # a head without masks takes none
         return self.head.to_env(self.head.greedy(params, mask)), following
 
@@ -160,7 +163,10 @@ class Policy(tf.Module):
         if not self.has_value:
             raise InputError("this policy has no value network (train with a baseline: "
                              "Config(baseline=True)); received a call of policy.value")
-        return self.step(observations, state, value=True).values * self.return_scale()
+        values, _ = recurrent.one_step(self.value_network, self.state_sizes["value"],
+                                       self.features(observations), state["value"],
+                                       state["reset"])
+        return tf.reshape(tf.cast(values, tf.float32), [-1]) * self.return_scale()
 
     def replay(self, observations, initial_state: dict, done):
         """Both models over a time-major segment of observations [T, B, ...] from
@@ -251,16 +257,14 @@ def _act(policy: Policy, observations, seed: Optional[np.ndarray], state: dict, 
         _, actions, following = policy.sample(observations, tf.constant(seed), mask, state)
     if not policy.recurrent:
         return actions.numpy(), None
-    following = tf.nest.map_structure(lambda x: x.numpy(), following)
-    reset = np.zeros_like(np.asarray(state["reset"], np.float32))
-    return actions.numpy(), {**following, "reset": reset}
+    return actions.numpy(), tf.nest.map_structure(lambda x: x.numpy(), following)
 
 
 def _checked_mask(head: ActionHead, action_mask, single: bool,
                   rows: int) -> Optional[tf.Tensor]:
     """The [B, W] bool mask of :meth:`Policy.predict`, or None (no mask, or a head that
     takes none)."""
-    width = head.mask_size or 0
+    width = head.mask_size or 0  # Policy.mask_width
     if action_mask is None or not width:
         return None
     mask = np.asarray(action_mask).astype(bool)

@@ -252,7 +252,7 @@ class RunDirectory:
 
     def _holds_another_run(self, config: Config, overwrite: bool) -> bool:
         """Whether the directory holds another run that ``overwrite`` replaces: a config
-        that differs in more than a run continues with (:data:`CONTINUABLE`), an unreadable
+        that differs in more than a run continues with (``Config.differences_to_resume``), an unreadable
         config, or checkpoints without a config; refused without ``overwrite``."""
         from pg_keras import networks
         from pg_keras.checkpoint import checkpoint_numbers

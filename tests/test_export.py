@@ -460,9 +460,10 @@ def test_export_refuses_what_is_not_a_policy(tmp_path):
 
 EVALUATE = textwrap.dedent('''
     import runpy
-    # The command's own modules and the config it reads: all of pg_keras it may import.
+    # The command's own modules, the config it reads and the import of an env id's module
+    # (no model, no TensorFlow): all of pg_keras it may import.
     OWN = ("pg_keras", "pg_keras.config", "pg_keras.cli", "pg_keras.cli.common",
-           "pg_keras.cli.evaluate")
+           "pg_keras.cli.evaluate", "pg_keras.imports")
     sys.meta_path[0].allowed = OWN
     sys.argv = ["evaluate"] + sys.argv[1:]
     try:

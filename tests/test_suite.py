@@ -200,6 +200,18 @@ def test_a_run_directory_of_another_config_is_refused_before_anything_runs(quick
     assert not (root / "runs.jsonl").exists()
 
 
+def test_a_run_directory_of_another_format_is_refused_in_one_line(quick_root, tmp_path):
+    root = tmp_path / "results"
+    shutil.copytree(quick_root, root)
+    os.remove(root / "runs.jsonl")
+    stored = root / "cartpole" / "seed1" / "config.json"
+    stored.write_text(json.dumps({**json.loads(stored.read_text()), "format_version": 2}))
+    run = _suite("--quick", f"--root={root}")
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert "cartpole seed 1 (" in run.stderr and "format_version 2" in run.stderr
+    assert "--overwrite" in run.stderr
+
+
 @pytest.mark.parametrize("header, seeds", [
     ("", [100, 101, 102, 103, 104]),
     ("# seeds: 200-203\n", [200, 201, 202, 203]),

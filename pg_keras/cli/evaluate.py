@@ -170,9 +170,9 @@ def _wrapper(entry: str):
 def resolve_env_id(env_id: str) -> str:
     """Imports the module of a ``"module:Env-v0"`` id; returns the bare id."""
     try:
-        return import_env_module(env_id)
+        return import_env_module(env_id, name="--env")
     except InputError as error:
-        raise EvaluationError(f"--env: {error}") from None
+        raise EvaluationError(str(error)) from None
 
 
 def eval_mode(flag_values: flags.FlagValues, stored: dict) -> str:

@@ -57,8 +57,8 @@ class Actor:
         self.steps = TensorFlowSteps(policy, self.rng)
         self.state = None
         self.reset_state()
-        # What a feed-forward policy's graph functions take for the mask and state it has
-        # not got: every action legal, a state without models' tensors.
+        # The mask where the env gives none (every action legal), and the state a
+        # feed-forward policy's graph functions take (no models' tensors).
         self._all_legal = policy.all_legal(num_envs)
         self._no_state = policy.initial_state(num_envs)
         self._next_state = None  # the models' state after the step being taken

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Union
 
 import numpy as np
 import tensorflow as tf
@@ -48,7 +48,6 @@ def evaluate(policy: Policy, env: Union[str, Config, EnvOptions], episodes: int,
             else:
                 _, action, state = policy.sample(obs, tf.constant([seed, t], tf.int32), mask,
                                                  state)
-            state = {**state, "reset": np.zeros(episodes, np.float32)}
             obs, reward, terminated, truncated, info = envs.step(action.numpy())
             totals += np.where(running, reward, 0.0)
             running &= ~(terminated | truncated)
