@@ -73,7 +73,8 @@ def test_the_recurrent_state_threads_through_predict(policies):
         expected, state = policy.greedy(tf.constant(observations[step]), policy.all_legal(3),
                                         state)
         np.testing.assert_allclose(actions, expected.numpy(), rtol=1e-6)
-        state = {**state, "reset": tf.zeros([3])}
+        # The graph function's next state continues the episode as it is (reset 0).
+        np.testing.assert_array_equal(state["reset"].numpy(), np.zeros(3))
         assert carried["reset"].shape == (3,) and not carried["reset"].any()
         if step == 0:
             np.testing.assert_array_equal(actions, fresh)  # None is the initial state
