@@ -83,9 +83,8 @@ class Policy(tf.Module):
         return self.value_network is not None
 
     def state_spec(self, batch_shape=(None,)) -> dict:
-        """``{"policy": (...), "value": (...), "reset": [*batch_shape]}`` of TensorSpecs:
-        each model's state tensors ``[*batch_shape, n]`` (none for a feed-forward model);
-        ``reset`` 1.0 where an episode starts (the models zero their state there first)."""
+        """``{"policy": (...), "value": (...), "reset": [*batch_shape]}`` of TensorSpecs: each
+        model's state ``[*batch_shape, n]`` (none if feed-forward); ``reset`` 1.0 zeroes it."""
         batch_shape = tuple(batch_shape)
         return {**{role: tuple(tf.TensorSpec(batch_shape + (n,), tf.float32) for n in sizes)
                    for role, sizes in self.state_sizes.items()},
@@ -128,24 +127,25 @@ class Policy(tf.Module):
         return tf.ones([]) if self._return_scale is None else self._return_scale()
 
     def step(self, observations, state: dict, value: bool) -> StepOutputs:
-        """One step of each model from ``state``; the value model runs only if ``value``
-        (V(s) in units of :meth:`return_scale`). The next state's ``reset`` is 0: set it
-        to 1 for the envs whose episode ended."""
+        """One step of each model from ``state`` (the value model only if ``value``); the
+        next state's ``reset`` is 0: set it to 1 for the envs whose episode ended."""
         features = self.features(observations)
         params, policy_state = recurrent.one_step(
             self.network, self.state_sizes["policy"], features, state["policy"], state["reset"])
         values, value_state = None, tuple(state["value"])
         if value:
-            values, value_state = recurrent.one_step(
-                self.value_network, self.state_sizes["value"], features, state["value"],
-                state["reset"])
-            values = tf.reshape(tf.cast(values, tf.float32), [-1])
+            values, value_state = self._value_model(features, state)
         return StepOutputs(tf.cast(params, tf.float32), values,
                            {"policy": policy_state, "value": value_state,
                             "reset": tf.zeros_like(state["reset"], tf.float32)})
 
+    def _value_model(self, features, state):
+        """V(s) [B] in units of :meth:`return_scale`, and the value model's next state."""
+        values, following = recurrent.one_step(self.value_network, self.state_sizes["value"],
+                                               features, state["value"], state["reset"])
+        return tf.reshape(tf.cast(values, tf.float32), [-1]), following
+
     def _greedy(self, observations, mask, state):
-        # The value model steps too when it carries a state of its own (as in _sample).
         params, _, following = self.step(observations, state,
                                          value=bool(self.state_sizes["value"]))
         mask = mask if self.mask_width else None  # a head without masks takes none
@@ -163,10 +163,7 @@ class Policy(tf.Module):
         if not self.has_value:
             raise InputError("this policy has no value network (train with a baseline: "
                              "Config(baseline=True)); received a call of policy.value")
-        values, _ = recurrent.one_step(self.value_network, self.state_sizes["value"],
-                                       self.features(observations), state["value"],
-                                       state["reset"])
-        return tf.reshape(tf.cast(values, tf.float32), [-1]) * self.return_scale()
+        return self._value_model(self.features(observations), state)[0] * self.return_scale()
 
     def replay(self, observations, initial_state: dict, done):
         """Both models over a time-major segment of observations [T, B, ...] from
@@ -213,12 +210,8 @@ class Policy(tf.Module):
             action_mask: [B, W] (or [W] with one observation) the legal actions, for a
                 head that takes masks; default: a Dict observation's ``action_mask`` key.
 
-        Returns:
-            (actions [B, *action_shape], the next state or None).
-
-        Raises:
-            InputError: for observations of another shape, or holding NaN or inf, or a
-                seed out of range.
+        Returns (actions [B, *action_shape], the next state or None). Raises InputError
+        for observations of another shape or holding NaN or inf, or a seed out of range.
         """
         if action_mask is None and isinstance(observations, dict):
             action_mask = observations.get(spaces.ACTION_MASK_KEY)
