@@ -219,12 +219,9 @@ class CompiledCollector(tf.Module):
         obs = env.observe(state)
         seed = tf.random.experimental.stateless_fold_in(base, 2 * t)
         recurrent = self._recurrent_state is not None
-        if not recurrent:
-            raw, env_action, _ = policy.sample(obs, seed, policy.all_legal(num),
-                                               policy.initial_state(num))
-        else:
-            raw, env_action, following = policy.sample(obs, seed, policy.all_legal(num),
-                                                       carried)
+        raw, env_action, following = policy.sample(
+            obs, seed, policy.all_legal(num), carried if recurrent else policy.initial_state(num))
+        if recurrent:
             # The loop and the batch keep static shapes: [num_envs, ...].
             raw, env_action, following = tf.nest.map_structure(
                 lambda x: tf.reshape(x, [num] + x.shape[1:]), (raw, env_action, following))
